@@ -1,0 +1,32 @@
+# Ambient: `make demo` runs the whole pipeline on the generated demo world and serves the app;
+# `make test` runs the test suite; `make bench` runs the benchmarks into bench-out/.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo
+
+.PHONY: demo test bench chromium clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	bash scripts/demo.sh $(DEMO_DIR)
+
+bench: $(STAMP)
+	mkdir -p bench-out
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) bench-out

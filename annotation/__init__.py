@@ -1,0 +1,1 @@
+"""Aggregation of annotators' answers and the paper's statistics (pure functions)."""

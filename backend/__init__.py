@@ -1,0 +1,1 @@
+"""Ambient's edges: the CLI, the database, jobs and the web app."""

@@ -1,0 +1,16 @@
+"""`ambient`: the one command-line entry point. Each stage's subcommands live in
+backend/commands/<stage>.py and register themselves here."""
+from __future__ import annotations
+
+import typer
+
+from backend.commands import dissect, ingest, labels, texture, train, units, world
+
+app = typer.Typer(help="Ambient: learn visual detectors from ambient sound.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+for stage in (world, ingest, texture, labels, train, units, dissect):
+    stage.register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Ambient's pipeline: audio -> textures -> labels -> network -> training -> units."""

@@ -1,0 +1,76 @@
+"""The dataset directory: one source of truth for where ingest puts things.
+
+Layout of DATA_DIR (written by ``ambient ingest``)::
+
+    videos/<video_id>/video.json      per-video record: source path, duration, frames (see FrameRecord)
+    videos/<video_id>/features.npz    textures (10, 502) float32, spectrum (10, 32) float32, silent (10,) bool
+    videos/<video_id>/frame_XX.jpg    256x256 frames
+    videos/<video_id>/clip_XX.mp3     the 3.75 s around each frame
+    manifest.jsonl                    every frame of every finished video, one JSON object a line
+    textures.npy                      (N, 502) float32, row i = line i of manifest.jsonl
+    spectrum.npy                      (N, 32) float32, same order
+    ingest_report.json                {"ingested": [...], "skipped": [{"path", "reason"}]}
+    labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
+
+A video directory is complete only when ``video.json`` exists: it is written last,
+atomically, so a killed ingest leaves nothing half-finished that looks done.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST = "manifest.jsonl"
+TEXTURES = "textures.npy"
+SPECTRUM = "spectrum.npy"
+REPORT = "ingest_report.json"
+
+
+@dataclass
+class FrameRecord:
+    frame_id: int        # row in manifest.jsonl / textures.npy (assigned at merge)
+    video_id: str        # stable id derived from the video's relative path
+    video: str           # path of the source video relative to the videos folder
+    frame_index: int     # 0..frames_per_video-1 within the video
+    time: float          # seconds from the start of the video
+    image: str           # path relative to DATA_DIR
+    clip: str            # path relative to DATA_DIR
+    split: str           # "train" or "test"
+    silent: bool
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON so that a reader sees either the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; run `ambient ingest` first")
+    with path.open() as f:
+        return [FrameRecord(**json.loads(line)) for line in f if line.strip()]
+
+
+def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(textures (N, 502), spectrum (N, 32)) in manifest order."""
+    data_dir = Path(data_dir)
+    return np.load(data_dir / TEXTURES), np.load(data_dir / SPECTRUM)
+
+
+def write_manifest(data_dir: str | Path, records: list[FrameRecord],
+                   textures: np.ndarray, spectrum: np.ndarray) -> None:
+    data_dir = Path(data_dir)
+    tmp = data_dir / (MANIFEST + ".tmp")
+    with tmp.open("w") as f:
+        for r in records:
+            f.write(json.dumps(asdict(r)) + "\n")
+    np.save(data_dir / TEXTURES, textures.astype(np.float32))
+    np.save(data_dir / SPECTRUM, spectrum.astype(np.float32))
+    os.replace(tmp, data_dir / MANIFEST)   # the manifest appears last: it marks the set complete
