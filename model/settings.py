@@ -40,3 +40,116 @@ class IngestSettings:
 
 TEXTURE = TextureSettings()
 INGEST = IngestSettings()
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """Sound labels (paper 3.2): k-means clusters or a binary code from PCA projections."""
+
+    clusters: int = 30                 # paper: k = 30
+    restarts: int = 3                  # k-means++ restarts; the lowest inertia wins
+    max_iterations: int = 100
+    tolerance: float = 1e-4            # stop when the inertia improves by less than this fraction
+    bits: int = 30                     # binary code length (top principal components)
+    seed: int = 0
+    chunk_rows: int = 65_536           # distance computations in chunks, so 1.8M x 502 fits in memory
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """CaffeNet-BN training. The defaults are the paper preset; see TRAIN_PRESETS."""
+
+    frame_size: int = 256              # frames are resized to this before random crops
+    crop_size: int = 227
+    fc_width: int = 4096
+    batch_size: int = 256              # paper: 256 (global, split across DDP processes)
+    epochs: int = 45                   # paper: 320,000 iterations x 256 = ~45 epochs of 1.8M frames
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_fraction: float = 0.02      # linear warm-up, then cosine decay to zero
+    evals_per_epoch: int = 1
+    checkpoint_steps: int = 500        # also checkpointed after every evaluation
+    cache_bytes: int = 8 << 30         # decoded frames kept in memory if they fit; else JPEGs decoded per batch
+    seed: int = 0
+
+
+LABELS = LabelSettings()
+TRAIN_PRESETS = {
+    "paper": TrainSettings(),
+    # The demo world (~2,400 frames) on a 2-core CPU in under 10 minutes: small frames and fc layers.
+    "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=64, epochs=30,
+                          lr=0.02, checkpoint_steps=50),
+    # Tests: seconds per run.
+    "tiny": TrainSettings(frame_size=80, crop_size=67, fc_width=64, batch_size=8, epochs=2,
+                          lr=0.01, checkpoint_steps=2, warmup_fraction=0.0),
+}
+
+
+@dataclass(frozen=True)
+class AnnotationSettings:
+    """Human labelling of units, as in the paper's section 4.1 (there: Mechanical Turk)."""
+
+    annotators_per_unit: int = 3       # different people label each unit
+    detector_threshold: float = 0.6    # a detector when >= 60% of its top images contain the object
+    reservation_minutes: int = 30      # a unit handed to an annotator is held for them this long
+    sound_clips_per_unit: int = 30     # clips judged for audibility per detector (Table 1 rows 3-4)
+    top_images: int = 60               # images shown per unit: its 60 largest activations
+
+
+ANNOTATION = AnnotationSettings()
+
+
+@dataclass(frozen=True)
+class WorldPreset:
+    videos: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """The generated demo world (model/world): sizes, rates and how loosely sound follows sight."""
+
+    width: int = 320                   # ingest resizes the short side to 256 and centre-crops
+    height: int = 256
+    fps: int = 10
+    sample_rate: int = 22_050
+    max_objects: int = 3
+    object_size: tuple[float, float] = (0.15, 0.5)        # object extent, fraction of the image height
+    audible_on_s: tuple[float, float] = (2.5, 5.5)        # a sounding object's bursts of sound ...
+    audible_off_s: tuple[float, float] = (1.0, 2.5)       # ... and its pauses: heard ~70% of the time
+    offscreen_probability: float = 0.3                    # chance a video also hears an unseen source
+    object_rms: tuple[float, float] = (0.06, 0.15)        # loudness of a sound source
+    ambience_rms: tuple[float, float] = (0.008, 0.02)     # scene ambience stays well below the sources
+    workers: int = 2
+
+
+WORLD = WorldSettings()
+WORLD_PRESETS = {
+    "tiny": WorldPreset(videos=4, duration_s=6.0),        # tests: seconds
+    "demo": WorldPreset(videos=240, duration_s=8.0),      # < 2 min here; ~2,400 frames after ingest
+    "large": WorldPreset(videos=5000, duration_s=10.0),   # for GPU runs
+}
+
+
+@dataclass(frozen=True)
+class UnitSettings:
+    """Unit visualisation (paper 4.1, after Zhou et al. 2015) and its truth-based dissection."""
+
+    layer: str = "conv5"
+    top: int = 60                      # paper: each unit's 60 most activating images
+    split: str = "test"                # the pool: the paper sampled its Flickr test set
+    batch_size: int = 128
+    activation_fraction: float = 0.5   # paper: positions with at least half the image's maximum
+    # Zhou et al. 2015 ("Object detectors emerge in deep scene CNNs", Table 2) measure the empirical
+    # receptive field at pool5 as about a third of the theoretical one; the circle's diameter is that size.
+    empirical_rf_fraction: float = 1.0 / 3.0
+    darken: float = 0.2                # brightness kept outside the receptive-field circles
+    jpeg_quality: int = 85
+    # Dissection: an image contains a category when the category's pixels and the unit's region
+    # overlap by at least this fraction of the smaller of the two (see model/dissect.py).
+    overlap_fraction: float = 0.5
+    detector_precision: float = 0.6   # paper: a unit is a detector when >= 60% of its top images agree
+
+
+UNITS = UnitSettings()

@@ -1,0 +1,73 @@
+"""Plotly figures of the paper's unit statistics (Fig. 3 and Fig. A1b), for the app to embed."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from model.settings import ANNOTATION
+
+CHARACTERISTIC_COLOR = "#d62728"
+OTHER_COLOR = "#1f77b4"
+
+
+def _histogram_bars(histogram: Mapping[str, int], characteristic: Mapping[str, bool]) -> go.Bar:
+    # Horizontal bars keep long category names readable; reversed so the commonest is on top.
+    names = list(histogram)[::-1]
+    starred = [characteristic.get(name, False) for name in names]
+    return go.Bar(
+        x=[histogram[name] for name in names],
+        y=[f"{name}*" if star else name for name, star in zip(names, starred)],
+        orientation="h",
+        marker_color=[CHARACTERISTIC_COLOR if star else OTHER_COLOR for star in starred],
+        hovertemplate="%{y}: %{x} units<extra></extra>", showlegend=False)
+
+
+def _bar_height(n_categories: int) -> int:
+    return 120 + 22 * max(n_categories, 1)
+
+
+def detector_histogram_figure(histogram: Mapping[str, int], characteristic: Mapping[str, bool],
+                              title: str = "Detectors per category") -> go.Figure:
+    """Fig. 3 for one run: units per category; * marks categories with a characteristic sound."""
+    figure = go.Figure(_histogram_bars(histogram, characteristic))
+    figure.update_layout(title=f"{title} ({sum(histogram.values())} detectors; * characteristic sound)",
+                         xaxis_title="units", height=_bar_height(len(histogram)),
+                         margin=dict(l=10, r=10, t=50, b=40))
+    return figure
+
+
+def detector_histograms_figure(histograms: Mapping[str, Mapping[str, int]],
+                               characteristic: Mapping[str, bool]) -> go.Figure:
+    """Fig. 3 for several runs side by side, one panel per run (keyed by run name)."""
+    if not histograms:
+        raise ValueError("no runs to compare")
+    runs = list(histograms)
+    figure = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.12,
+                           subplot_titles=[f"{run} ({sum(histograms[run].values())} detectors)"
+                                           for run in runs])
+    for col, run in enumerate(runs, start=1):
+        figure.add_trace(_histogram_bars(histograms[run], characteristic), row=1, col=col)
+        figure.update_xaxes(title_text="units", row=1, col=col)
+    figure.update_layout(title="Detectors per category (* characteristic sound)",
+                         height=_bar_height(max(len(h) for h in histograms.values())),
+                         margin=dict(l=10, r=10, t=70, b=40))
+    return figure
+
+
+def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[str, Sequence[int]],
+                           chosen: float = ANNOTATION.detector_threshold) -> go.Figure:
+    """Fig. A1b: detectors as the threshold varies, one line per run, the chosen threshold marked."""
+    figure = go.Figure()
+    for run, counts in counts_by_run.items():
+        if len(counts) != len(thresholds):
+            raise ValueError(f"run {run!r}: {len(counts)} counts for {len(thresholds)} thresholds")
+        figure.add_trace(go.Scatter(x=list(thresholds), y=list(counts), mode="lines+markers", name=run))
+    figure.add_vline(x=chosen, line_dash="dash", line_color="gray",
+                     annotation_text=f"{chosen:.0%}", annotation_position="top")
+    figure.update_layout(title="Object-selective units vs. threshold",
+                         xaxis=dict(title="fraction of top images containing the object",
+                                    tickformat=".0%"),
+                         yaxis_title="detectors", height=450, margin=dict(l=10, r=10, t=50, b=40))
+    return figure
