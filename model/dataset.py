@@ -6,10 +6,11 @@ Layout of DATA_DIR (written by ``ambient ingest``)::
     videos/<video_id>/features.npz    textures (10, 502) float32, spectrum (10, 32) float32, silent (10,) bool
     videos/<video_id>/frame_XX.jpg    256x256 frames
     videos/<video_id>/clip_XX.mp3     the 3.75 s around each frame
+    videos/<video_id>/skipped.json    instead of the above for an unusable video: {"video", "videos_dir", "reason", "file"}
     manifest.jsonl                    every frame of every finished video, one JSON object a line
     textures.npy                      (N, 502) float32, row i = line i of manifest.jsonl
     spectrum.npy                      (N, 32) float32, same order
-    ingest_report.json                {"ingested": [...], "skipped": [{"path", "reason"}]}
+    ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames"}
     labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
 
 A video directory is complete only when ``video.json`` exists: it is written last,

@@ -1,6 +1,69 @@
-"""`ambient ingest` (being written)."""
+"""`ambient ingest`: videos -> dataset directory (frames, clips, textures, manifest)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected i/n, e.g. 0/4", param_hint="--shard") from None
+    if count < 1 or not 0 <= index < count:
+        raise typer.BadParameter(f"{text!r}: need 0 <= i < n", param_hint="--shard")
+    return index, count
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the CLI."""
+
+    @app.command("ingest")
+    def ingest_command(
+        videos_dir: Optional[Path] = typer.Argument(
+            None, help="Folder searched recursively for videos (mp4, webm, mkv, mov, avi, ogv...). "
+                       "With --merge and no --out: the DATA_DIR to merge."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Dataset directory to write (DATA_DIR)."),
+        workers: int = typer.Option(os.cpu_count() or 1, "--workers", "-j", min=1,
+                                    help="Parallel processes (default: all cores)."),
+        shard: Optional[str] = typer.Option(
+            None, help="Process only shard i of n (videos whose index mod n == i), e.g. 0/4; "
+                       "run `ambient ingest --merge --out DATA_DIR` when all shards are done."),
+        merge: bool = typer.Option(False, "--merge", help="Only join finished videos into the manifest."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        """Sample 10 frames per video with their 3.75 s sound clips, textures and spectra.
+
+        Resumable: re-running skips finished videos. Unusable videos (corrupt, no audio, too short,
+        silent) are skipped and listed in DATA_DIR/ingest_report.json.
+        """
+        from model.ingest import ingest
+
+        if merge:
+            data_dir = out or videos_dir
+            if data_dir is None or not (data_dir / "videos").is_dir():
+                raise typer.BadParameter(f"{data_dir}: not an ingest output (no videos/ folder inside)",
+                                         param_hint="--out")
+            report = ingest(None, data_dir, merge=True)
+        else:
+            if videos_dir is None or out is None:
+                raise typer.BadParameter("give VIDEOS_DIR and --out DATA_DIR")
+            if not videos_dir.is_dir():
+                raise typer.BadParameter(f"{videos_dir}: not a folder", param_hint="VIDEOS_DIR")
+            if out.exists() and not out.is_dir():
+                raise typer.BadParameter(f"{out}: exists and is not a folder", param_hint="--out")
+            shard_pair = _parse_shard(shard) if shard else None
+            report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress)
+            data_dir = out
+
+        typer.echo(f"{len(report.ingested)} videos ingested ({report.frames} frames), "
+                   f"{len(report.skipped)} skipped")
+        for skip in report.skipped:
+            typer.echo(f"  skipped {skip['path']}: {skip['reason']}")
+        if shard:
+            typer.echo(f"shard {shard} done; merge with: ambient ingest --merge --out {data_dir}")
+        else:
+            typer.echo(f"dataset: {data_dir} (manifest.jsonl, ingest_report.json)")

@@ -1,0 +1,226 @@
+"""Ingest: videos -> 10 frames each, their 3.75 s clips, sound textures and spectra (see model/dataset.py).
+
+Each video is processed on its own into ``videos/<id>/`` (``video.json`` last = finished), so runs
+resume, shards can run on many machines, and ``merge`` joins whatever is finished into the manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from model import dataset
+from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features
+from model.media import MediaError, probe, read_audio, read_frames, resize_center_crop, write_audio_clip
+from model.settings import INGEST, TEXTURE, IngestSettings
+
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
+VIDEO_RECORD = "video.json"
+SKIPPED_RECORD = "skipped.json"     # a video that could not be used, with its reason
+FEATURES = "features.npz"
+
+
+@dataclass
+class IngestReport:
+    videos_dir: str | None
+    ingested: list[str] = field(default_factory=list)     # video paths relative to videos_dir
+    skipped: list[dict] = field(default_factory=list)     # {"path", "reason"}
+    frames: int = 0
+
+
+class SkipVideo(Exception):
+    """The video is unusable for a reason worth reporting (not a bug)."""
+
+
+def video_id(relative_path: str) -> str:
+    """Stable, readable id: a slug of the relative path plus a short hash (slugs can collide)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(relative_path).with_suffix("").as_posix().lower()).strip("-")
+    return f"{slug[-40:].lstrip('-') or 'video'}-{hashlib.sha1(relative_path.encode()).hexdigest()[:8]}"
+
+
+def split_of(vid: str, test_fraction: float = INGEST.test_fraction) -> str:
+    """Deterministic train/test split by video (a hash, so adding videos never moves old ones)."""
+    unit = int(hashlib.sha1(f"split:{vid}".encode()).hexdigest()[:8], 16) / 2**32
+    return "test" if unit < test_fraction else "train"
+
+
+def frame_times(duration: float, count: int = INGEST.frames_per_video,
+                clip_seconds: float = TEXTURE.clip_seconds) -> np.ndarray:
+    """Evenly spaced frame times, each with a full clip around it."""
+    half = clip_seconds / 2
+    return np.linspace(half, duration - half, count)
+
+
+def find_videos(videos_dir: Path) -> list[str]:
+    """Relative paths of video files under videos_dir, recursively, sorted (the shard order)."""
+    return sorted(p.relative_to(videos_dir).as_posix() for p in videos_dir.rglob("*")
+                  if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
+                 settings: IngestSettings = INGEST) -> int:
+    """Write one video's frames, clips and features into out_dir/videos/<id>/; returns frames written.
+
+    Raises SkipVideo for corrupt files, no audio or video, too short, or a silent track.
+    """
+    path = videos_dir / relative_path
+    vid = video_id(relative_path)
+    clip_seconds = TEXTURE.clip_seconds
+    try:
+        info = probe(path)
+        if not info.has_video:
+            raise SkipVideo("no video stream")
+        if not info.has_audio:
+            raise SkipVideo("no audio stream")
+        if info.duration < clip_seconds:
+            raise SkipVideo(f"shorter than {clip_seconds} s ({info.duration:.2f} s)")
+        times = frame_times(info.duration, settings.frames_per_video, clip_seconds)
+        clips, rate = [], 0
+        for t in times:
+            clip, rate = read_audio(path, t - clip_seconds / 2, clip_seconds)
+            clips.append(clip)
+        images = read_frames(path, [float(t) for t in times])
+    except MediaError as e:
+        raise SkipVideo(e.reason) from e
+    # The last clip can end a few samples early when the audio stream is shorter than the video.
+    length = round(clip_seconds * rate)
+    clips = np.stack([np.pad(c[:length], (0, length - len(c[:length]))) for c in clips])
+    textures, spectrum, silent = clip_features(clips, rate)   # spectrum at each clip's middle = the frame
+    if silent.all():
+        raise SkipVideo("silent audio track")
+
+    video_dir = out_dir / "videos" / vid
+    video_dir.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for i, (t, image, clip) in enumerate(zip(times, images, clips)):
+        image_name, clip_name = f"frame_{i:02d}.jpg", f"clip_{i:02d}.{settings.clip_format}"
+        resize_center_crop(image.convert("RGB"), settings.frame_size).save(
+            video_dir / image_name, quality=settings.jpeg_quality)
+        write_audio_clip(clip, rate, video_dir / clip_name, out_rate=settings.clip_sample_rate)
+        frames.append(dict(video_id=vid, video=relative_path, frame_index=i, time=round(float(t), 4),
+                           image=f"videos/{vid}/{image_name}", clip=f"videos/{vid}/{clip_name}",
+                           split=split_of(vid, settings.test_fraction), silent=bool(silent[i])))
+    np.savez(video_dir / FEATURES, textures=textures.astype(np.float32),
+             spectrum=spectrum.astype(np.float32), silent=silent)
+    (video_dir / SKIPPED_RECORD).unlink(missing_ok=True)
+    dataset.write_json_atomic(video_dir / VIDEO_RECORD, dict(
+        video_id=vid, video=relative_path, videos_dir=str(videos_dir.resolve()),
+        duration=info.duration, sample_rate=rate, frames=frames))
+    return len(frames)
+
+
+def _ingest_one(videos_dir: Path, relative_path: str, out_dir: Path,
+                settings: IngestSettings) -> tuple[str, int, str | None]:
+    """Worker: (path, frames, skip reason or None). Skips are recorded on disk for merge."""
+    try:
+        return relative_path, ingest_video(videos_dir, relative_path, out_dir, settings), None
+    except SkipVideo as e:
+        reason = str(e)
+    except Exception as e:   # noqa: BLE001 - one odd file must not end a many-hour run; it is reported
+        reason = f"unexpected {type(e).__name__}: {e}"
+    skip_dir = out_dir / "videos" / video_id(relative_path)
+    skip_dir.mkdir(parents=True, exist_ok=True)
+    dataset.write_json_atomic(skip_dir / SKIPPED_RECORD, dict(
+        video=relative_path, videos_dir=str(videos_dir.resolve()), reason=reason,
+        file=_file_stamp(videos_dir / relative_path)))
+    return relative_path, 0, reason
+
+
+def _file_stamp(path: Path) -> list[int]:
+    """Size and mtime: a skipped video is retried only once its file has changed."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _previous_skip(videos_dir: Path, relative_path: str, out_dir: Path) -> str | None:
+    """The reason this unchanged file was skipped before, if it was."""
+    record = out_dir / "videos" / video_id(relative_path) / SKIPPED_RECORD
+    if not record.exists():
+        return None
+    skip = json.loads(record.read_text())
+    return skip["reason"] if skip["file"] == _file_stamp(videos_dir / relative_path) else None
+
+
+def merge_videos(out_dir: str | Path) -> IngestReport:
+    """Join every finished video dir into manifest.jsonl, textures.npy, spectrum.npy, ingest_report.json."""
+    out_dir = Path(out_dir)
+    video_dirs = sorted((out_dir / "videos").glob("*/")) if (out_dir / "videos").is_dir() else []
+    records, textures, spectrum, report = [], [], [], IngestReport(videos_dir=None)
+    for video_dir in video_dirs:
+        done, skipped = video_dir / VIDEO_RECORD, video_dir / SKIPPED_RECORD
+        if done.exists():
+            video = json.loads(done.read_text())
+            features = np.load(video_dir / FEATURES)
+            textures.append(features["textures"])
+            spectrum.append(features["spectrum"])
+            for frame in video["frames"]:
+                records.append(dataset.FrameRecord(frame_id=len(records), **frame))
+            report.ingested.append(video["video"])
+            report.videos_dir = report.videos_dir or video["videos_dir"]
+        elif skipped.exists():
+            skip = json.loads(skipped.read_text())
+            report.skipped.append(dict(path=skip["video"], reason=skip["reason"]))
+            report.videos_dir = report.videos_dir or skip["videos_dir"]
+    report.frames = len(records)
+    report.ingested.sort()
+    dataset.write_manifest(out_dir, records,
+                           np.concatenate(textures) if textures else np.zeros((0, TEXTURE_DIM)),
+                           np.concatenate(spectrum) if spectrum else np.zeros((0, N_CHANNELS)))
+    dataset.write_json_atomic(out_dir / dataset.REPORT, asdict(report))
+    return report
+
+
+def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | None = None,
+           shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True,
+           settings: IngestSettings = INGEST) -> IngestReport:
+    """Ingest every video under videos_dir into out_dir, in parallel and resumably.
+
+    With `shard=(i, n)` only videos whose sorted index is i mod n are processed and the manifest is
+    not written (run with `merge=True` once all shards are done); the report then covers this shard
+    only. Without a shard the finished set is merged at the end. `merge=True` only merges.
+    """
+    out_dir = Path(out_dir)
+    if merge:
+        return merge_videos(out_dir)
+    videos_dir = Path(videos_dir)
+    relative_paths = find_videos(videos_dir)
+    if shard is not None:
+        index, count = shard
+        relative_paths = relative_paths[index::count]
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    done = {p for p in relative_paths if (out_dir / "videos" / video_id(p) / VIDEO_RECORD).exists()}
+    skipped_before = {p: r for p in relative_paths if p not in done
+                      and (r := _previous_skip(videos_dir, p, out_dir)) is not None}
+    todo = [p for p in relative_paths if p not in done and p not in skipped_before]
+    report = IngestReport(videos_dir=str(videos_dir.resolve()), ingested=sorted(done))
+    report.frames = settings.frames_per_video * len(done)
+    bar = tqdm(total=len(relative_paths), initial=len(relative_paths) - len(todo), desc="ingest",
+               unit="video", disable=not progress)
+    results = [(p, 0, reason) for p, reason in skipped_before.items()]
+    if (workers or 0) == 1 or len(todo) <= 1:
+        for p in todo:
+            results.append(_ingest_one(videos_dir, p, out_dir, settings))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_ingest_one, videos_dir, p, out_dir, settings) for p in todo]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update()
+    bar.close()
+    for path, frames, reason in sorted(results):
+        if reason is None:
+            report.ingested.append(path)
+            report.frames += frames
+        else:
+            report.skipped.append(dict(path=path, reason=reason))
+    report.ingested.sort()
+    if shard is None:
+        return merge_videos(out_dir)
+    return report
