@@ -1,0 +1,62 @@
+"""Demo-world generation speed: seconds and videos/s per preset, procedural vs tuxpaint objects."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.settings import WORLD, WORLD_PRESETS  # noqa: E402
+from model.world import generate_world, tuxpaint  # noqa: E402
+
+REPEATS = {"tiny": 3, "demo": 1}      # demo takes a minute or more: one run
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def write_section(title: str, body: str) -> None:
+    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    section = f"## {title}\n{body.rstrip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    BENCHMARKS.write_text(text)
+
+
+def main() -> None:
+    load = os.getloadavg()[0]   # the cores are shared: a busy machine slows every figure
+    modes = ["procedural"] + (["tuxpaint"] if tuxpaint.available() else [])
+    rows = []
+    for mode in modes:
+        for preset, repeats in REPEATS.items():
+            seconds = []
+            for _ in range(repeats):
+                with tempfile.TemporaryDirectory() as tmp:
+                    summary = generate_world(tmp, preset=preset, seed=0, objects=mode, progress=False)
+                seconds.append(summary.seconds)
+            median = statistics.median(seconds)
+            videos = WORLD_PRESETS[preset].videos
+            print(f"world {preset} ({mode}): {median:.1f} s, {videos / median:.2f} videos/s "
+                  f"(runs: {', '.join(f'{s:.1f}' for s in seconds)} s)")
+            rows.append(f"| {preset} | {mode} | {videos} x {WORLD_PRESETS[preset].duration_s:g} s "
+                        f"| {median:.1f} | {videos / median:.2f} | {repeats} |")
+    missing = "" if "tuxpaint" in modes else "\ntuxpaint-stamps-default is not installed here: procedural only.\n"
+    write_section("Demo world", f"""\
+`benchmarks/bench_world.py`: `generate_world` (`ambient world`) with {WORLD.workers} worker processes,
+{WORLD.width}x{WORLD.height} H.264 at {WORLD.fps} fps + AAC {WORLD.sample_rate} Hz, truth masks; median of the runs.
+
+| preset | objects | videos | seconds | videos/s | runs |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+{missing}
+Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
+load average {load:.1f} at the start; {datetime.date.today().isoformat()}.
+""")
+
+
+if __name__ == "__main__":
+    main()

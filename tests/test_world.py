@@ -1,0 +1,186 @@
+"""The demo world: real decodable videos whose truth (masks, audibility) matches what was drawn and heard."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from backend.cli import app
+from model.audio import TEXTURE_GROUPS, cochlear_center_frequencies, sound_textures
+from model.categories import category_by_name, load_categories
+from model.media import probe, read_audio, read_frames
+from model.settings import WORLD, WORLD_PRESETS
+from model.world import frame_truth, generate_world, video_truth
+from model.world import tuxpaint
+from model.world.objects import DRAWERS
+from model.world.scenes import LAYOUT, SCENES
+from model.world.sounds import SOUND_BANDS, SOURCE_SYNTHS
+
+SEED = 7
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    out = tmp_path_factory.mktemp("world")
+    summary = generate_world(out, videos=8, seed=SEED, preset="tiny", objects="procedural", progress=False)
+    return out, summary
+
+
+def test_categories_load_from_the_package_csv():
+    categories = load_categories()
+    assert len(categories) > 150
+    person = category_by_name()["person"]
+    assert person.characteristic_sound and not person.stuff and "individual" in person.synonyms
+    assert not category_by_name()["tree"].characteristic_sound
+
+
+def test_world_categories_are_sun_names_with_enough_sounding_and_silent_ones():
+    flags = category_by_name()
+    used = set(DRAWERS) | set(SOURCE_SYNTHS) | set(LAYOUT) | {c for s in SCENES for c in s.objects}
+    assert used <= set(flags), used - set(flags)
+    drawn_sounding = [c for c in DRAWERS if flags[c].characteristic_sound]
+    drawn_silent = [c for c in DRAWERS if not flags[c].characteristic_sound]
+    assert len(drawn_sounding) >= 6 and len(drawn_silent) >= 6
+    assert all(flags[c].characteristic_sound for c in SOURCE_SYNTHS)
+    assert set(drawn_sounding) <= set(SOURCE_SYNTHS)    # every drawable sounding object has a voice
+    assert set(SOUND_BANDS) == set(SOURCE_SYNTHS)
+
+
+def test_summary_counts_match_the_truth_files(world):
+    out, summary = world
+    assert summary.videos == 8 and summary.objects == "procedural"
+    saved = json.loads((out / "world.json").read_text())
+    assert saved["seed"] == SEED and saved["preset"] == "tiny" and saved["videos"] == 8
+    records = [json.loads(p.read_text()) for p in sorted((out / "truth").glob("*.json"))]
+    assert len(records) == 8
+    assert sum(len(r["objects"]) for r in records) == sum(summary.object_counts.values())
+
+
+def test_videos_decode_with_audio_and_video_of_the_stated_length(world):
+    out, summary = world
+    duration = WORLD_PRESETS["tiny"].duration_s
+    for video in sorted((out / "videos").glob("*.mp4")):
+        info = probe(video)
+        assert info.has_video and info.has_audio
+        assert (info.width, info.height) == (WORLD.width, WORLD.height)
+        assert abs(info.duration - duration) < 0.2
+        waveform, rate = read_audio(video)
+        assert rate == WORLD.sample_rate
+        assert abs(waveform.size / rate - duration) < 0.1
+        assert np.sqrt(np.mean(waveform ** 2)) > 1e-3        # the ambience at least is there
+
+
+def test_truth_masks_line_up_with_the_drawn_objects(world):
+    out, _ = world
+    inside, outside, checked = [], [], 0
+    for video in sorted((out / "videos").glob("*.mp4")):
+        truth = frame_truth(out, video.name, 3.0)
+        if not truth.objects:
+            continue
+        frame = np.asarray(read_frames(video, [3.0])[0]).astype(np.float32)
+        union = np.zeros(frame.shape[:2], bool)
+        for obj in truth.objects:
+            assert obj.mask.shape == frame.shape[:2] and obj.mask.any()
+            union |= obj.mask
+        # Backgrounds are nearly constant along a row: the row's median outside the objects
+        # estimates it, and drawn objects stand out from it where (and only where) the masks say.
+        background = np.stack([np.median(frame[y][~union[y]], axis=0) if (~union[y]).sum() > 20
+                               else np.median(frame[y], axis=0) for y in range(frame.shape[0])])
+        deviation = np.abs(frame - background[:, None, :]).mean(axis=2)
+        inside.append(deviation[union].mean())
+        outside.append(deviation[~union].mean())
+        record, masks = video_truth(out, video)
+        for obj in record["objects"]:
+            rows, cols = np.nonzero(masks[obj["mask"]])
+            assert obj["bbox"] == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
+        checked += 1
+    assert checked >= 3
+    assert np.mean(inside) > 3 * np.mean(outside)
+    assert sum(i > 2 * o for i, o in zip(inside, outside)) >= 0.8 * checked
+
+
+def test_frame_truth_accepts_the_world_its_videos_folder_or_a_relative_path(world):
+    out, _ = world
+    a = frame_truth(out, "videos/world_00000.mp4", 2.0)
+    b = frame_truth(out / "videos", "world_00000.mp4", 2.0)
+    c = frame_truth(out, "world_00000", 2.0)
+    assert a.scene == b.scene == c.scene and a.audible == b.audible == c.audible
+    assert [o.category for o in a.objects] == [o.category for o in c.objects]
+    with pytest.raises(FileNotFoundError):
+        frame_truth(out, "no_such_video.mp4", 2.0)
+
+
+def test_audible_marks_follow_the_intervals(world):
+    out, _ = world
+    for path in sorted((out / "truth").glob("*.json")):
+        record = json.loads(path.read_text())
+        for sound in record["sounds"]:
+            start, end = sound["intervals"][0]
+            assert sound["category"] in frame_truth(out, path.stem, (start + end) / 2).audible
+            assert (sound["object"] is None) == (not sound["on_screen"])
+
+
+def test_an_audible_source_raises_the_energy_of_its_bands_in_the_frame_texture(world):
+    """Frames where a category is marked audible have more energy (texture mu) in its bands than
+    frames whose whole texture window holds only the scene's ambience."""
+    out, _ = world
+    centres = cochlear_center_frequencies()
+    duration, window = WORLD_PRESETS["tiny"].duration_s, 3.75
+    times = np.linspace(window / 2, duration - window / 2, 10)     # as ingest samples frames
+    frames = []                                                   # (sounds of the video, time, mu)
+    for path in sorted((out / "truth").glob("*.json")):
+        record = json.loads(path.read_text())
+        waveform, rate = read_audio(out / record["video"])
+        clips = np.stack([waveform[int((t - window / 2) * rate):][: int(window * rate)] for t in times])
+        textures = sound_textures(clips, rate)
+        # mu is normalised by the clip's loudness: times loudness it is each band's mean envelope.
+        mus = textures[:, TEXTURE_GROUPS["mu"]] * textures[:, TEXTURE_GROUPS["loudness"]]
+        frames += [(record["sounds"], t, mu) for t, mu in zip(times, mus)]
+    compared = 0
+    for category in {s["category"] for sounds, _, _ in frames for s in sounds}:
+        low, high = SOUND_BANDS[category]
+        bands = (centres >= low) & (centres <= high)
+        mine = [[s for s in sounds if s["category"] == category] for sounds, _, _ in frames]
+        heard = [any(a <= t < b for s in m for a, b in s["intervals"]) for m, (_, t, _) in zip(mine, frames)]
+        absent = [not any(a < t + window / 2 and b > t - window / 2 for s in sounds for a, b in s["intervals"])
+                  for sounds, t, _ in frames]
+        energy = np.array([mu[bands].mean() for _, _, mu in frames])
+        if any(heard) and any(absent):
+            compared += 1
+            assert energy[heard].mean() > 1.05 * energy[absent].mean(), category
+    assert compared >= 3
+
+
+def test_same_seed_same_world(tmp_path):
+    a = generate_world(tmp_path / "a", videos=2, seed=3, preset="tiny", objects="procedural", workers=1, progress=False)
+    b = generate_world(tmp_path / "b", videos=2, seed=3, preset="tiny", objects="procedural", workers=1, progress=False)
+    assert a.object_counts == b.object_counts
+    for name in ("world_00000.json", "world_00001.json"):
+        assert (tmp_path / "a/truth" / name).read_text() == (tmp_path / "b/truth" / name).read_text()
+    generate_world(tmp_path / "a", videos=1, seed=4, preset="tiny", objects="procedural", workers=1, progress=False)
+    assert len(list((tmp_path / "a/videos").glob("*.mp4"))) == 1     # a new world replaces the old one
+
+
+@pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")
+def test_tuxpaint_world_uses_the_stamps_and_their_recordings(tmp_path):
+    summary = generate_world(tmp_path, videos=6, seed=1, preset="tiny", objects="tuxpaint", workers=1, progress=False)
+    assert summary.objects == "tuxpaint"
+    records = [json.loads(p.read_text()) for p in (tmp_path / "truth").glob("*.json")]
+    stamped = [o for r in records for o in r["objects"] if o["source"] != "procedural"]
+    assert stamped and all((tuxpaint.STAMPS_DIR / o["source"]).exists() for o in stamped)
+    stamps = tuxpaint.index_stamps()
+    assert len(stamps["bird"]) >= 10 and any(s.sound for s in stamps["dog"])
+
+
+def test_cli_generates_and_rejects_bad_input(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["world", str(tmp_path / "w"), "--preset", "tiny", "--videos", "1",
+                                 "--objects", "procedural", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1 videos" in result.output and (tmp_path / "w/videos/world_00000.mp4").exists()
+    bad = runner.invoke(app, ["world", str(tmp_path / "x"), "--preset", "huge"])
+    assert bad.exit_code == 2 and "huge" in bad.output
+    bad = runner.invoke(app, ["world", str(tmp_path / "x"), "--objects", "clay"])
+    assert bad.exit_code == 2 and "clay" in bad.output
