@@ -1,0 +1,1 @@
+"""The unit store: SQLAlchemy models, engine/sessions with Alembic migrations, and the stage writers."""

@@ -1,0 +1,229 @@
+"""The database schema, one source of truth (the Alembic revisions are generated from it).
+
+Rows that belong to a parent are deleted with it (ON DELETE CASCADE), so replacing a run's units
+also removes their images and annotations.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
+                        String, UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names so that migrations can alter them (SQLite batch mode needs names).
+NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+          "ck": "ck_%(table_name)s_%(constraint_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
+
+ANSWERS = ("yes", "no", "texture")          # is an object present in many of the unit's regions?
+AUDIBLE = ("yes", "no", "unsure")           # does the object make the sound heard in the clip?
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _parent(table: str) -> Mapped[int]:
+    return mapped_column(ForeignKey(f"{table}.id", ondelete="CASCADE"), index=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    data_dir: Mapped[str] = mapped_column(String(1000), unique=True)     # absolute DATA_DIR
+    videos_dir: Mapped[str | None] = mapped_column(String(1000))         # where the source videos were
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Video(Base):
+    __tablename__ = "videos"
+    __table_args__ = (UniqueConstraint("dataset_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = _parent("datasets")
+    key: Mapped[str] = mapped_column(String(200))            # FrameRecord.video_id
+    path: Mapped[str] = mapped_column(String(1000))          # relative to the videos folder
+
+
+class Frame(Base):
+    """A frame and its 3.75 s clip; ``row`` is its line in the dataset's manifest.jsonl."""
+
+    __tablename__ = "frames"
+    __table_args__ = (UniqueConstraint("dataset_id", "row"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = _parent("datasets")
+    video_id: Mapped[int] = _parent("videos")
+    row: Mapped[int] = mapped_column(Integer)
+    frame_index: Mapped[int] = mapped_column(Integer)
+    time: Mapped[float] = mapped_column(Float)
+    image_path: Mapped[str] = mapped_column(String(1000))    # relative to DATA_DIR
+    clip_path: Mapped[str] = mapped_column(String(1000))     # relative to DATA_DIR
+    split: Mapped[str] = mapped_column(String(10))
+    silent: Mapped[bool]
+    texture: Mapped[bytes | None] = mapped_column(LargeBinary)   # float32 (502,) sound texture
+
+    video: Mapped[Video] = relationship()
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    run_dir: Mapped[str] = mapped_column(String(1000), unique=True)      # absolute RUN_DIR
+    model_kind: Mapped[str] = mapped_column(String(200))    # "caffenet-bn", "torchvision:alexnet", ...
+    labels_kind: Mapped[str | None] = mapped_column(String(50))          # "cluster", "binary", ...
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Layer(Base):
+    __tablename__ = "layers"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _parent("runs")
+    name: Mapped[str] = mapped_column(String(200))
+    num_units: Mapped[int]
+    input_size: Mapped[int]          # side of the (square) network input the masks are drawn on
+    rf_size: Mapped[float]           # theoretical receptive field, pixels
+    rf_radius: Mapped[float]         # radius of the circles drawn in the masks, pixels
+
+
+class Unit(Base):
+    __tablename__ = "units"
+    __table_args__ = (UniqueConstraint("layer_id", "index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    layer_id: Mapped[int] = _parent("layers")
+    index: Mapped[int]
+    # Automatic label from the demo world's truth (``ambient dissect --truth``), beside the human ones.
+    auto_category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    auto_precision: Mapped[float | None]
+    auto_iou: Mapped[float | None]
+
+    layer: Mapped[Layer] = relationship()
+    auto_category: Mapped[Category | None] = relationship()
+    images: Mapped[list[UnitImage]] = relationship(order_by="UnitImage.rank", back_populates="unit",
+                                                   passive_deletes=True)
+
+
+class UnitImage(Base):
+    """One of a unit's top images: rank 0 is its strongest."""
+
+    __tablename__ = "unit_images"
+    __table_args__ = (UniqueConstraint("unit_id", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = _parent("units")
+    rank: Mapped[int]
+    activation: Mapped[float]                               # the spatial maximum of the unit's map
+    masked_jpeg: Mapped[bytes] = mapped_column(LargeBinary)  # network input with the outside darkened
+    frame_id: Mapped[int] = _parent("frames")               # the unmasked frame and its clip
+
+    unit: Mapped[Unit] = relationship(back_populates="images")
+    frame: Mapped[Frame] = relationship()
+
+
+class SoundCluster(Base):
+    __tablename__ = "sound_clusters"
+    __table_args__ = (UniqueConstraint("run_id", "index"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = _parent("runs")
+    index: Mapped[int]
+    centroid: Mapped[bytes] = mapped_column(LargeBinary)    # float32 texture-space centroid
+    size: Mapped[int]                                       # training clips in the cluster
+
+
+class Category(Base):
+    __tablename__ = "categories"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)      # SUN name
+    synonyms: Mapped[str] = mapped_column(String(1000), default="")  # ";"-separated
+    stuff: Mapped[bool] = mapped_column(default=False)
+    characteristic_sound: Mapped[bool] = mapped_column(default=False)
+
+
+class Annotator(Base):
+    __tablename__ = "annotators"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(500))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Annotation(Base):
+    """One annotator's answer for one unit (paper 4.1's questions)."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),
+                      CheckConstraint(f"answer IN {ANSWERS}", name="answer"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = _parent("units")
+    annotator_id: Mapped[int] = _parent("annotators")
+    answer: Mapped[str] = mapped_column(String(10))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    marks: Mapped[list[ImageMark]] = relationship(back_populates="annotation", cascade="all, delete-orphan",
+                                                  passive_deletes=True)
+
+
+class ImageMark(Base):
+    """An image the annotator marked as showing the object."""
+
+    __tablename__ = "image_marks"
+    __table_args__ = (UniqueConstraint("annotation_id", "unit_image_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotation_id: Mapped[int] = _parent("annotations")
+    unit_image_id: Mapped[int] = _parent("unit_images")
+
+    annotation: Mapped[Annotation] = relationship(back_populates="marks")
+
+
+class SoundJudgement(Base):
+    __tablename__ = "sound_judgements"
+    __table_args__ = (UniqueConstraint("annotator_id", "unit_image_id"),
+                      CheckConstraint(f"audible IN {AUDIBLE}", name="audible"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    unit_image_id: Mapped[int] = _parent("unit_images")
+    audible: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class UnitReservation(Base):
+    """A unit held for one annotator until ``expires_at`` (the annotation queue)."""
+
+    __tablename__ = "unit_reservations"
+    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = _parent("units")
+    annotator_id: Mapped[int] = _parent("annotators")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+# --- Added by the web app (backend/app): an admin's settlement of a disputed unit, and server secrets.
+
+class UnitSettlement(Base):
+    """An admin's decision for a unit whose annotators tied; it replaces their votes in the verdict."""
+
+    __tablename__ = "unit_settlements"
+    __table_args__ = (CheckConstraint(f"answer IN {ANSWERS}", name="answer"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"), unique=True)
+    answer: Mapped[str] = mapped_column(String(10))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("annotators.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ServerSecret(Base):
+    """Secrets the server makes once and every worker shares (e.g. the session-cookie signing key)."""
+
+    __tablename__ = "server_secrets"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))

@@ -1,0 +1,135 @@
+"""What the pipeline stages write into the store. Callers own the transaction (``session.begin()``),
+so a stage's whole write commits or leaves the database as it was."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from backend.db.models import Category, Dataset, Frame, Layer, Run, Unit, UnitImage, Video
+from model.categories import Category as CategoryInfo
+from model.dataset import FrameRecord
+
+
+@dataclass(frozen=True)
+class UnitImageRecord:
+    row: int                 # the frame's line in the pool's manifest.jsonl
+    activation: float
+    masked_jpeg: bytes
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    index: int
+    images: Sequence[UnitImageRecord]     # best first
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    name: str
+    num_units: int
+    input_size: int
+    rf_size: float
+    rf_radius: float
+
+
+@dataclass(frozen=True)
+class AutoLabel:
+    unit: int
+    category: str | None
+    precision: float
+    iou: float
+
+
+def seed_categories(session: Session, categories: Iterable[CategoryInfo]) -> None:
+    """Add the categories the table lacks (by name); existing rows keep their ids and annotations."""
+    known = set(session.scalars(select(Category.name)))
+    session.add_all(Category(name=c.name, synonyms=";".join(c.synonyms), stuff=c.stuff,
+                             characteristic_sound=c.characteristic_sound)
+                    for c in categories if c.name not in known)
+    session.flush()
+
+
+def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRecord],
+                     textures: np.ndarray | None, videos_dir: str | None) -> Dataset:
+    """The dataset of ``data_dir`` with all its videos and frames (only missing rows are added)."""
+    data_dir = Path(data_dir).resolve()
+    dataset = session.scalar(select(Dataset).where(Dataset.data_dir == str(data_dir)))
+    if dataset is None:
+        dataset = Dataset(name=data_dir.name, data_dir=str(data_dir), videos_dir=videos_dir)
+        session.add(dataset)
+        session.flush()
+    videos = dict(session.execute(select(Video.key, Video.id).where(Video.dataset_id == dataset.id)).all())
+    new_videos = {r.video_id: r.video for r in records if r.video_id not in videos}
+    if new_videos:
+        session.execute(insert(Video), [{"dataset_id": dataset.id, "key": key, "path": path}
+                                        for key, path in new_videos.items()])
+        videos = dict(session.execute(select(Video.key, Video.id).where(Video.dataset_id == dataset.id)).all())
+    rows = set(session.scalars(select(Frame.row).where(Frame.dataset_id == dataset.id)))
+    new_frames = [{"dataset_id": dataset.id, "video_id": videos[r.video_id], "row": r.frame_id,
+                   "frame_index": r.frame_index, "time": r.time, "image_path": r.image, "clip_path": r.clip,
+                   "split": r.split, "silent": r.silent,
+                   "texture": None if textures is None else textures[r.frame_id].astype(np.float32).tobytes()}
+                  for r in records if r.frame_id not in rows]
+    if new_frames:
+        session.execute(insert(Frame), new_frames)
+    return dataset
+
+
+def upsert_run(session: Session, run_dir: Path, model_kind: str, labels_kind: str | None,
+               metrics: dict, dataset: Dataset | None) -> Run:
+    run_dir = Path(run_dir).resolve()
+    run = session.scalar(select(Run).where(Run.run_dir == str(run_dir)))
+    if run is None:
+        run = Run(run_dir=str(run_dir), name=run_dir.name, model_kind=model_kind)
+        session.add(run)
+    run.model_kind, run.labels_kind, run.metrics = model_kind, labels_kind, metrics
+    run.dataset_id = dataset.id if dataset is not None else None
+    session.flush()
+    return run
+
+
+def replace_units(session: Session, run: Run, dataset: Dataset, layer: LayerRecord,
+                  units: Iterable[UnitRecord]) -> Layer:
+    """Replace the run's units of ``layer`` (their images and annotations go with them).
+
+    ``units`` may be a generator that computes as it goes: nothing is committed here.
+    """
+    session.execute(delete(Layer).where(Layer.run_id == run.id, Layer.name == layer.name))
+    row = Layer(run_id=run.id, name=layer.name, num_units=layer.num_units, input_size=layer.input_size,
+                rf_size=layer.rf_size, rf_radius=layer.rf_radius)
+    session.add(row)
+    session.flush()
+    frame_ids = dict(session.execute(select(Frame.row, Frame.id).where(Frame.dataset_id == dataset.id)).all())
+    for unit in units:
+        unit_id = session.scalar(insert(Unit).values(layer_id=row.id, index=unit.index).returning(Unit.id))
+        if unit.images:
+            session.execute(insert(UnitImage), [
+                {"unit_id": unit_id, "rank": rank, "activation": image.activation,
+                 "masked_jpeg": image.masked_jpeg, "frame_id": frame_ids[image.row]}
+                for rank, image in enumerate(unit.images)])
+    return row
+
+
+def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Iterable[AutoLabel]) -> int:
+    """Store truth-based labels on the run's units; returns how many units were labelled."""
+    run = session.scalar(select(Run).where(Run.run_dir == str(Path(run_dir).resolve())))
+    if run is None:
+        raise LookupError(f"{run_dir}: no such run in the database; run `ambient units` with this --db first")
+    layer_row = session.scalar(select(Layer).where(Layer.run_id == run.id, Layer.name == layer))
+    if layer_row is None:
+        raise LookupError(f"{run_dir}: the database has no units of layer {layer!r}")
+    categories = dict(session.execute(select(Category.name, Category.id)).all())
+    units = {u.index: u for u in session.scalars(select(Unit).where(Unit.layer_id == layer_row.id))}
+    count = 0
+    for label in labels:
+        unit = units[label.unit]
+        unit.auto_category_id = categories.get(label.category) if label.category else None
+        unit.auto_precision, unit.auto_iou = label.precision, label.iou
+        count += unit.auto_category_id is not None
+    session.flush()
+    return count

@@ -1,0 +1,158 @@
+"""Each unit's most activating images (a streaming top-k) and its receptive-field masks (paper 4.1)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TopImages:
+    """Per unit, its best images in decreasing order of spatial-maximum activation.
+
+    ``frame_ids`` is -1 (and ``scores`` -inf) in slots the pool was too small to fill.
+    """
+
+    scores: torch.Tensor      # (units, k) float32
+    frame_ids: torch.Tensor   # (units, k) int64
+    maps: torch.Tensor        # (units, k, H, W) float32: the unit's activation map in that image
+
+
+class RunningTopK:
+    """Keeps each unit's k best images while batches stream past: memory is O(units * k * H * W),
+    whatever the size of the pool.
+
+    With ``one_per_video`` a unit keeps at most one frame (its best) of any video.
+    """
+
+    def __init__(self, k: int, one_per_video: bool = False):
+        self.k = k
+        self.one_per_video = one_per_video
+        self._scores: torch.Tensor | None = None
+        self._frame_ids: torch.Tensor | None = None
+        self._video_ids: torch.Tensor | None = None
+        self._maps: torch.Tensor | None = None
+
+    def update(self, maps: torch.Tensor, frame_ids: torch.Tensor, video_ids: torch.Tensor) -> None:
+        """Merge a batch: ``maps`` (B, units, H, W) activations, ``frame_ids``/``video_ids`` (B,) int64."""
+        batch, units, height, width = maps.shape
+        maps = maps.float().transpose(0, 1)                          # (units, B, H, W)
+        scores = maps.amax(dim=(2, 3))                               # (units, B)
+        frame_ids = frame_ids.to(maps.device).expand(units, batch)
+        video_ids = video_ids.to(maps.device).expand(units, batch)
+        if self._scores is None:
+            self._scores = torch.full((units, 0), -math.inf, device=maps.device)
+            self._frame_ids = torch.empty((units, 0), dtype=torch.int64, device=maps.device)
+            self._video_ids = torch.empty((units, 0), dtype=torch.int64, device=maps.device)
+            self._maps = torch.empty((units, 0, height, width), device=maps.device)
+        all_scores = torch.cat([self._scores, scores], dim=1)
+        all_frames = torch.cat([self._frame_ids, frame_ids], dim=1)
+        all_videos = torch.cat([self._video_ids, video_ids], dim=1)
+        if self.one_per_video:
+            all_scores = _best_per_video(all_scores, all_videos)
+        keep = min(self.k, all_scores.shape[1])
+        self._scores, order = torch.topk(all_scores, keep, dim=1)
+        self._frame_ids = all_frames.gather(1, order)
+        self._video_ids = all_videos.gather(1, order)
+        self._maps = torch.cat([self._maps, maps], dim=1).gather(1, _expand(order, self._maps))
+
+    def result(self) -> TopImages:
+        if self._scores is None:
+            raise ValueError("no images were seen")
+        filled = torch.isfinite(self._scores)
+        pad = self.k - self._scores.shape[1]
+        scores, frame_ids, maps = self._scores, self._frame_ids.masked_fill(~filled, -1), self._maps
+        if pad:
+            scores = nn.functional.pad(scores, (0, pad), value=-math.inf)
+            frame_ids = nn.functional.pad(frame_ids, (0, pad), value=-1)
+            maps = nn.functional.pad(maps, (0, 0, 0, 0, 0, pad))
+        return TopImages(scores.cpu(), frame_ids.cpu(), maps.cpu())
+
+
+def _expand(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return index[..., None, None].expand(-1, -1, *like.shape[2:])
+
+
+def _best_per_video(scores: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
+    """``scores`` with every entry but each (unit, video)'s best set to -inf."""
+    order = scores.argsort(dim=1, descending=True)
+    sorted_videos = video_ids.gather(1, order)
+    same = sorted_videos[:, :, None] == sorted_videos[:, None, :]            # (units, n, n)
+    earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=scores.device).tril(-1)
+    beaten = (same & earlier).any(dim=2)                  # a better frame of the same video comes first
+    duplicate = torch.zeros_like(beaten).scatter(1, order, beaten)
+    return scores.masked_fill(duplicate, -math.inf)
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Where a layer's map positions sit in the input image: position i is centred on pixel
+    ``offset + stride * i`` and sees ``rf_size`` pixels (the theoretical receptive field)."""
+
+    rf_size: float
+    stride: float
+    offset: float
+
+
+def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
+    """Receptive-field arithmetic over the convolutions and poolings up to ``layer`` (None: the whole
+    model, for a TorchScript trunk whose output is the layer).
+
+    Modules are taken in registration order, which is execution order for feed-forward
+    networks such as CaffeNet and torchvision's AlexNet/VGG.
+    """
+    rf, stride, offset = 1.0, 1.0, 0.0
+    found = layer is None
+    for name, module in model.named_modules():
+        if found and layer is not None and not name.startswith(layer + "."):
+            break
+        if name == layer:
+            found = True
+        # Scripted modules (TorchScript files) keep their class name in ``original_name``.
+        if getattr(module, "original_name", type(module).__name__) in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+            kernel, step, padding, dilation = (_first(getattr(module, attr, 1))
+                                               for attr in ("kernel_size", "stride", "padding", "dilation"))
+            kernel = dilation * (kernel - 1) + 1
+            rf += (kernel - 1) * stride
+            offset += ((kernel - 1) / 2 - padding) * stride
+            stride *= step
+    if not found:
+        raise ValueError(f"the model has no layer named {layer!r}")
+    return LayerGeometry(rf, stride, offset)
+
+
+def _first(value) -> int:
+    return value[0] if isinstance(value, tuple) else int(value)
+
+
+def receptive_field_masks(maps: torch.Tensor, geometry: LayerGeometry, image_size: int,
+                          radius: float, fraction: float = 0.5) -> torch.Tensor:
+    """(N, H, W) activation maps -> (N, image_size, image_size) bool masks (paper 4.1).
+
+    A pixel is kept when it lies within ``radius`` of the centre of a map position whose activation
+    is at least ``fraction`` of that image's maximum. An image whose maximum is <= 0 keeps nothing.
+    """
+    maps = maps.float()
+    peak = maps.amax(dim=(1, 2), keepdim=True)
+    active = (maps >= fraction * peak) & (peak > 0)                           # (N, H, W)
+    pixels = torch.arange(image_size, dtype=torch.float32, device=maps.device)
+    rows = geometry.offset + geometry.stride * torch.arange(maps.shape[1], device=maps.device)
+    cols = geometry.offset + geometry.stride * torch.arange(maps.shape[2], device=maps.device)
+    dy2 = (pixels[None, :] - rows[:, None]) ** 2                              # (H, S)
+    dx2 = (pixels[None, :] - cols[:, None]) ** 2                              # (W, S)
+    # Squared distance to the nearest active centre, as two min-plus products (exact and batched):
+    # first over the rows of each map column, then over the columns.
+    nearest_row = torch.where(active[..., None], dy2[None, :, None, :], math.inf).amin(dim=1)  # (N, W, S)
+    chunks = []
+    for part in nearest_row.split(64):      # bounds the (n, S, W, S) intermediate
+        dist2 = (part.transpose(1, 2)[:, :, :, None] + dx2[None, None, :, :]).amin(dim=2)  # (n, S_y, S_x)
+        chunks.append(dist2 <= radius ** 2)
+    return torch.cat(chunks) if chunks else torch.zeros((0, image_size, image_size), dtype=torch.bool)
+
+
+def darken_outside(images: torch.Tensor, masks: torch.Tensor, keep: float) -> torch.Tensor:
+    """uint8 (N, 3, S, S) images with pixels outside ``masks`` (N, S, S) scaled by ``keep``."""
+    scale = torch.where(masks, 1.0, keep)[:, None].to(images.device)
+    return (images.float() * scale).round().to(torch.uint8)

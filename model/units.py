@@ -1,0 +1,266 @@
+"""Extract a layer's units (paper 4.1): each unit's top images over a frame pool, masked to its
+receptive field, written to RUN_DIR/units_<layer>.npz and, in one transaction, to the store.
+
+Entry point: ``extract_units``. Any network can be analysed: our trained run, a torchvision
+architecture with the user's weights, or a TorchScript trunk whose output is the layer.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from model import dataset as ds
+from model.activations import (LayerGeometry, RunningTopK, TopImages, darken_outside, layer_geometry,
+                               receptive_field_masks)
+from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
+from model.run import METRICS, center_crop, load_run, resize_frames
+from model.settings import INGEST, UNITS, UnitSettings
+
+UNITS_PER_MASK_BATCH = 8
+TORCHVISION_INPUT = 224   # torchvision's ImageNet models are trained on 224 crops of 256 frames
+
+
+@dataclass
+class Network:
+    """A network cut at the layer under study, with how to feed it frames."""
+
+    module: nn.Module
+    layer: str | None           # None: the module's output is the layer (a TorchScript trunk)
+    kind: str                   # "caffenet-bn", "torchvision:alexnet", "torchscript"
+    labels_kind: str | None
+    frame_size: int             # frames are resized to this side, then centre-cropped to input_size
+    input_size: int
+    mean: tuple[float, float, float] = IMAGE_MEAN
+    std: tuple[float, float, float] = IMAGE_STD
+
+    @torch.inference_mode()
+    def activations(self, crops: torch.Tensor) -> torch.Tensor:
+        x = normalize_images(crops, self.mean, self.std)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            if isinstance(self.module, CaffeNetBN):
+                return self.module.forward_features(x, self.layer).float()
+            if self.layer is None:
+                return self.module(x).float()
+            return _run_until(self.module, self.layer, x).float()
+
+
+class _LayerReached(Exception):
+    def __init__(self, output: torch.Tensor):
+        super().__init__()
+        self.output = output
+
+
+def _run_until(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """The output of submodule ``layer``; the forward pass stops there instead of running the head."""
+    def stop(_module, _inputs, output):
+        raise _LayerReached(output)
+    handle = module.get_submodule(layer).register_forward_hook(stop)
+    try:
+        module(x)
+    except _LayerReached as reached:
+        return reached.output
+    finally:
+        handle.remove()
+    raise ValueError(f"layer {layer!r} is never run by the model's forward")
+
+
+def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
+                 device: str | torch.device = "cpu") -> Network:
+    """Our trained run (``model_spec`` None), ``torchvision:<name>`` or ``torchscript:<file>``.
+
+    Raises ValueError (bad spec, unknown layer) or FileNotFoundError with a message naming the input.
+    """
+    if model_spec is None:
+        model, info = load_run(run_dir, device)
+        network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
+                          info.mean, info.std)
+    elif model_spec.startswith("torchvision:"):
+        name = model_spec.split(":", 1)[1]
+        if name not in torchvision.models.list_models():
+            raise ValueError(f"{model_spec}: torchvision has no model {name!r}")
+        if weights is None:
+            raise ValueError(f"{model_spec}: give the network's weights with --weights FILE")
+        model = torchvision.models.get_model(name, weights=None)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("state_dict", state.get("model", state)))
+        network = Network(model.to(device).eval(), layer, model_spec, None, INGEST.frame_size, TORCHVISION_INPUT)
+    elif model_spec.startswith("torchscript:"):
+        path = Path(model_spec.split(":", 1)[1])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such TorchScript file")
+        model = torch.jit.load(str(path), map_location=device).eval()
+        # get_submodule is unavailable on scripted modules: the file's output is the layer.
+        network = Network(model, None, "torchscript", None, INGEST.frame_size, TORCHVISION_INPUT)
+    else:
+        raise ValueError(f"{model_spec}: use torchvision:<name> or torchscript:<file>")
+    layer_geometry(network.module, network.layer)     # fails early, naming the layer, if it is absent
+    return network
+
+
+class _Frames(Dataset):
+    """Decoded frames of a pool, as uint8 network-input crops (decoding runs in loader workers)."""
+
+    def __init__(self, data_dir: Path, records: Sequence[ds.FrameRecord], frame_size: int, input_size: int):
+        # Sizes rather than the network: workers get a pickled copy of this object.
+        self.data_dir, self.records = data_dir, records
+        self.frame_size, self.input_size = frame_size, input_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        record = self.records[i]
+        with Image.open(self.data_dir / record.image) as file:
+            image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1)
+        return center_crop(resize_frames(image[None], self.frame_size), self.input_size)[0], i
+
+
+def _loader(data_dir: Path, records, network: Network, settings: UnitSettings, device) -> DataLoader:
+    workers = min(settings.workers, os.cpu_count() or 1)
+    frames = _Frames(data_dir, records, network.frame_size, network.input_size)
+    return DataLoader(frames, batch_size=settings.batch_size, num_workers=workers,
+                      pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+
+
+def pool_records(data_dir: Path, split: str) -> list[ds.FrameRecord]:
+    """The frames of ``split`` ("test", "train" or "all") in manifest order."""
+    records = ds.load_manifest(data_dir)
+    pool = [r for r in records if split == "all" or r.split == split]
+    if not pool:
+        raise ValueError(f"{data_dir}: no frames in split {split!r}")
+    return pool
+
+
+def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
+               one_per_video: bool = False, device: str | torch.device = "cpu",
+               progress: Callable[[int], None] = lambda n: None) -> TopImages:
+    """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are manifest rows."""
+    videos = {v: i for i, v in enumerate(dict.fromkeys(r.video_id for r in records))}
+    rows = torch.tensor([r.frame_id for r in records])
+    video_index = torch.tensor([videos[r.video_id] for r in records])
+    running = RunningTopK(settings.top, one_per_video)
+    for crops, positions in _loader(data_dir, records, network, settings, device):
+        maps = network.activations(crops.to(device, non_blocking=True))
+        if maps.ndim != 4:
+            raise ValueError(f"layer {network.layer!r} gives {tuple(maps.shape)} outputs, not spatial maps")
+        running.update(maps, rows[positions], video_index[positions])
+        progress(len(positions))
+    return running.result()
+
+
+def rf_radius(geometry: LayerGeometry, settings: UnitSettings) -> float:
+    return settings.empirical_rf_fraction * geometry.rf_size / 2
+
+
+def masked_units(network: Network, geometry: LayerGeometry, top: TopImages, data_dir: Path,
+                 records_by_row: dict[int, ds.FrameRecord], settings: UnitSettings,
+                 device: str | torch.device = "cpu") -> Iterator[tuple[int, list[tuple[int, float, bytes]]]]:
+    """Per unit: (unit, [(row, activation, masked JPEG), ...] best first)."""
+    needed = sorted({int(r) for r in top.frame_ids.flatten() if r >= 0})
+    crops = {}
+    # Every top frame is decoded once: at most units x top images, whatever the pool size.
+    for batch, positions in _loader(data_dir, [records_by_row[r] for r in needed], network, settings, device):
+        crops.update((needed[p], image) for p, image in zip(positions.tolist(), batch))
+    radius = rf_radius(geometry, settings)
+    units = top.scores.shape[0]
+    # Several units at a time: per-call overhead dominates for small maps.
+    for first in range(0, units, UNITS_PER_MASK_BATCH):
+        chunk = slice(first, min(first + UNITS_PER_MASK_BATCH, units))
+        kept = top.frame_ids[chunk] >= 0                                          # (u, k)
+        rows = top.frame_ids[chunk][kept].tolist()
+        masks = receptive_field_masks(top.maps[chunk][kept].to(device), geometry, network.input_size, radius,
+                                      settings.activation_fraction)
+        images = darken_outside(torch.stack([crops[r] for r in rows]).to(device), masks, settings.darken) \
+            if rows else torch.empty(0)
+        jpegs = iter([_jpeg(image, settings.jpeg_quality) for image in images.cpu()])
+        scores = iter(top.scores[chunk][kept].tolist())
+        rows_left = iter(rows)
+        for unit, unit_kept in zip(range(chunk.start, chunk.stop), kept.sum(dim=1).tolist()):
+            yield unit, [(next(rows_left), next(scores), next(jpegs)) for _ in range(unit_kept)]
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def units_file(run_dir: Path, layer: str | None) -> Path:
+    return Path(run_dir) / f"units_{layer or 'output'}.npz"
+
+
+def save_top_images(path: Path, top: TopImages, geometry: LayerGeometry, network: Network,
+                    data_dir: Path, settings: UnitSettings) -> None:
+    """What ``ambient dissect`` reads: the top images, their maps and how to place them on the frames."""
+    meta = {"data_dir": str(Path(data_dir).resolve()), "layer": network.layer, "kind": network.kind,
+            "frame_size": network.frame_size, "input_size": network.input_size,
+            "rf_size": geometry.rf_size, "stride": geometry.stride, "offset": geometry.offset,
+            "rf_radius": rf_radius(geometry, settings), "activation_fraction": settings.activation_fraction}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
+             maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta))
+    os.replace(tmp, path)
+
+
+def last_metrics(run_dir: Path) -> dict:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return {}
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def extract_units(run_dir: Path, data_dir: Path, db_url: str, settings: UnitSettings = UNITS,
+                  model_spec: str | None = None, weights: Path | None = None, one_per_video: bool = False,
+                  device: str | torch.device = "cpu", show_progress: bool = True) -> dict:
+    """Find, mask and store the units of ``settings.layer``; returns a short summary.
+
+    The store is written in one transaction: a failed or killed extraction leaves it as it was,
+    and a re-run replaces the run's units of that layer.
+    """
+    from backend.db import store
+    from backend.db.session import init_db, session_factory
+    from model.categories import load_categories
+
+    run_dir, data_dir = Path(run_dir), Path(data_dir)
+    network = load_network(run_dir, settings.layer, model_spec, weights, device)
+    geometry = layer_geometry(network.module, network.layer)
+    records = pool_records(data_dir, settings.split)
+    with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
+        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_top_images(units_file(run_dir, network.layer), top, geometry, network, data_dir, settings)
+
+    all_records = ds.load_manifest(data_dir)
+    textures = np.load(data_dir / ds.TEXTURES, mmap_mode="r") if (data_dir / ds.TEXTURES).exists() else None
+    report_path = data_dir / ds.REPORT
+    videos_dir = json.loads(report_path.read_text()).get("videos_dir") if report_path.exists() else None
+    num_units = top.scores.shape[0]
+    engine = init_db(db_url)
+    with session_factory(engine).begin() as session:
+        store.seed_categories(session, load_categories())
+        dataset = store.register_dataset(session, data_dir, all_records, textures, videos_dir)
+        run = store.upsert_run(session, run_dir, network.kind, network.labels_kind, last_metrics(run_dir), dataset)
+        layer = store.LayerRecord(network.layer or "output", num_units, network.input_size, geometry.rf_size,
+                                  rf_radius(geometry, settings))
+        masked = masked_units(network, geometry, top, data_dir, {r.frame_id: r for r in all_records},
+                              settings, device)
+        unit_records = (store.UnitRecord(unit, [store.UnitImageRecord(*image) for image in images])
+                        for unit, images in tqdm(masked, total=num_units, desc="masks", unit="unit",
+                                                 disable=not show_progress))
+        store.replace_units(session, run, dataset, layer, unit_records)
+    return {"units": num_units, "pool": len(records), "layer": layer.name, "rf_size": geometry.rf_size,
+            "rf_radius": layer.rf_radius, "run_id": run.id}
+

@@ -1,0 +1,127 @@
+"""The unit store: migrations, SQLite pragmas, and the one-transaction replacement of a run's units."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select, text
+
+from backend.db import store
+from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
+from backend.db.session import init_db, session_factory
+from model.categories import load_categories
+from model.dataset import FrameRecord
+
+RECORDS = [FrameRecord(frame_id=i, video_id=f"v{i // 2}", video=f"v{i // 2}.mp4", frame_index=i % 2,
+                       time=1.0 + i % 2, image=f"videos/v{i // 2}/frame_{i % 2:02d}.jpg",
+                       clip=f"videos/v{i // 2}/clip_{i % 2:02d}.mp3", split="test", silent=False)
+           for i in range(6)]
+LAYER = store.LayerRecord("conv5", 3, 99, 163.0, 27.0)
+
+
+def _units(tag: bytes, fail_at: int | None = None):
+    for index in range(3):
+        if index == fail_at:
+            raise RuntimeError("extraction failed")
+        yield store.UnitRecord(index, [store.UnitImageRecord(row, 10.0 - row, tag + bytes([row]))
+                                       for row in range(4)])
+
+
+def _write(url, tag: bytes, fail_at=None, tmp_path=None):
+    with session_factory(init_db(url)).begin() as session:
+        store.seed_categories(session, load_categories())
+        dataset = store.register_dataset(session, tmp_path / "data", RECORDS, None, str(tmp_path / "videos"))
+        run = store.upsert_run(session, tmp_path / "run", "caffenet-bn", "cluster", {"loss": 1.0}, dataset)
+        store.replace_units(session, run, dataset, LAYER, _units(tag, fail_at))
+
+
+def _snapshot(url):
+    with session_factory(init_db(url))() as session:
+        return sorted(session.execute(select(Unit.index, UnitImage.rank, UnitImage.masked_jpeg)
+                                      .join(UnitImage.unit)).all())
+
+
+@pytest.fixture
+def url(tmp_path):
+    return f"sqlite:///{tmp_path}/ambient.db"
+
+
+def test_migrations_create_the_models_schema_with_wal_and_foreign_keys(url):
+    engine = init_db(url)
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_writing_units_registers_frames_and_categories_once(url, tmp_path):
+    _write(url, b"a", tmp_path=tmp_path)
+    _write(url, b"b", tmp_path=tmp_path)
+    with session_factory(init_db(url))() as session:
+        assert session.scalar(select(func.count(Frame.id))) == 6
+        assert session.scalar(select(func.count(Category.id))) == len(load_categories())
+        assert session.scalar(select(func.count(Unit.id))) == 3
+    assert {jpeg[:1] for *_, jpeg in _snapshot(url)} == {b"b"}
+
+
+def test_rerun_replaces_units_and_their_annotations(url, tmp_path):
+    _write(url, b"a", tmp_path=tmp_path)
+    with session_factory(init_db(url)).begin() as session:
+        annotator = Annotator(name="ann", password_hash="x")
+        session.add(annotator)
+        session.flush()
+        session.add(Annotation(unit_id=session.scalar(select(Unit.id).limit(1)), annotator_id=annotator.id,
+                               answer="yes"))
+    _write(url, b"b", tmp_path=tmp_path)
+    with session_factory(init_db(url))() as session:
+        assert session.scalar(select(func.count(Annotation.id))) == 0
+        assert session.scalar(select(func.count(UnitImage.id))) == 12
+
+
+def test_failure_mid_write_leaves_the_database_as_it_was(url, tmp_path):
+    _write(url, b"a", tmp_path=tmp_path)
+    before = _snapshot(url)
+    with pytest.raises(RuntimeError, match="extraction failed"):
+        _write(url, b"b", fail_at=2, tmp_path=tmp_path)
+    assert _snapshot(url) == before
+
+
+def test_killed_extraction_leaves_the_database_as_it_was(url, tmp_path):
+    _write(url, b"a", tmp_path=tmp_path)
+    before = _snapshot(url)
+    # A child process rewrites the units and is killed (SIGKILL) halfway through the unit stream.
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {os.getcwd()!r})
+        import tests.test_store as t
+        from backend.db import store
+        def dying(tag, fail_at=None):
+            for index in range(3):
+                if index == 2:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                yield store.UnitRecord(index, [store.UnitImageRecord(r, 1.0, b"x") for r in range(4)])
+        t._units = dying
+        t._write({url!r}, b"b", tmp_path=Path({str(tmp_path)!r}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd())
+    assert result.returncode == -signal.SIGKILL
+    init_db.cache_clear()
+    assert _snapshot(url) == before
+
+
+def test_auto_labels_are_stored_on_units(url, tmp_path):
+    _write(url, b"a", tmp_path=tmp_path)
+    with session_factory(init_db(url)).begin() as session:
+        labelled = store.write_auto_labels(session, tmp_path / "run", "conv5", [
+            store.AutoLabel(0, "dog", 0.75, 0.3), store.AutoLabel(1, None, 0.0, 0.0)])
+    assert labelled == 1
+    with session_factory(init_db(url))() as session:
+        unit = session.scalar(select(Unit).where(Unit.index == 0))
+        assert (unit.auto_category.name, unit.auto_precision) == ("dog", 0.75)
+    with session_factory(init_db(url)).begin() as session, pytest.raises(LookupError, match="no such run"):
+        store.write_auto_labels(session, tmp_path / "other", "conv5", [])

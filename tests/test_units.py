@@ -1,0 +1,158 @@
+"""`ambient units` and `ambient dissect` end to end on a tiny synthetic pool and a tiny CaffeNetBN."""
+import io
+import json
+from dataclasses import asdict, replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from backend.cli import app
+from backend.db.models import Layer, Run, Unit, UnitImage
+from backend.db.session import init_db, session_factory
+from model import dataset as ds
+from model.dissect import DISSECTION, contains, dissect, label_unit, write_dissection
+from model.network import IMAGE_MEAN, IMAGE_STD
+from model.run import FINAL_MODEL, RunInfo
+from model.settings import UNITS
+from model.units import extract_units, units_file
+
+FRAME, CROP, TOP = 112, 99, 5     # CaffeNet conv5 on a 99 crop: 5x5 maps
+SETTINGS = replace(UNITS, top=TOP, batch_size=8, workers=0)
+
+
+def _square(position: int, shade: int = 0) -> np.ndarray:
+    """A frame with a bright square in one of four places: the truth the dissection should find."""
+    image = np.full((FRAME, FRAME, 3), 20 + 3 * shade, np.uint8)
+    top, left = [(10, 10), (10, 60), (60, 10), (60, 60)][position]
+    image[top:top + 40, left:left + 40] = 250 - 4 * shade
+    return image
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """DATA_DIR with 24 frames of 6 videos, and a RUN_DIR with a random tiny network."""
+    root = tmp_path_factory.mktemp("units")
+    data, run = root / "data", root / "run"
+    records = []
+    for i in range(24):
+        video = f"v{i // 4}"
+        (data / "videos" / video).mkdir(parents=True, exist_ok=True)
+        image = f"videos/{video}/frame_{i % 4:02d}.jpg"
+        Image.fromarray(_square(i % 4, i)).save(data / image, quality=95)
+        records.append(ds.FrameRecord(i, video, f"{video}.mp4", i % 4, float(i % 4), image,
+                                      f"videos/{video}/clip_{i % 4:02d}.mp3", "test" if i < 20 else "train", False))
+    ds.write_manifest(data, records, np.zeros((24, 502)), np.zeros((24, 32)))
+    ds.write_json_atomic(data / ds.REPORT, {"videos_dir": None, "ingested": [], "skipped": []})
+    run.mkdir()
+    info = RunInfo("cluster", 4, False, FRAME, CROP, 8, IMAGE_MEAN, IMAGE_STD)
+    torch.manual_seed(0)
+    model = info.build_model().eval()
+    torch.save({"model": model.state_dict(), "run": asdict(info), "step": 0}, run / FINAL_MODEL)
+    return SimpleNamespace(data=data, run=run, records=records, model=model, info=info, root=root)
+
+
+@pytest.fixture(scope="module")
+def extracted(pool):
+    url = f"sqlite:///{pool.root}/a.db"
+    return url, extract_units(pool.run, pool.data, url, SETTINGS, show_progress=False)
+
+
+def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
+    url, summary = extracted
+    assert (summary["units"], summary["pool"], summary["rf_size"]) == (256, 20, 163)
+    # The stored ranking is the brute-force one over the test frames.
+    frames = torch.stack([pool.info.prepare_images(torch.from_numpy(
+        np.array(Image.open(pool.data / r.image))).permute(2, 0, 1)[None])[0] for r in pool.records[:20]])
+    with torch.no_grad():
+        expected = pool.model.forward_features(frames, "conv5").amax(dim=(2, 3)).T.topk(TOP, dim=1)
+    with session_factory(init_db(url))() as session:
+        assert session.scalar(select(func.count(Unit.id))) == 256
+        unit = session.scalar(select(Unit).where(Unit.index == 7))
+        assert [image.frame.row for image in unit.images] == expected.indices[7].tolist()
+        assert [image.activation for image in unit.images] == pytest.approx(expected.values[7].tolist(), rel=1e-3)
+        masked = Image.open(io.BytesIO(unit.images[0].masked_jpeg))
+        assert masked.size == (CROP, CROP)
+        # Darkened outside the receptive-field circles, so never brighter than the frame.
+        original = np.asarray(Image.open(pool.data / unit.images[0].frame.image_path))[6:6 + CROP, 6:6 + CROP]
+        assert np.asarray(masked).astype(float).mean() < original.astype(float).mean()
+    with np.load(units_file(pool.run, "conv5")) as saved:
+        assert saved["maps"].shape == (256, TOP, 5, 5)
+
+    extract_units(pool.run, pool.data, url, SETTINGS, show_progress=False)     # a re-run replaces
+    with session_factory(init_db(url))() as session:
+        assert session.scalar(select(func.count(Unit.id))) == 256
+        assert session.scalar(select(func.count(UnitImage.id))) == 256 * TOP
+        assert session.scalar(select(func.count(Run.id))) == 1
+
+
+def test_one_per_video(pool, tmp_path):
+    url = f"sqlite:///{tmp_path}/b.db"
+    extract_units(pool.run, pool.data, url, SETTINGS, one_per_video=True, show_progress=False)
+    with session_factory(init_db(url))() as session:
+        for unit in session.scalars(select(Unit).limit(20)):
+            videos = [image.frame.video_id for image in unit.images]
+            assert len(videos) == len(set(videos)) == 5      # 5 test videos, one frame each
+
+
+def test_torchscript_trunk_is_analysed_like_any_layer(pool, tmp_path):
+    trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 11, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2))
+    torch.jit.script(trunk).save(str(tmp_path / "trunk.pt"))
+    url = f"sqlite:///{tmp_path}/c.db"
+    summary = extract_units(tmp_path / "analysis", pool.data, url, SETTINGS,
+                            model_spec=f"torchscript:{tmp_path / 'trunk.pt'}", show_progress=False)
+    assert (summary["units"], summary["rf_size"], summary["layer"]) == (6, 19, "output")
+    with session_factory(init_db(url))() as session:
+        assert session.scalar(select(Layer.input_size)) == 224
+        assert session.scalar(select(Run.model_kind)) == "torchscript"
+
+
+def test_cli_reports_bad_input_without_traceback(pool, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["units", str(pool.run), "--pool", str(tmp_path)])
+    assert result.exit_code == 2 and "manifest.jsonl" in result.output
+    result = runner.invoke(app, ["units", str(pool.run), "--pool", str(pool.data), "--layer", "conv9",
+                                 "--db", f"sqlite:///{tmp_path}/d.db"])
+    assert result.exit_code == 1 and "conv9" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["units", str(tmp_path / "x"), "--pool", str(pool.data), "--model", "resnet"])
+    assert result.exit_code == 1 and "torchvision:<name>" in result.output
+    result = runner.invoke(app, ["dissect", str(tmp_path), "--truth"])
+    assert result.exit_code == 2 and "ambient units" in result.output
+
+
+def test_contains_counts_region_inside_object_and_object_inside_region():
+    region = np.zeros((10, 10), bool)
+    region[2:6, 2:6] = True
+    big, small, elsewhere = np.ones((10, 10), bool), np.zeros((10, 10), bool), np.zeros((10, 10), bool)
+    small[3:4, 3:4] = True
+    elsewhere[7:, 7:] = True
+    assert contains(region, big, 0.5) and contains(region, small, 0.5) and not contains(region, elsewhere, 0.5)
+
+
+def test_label_unit_picks_the_category_most_of_its_regions_show():
+    regions = np.zeros((4, 8, 8), bool)
+    regions[:, :4, :4] = True
+    dog, sky = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    dog[:4, :4] = True
+    sky[4:] = True
+    truths = [{"dog": dog, "sky": sky}, {"dog": dog}, {"dog": dog, "sky": sky}, {"sky": sky}]
+    category, precision, iou = label_unit(regions, regions, truths, 0.5)
+    assert (category, precision, iou) == ("dog", 0.75, 48 / 64)
+
+
+def test_dissect_finds_the_square_a_unit_fires_on(pool, extracted):
+    def truth(record):
+        mask = _square(record.frame_index)[..., 0] == 250
+        return [SimpleNamespace(category="dog", mask=mask)]      # frames are already FRAME x FRAME
+
+    labels = dissect(pool.run, truth, "conv5", SETTINGS)
+    assert len(labels) == 256 and all(label.category in (None, "dog") for label in labels)
+    assert all(label.sounding for label in labels if label.category == "dog")
+    assert max(label.precision for label in labels) == 1.0
+    path = write_dissection(pool.run, labels)
+    assert path.name == DISSECTION
+    assert set(json.loads(path.read_text())[0]) == {"unit", "category", "precision", "iou", "sounding"}
