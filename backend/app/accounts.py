@@ -1,0 +1,39 @@
+"""Creating accounts: shared by the users page and `ambient user add`."""
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.security import generate_password, hash_password
+from backend.db.models import Annotator
+
+# Account names appear in pages and exports: keep them plain.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MIN_PASSWORD = 8
+
+
+class AccountError(ValueError):
+    pass
+
+
+class DuplicateAccount(AccountError):
+    pass
+
+
+def add_account(db: Session, name: str, password: str | None, is_admin: bool) -> tuple[Annotator, str]:
+    """A new account, committed; returns it and its password (generated when `password` is None)."""
+    name = name.strip()
+    if not _NAME.match(name):
+        raise AccountError("an account name is 1-64 letters, digits, dots, hyphens or underscores, "
+                           "starting with a letter or digit")
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+    if db.scalar(select(Annotator.id).where(Annotator.name == name)) is not None:
+        raise DuplicateAccount(f"there is already an account called {name!r}")
+    password = password if password is not None else generate_password()
+    account = Annotator(name=name, password_hash=hash_password(password), is_admin=is_admin)
+    db.add(account)
+    db.commit()
+    return account, password

@@ -1,0 +1,158 @@
+"""A run's annotations, loaded from the database and handed to `annotation/` for the statistics."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from annotation.aggregate import Settlement, UnitAnswer, UnitVerdict, aggregate_unit, units_for_review
+from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
+                                   automatic_agreement, detector_histogram, detectors_by_threshold, table1)
+from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
+                               UnitImage, UnitSettlement)
+from model.settings import ANNOTATION, AnnotationSettings
+
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 21))   # Fig. A1b's x axis: 5% .. 100%
+GALLERY_IMAGES = 5                                              # Fig. 4 shows each detector's top 5
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One unit of a run as the results pages show it."""
+
+    unit_id: int
+    layer: str
+    index: int
+    answers: tuple[UnitAnswer, ...]
+    verdict: UnitVerdict | None          # None until the unit has all its annotators (or a settlement)
+    auto_category: str | None
+    auto_precision: float | None
+    top_image_ids: tuple[int, ...]       # the first GALLERY_IMAGES, best first
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run: Run
+    units: list[UnitRow]
+    verdicts: list[UnitVerdict]
+    characteristic: dict[str, bool]
+    table1: Table1
+    histogram: dict[str, int]
+    threshold_counts: list[int]
+    agreement: AgreementSummary | None
+    automatic: LabelAgreement
+    automatic_labels: dict[int, str | None]   # unit id -> automatic detector label (None: not a detector)
+    review: list[UnitRow]
+    complete_units: int
+
+    @property
+    def detectors(self) -> list[UnitRow]:
+        return [u for u in self.units if u.verdict is not None and u.verdict.is_detector]
+
+
+def characteristic_flags(db: Session) -> dict[str, bool]:
+    return dict(db.execute(select(Category.name, Category.characteristic_sound)).all())
+
+
+def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:
+    """Everything the results page and the exports say about `run`."""
+    units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name)
+                       .join(Layer, Unit.layer_id == Layer.id)
+                       .outerjoin(Category, Unit.auto_category_id == Category.id)
+                       .where(Layer.run_id == run.id).order_by(Layer.name, Unit.index)).all()
+    unit_ids = [u.id for u in units]
+    images: dict[int, list[tuple[int, int]]] = defaultdict(list)           # unit -> [(rank, image id)]
+    for unit_id, rank, image_id in db.execute(select(UnitImage.unit_id, UnitImage.rank, UnitImage.id)
+                                              .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
+        images[unit_id].append((rank, image_id))
+    ranks = {image_id: rank for unit_images in images.values() for rank, image_id in unit_images}
+
+    marks: dict[int, set[int]] = defaultdict(set)
+    for annotation_id, image_id in db.execute(
+            select(ImageMark.annotation_id, ImageMark.unit_image_id).join(Annotation)
+            .where(Annotation.unit_id.in_(unit_ids))):
+        marks[annotation_id].add(ranks[image_id])
+    answers: dict[int, list[UnitAnswer]] = defaultdict(list)
+    for annotation_id, unit_id, annotator, answer, category in db.execute(
+            select(Annotation.id, Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
+            .join(Annotator, Annotation.annotator_id == Annotator.id)
+            .outerjoin(Category, Annotation.category_id == Category.id)
+            .where(Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
+        if answer == "yes" and category is None:   # its category was deleted: nothing left to count
+            continue
+        answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
+                                           frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
+    settlements = {unit_id: Settlement(answer, category if answer == "yes" else None)
+                   for unit_id, answer, category in db.execute(
+                       select(UnitSettlement.unit_id, UnitSettlement.answer, Category.name)
+                       .outerjoin(Category, UnitSettlement.category_id == Category.id)
+                       .where(UnitSettlement.unit_id.in_(unit_ids)))
+                   if answer != "yes" or category is not None}
+
+    rows = []
+    for u in units:
+        unit_answers = tuple(answers.get(u.id, ()))
+        complete = len(unit_answers) >= settings.annotators_per_unit or u.id in settlements
+        verdict = (aggregate_unit(u.id, unit_answers, n_images=max(len(images[u.id]), 1),
+                                  threshold=settings.detector_threshold, settlement=settlements.get(u.id))
+                   if complete else None)
+        rows.append(UnitRow(u.id, u[1], u.index, unit_answers, verdict, u[4], u.auto_precision,
+                            tuple(image_id for _, image_id in images[u.id][:GALLERY_IMAGES])))
+    verdicts = [r.verdict for r in rows if r.verdict is not None]
+    verdict_units = {v.unit for v in verdicts}
+
+    judgements = [ClipJudgement(unit_id, rank, annotator, audible) for unit_id, rank, annotator, audible in db.execute(
+        select(UnitImage.unit_id, UnitImage.rank, Annotator.name, SoundJudgement.audible)
+        .join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
+        .join(Annotator, SoundJudgement.annotator_id == Annotator.id)
+        .where(UnitImage.unit_id.in_(unit_ids)))]
+    characteristic = characteristic_flags(db)
+    # The automatic label as a detector label: its category when dissection found it precise enough.
+    automatic_labels = {r.unit_id: (r.auto_category if (r.auto_precision or 0) >= settings.detector_threshold
+                                    else None)
+                        for r in rows if r.auto_precision is not None}
+    review_units = {v.unit for v in units_for_review(verdicts)}
+    return RunReport(
+        run=run, units=rows, verdicts=verdicts, characteristic=characteristic,
+        table1=table1(verdicts, characteristic, judgements),
+        histogram=detector_histogram(verdicts),
+        threshold_counts=detectors_by_threshold(verdicts, THRESHOLDS),
+        agreement=agreement_summary({u: a for u, a in answers.items() if u in verdict_units},
+                                    settings.annotators_per_unit),
+        automatic=automatic_agreement(verdicts, automatic_labels), automatic_labels=automatic_labels,
+        review=[r for r in rows if r.unit_id in review_units],
+        complete_units=len(verdicts))
+
+
+def detector_units(db: Session, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:
+    """Every run's detector units and their categories (what the sound task asks about)."""
+    return {row.unit_id: row.verdict.category
+            for run in db.scalars(select(Run).order_by(Run.id))
+            for row in run_report(db, run, settings).detectors}
+
+
+def detector_records(report: RunReport) -> list[dict]:
+    """The detectors export: one record per detector unit."""
+    return [{"layer": row.layer, "unit": row.index, "category": row.verdict.category,
+             "precision": round(row.verdict.precision, 4), "annotators": len(row.verdict.annotators),
+             "agreement": None if row.verdict.agreement is None else round(row.verdict.agreement, 4),
+             "characteristic": report.characteristic.get(row.verdict.category, False)}
+            for row in report.detectors]
+
+
+def detectors_csv(records: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=["layer", "unit", "category", "precision", "annotators", "agreement",
+                                             "characteristic"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def table1_record(report: RunReport) -> dict:
+    return {"run": report.run.name, **asdict(report.table1),
+            "rows": [{"row": label, "value": value} for label, value in report.table1.rows()]}

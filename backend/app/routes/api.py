@@ -1,0 +1,87 @@
+"""The export API (admins): detectors and Table 1 of a run, as CSV or JSON."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import admin_user, get_db
+from backend.app.report import RunReport, detector_records, detectors_csv, run_report, table1_record
+from backend.db.models import Run
+
+router = APIRouter(prefix="/api", tags=["export"], dependencies=[Depends(admin_user)])
+
+
+class RunSummary(BaseModel):
+    id: int
+    name: str
+    model_kind: str
+    labels_kind: str | None
+    units: int
+    complete_units: int
+    detectors: int
+
+
+class Detector(BaseModel):
+    layer: str
+    unit: int
+    category: str
+    precision: float
+    annotators: int
+    agreement: float | None
+    characteristic: bool
+
+
+class Table1Row(BaseModel):
+    row: str
+    value: str
+
+
+class Table1Out(BaseModel):
+    run: str
+    detectors: int
+    characteristic_detectors: int
+    videos_with_object_sound: float | None
+    characteristic_sound_rate: float | None
+    audible_clips: int
+    clips_judged: int
+    characteristic_clips_judged: int
+    rows: list[Table1Row]
+
+
+def _report(db: Session, run_id: int) -> RunReport:
+    run = db.get(Run, run_id)
+    if run is None:
+        raise HTTPException(404, f"There is no run {run_id}.")
+    return run_report(db, run)
+
+
+@router.get("/runs", response_model=list[RunSummary])
+def runs(db: Session = Depends(get_db)):
+    """Every run with its annotation progress."""
+    return [RunSummary(id=r.run.id, name=r.run.name, model_kind=r.run.model_kind, labels_kind=r.run.labels_kind,
+                       units=len(r.units), complete_units=r.complete_units, detectors=len(r.detectors))
+            for r in (run_report(db, run) for run in db.scalars(select(Run).order_by(Run.id)))]
+
+
+@router.get("/runs/{run_id}/detectors.json", response_model=list[Detector])
+def detectors_json(run_id: int, db: Session = Depends(get_db)):
+    """The run's detector units: category, precision, annotators, agreement, characteristic-sound flag."""
+    return detector_records(_report(db, run_id))
+
+
+@router.get("/runs/{run_id}/detectors.csv", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def detectors_csv_export(run_id: int, db: Session = Depends(get_db)):
+    """The same detectors as CSV, one row per unit."""
+    report = _report(db, run_id)
+    return PlainTextResponse(detectors_csv(detector_records(report)), media_type="text/csv",
+                             headers={"Content-Disposition": f'attachment; filename="run{run_id}_detectors.csv"'})
+
+
+@router.get("/runs/{run_id}/table1.json", response_model=Table1Out)
+def table1_json(run_id: int, db: Session = Depends(get_db)):
+    """The paper's Table 1 for the run, with the counts behind its two rates."""
+    return table1_record(_report(db, run_id))

@@ -1,0 +1,50 @@
+"""Log in and out; the start page sends each person to their work."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import check_csrf, get_db, optional_user, render
+from backend.app.security import new_csrf_token, verify_password
+from backend.db.models import Annotator
+
+router = APIRouter(include_in_schema=False)
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only paths on this site: "//evil.example" or "https://..." would make the login an open redirect.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@router.get("/")
+def home(user: Annotator | None = Depends(optional_user)) -> RedirectResponse:
+    if user is None:
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse("/results" if user.is_admin else "/annotate", status_code=303)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None):
+    return render(request, "login.html", next=_safe_next(next) or "")
+
+
+@router.post("/login", dependencies=[Depends(check_csrf)])
+def login(request: Request, name: str = Form(max_length=200), password: str = Form(max_length=1000),
+          next: str = Form("", max_length=2000), db: Session = Depends(get_db)):
+    user = db.scalar(select(Annotator).where(Annotator.name == name.strip()))
+    if user is None or not verify_password(user.password_hash, password):
+        return render(request, "login.html", status_code=401, error="Wrong name or password.", name=name,
+                      next=_safe_next(next) or "")
+    request.session.clear()      # a fresh session (and CSRF token) on every login
+    request.session.update(uid=user.id, csrf=new_csrf_token())
+    return RedirectResponse(_safe_next(next) or "/", status_code=303)
+
+
+@router.post("/logout", dependencies=[Depends(check_csrf)])
+def logout(request: Request) -> RedirectResponse:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)

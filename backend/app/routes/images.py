@@ -1,0 +1,45 @@
+"""The units' masked JPEGs straight from the database, and their clips from the dataset folder."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import current_user, get_db
+from backend.db.models import Dataset, Frame, UnitImage
+
+router = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
+
+
+@router.get("/images/{image_id}", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}})
+def unit_image(image_id: int, request: Request, db: Session = Depends(get_db)) -> Response:
+    """One of a unit's masked top images (JPEG), cached by the browser and revalidated by ETag."""
+    jpeg = db.scalar(select(UnitImage.masked_jpeg).where(UnitImage.id == image_id))
+    if jpeg is None:
+        raise HTTPException(404, f"There is no image {image_id}.")
+    # A content hash, not the id: re-extracting a run may reuse ids for different pictures.
+    etag = f'"{hashlib.blake2b(jpeg, digest_size=16).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+
+@router.get("/clips/{image_id}", response_class=FileResponse,
+            responses={200: {"content": {"audio/mpeg": {}}}})
+def clip(image_id: int, db: Session = Depends(get_db)) -> FileResponse:
+    """The 3.75 s sound clip of one top image's frame (byte ranges supported, for seeking)."""
+    row = db.execute(select(Dataset.data_dir, Frame.clip_path).join(Frame, Frame.dataset_id == Dataset.id)
+                     .join(UnitImage, UnitImage.frame_id == Frame.id).where(UnitImage.id == image_id)).one_or_none()
+    if row is None:
+        raise HTTPException(404, f"There is no image {image_id}.")
+    data_dir = Path(row.data_dir).resolve()
+    path = (data_dir / row.clip_path).resolve()
+    if not path.is_relative_to(data_dir) or not path.is_file():
+        raise HTTPException(404, f"The clip of image {image_id} is missing from {data_dir}.")
+    return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})

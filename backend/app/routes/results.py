@@ -1,0 +1,43 @@
+"""Results for admins: Fig. 3 histograms, Table 1, Fig. A1b, Fig. 4 galleries, agreement."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
+from backend.app.deps import admin_user, get_db, render
+from backend.app.report import THRESHOLDS, characteristic_flags, run_report
+from backend.db.models import Annotator, Run
+
+router = APIRouter(include_in_schema=False)
+
+
+def _embed(figure) -> str:
+    # plotly.js itself comes once from /static/plotly.min.js, served from the plotly package.
+    return figure.to_html(full_html=False, include_plotlyjs=False)
+
+
+@router.get("/results")
+def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    reports = [run_report(db, run) for run in db.scalars(select(Run).order_by(Run.id))]
+    characteristic = characteristic_flags(db)
+    with_detectors = {r.run.name: r.histogram for r in reports if r.histogram}
+    return render(request, "results.html", user=user, reports=reports,
+                  side_by_side=_embed(detector_histograms_figure(with_detectors, characteristic))
+                  if with_detectors else None,
+                  threshold_curve=_embed(threshold_curve_figure(
+                      THRESHOLDS, {r.run.name: r.threshold_counts for r in reports})) if reports else None)
+
+
+@router.get("/results/{run_id}")
+def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    run = db.get(Run, run_id)
+    if run is None:
+        raise HTTPException(404, f"There is no run {run_id}.")
+    report = run_report(db, run)
+    return render(request, "run.html", user=user, report=report,
+                  histogram=_embed(detector_histogram_figure(report.histogram, report.characteristic,
+                                                             title=f"Detectors per category, {run.name}"))
+                  if report.histogram else None,
+                  threshold_curve=_embed(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts})))

@@ -1,0 +1,73 @@
+"""The unit task: the queue, one unit's page, submitting an answer, undoing the last one."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import check_csrf, current_user, flash, get_db, render
+from backend.app.tasks import (TaskError, has_submissions, reserve_next_unit,
+                               submission_count, submit_annotation, undo_last_annotation, utcnow)
+from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
+from model.categories import category_by_name
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/annotate")
+def next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    reservation = reserve_next_unit(db, user.id)
+    if reservation is None:
+        return render(request, "queue_empty.html", user=user, can_undo=has_submissions(db, user.id),
+                      message="Every unit has all its annotators or has been labelled by you. Thank you!")
+    return RedirectResponse(f"/units/{reservation.unit_id}", status_code=303)
+
+
+@router.get("/units/{unit_id}")
+def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_user),
+              db: Session = Depends(get_db)):
+    unit = db.get(Unit, unit_id)
+    if unit is None:
+        raise HTTPException(404, f"There is no unit {unit_id}.")
+    held = db.scalar(select(UnitReservation).where(UnitReservation.unit_id == unit_id,
+                                                   UnitReservation.annotator_id == user.id,
+                                                   UnitReservation.expires_at >= utcnow()))
+    if held is None:
+        flash(request, f"Unit {unit_id} is not held for you; here is your next unit.")
+        return RedirectResponse("/annotate", status_code=303)
+    images = db.scalars(select(UnitImage).where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)).all()
+    # Only the project's list: names other annotators invented would reveal their answers.
+    names = sorted(category_by_name())
+    return render(request, "unit.html", user=user, unit=unit, images=images, category_names=names,
+                  expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
+                  can_undo=has_submissions(db, user.id))
+
+
+@router.post("/units/{unit_id}/annotation", dependencies=[Depends(check_csrf)])
+def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20),
+           category: str = Form("", max_length=1000), marked: list[str] = Form([]),
+           user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    try:
+        marked_ids = [int(value) for value in marked]
+    except ValueError:
+        raise HTTPException(422, "Marked images must be image numbers.") from None
+    try:
+        done = submit_annotation(db, user.id, unit_id, answer, category, marked_ids)
+    except TaskError as error:
+        raise HTTPException(error.status, error.message) from None
+    if "text/html" not in request.headers.get("accept", ""):
+        return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
+    saved = f" ({done.category}, {done.marked} images marked)" if done.category else ""
+    flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
+    return RedirectResponse("/annotate", status_code=303)
+
+
+@router.post("/annotations/undo", dependencies=[Depends(check_csrf)])
+def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    try:
+        unit_id = undo_last_annotation(db, user.id)
+    except TaskError as error:
+        raise HTTPException(error.status, error.message) from None
+    flash(request, f"Your answer for unit {unit_id} was withdrawn: answer it again.")
+    return RedirectResponse(f"/units/{unit_id}", status_code=303)

@@ -1,0 +1,33 @@
+"""`ambient serve`: the annotation web app under uvicorn."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+DB_HELP = "SQLAlchemy URL [default: AMBIENT_DATABASE_URL or sqlite:///ambient.db]."
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the CLI."""
+
+    @app.command("serve")
+    def serve(
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+        host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+        port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    ) -> None:
+        """Serve the annotation app: annotators label units, admins see results and exports."""
+        import uvicorn
+
+        from backend.app import create_app
+        from backend.config import Settings
+
+        settings = Settings(database_url=db) if db else Settings()
+        try:
+            web_app = create_app(settings)
+        except Exception as error:   # an unreachable or unmigratable database: say which, no traceback
+            typer.echo(f"cannot open the database {settings.database_url}: {error}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"Ambient on http://{host}:{port}/ (database {settings.database_url})")
+        uvicorn.run(web_app, host=host, port=port, log_level="warning")

@@ -1,0 +1,42 @@
+"""`ambient user add`: accounts for annotators and admins."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from backend.commands.serve import DB_HELP
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the CLI."""
+    user_app = typer.Typer(help="Manage annotator and admin accounts.", no_args_is_help=True)
+    app.add_typer(user_app, name="user")
+
+    @user_app.command("add")
+    def add(
+        name: str = typer.Argument(..., help="Account name (letters, digits, '.', '-', '_')."),
+        admin: bool = typer.Option(False, "--admin", help="An admin: sees results, exports, users and categories."),
+        password: Optional[str] = typer.Option(None, help="The password; with neither this nor --prompt "
+                                               "one is generated and printed."),
+        prompt: bool = typer.Option(False, "--prompt", help="Ask for the password on the terminal."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+    ) -> None:
+        """Add an account; prints the generated password when none is given."""
+        from backend.app.accounts import AccountError, add_account
+        from backend.config import Settings
+        from backend.db.session import init_db, session_factory
+
+        if prompt:
+            password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+        settings = Settings(database_url=db) if db else Settings()
+        with session_factory(init_db(settings.database_url))() as session:
+            try:
+                account, password_used = add_account(session, name, password, admin)
+            except AccountError as error:
+                raise typer.BadParameter(str(error), param_hint="NAME or --password") from None
+        role = "admin" if account.is_admin else "annotator"
+        if password is None:
+            typer.echo(f"Added {role} {account.name} with password: {password_used}")
+        else:
+            typer.echo(f"Added {role} {account.name}.")

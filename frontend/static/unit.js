@@ -1,0 +1,50 @@
+// Keyboard-first labelling of one unit; the form also works without this script.
+(function () {
+  const form = document.getElementById("unit-form");
+  const grid = document.getElementById("grid");
+  const category = document.getElementById("category");
+  const boxes = Array.from(grid.querySelectorAll("input[type=checkbox]"));
+  const count = document.getElementById("marked-count");
+  const answer = (value) => form.querySelector(`input[name=answer][value=${value}]`);
+
+  const updateCount = () => { count.textContent = boxes.filter((b) => b.checked).length; };
+  grid.addEventListener("change", updateCount);
+
+  // Columns of the grid as laid out now, so up/down move by one row whatever the window width.
+  const columns = () => {
+    const top = boxes[0].getBoundingClientRect().top;
+    const n = boxes.findIndex((b) => b.getBoundingClientRect().top > top + 1);
+    return n > 0 ? n : boxes.length;
+  };
+  const focusImage = (i) => boxes[Math.max(0, Math.min(boxes.length - 1, i))].focus();
+
+  const choose = (value) => {
+    answer(value).checked = true;
+    if (value === "yes") category.focus(); else focusImage(boxes.indexOf(document.activeElement));
+  };
+
+  category.addEventListener("keydown", (e) => {
+    // Enter or Escape in the name box goes on to marking images; a second Enter submits.
+    if (e.key === "Enter" || e.key === "Escape") { e.preventDefault(); focusImage(0); }
+  });
+
+  document.addEventListener("keydown", (e) => {
+    if (e.target === category || e.ctrlKey || e.metaKey || e.altKey) return;
+    const i = boxes.indexOf(document.activeElement);
+    const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns(), ArrowDown: columns() };
+    if (e.key in moves) { e.preventDefault(); focusImage(i < 0 ? 0 : i + moves[e.key]); return; }
+    switch (e.key.toLowerCase()) {
+      case "y": e.preventDefault(); choose("yes"); break;
+      case "n": e.preventDefault(); choose("no"); break;
+      case "t": e.preventDefault(); choose("texture"); break;
+      case "u": {
+        const undo = document.getElementById("undo-form");
+        if (undo) { e.preventDefault(); undo.submit(); }
+        break;
+      }
+      case "enter": e.preventDefault(); form.requestSubmit(); break;
+      case " ": if (i < 0) { e.preventDefault(); focusImage(0); boxes[0].click(); } break;
+    }
+  });
+  updateCount();
+})();

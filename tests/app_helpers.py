@@ -1,0 +1,128 @@
+"""Shared by the web-app tests: a temporary database seeded with a fake run (small JPEGs, WAV clips)."""
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import sys
+import time
+import wave
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+from argon2 import PasswordHasher
+from fastapi.testclient import TestClient
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+from backend.db import store
+from backend.db.models import Annotator, Unit, UnitImage
+from backend.db.session import init_db, session_factory
+from model.categories import load_categories
+from model.dataset import FrameRecord
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD = "correct horse battery"
+# Argon2 reads its cost from the stored hash: a cheap one keeps logins in tests fast.
+PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+
+
+def jpeg(color: tuple[int, int, int], size: int = 24, seed: int = 0) -> bytes:
+    """A masked-looking picture: a bright disc of `color` on a darkened background."""
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (size, size), tuple(c // 5 for c in color))
+    x, y, r = rng.integers(size // 4, 3 * size // 4, 2).tolist() + [size // 4]
+    ImageDraw.Draw(image).ellipse((x - r, y - r, x + r, y + r), fill=color)
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=70)
+    return out.getvalue()
+
+
+def write_wav(path: Path, seconds: float = 0.5, rate: int = 8000) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+        out.writeframes(samples.tobytes())
+
+
+def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str = "run-a",
+             image_size: int = 24) -> str:
+    """A SQLite database with one run of `n_units` units of `n_images` images each; returns its URL."""
+    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    data_dir = tmp_path / "data"
+    (data_dir / "clips").mkdir(parents=True, exist_ok=True)
+    records = []
+    for row in range(n_images):
+        clip = f"clips/clip_{row:02d}.wav"
+        write_wav(data_dir / clip)
+        records.append(FrameRecord(frame_id=row, video_id=f"v{row}", video=f"v{row}.mp4", frame_index=0,
+                                   time=1.0, image=f"frames/{row}.jpg", clip=clip, split="test", silent=False))
+    engine = init_db(url)
+    with session_factory(engine)() as db, db.begin():
+        store.seed_categories(db, load_categories())
+        dataset = store.register_dataset(db, data_dir, records, None, None)
+        run = store.upsert_run(db, tmp_path / run_name, "caffenet-bn", "cluster", {}, dataset)
+        units = [store.UnitRecord(index=u, images=[
+            store.UnitImageRecord(row=i, activation=float(n_images - i), masked_jpeg=jpeg(((70 * u + 90) % 256, (25 * i + 60) % 256, 200), image_size, seed=u * n_images + i))
+            for i in range(n_images)]) for u in range(n_units)]
+        store.replace_units(db, run, dataset, store.LayerRecord("conv5", n_units, 128, 163.0, 27.0), units)
+    return url
+
+
+def add_user(url: str, name: str, is_admin: bool = False, password_hash: str | None = None) -> None:
+    """An account with password PASSWORD."""
+    with session_factory(init_db(url))() as db:
+        db.add(Annotator(name=name, is_admin=is_admin, password_hash=password_hash or PASSWORD_HASH))
+        db.commit()
+
+
+def unit_images(url: str, unit_id: int) -> list[int]:
+    with session_factory(init_db(url))() as db:
+        return list(db.scalars(select(UnitImage.id).where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)))
+
+
+def unit_ids(url: str) -> list[int]:
+    with session_factory(init_db(url))() as db:
+        return list(db.scalars(select(Unit.id).order_by(Unit.id)))
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
+    """Log `client` in; returns the session's CSRF token."""
+    token = csrf_of(client.get("/login").text)
+    response = client.post("/login", data={"name": name, "password": password, "csrf_token": token},
+                           follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return csrf_of(client.get("/login").text)
+
+
+@contextmanager
+def running_server(url: str):
+    """`ambient serve` on a free loopback port, as its own process; yields the base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--db", url, "--port", str(port)],
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/login", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {process.stdout.read().decode()[-2000:]}")
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,157 @@
+"""Results, review, categories and the exports (HTTP API and `ambient export`)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from app_helpers import add_user, login, seed_run, unit_ids, unit_images
+from backend.app import create_app
+from backend.app.tasks import submit_annotation
+from backend.cli import app as cli
+from backend.config import Settings
+from backend.db.models import Annotation, Annotator, Category, SoundJudgement, Unit
+from backend.db.session import init_db, session_factory
+
+
+def answer(url, name, unit, answer="yes", category=None, marked=0):
+    with session_factory(init_db(url))() as db:
+        annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
+        submit_annotation(db, annotator, unit, answer, category, unit_images(url, unit)[:marked])
+
+
+@pytest.fixture()
+def labelled(tmp_path):
+    """Unit 1: a dog detector (5/5 marked); unit 2: a tie; unit 3: a <script> category, 2/5 marked."""
+    url = seed_run(tmp_path, n_units=4, n_images=5)
+    for name in ("ann", "bob", "cat"):
+        add_user(url, name)
+    add_user(url, "boss", is_admin=True)
+    u1, u2, u3, _ = unit_ids(url)
+    for name in ("ann", "bob", "cat"):
+        answer(url, name, u1, category="dog", marked=5)
+        answer(url, name, u3, category="Car", marked=2)
+    answer(url, "ann", u2, "no")
+    answer(url, "bob", u2, "texture")
+    answer(url, "cat", u2, category="sky", marked=5)
+    with session_factory(init_db(url))() as db:
+        db.get(Unit, u1).auto_category_id = db.scalar(select(Category.id).where(Category.name == "dog"))
+        db.get(Unit, u1).auto_precision = 0.9
+        boss = db.scalar(select(Annotator.id).where(Annotator.name == "boss"))
+        for image in unit_images(url, u1):
+            db.add(SoundJudgement(annotator_id=boss, unit_image_id=image, audible="yes"))
+        db.commit()
+    return url, (u1, u2, u3)
+
+
+@pytest.fixture()
+def admin(labelled):
+    client = TestClient(create_app(Settings(database_url=labelled[0])))
+    token = login(client, "boss")
+    yield client, token
+    client.close()
+
+
+def test_detectors_export_json_and_csv(admin):
+    client, _ = admin
+    detectors = client.get("/api/runs/1/detectors.json").json()
+    assert detectors == [{"layer": "conv5", "unit": 0, "category": "dog", "precision": 1.0, "annotators": 3,
+                          "agreement": 1.0, "characteristic": True}]
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/runs/1/detectors.csv").text)))
+    assert [(r["unit"], r["category"], r["precision"], r["characteristic"]) for r in rows] == [("0", "dog", "1.0", "True")]
+    assert client.get("/api/runs/7/detectors.json").status_code == 404
+
+
+def test_table1_json(admin):
+    table = admin[0].get("/api/runs/1/table1.json").json()
+    assert table["detectors"] == 1 and table["characteristic_detectors"] == 1
+    assert table["clips_judged"] == 5 and table["audible_clips"] == 5
+    assert table["videos_with_object_sound"] == 1.0
+    assert [r["row"] for r in table["rows"]][0] == "# Detectors"
+
+
+def test_results_pages_show_figures_table1_and_automatic_labels(admin):
+    client, _ = admin
+    page = client.get("/results", headers={"accept": "text/html"}).text
+    assert "Plotly.newPlot" in page and "cdn.plot.ly" not in page and "Table 1" in page
+    run_page = client.get("/results/1").text
+    assert 'id="histogram"' in run_page and 'id="gallery"' in run_page
+    assert "automatic: dog (90.0%)" in run_page
+    assert "Fleiss" in run_page and "1 units in disagreement" in run_page
+
+
+def test_settling_a_tie_makes_a_detector(admin, labelled):
+    client, token = admin
+    _, (u1, u2, _) = labelled
+    assert "unit-%d" % u2 in client.get("/admin/review").text
+    assert client.post(f"/admin/units/{u2}/settle", data={"answer": "yes", "category": "sky",
+                                                         "csrf_token": token}).status_code == 200
+    assert f"unit-{u2}" not in client.get("/admin/review").text
+    categories = sorted(d["category"] for d in client.get("/api/runs/1/detectors.json").json())
+    assert categories == ["dog", "sky"]      # cat's marks: the only one who named sky
+    assert client.post(f"/admin/units/{u2}/settle", data={"answer": "yes", "category": "",
+                                                         "csrf_token": token}).status_code == 422
+
+
+def test_characteristic_flag_and_merging_new_names(admin, labelled):
+    client, token = admin
+    url, (u1, _, _) = labelled
+    answer(url, "ann", unit_ids(url)[3], category="doggo", marked=1)
+    with session_factory(init_db(url))() as db:
+        dog = db.scalar(select(Category).where(Category.name == "dog"))
+        doggo = db.scalar(select(Category).where(Category.name == "doggo"))
+    assert client.post(f"/admin/categories/{dog.id}/characteristic",
+                       data={"characteristic": "false", "csrf_token": token}).status_code == 200
+    assert client.get("/api/runs/1/detectors.json").json()[0]["characteristic"] is False
+    page = client.get("/admin/categories").text
+    assert 'id="new-names"' in page and "doggo" in page
+    assert client.post(f"/admin/categories/{dog.id}/merge", data={"into": "cat", "csrf_token": token}).status_code == 422
+    assert client.post(f"/admin/categories/{doggo.id}/merge",
+                       data={"into": "nonexistent", "csrf_token": token}).status_code == 422
+    assert client.post(f"/admin/categories/{doggo.id}/merge", data={"into": "dog", "csrf_token": token}).status_code == 200
+    with session_factory(init_db(url))() as db:
+        assert db.scalar(select(Category).where(Category.name == "doggo")) is None
+        assert "doggo" in db.scalar(select(Category.synonyms).where(Category.name == "dog"))
+        assert db.scalar(select(Annotation.category_id).where(Annotation.unit_id == unit_ids(url)[3])) == dog.id
+
+
+def test_names_are_escaped_in_pages(admin, labelled):
+    client, token = admin
+    url, _ = labelled
+    client.post("/admin/users", data={"name": "x", "csrf_token": token})
+    with session_factory(init_db(url))() as db:     # a hostile name that slipped in some other way
+        db.add(Category(name="<img src=x onerror=alert(1)>", synonyms=""))
+        db.commit()
+    page = client.get("/admin/categories").text
+    assert "<img src=x onerror" not in page and "&lt;img src=x onerror" in page
+
+
+def test_export_command(labelled, tmp_path):
+    url, _ = labelled
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", "run-a", "--format", "json", "--db", url])
+    assert result.exit_code == 0, result.output
+    exported = json.loads(result.output)
+    assert exported["detectors"][0]["category"] == "dog" and exported["table1"]["detectors"] == 1
+    result = runner.invoke(cli, ["export", "1", "--format", "csv", "--db", url, "--out", str(tmp_path / "d.csv")])
+    assert result.exit_code == 0 and (tmp_path / "d.csv").read_text().startswith("layer,unit,category")
+    for args, message in ((["export", "nope", "--db", url], "no run called 'nope'"),
+                          (["export", "1", "--format", "xml", "--db", url], "choose csv or json")):
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_user_add_command(tmp_path):
+    url = f"sqlite:///{tmp_path / 'users.db'}"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["user", "add", "alice", "--admin", "--db", url])
+    assert result.exit_code == 0 and "Added admin alice with password: " in result.output
+    result = runner.invoke(cli, ["user", "add", "alice", "--password", "long enough", "--db", url])
+    assert result.exit_code == 2 and "already an account" in result.output
+    result = runner.invoke(cli, ["user", "add", "bob", "--password", "short", "--db", url])
+    assert result.exit_code == 2 and "at least 8" in result.output

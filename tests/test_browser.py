@@ -1,0 +1,116 @@
+"""The app in Debian's Chromium (Playwright): an annotator labels a unit and judges clips, an admin
+reads the results. Saves the screenshots in docs/."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app_helpers import PASSWORD, add_user, running_server, seed_run, unit_ids, unit_images
+from backend.app.tasks import submit_annotation
+from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, Unit
+from backend.db.session import init_db, session_factory
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (make chromium)")]
+
+
+@pytest.fixture()
+def site(tmp_path):
+    """Unit A waits for the annotator; unit B is already a dog detector (three annotators agreed)."""
+    url = seed_run(tmp_path, n_units=2, n_images=60, image_size=96)
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    unit_a, unit_b = unit_ids(url)
+    with session_factory(init_db(url))() as db:
+        for name in ("tom", "una", "val"):
+            add_user(url, name)
+            annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
+            submit_annotation(db, annotator, unit_b, "yes", "dog", unit_images(url, unit_b)[:50])
+        unit = db.get(Unit, unit_b)       # as `ambient dissect --truth` would label it
+        unit.auto_category_id = db.scalar(select(Category.id).where(Category.name == "dog"))
+        unit.auto_precision = 0.85
+        db.commit()
+    with running_server(url) as base:
+        yield base, url, unit_a, unit_b
+
+
+@pytest.fixture()
+def page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update"])
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def log_in(page, base, name):
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+
+
+def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, page):
+    base, url, unit_a, unit_b = site
+    DOCS.mkdir(exist_ok=True)
+    log_in(page, base, "ann")
+    page.wait_for_load_state()
+    assert page.url == f"{base}/units/{unit_a}", (page.url, page.content()[-3000:])
+
+    page.keyboard.press("y")                                    # yes -> the name box takes the focus
+    assert page.evaluate("document.activeElement.id") == "category"
+    page.keyboard.type("dog")
+    page.keyboard.press("Enter")                                # on to the images
+    page.keyboard.press("Space")                                # mark image 1
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Space")                                # mark image 2
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("Space")                                # and the one below it
+    page.click("#grid li:nth-child(10) label")                  # and one by clicking
+    assert page.inner_text("#marked-count") == "4"
+    page.screenshot(path=str(DOCS / "unit_page.png"))
+    page.keyboard.press("Enter")                                # submit -> next unit (none left)
+    page.wait_for_selector("text=Nothing left to label")
+    with session_factory(init_db(url))() as db:
+        annotator = db.scalar(select(Annotator.id).where(Annotator.name == "ann"))
+        answer = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator))
+        marks = db.scalars(select(ImageMark.unit_image_id).where(ImageMark.annotation_id == answer.id)).all()
+    images = unit_images(url, unit_a)
+    assert (answer.unit_id, answer.answer) == (unit_a, "yes") and len(marks) == 4
+    assert {images[0], images[1], images[9]} <= set(marks)
+
+    page.goto(f"{base}/sound")
+    page.wait_for_url(f"{base}/sound/{unit_b}")
+    page.focus("#clips .clip")
+    page.keyboard.press("p")                                    # play the first clip
+    page.wait_for_function("document.querySelector('#clips audio').currentTime > 0")
+    for _ in range(30):
+        page.keyboard.press("y")
+    assert page.inner_text("#judged-count") == "30"
+    page.screenshot(path=str(DOCS / "sound_task.png"))
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=Saved 30 sound judgements")
+    with session_factory(init_db(url))() as db:
+        assert len(db.scalars(select(SoundJudgement.id)).all()) == 30
+
+    page.click("button:has-text('Log out')")
+    log_in(page, base, "boss")
+    page.wait_for_url(f"{base}/results")
+    page.wait_for_selector("#histograms .js-plotly-plot")
+    assert "# Detectors" in page.inner_text(".table1")
+    page.screenshot(path=str(DOCS / "results.png"), full_page=True)
+    page.click("a:has-text('run-a')")
+    page.wait_for_selector("#histogram .js-plotly-plot")
+    assert "Characteristic sound rate" in page.inner_text("#table1")
+    assert "automatic: dog (85.0%)" in page.inner_text("#gallery")
+    page.screenshot(path=str(DOCS / "run_results.png"), full_page=True)
+    csv = page.request.get(f"{base}/api/runs/1/detectors.csv").text()
+    assert csv.splitlines()[0] == "layer,unit,category,precision,annotators,agreement,characteristic"
+    assert ",dog," in csv
