@@ -53,6 +53,7 @@ class LabelSettings:
     bits: int = 30                     # binary code length (top principal components)
     seed: int = 0
     chunk_rows: int = 65_536           # distance computations in chunks, so 1.8M x 502 fits in memory
+    init_sample: int = 100_000         # k-means++ seeding runs on at most this many random training rows
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class TrainSettings:
     evals_per_epoch: int = 1
     checkpoint_steps: int = 500        # also checkpointed after every evaluation
     cache_bytes: int = 8 << 30         # decoded frames kept in memory if they fit; else JPEGs decoded per batch
+    compile: bool = True               # torch.compile the model (CUDA only; compiling on a CPU costs more than it saves)
     seed: int = 0
 
 
@@ -114,7 +116,7 @@ class WorldSettings:
     height: int = 256
     fps: int = 10
     sample_rate: int = 22_050
-    max_objects: int = 3
+    object_count_weights: tuple[float, ...] = (0.1, 0.35, 0.35, 0.2)   # P(0, 1, 2, 3 objects)
     object_size: tuple[float, float] = (0.15, 0.5)        # object extent, fraction of the image height
     audible_on_s: tuple[float, float] = (2.5, 5.5)        # a sounding object's bursts of sound ...
     audible_off_s: tuple[float, float] = (1.0, 2.5)       # ... and its pauses: heard ~70% of the time
@@ -140,6 +142,7 @@ class UnitSettings:
     top: int = 60                      # paper: each unit's 60 most activating images
     split: str = "test"                # the pool: the paper sampled its Flickr test set
     batch_size: int = 128
+    workers: int = 8                   # JPEG-decoding loader processes, capped at the CPU count
     activation_fraction: float = 0.5   # paper: positions with at least half the image's maximum
     # Zhou et al. 2015 ("Object detectors emerge in deep scene CNNs", Table 2) measure the empirical
     # receptive field at pool5 as about a third of the theoretical one; the circle's diameter is that size.

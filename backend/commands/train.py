@@ -1,6 +1,56 @@
-"""`ambient train` (being written)."""
+"""`ambient train`: train CaffeNet-BN to predict sound labels from frames (also under torchrun)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import typer
+
+from model.settings import TRAIN_PRESETS
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the CLI."""
+
+    @app.command("train")
+    def train_command(
+        data_dir: Path = typer.Argument(..., help="Dataset directory with labels (see `ambient labels`)."),
+        labels: str = typer.Option("cluster", "--labels", help="Label kind: cluster, binary or spectrum."),
+        out: Path = typer.Option(..., "--out", help="Run directory for run.json, metrics.jsonl, checkpoints."),
+        preset: str = typer.Option("demo", "--preset", help=f"One of {', '.join(TRAIN_PRESETS)}."),
+        epochs: int = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
+        batch_size: int = typer.Option(None, "--batch-size", min=1, help="Global batch (all processes)."),
+        lr: float = typer.Option(None, "--lr", min=0.0, help="Override the preset's peak learning rate."),
+        device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+        resume: bool = typer.Option(False, "--resume", help="Continue OUT from its last checkpoint."),
+    ) -> None:
+        """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
+        import torch
+
+        from model.run import RUN_JSON
+        from model.settings import TrainSettings
+        from model.train import train
+
+        if preset not in TRAIN_PRESETS:
+            raise typer.BadParameter(f"{preset!r} is not one of {', '.join(TRAIN_PRESETS)}", param_hint="--preset")
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+            raise typer.BadParameter(f"{device!r} is not available here", param_hint="--device")
+        settings = TRAIN_PRESETS[preset]
+        if resume and (out / RUN_JSON).exists():
+            # A resumed run keeps the settings it started with.
+            saved = json.loads((out / RUN_JSON).read_text())
+            settings, preset = TrainSettings(**saved["config"]), saved["preset"]
+        overrides = {name: value for name, value in
+                     (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if value is not None}
+        try:
+            metrics = train(data_dir, labels, out, replace(settings, **overrides), device, resume, preset)
+        except (FileNotFoundError, FileExistsError, ValueError) as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(1)
+        if metrics:
+            typer.echo(f"step {metrics['step']}: test accuracy {metrics['test_accuracy']:.3f} "
+                       f"(chance {metrics['chance']:.3f}, majority {metrics['majority']:.3f}); run in {out}")
+        else:
+            typer.echo(f"{out} had already finished training; nothing to do")

@@ -1,0 +1,154 @@
+"""Training data: frames as uint8 tensors on the training device, sound-label targets, and GPU-friendly
+augmentation (random crop + flip as one gather, so the same code runs on CPU and GPU).
+
+Frames are decoded once into an in-memory uint8 cache when it fits ``cache_bytes``; otherwise the JPEG
+bytes are kept and each batch is decoded on the device (``torchvision.io.decode_jpeg(device="cuda")``).
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from tqdm import tqdm
+
+from model import dataset
+from model.labels import KINDS, labels_path
+from model.run import resize_frames
+
+DECODE_BATCH = 256
+
+
+@dataclass
+class LabelTargets:
+    """Targets of every frame plus which frames train and test on."""
+
+    kind: str
+    targets: torch.Tensor        # (N,) int64 cluster ids or (N, bits) float32 codes
+    train_index: np.ndarray      # frames to train on (cluster: only those within the median distance)
+    test_index: np.ndarray
+    num_outputs: int
+
+    @property
+    def multilabel(self) -> bool:
+        return self.targets.ndim == 2
+
+    def chance(self) -> float:
+        return 0.5 if self.multilabel else 1.0 / self.num_outputs
+
+    def majority(self) -> float:
+        """Accuracy on the test split of always predicting the most common training label (per bit)."""
+        train, test = self.targets[self.train_index], self.targets[self.test_index]
+        if self.multilabel:
+            majority_bits = (train.mean(0) >= 0.5).float()
+            return float((test == majority_bits).float().mean())
+        most_common = torch.bincount(train, minlength=self.num_outputs).argmax()
+        return float((test == most_common).float().mean())
+
+
+def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRecord]) -> LabelTargets:
+    if kind not in KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(KINDS)}")
+    path = labels_path(data_dir, kind)
+    if not path.exists():
+        raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")
+    saved = np.load(path)
+    split = np.array([r.split for r in records])
+    if kind == "cluster":
+        targets = torch.as_tensor(saved["labels"], dtype=torch.long)
+        train_mask, num_outputs = saved["keep"], int(saved["k"])
+    else:
+        targets = torch.as_tensor(saved["codes"], dtype=torch.float32)
+        train_mask, num_outputs = split == "train", targets.shape[1]
+    if len(targets) != len(records):
+        raise ValueError(f"{path} labels {len(targets)} frames but the manifest has {len(records)}; "
+                         f"rerun `ambient labels`")
+    train_index, test_index = np.flatnonzero(train_mask), np.flatnonzero(split == "test")
+    for name, index in (("train", train_index), ("test", test_index)):
+        if len(index) == 0:
+            raise ValueError(f"{data_dir}: the {name} split is empty")
+    return LabelTargets(kind, targets, train_index, test_index, num_outputs)
+
+
+class FrameSource:
+    """uint8 (B, 3, S, S) frames on ``device`` for any list of manifest rows."""
+
+    def __init__(self, data_dir: str | Path, records: list[dataset.FrameRecord], frame_size: int,
+                 device: torch.device, cache_bytes: int, progress: bool = True):
+        self.frame_size, self.device = frame_size, device
+        self.jpegs = [read_file(str(Path(data_dir) / r.image))
+                      for r in tqdm(records, desc="reading frames", disable=not progress, leave=False)]
+        self.cache = None
+        if len(records) * 3 * frame_size ** 2 <= cache_bytes:
+            self.cache = torch.cat([self._decode(range(start, min(start + DECODE_BATCH, len(records))))
+                                    for start in tqdm(range(0, len(records), DECODE_BATCH), desc="decoding frames",
+                                                      disable=not progress, leave=False)])
+            self.jpegs = None
+
+    def _decode(self, rows) -> torch.Tensor:
+        images = decode_jpeg([self.jpegs[i] for i in rows], mode=ImageReadMode.RGB, device=self.device)
+        return resize_frames(torch.stack(images), self.frame_size)
+
+    def get(self, rows: np.ndarray) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache[torch.as_tensor(rows, device=self.device)]
+        return self._decode(rows)
+
+
+def random_crop_flip(images: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``crop`` x ``crop`` window per image, mirrored with probability 1/2, in one gather.
+
+    Returns (B, 3, crop, crop) uint8 in channels_last memory layout (what cuDNN convolutions prefer).
+    """
+    batch, _, height, width = images.shape
+    top = torch.randint(0, height - crop + 1, (batch, 1), generator=generator)
+    left = torch.randint(0, width - crop + 1, (batch, 1), generator=generator)
+    flip = torch.rand(batch, 1, generator=generator) < 0.5
+    offsets = torch.arange(crop).unsqueeze(0)
+    rows = (top + offsets).to(images.device)
+    cols = torch.where(flip, left + crop - 1 - offsets, left + offsets).to(images.device)
+    batch_index = torch.arange(batch, device=images.device)[:, None, None]
+    # Advanced indices around a slice put the indexed dims first: (B, crop, crop, 3).
+    return images[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def prefetch(frames: FrameSource, batches: Iterator[np.ndarray],
+             depth: int = 4) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows, ``frames.get(rows)``) for each batch of rows, decoded ``depth`` batches ahead by threads.
+
+    Only JPEG decoding (no cache) needs it: nvJPEG's CPU stages and the GPU then overlap with training.
+    Each worker decodes on its own CUDA stream; the consumer's stream waits for it before using a batch.
+    """
+    if frames.cache is not None:
+        yield from ((rows, frames.get(rows)) for rows in batches)
+        return
+    cuda = frames.device.type == "cuda"
+
+    def load(rows: np.ndarray):
+        if not cuda:
+            return rows, frames.get(rows), None
+        stream = torch.cuda.Stream(frames.device)
+        with torch.cuda.stream(stream):
+            return rows, frames.get(rows), stream
+
+    with ThreadPoolExecutor(depth) as pool:
+        pending: deque = deque()
+        for rows in batches:
+            pending.append(pool.submit(load, rows))
+            if len(pending) >= depth:
+                yield _ready(*pending.popleft().result())
+        while pending:
+            yield _ready(*pending.popleft().result())
+
+
+def _ready(rows: np.ndarray, images: torch.Tensor, stream) -> tuple[np.ndarray, torch.Tensor]:
+    if stream is not None:
+        consumer = torch.cuda.current_stream(images.device)
+        consumer.wait_stream(stream)
+        images.record_stream(consumer)   # keep the caching allocator from reusing it too early
+    return rows, images

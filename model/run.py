@@ -1,0 +1,100 @@
+"""A training run's directory and checkpoint format, and ``load_run`` for later stages.
+
+Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
+
+    run.json        RunInfo below plus "config" (the TrainSettings used), "data_dir", "preset", "world_size"
+    metrics.jsonl   one JSON object per evaluation: step, epoch, loss, test_accuracy, chance, majority, ...
+    checkpoint.pt   latest training state (written atomically: tmp file + rename), a dict with
+                    "model" (state_dict), "optimizer", "scheduler", "step", "epoch", "rng" (torch CPU
+                    and CUDA RNG states; data order and crops follow from the step), "run" (RunInfo as dict)
+    model.pt        final weights: {"model": state_dict, "run": RunInfo as dict, "step": int}
+
+State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compile wrapper), so
+``CaffeNetBN(info.num_outputs, info.crop_size, info.fc_width).load_state_dict(...)`` always works.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+from model.network import CaffeNetBN, normalize_images
+
+RUN_JSON = "run.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+FINAL_MODEL = "model.pt"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a consumer needs to rebuild the network and feed it images."""
+
+    label_kind: str            # "cluster", "binary" or "spectrum"
+    num_outputs: int           # k clusters or code bits
+    multilabel: bool           # True: independent sigmoids (binary codes); False: softmax over clusters
+    frame_size: int            # frames are resized to this square side ...
+    crop_size: int             # ... then centre-cropped to the network's input side
+    fc_width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunInfo":
+        values = {f.name: d[f.name] for f in fields(cls)}
+        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        return cls(**values)
+
+    def build_model(self) -> CaffeNetBN:
+        return CaffeNetBN(self.num_outputs, input_size=self.crop_size, fc_width=self.fc_width)
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, 3, H, W) frames -> the network's normalised centre crops, as at test time."""
+        return normalize_images(center_crop(resize_frames(images, self.frame_size), self.crop_size),
+                                self.mean, self.std)
+
+
+def resize_frames(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size), antialiased; a no-op at the same size."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    top = (images.shape[-2] - size) // 2
+    left = (images.shape[-1] - size) // 2
+    return images[..., top:top + size, left:left + size]
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save so that a kill -9 leaves either the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_run_json(run_dir: Path, info: RunInfo, extra: dict) -> None:
+    tmp = run_dir / (RUN_JSON + ".tmp")
+    tmp.write_text(json.dumps({**asdict(info), **extra}, indent=1))
+    os.replace(tmp, run_dir / RUN_JSON)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[CaffeNetBN, RunInfo]:
+    """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint)."""
+    run_dir = Path(run_dir)
+    path = run_dir / FINAL_MODEL
+    if not path.exists():
+        path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    info = RunInfo.from_dict(state["run"])
+    model = info.build_model()
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), info

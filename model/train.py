@@ -1,0 +1,234 @@
+"""Train CaffeNet-BN to predict a frame's sound label from the frame alone (paper 3.2, "Training").
+
+One entry: ``train(data_dir, label_kind, run_dir, settings, device, resume)``. Under ``torchrun`` it
+runs DistributedDataParallel (NCCL on GPUs, gloo on CPU): every process takes its share of each
+global batch and only rank 0 evaluates and writes. The data order and each step's augmentation are
+functions of (seed, step), so a resumed run replays exactly the batches an uninterrupted run would.
+RUN_DIR layout and the checkpoint format: ``model/run.py``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from model import dataset
+from model.frames import FrameSource, LabelTargets, load_targets, prefetch, random_crop_flip
+from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
+from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, RunInfo, center_crop, load_run, save_atomic,
+                       write_run_json)
+from model.settings import TrainSettings
+
+__all__ = ["train", "load_run"]
+
+
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return factor
+
+
+def _batches(train_index: np.ndarray, settings: TrainSettings, steps_per_epoch: int, first_step: int,
+             total_steps: int, rank: int, world: int) -> Iterator[np.ndarray]:
+    """This process's manifest rows for each step: a seeded shuffle per epoch, so any step can be replayed."""
+    order = None
+    for step in range(first_step, total_steps):
+        epoch, position = divmod(step, steps_per_epoch)
+        if order is None or position == 0:
+            order = np.random.default_rng([settings.seed, epoch]).permutation(len(train_index))
+        batch = order[position * settings.batch_size:(position + 1) * settings.batch_size]
+        yield train_index[batch[rank::world]]
+
+
+def _rng_state(device: torch.device) -> dict:
+    """Dropout's random state (data order and crops are functions of the step and need none)."""
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if targets.ndim == 2:
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+    return nn.functional.cross_entropy(logits.float(), targets)
+
+
+@torch.no_grad()
+def evaluate(model: CaffeNetBN, frames: FrameSource, labels: LabelTargets, info: RunInfo,
+             batch_size: int) -> tuple[float, float]:
+    """(test accuracy, test loss) on centre crops; per-bit accuracy for binary codes."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, count = 0.0, 0.0, 0
+    for start in range(0, len(labels.test_index), batch_size):
+        rows = labels.test_index[start:start + batch_size]
+        images = normalize_images(center_crop(frames.get(rows), info.crop_size), info.mean, info.std)
+        targets = labels.targets[rows].to(images.device)
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=images.device.type == "cuda"):
+            logits = model(images)
+        loss_sum += float(_loss(logits, targets)) * len(rows)
+        if labels.multilabel:
+            correct += float(((logits > 0).float() == targets).float().mean(1).sum())
+        else:
+            correct += float((logits.argmax(1) == targets).sum())
+        count += len(rows)
+    model.train(was_training)
+    return correct / count, loss_sum / count
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop evaluations logged after the checkpoint we resume from, so no step appears twice."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
+    if len(kept) != len(rows):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+
+
+def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: TrainSettings,
+          device: str | torch.device = "cpu", resume: bool = False, preset: str = "custom",
+          progress: bool = True) -> dict:
+    """Train (or resume) a run; returns the last evaluation's metrics."""
+    data_dir, run_dir, device = Path(data_dir), Path(run_dir), torch.device(device)
+    rank, world = _distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    if settings.batch_size % world:
+        raise ValueError(f"batch size {settings.batch_size} does not split across {world} processes")
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists() and not resume:
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not checkpoint_path.exists():
+        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
+
+    records = dataset.load_manifest(data_dir)
+    labels = load_targets(data_dir, label_kind, records)
+    steps_per_epoch = len(labels.train_index) // settings.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training split has {len(labels.train_index)} frames, fewer than one batch of "
+                         f"{settings.batch_size}; lower --batch-size")
+    total_steps = settings.epochs * steps_per_epoch
+    eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
+    info = RunInfo(label_kind=label_kind, num_outputs=labels.num_outputs, multilabel=labels.multilabel,
+                   frame_size=settings.frame_size, crop_size=settings.crop_size, fc_width=settings.fc_width,
+                   mean=IMAGE_MEAN, std=IMAGE_STD)
+
+    torch.manual_seed(settings.seed)   # same initial weights and dropout masks in every process and rerun
+    model = info.build_model().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, int(settings.warmup_fraction * total_steps)))
+    step = 0
+    if resume:
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if state["run"]["label_kind"] != label_kind:
+            raise ValueError(f"{run_dir} was trained on {state['run']['label_kind']} labels, not {label_kind}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        step = state["step"]
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_run_json(run_dir, info, {"config": asdict(settings), "preset": preset,
+                                       "data_dir": str(data_dir.resolve()), "world_size": world})
+    if rank == 0:
+        _trim_metrics(run_dir / METRICS, step)
+    trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if settings.compile and device.type == "cuda":
+        trained = torch.compile(trained)
+
+    frames = FrameSource(data_dir, records, settings.frame_size, device, settings.cache_bytes,
+                         progress=progress and rank == 0)
+    chance, majority = labels.chance(), labels.majority()
+    local_batch = settings.batch_size // world
+
+    def save_checkpoint() -> None:
+        save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
+                     "rng": _rng_state(device), "run": asdict(info)}, checkpoint_path)
+
+    bar = tqdm(total=total_steps, initial=step, desc=f"training ({label_kind})", unit="step",
+               disable=not (progress and rank == 0))
+    metrics: dict = {}
+    loss_sum, loss_count, images_seen, started = 0.0, 0, 0, time.perf_counter()
+    trained.train()
+    for rows, frame_batch in prefetch(frames, _batches(labels.train_index, settings, steps_per_epoch, step,
+                                                     total_steps, rank, world)):
+        generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step * world + rank)
+        images = normalize_images(random_crop_flip(frame_batch, settings.crop_size, generator), info.mean, info.std)
+        targets = labels.targets[rows].to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            loss = _loss(trained(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        # Accumulate on the device: a float() per step would stall the GPU.
+        loss_sum, loss_count, images_seen = loss_sum + loss.detach(), loss_count + 1, images_seen + local_batch * world
+        bar.update(1)
+
+        evaluating = step % eval_every == 0 or step == total_steps
+        if evaluating:
+            mean_loss = (loss_sum / loss_count).float().reshape(1)
+            if world > 1:
+                dist.all_reduce(mean_loss)   # gloo/nccl both sum; divide for the mean over processes
+                mean_loss /= world
+            train_loss = float(mean_loss)    # waits for the GPU, so the throughput below is honest
+            images_per_s = images_seen / (time.perf_counter() - started)
+            if rank == 0:
+                accuracy, test_loss = evaluate(model, frames, labels, info, local_batch * world)
+                metrics = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": train_loss,
+                           "test_loss": test_loss, "test_accuracy": accuracy, "chance": chance,
+                           "majority": majority, "lr": scheduler.get_last_lr()[0], "images_per_s": images_per_s}
+                with (run_dir / METRICS).open("a") as f:
+                    f.write(json.dumps(metrics) + "\n")
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{accuracy:.3f}", majority=f"{majority:.3f}")
+        if rank == 0 and (evaluating or step % settings.checkpoint_steps == 0):
+            save_checkpoint()
+        if evaluating:
+            if world > 1:
+                dist.barrier()   # the others wait while rank 0 evaluates
+            # Training throughput excludes evaluation and checkpointing.
+            loss_sum, loss_count, images_seen, started = 0.0, 0, 0, time.perf_counter()
+    bar.close()
+    if rank == 0:
+        save_atomic({"model": model.state_dict(), "run": asdict(info), "step": step}, run_dir / FINAL_MODEL)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics

@@ -1,0 +1,171 @@
+"""Training end to end on a tiny generated dataset: metrics, binary codes, kill -9 + resume, DDP, errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from backend.cli import app
+from model import dataset
+from model.frames import random_crop_flip
+from model.labels import binary_codes, cluster_labels, labels_path
+from model.run import CHECKPOINT, load_run
+from model.settings import TRAIN_PRESETS
+from model.train import train
+
+TINY = TRAIN_PRESETS["tiny"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(root: Path, videos=12, frames=5, groups=3, seed=0) -> Path:
+    """Frames whose colour follows their sound group, so the sound label is learnable from the image."""
+    rng = np.random.default_rng(seed)
+    centres, colours = rng.normal(0, 3, (groups, 502)), rng.integers(0, 256, (groups, 3))
+    records, textures = [], []
+    for v in range(videos):
+        folder = root / "videos" / f"v{v}"
+        folder.mkdir(parents=True)
+        for f in range(frames):
+            group = rng.integers(groups)
+            pixels = np.clip(colours[group] + rng.normal(0, 30, (256, 256, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"frame_{f:02d}.jpg", quality=90)
+            records.append(dataset.FrameRecord(len(records), f"v{v}", f"v{v}.mp4", f, float(f),
+                                               f"videos/v{v}/frame_{f:02d}.jpg", f"videos/v{v}/clip_{f:02d}.mp3",
+                                               "test" if v % 4 == 0 else "train", False))
+            textures.append(centres[group] + rng.normal(0, 1, 502))
+    textures = np.array(textures, np.float32)
+    dataset.write_manifest(root, records, textures, rng.normal(size=(len(records), 32)))
+    train_mask = np.array([r.split == "train" for r in records])
+    # Labels written here (not with make_labels) so these tests do not depend on the audio weights.
+    (root / "labels").mkdir()
+    clusters = cluster_labels(textures, train_mask, k=groups, seed=0, restarts=1)
+    np.savez(labels_path(root, "cluster"), kind="cluster", k=groups, labels=clusters.labels,
+             centroids=clusters.centroids, distances=clusters.distances, keep=clusters.keep)
+    codes = binary_codes(textures, train_mask, bits=8)
+    np.savez(labels_path(root, "binary"), kind="binary", bits=8, codes=codes.codes, components=codes.components,
+             mean=codes.mean)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_crop_flip_takes_windows_of_the_frame():
+    images = torch.arange(2 * 3 * 6 * 6, dtype=torch.int32).reshape(2, 3, 6, 6)
+    crops = random_crop_flip(images, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 4, 4)
+    for image, crop in zip(images, crops):
+        windows = [image[:, t:t + 4, l:l + 4] for t in range(3) for l in range(3)]
+        assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(-1)) for w in windows)
+
+
+def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    final = train(data_dir, "cluster", run_dir, replace(TINY, epochs=3), progress=False)
+    rows = _metrics(run_dir)
+    steps_per_epoch = len(np.flatnonzero(np.load(labels_path(data_dir, "cluster"))["keep"])) // TINY.batch_size
+    assert [r["step"] for r in rows] == [steps_per_epoch * e for e in (1, 2, 3)]
+    assert rows[-1] == final
+    assert final["chance"] == pytest.approx(1 / 3) and 0 <= final["majority"] <= 1
+    assert all(np.isfinite(r["loss"]) and 0 <= r["test_accuracy"] <= 1 for r in rows)
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["label_kind"] == "cluster" and run["config"]["epochs"] == 3
+    model, info = load_run(run_dir)
+    assert info.num_outputs == 3 and info.crop_size == TINY.crop_size
+    assert model.forward_features(torch.zeros(1, 3, 67, 67), "conv5").shape[1] == 256
+
+
+def test_binary_training_reports_per_bit_accuracy(data_dir, tmp_path):
+    final = train(data_dir, "binary", tmp_path / "run", replace(TINY, epochs=1), progress=False)
+    assert final["chance"] == 0.5 and 0.5 <= final["majority"] <= 1
+    _, info = load_run(tmp_path / "run")
+    assert info.multilabel and info.num_outputs == 8
+
+
+def _cli_train(data_dir, run_dir, *extra):
+    return [sys.executable, "-m", "backend.cli", "train", str(data_dir), "--labels", "cluster", "--out",
+            str(run_dir), "--preset", "tiny", "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_matches_an_uninterrupted_run(data_dir, tmp_path):
+    epochs = 8
+    reference = tmp_path / "reference"
+    train(data_dir, "cluster", reference, replace(TINY, epochs=epochs), progress=False)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_cli_train(data_dir, killed, "--epochs", str(epochs)), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (killed / CHECKPOINT).exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(killed / CHECKPOINT, weights_only=True)["step"]
+    total = _metrics(reference)[-1]["step"]
+    assert killed_at < total, "the run finished before the kill; the test needs a longer run"
+    resumed = subprocess.run(_cli_train(data_dir, killed, "--resume"), cwd=REPO, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [r["step"] for r in _metrics(killed)]
+    assert steps == [r["step"] for r in _metrics(reference)]        # continued, no step logged twice
+    # Same batches, crops and dropout masks as the uninterrupted run: the same weights.
+    a, _ = load_run(reference)
+    b, _ = load_run(killed)
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=name, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_gloo(data_dir, tmp_path):
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "backend.cli", "train", str(data_dir), "--labels", "cluster", "--out", str(run_dir),
+               "--preset", "tiny", "--device", "cpu", "--epochs", "2"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = _metrics(run_dir)
+    assert len(rows) == 2                          # rank 0 alone writes
+    assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
+    load_run(run_dir)
+
+
+def test_bad_input_gives_clear_errors(data_dir, tmp_path):
+    runner = CliRunner()
+    empty = tmp_path / "nolabels"
+    empty.mkdir()
+    (empty / "manifest.jsonl").write_text((data_dir / "manifest.jsonl").read_text())
+    result = runner.invoke(app, ["train", str(empty), "--labels", "cluster", "--out", str(tmp_path / "r"),
+                                 "--preset", "tiny"])
+    assert result.exit_code == 1 and "no cluster labels" in result.output
+    result = runner.invoke(app, ["train", str(data_dir), "--labels", "cluster", "--out", str(tmp_path / "r"),
+                                 "--preset", "tiny", "--batch-size", "1000"])
+    assert result.exit_code == 1 and "fewer than one batch" in result.output
+    result = runner.invoke(app, ["train", str(data_dir), "--labels", "cluster", "--out", str(tmp_path / "r"),
+                                 "--preset", "huge"])
+    assert result.exit_code != 0 and "huge" in result.output
+    result = runner.invoke(app, ["labels", str(data_dir), "--kind", "cluster", "--k", "500"])
+    assert result.exit_code == 1 and "cannot make 500 clusters" in result.output
+
+    all_train = tmp_path / "alltrain"
+    all_train.mkdir()
+    records = dataset.load_manifest(data_dir)
+    textures, spectrum = dataset.load_features(data_dir)
+    dataset.write_manifest(all_train, [replace(r, split="train") for r in records], textures, spectrum)
+    (all_train / "labels").mkdir()
+    (all_train / "labels" / "cluster.npz").write_bytes(labels_path(data_dir, "cluster").read_bytes())
+    with pytest.raises(ValueError, match="test split is empty"):
+        train(all_train, "cluster", tmp_path / "r2", TINY, progress=False)
