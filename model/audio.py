@@ -284,17 +284,26 @@ def sound_texture(waveform: np.ndarray, sample_rate: int, settings: TextureSetti
 
 
 def texture_weights() -> np.ndarray:
-    """(502,) weights that scale each kind of statistic inversely with its number of dimensions.
+    """(502,) weights of the squared differences that make up the paper's texture distance.
 
     Groups (paper 3.1): marginal moments = mu + sigma (64 dims, 1/64 each), correlations (1/117),
-    modulation power (1/320), loudness (1). Multiply textures by these before Euclidean distances
-    or k-means.
+    modulation power (1/320), loudness (1). Each kind of statistic is scaled inversely with its
+    number of dimensions, so each contributes its *mean* squared difference and counts once: the
+    320 modulation powers do not outvote the single loudness, nor it them. ``weight_textures``
+    maps textures into the space where plain Euclidean distance is this weighted distance.
     """
     weights = np.empty(TEXTURE_DIM)
     for group in (slice(TEXTURE_GROUPS["mu"].start, TEXTURE_GROUPS["sigma"].stop),
                   TEXTURE_GROUPS["rho"], TEXTURE_GROUPS["mod"], TEXTURE_GROUPS["loudness"]):
         weights[group] = 1.0 / (group.stop - group.start)
     return weights
+
+
+def weight_textures(textures: np.ndarray) -> np.ndarray:
+    """Scale textures by sqrt(texture_weights()): Euclidean distances (k-means, PCA) then weight each
+    group's squared differences by 1 / its dimensions. (Scaling the values themselves by 1/n would
+    weight squared differences by 1/n^2 and leave loudness, one dimension, deciding every cluster.)"""
+    return np.asarray(textures) * np.sqrt(texture_weights()).astype(np.float32)
 
 
 def spectrum_frames(n_frames: int, at_seconds: float, settings: TextureSettings = TEXTURE) -> slice:

@@ -80,7 +80,7 @@ LABELS = LabelSettings()
 TRAIN_PRESETS = {
     "paper": TrainSettings(),
     # The demo world (~2,400 frames) on a 2-core CPU in under 10 minutes: small frames and fc layers.
-    "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=64, epochs=30,
+    "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=64, epochs=12,
                           lr=0.02, checkpoint_steps=50),
     # Tests: seconds per run.
     "tiny": TrainSettings(frame_size=80, crop_size=67, fc_width=64, batch_size=8, epochs=2,
@@ -129,7 +129,7 @@ class WorldSettings:
 WORLD = WorldSettings()
 WORLD_PRESETS = {
     "tiny": WorldPreset(videos=4, duration_s=6.0),        # tests: seconds
-    "demo": WorldPreset(videos=240, duration_s=8.0),      # < 2 min here; ~2,400 frames after ingest
+    "demo": WorldPreset(videos=400, duration_s=6.0),      # < 2 min here; ~4,000 frames after ingest
     "large": WorldPreset(videos=5000, duration_s=10.0),   # for GPU runs
 }
 
@@ -156,3 +156,28 @@ class UnitSettings:
 
 
 UNITS = UnitSettings()
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    """Videos ingest refuses from their header alone, before decoding a frame (see model/ingest.py)."""
+
+    # 8K DCI: a bigger frame is more likely a decompression bomb than footage (one RGB frame is > 100 MB).
+    max_video_pixels: int = 8192 * 4320
+    min_video_side: int = 32           # below this the 256x256 crop is nothing but interpolation
+
+
+MEDIA_LIMITS = MediaLimits()
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The admin pages' job queue (backend/jobs.py): how often the worker looks and reports."""
+
+    poll_seconds: float = 0.5          # queue polling, and progress/log/cancel checks while a job runs
+    log_chars: int = 200_000           # a job keeps the tail of its log: tqdm output grows without end
+    metrics_rows: int = 2_000          # training evaluations kept on the job for its chart
+    cancel_grace_seconds: float = 5.0  # SIGTERM, then SIGKILL after this long
+
+
+JOBS = JobSettings()

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole Ambient pipeline on the generated demo world (called by `make demo`).
+set -euo pipefail
+DEMO=${1:-demo}
+AMBIENT=.venv/bin/ambient
+mkdir -p "$DEMO"
+DB="sqlite:///$(realpath "$DEMO")/ambient.db"
+
+# Real photo cut-outs and recorded sounds when Debian's package can be installed, else procedural objects.
+OBJECTS=procedural
+if [ ! -d /usr/share/tuxpaint/stamps ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing tuxpaint-stamps-default for real media (about 160 MB)"
+  (apt-get update -qq && apt-get install -y -qq tuxpaint-stamps-default >/dev/null) || echo "   not installable; using procedural objects"
+fi
+[ -d /usr/share/tuxpaint/stamps ] && OBJECTS=tuxpaint
+echo "== demo world with $OBJECTS objects"
+
+[ -f "$DEMO/world/world.json" ] || $AMBIENT world "$DEMO/world" --preset demo --objects "$OBJECTS"
+echo "== ingest"
+$AMBIENT ingest "$DEMO/world/videos" --out "$DEMO/data"
+echo "== sound labels"
+$AMBIENT labels "$DEMO/data" --kind cluster
+echo "== training (demo preset)"
+if [ -f "$DEMO/run/checkpoint.pt" ]; then RESUME=--resume; else RESUME=; fi
+$AMBIENT train "$DEMO/data" --labels cluster --out "$DEMO/run" --preset demo $RESUME
+echo "== units"
+$AMBIENT units "$DEMO/run" --pool "$DEMO/data" --db "$DB"
+echo "== dissection against the world's truth"
+$AMBIENT dissect "$DEMO/run" --truth --db "$DB"
+
+# Two accounts, made once; their passwords are kept in $DEMO/accounts.txt for reruns.
+if [ ! -f "$DEMO/accounts.txt" ]; then
+  ADMIN_PW=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(9))')
+  ANNOTATOR_PW=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(9))')
+  $AMBIENT user add admin --admin --password "$ADMIN_PW" --db "$DB"
+  $AMBIENT user add annotator --password "$ANNOTATOR_PW" --db "$DB"
+  printf 'admin %s\nannotator %s\n' "$ADMIN_PW" "$ANNOTATOR_PW" > "$DEMO/accounts.txt"
+fi
+echo
+echo "Demo output: world $DEMO/world, dataset $DEMO/data, run $DEMO/run, database $DB"
+echo "Accounts (name password), also in $DEMO/accounts.txt:"
+cat "$DEMO/accounts.txt"
+PORT=${PORT:-8000}
+echo "== serving the annotation app on http://127.0.0.1:$PORT (Ctrl-C to stop)"
+exec $AMBIENT serve --db "$DB" --host 127.0.0.1 --port "$PORT"
