@@ -9,3 +9,7 @@ class Settings(BaseSettings):
 
     # SQLite in the working directory by default; any SQLAlchemy URL (e.g. postgresql+psycopg://...) works.
     database_url: str = "sqlite:///ambient.db"
+    # Where jobs launched from the admin pages write their worlds, datasets and runs (one folder per job).
+    jobs_dir: str = "jobs"
+    # `ambient serve` also starts one `ambient worker` beside itself: the demo needs one command.
+    start_worker: bool = False

@@ -1,7 +1,9 @@
 """The FastAPI application: sessions, templates, static files, error pages and the routes."""
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 from http import HTTPStatus
 import secrets
 from functools import lru_cache
@@ -15,21 +17,28 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.deps import LoginRequired, render
-from backend.app.routes import api, auth, categories, docs, images, results, review, sound, units, users
+from backend.app.routes import (api, auth, categories, clusters, docs, images, jobs, results, review, sound, units,
+                                users)
 from backend.config import Settings
 from backend.db.models import ServerSecret
 from backend.db.session import init_db, session_factory
 from backend.db.store import seed_categories
+from backend.jobs import recover_orphans, worker_lifespan
 from model.categories import load_categories
 
 SESSION_COOKIE = "ambient_session"
 SESSION_DAYS = 14
+# Every form and API body is a few kB: a bigger one is refused before it is read into memory.
+MAX_REQUEST_BYTES = 1024 * 1024
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+log = logging.getLogger("ambient")
 FRONTEND = resources.files("frontend")
 
 
@@ -41,14 +50,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     with sessions() as db:
         _seed_categories(db)
         secret_key = _server_secret(db, "session_key")
+        recover_orphans(db)     # jobs whose worker died while the server was down
 
     # Swagger UI would load from a CDN: /docs is our own offline page over /openapi.json instead.
     app = FastAPI(title="Ambient", version="0.1.0", docs_url=None, redoc_url=None,
-                  description="Annotate the object-detector units of networks trained on ambient sound.")
+                  description="Annotate the object-detector units of networks trained on ambient sound.",
+                  lifespan=worker_lifespan(settings) if settings.start_worker else None)
     app.state.sessions = sessions
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
+    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js(request: Request) -> Response:
@@ -59,8 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         headers={"ETag": etag, "Cache-Control": "public, max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
-    for module in (auth, units, images, sound, results, review, categories, users, api, docs):
+    for module in (auth, units, images, sound, results, review, categories, users, api, docs, clusters, jobs):
         app.include_router(module.router)
+    app.include_router(jobs.api)
 
     @app.exception_handler(LoginRequired)
     def login_required(request: Request, _exc: LoginRequired) -> Response:
@@ -83,7 +96,75 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return JSONResponse({"detail": problems}, status_code=422)
         return _error_page(request, 422, problems)
 
+    # A read-only or full disk must read as what it is, not as a bare 500 (see tests/test_hardening_faults.py).
+    @app.exception_handler(OperationalError)
+    def database_unavailable(request: Request, exc: OperationalError) -> Response:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error_response(request, 503, _storage_problem(str(exc.orig)))
+
+    @app.exception_handler(OSError)
+    def storage_error(request: Request, exc: OSError) -> Response:
+        if exc.errno not in _STORAGE_ERRNOS:
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            return _error_response(request, 500, "Something went wrong on the server; it has been logged.")
+        log.error("storage error on %s %s: %s", request.method, request.url.path, exc)
+        return _error_response(request, 503, _storage_problem(exc.strerror or ""))
+
+    # An id past SQLite's 64-bit integers (e.g. /images/99999999999999999999) fails in the driver:
+    # no row can have it, so it is a 404 like any other unknown id.
+    @app.exception_handler(OverflowError)
+    def id_out_of_range(request: Request, _exc: OverflowError) -> Response:
+        return _error_response(request, 404, "There is no such item: the number is out of range.")
+
+    @app.exception_handler(Exception)
+    def unexpected_error(request: Request, _exc: Exception) -> Response:
+        # Starlette logs the traceback on the server; the person sees a page, never the traceback.
+        return _error_response(request, 500, "Something went wrong on the server; it has been logged.")
+
     return app
+
+
+class BodyLimit:
+    """Answers 413 to a request body over `max_bytes`: by its Content-Length, or while it streams in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.max_bytes:
+            detail = f"The request body is over the {self.max_bytes // 1024} KiB limit."
+            return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:   # chunked, no Content-Length: stop reading here
+                raise StarletteHTTPException(413, f"The request body is over the {self.max_bytes // 1024} KiB limit.")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _storage_problem(message: str) -> str:
+    lowered = message.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        return "The database is read-only, so nothing can be saved right now. Tell an admin; your work so far is kept."
+    if "full" in lowered or "no space" in lowered or "quota" in lowered:
+        return "The server's disk is full, so nothing can be saved right now. Tell an admin; your work so far is kept."
+    if "locked" in lowered or "busy" in lowered:
+        return "The database is busy; try again in a moment."
+    return "The database cannot be reached right now. Tell an admin; try again later."
+
+
+def _error_response(request: Request, status: int, detail: str) -> Response:
+    if _wants_json(request):
+        return JSONResponse({"detail": detail}, status_code=status)
+    return _error_page(request, status, detail)
 
 
 def _wants_json(request: Request) -> bool:

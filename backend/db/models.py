@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
-                        String, UniqueConstraint)
+                        String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Stable constraint names so that migrations can alter them (SQLite batch mode needs names).
@@ -227,3 +227,29 @@ class ServerSecret(Base):
     __tablename__ = "server_secrets"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(String(500))
+
+
+# --- Added by the job queue (backend/jobs.py): pipeline stages launched from the admin pages.
+
+JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class Job(Base):
+    """One pipeline job; a worker claims it (queued -> running) and runs it in a child process."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(f"status IN {JOB_STATUSES}", name="status"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))               # backend/jobs.py JOB_KINDS
+    params: Mapped[dict] = mapped_column(JSON, default=dict)    # the form's fields and the output paths
+    status: Mapped[str] = mapped_column(String(10), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)  # 0..1
+    stage: Mapped[str] = mapped_column(String(50), default="")  # the step now running, e.g. "train"
+    metrics: Mapped[list] = mapped_column(JSON, default=list)   # training evaluations so far (metrics.jsonl)
+    log: Mapped[str] = mapped_column(Text, default="")
+    pid: Mapped[int | None]                                     # the child process while running
+    host: Mapped[str | None] = mapped_column(String(200))       # where that pid lives
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

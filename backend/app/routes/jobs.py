@@ -1,0 +1,174 @@
+"""Admins run the pipeline from the browser: job forms, the live job page, and the jobs API.
+
+The web server only writes rows of the ``jobs`` table; ``ambient worker`` does the work (backend/jobs.py).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+
+from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, render
+from backend.db.models import Annotator, Job
+from backend.jobs import (DEVICES, JOB_KINDS, OBJECTS, JobError, cancel_job, create_job, requeue_job,
+                          units_fields)
+from model.labels import KINDS as LABEL_KINDS
+from model.settings import LABELS, TRAIN_PRESETS, WORLD_PRESETS
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(admin_user)])
+api = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(admin_user)])
+LOG_TAIL = 20_000       # characters of the log sent with each poll
+RESUMABLE = ("failed", "cancelled")
+
+
+class JobState(BaseModel):
+    id: int
+    kind: str
+    status: str
+    progress: float
+    stage: str
+    params: dict
+    metrics: list[dict]
+    log: str
+    run_id: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def job_state(job: Job) -> JobState:
+    return JobState(id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
+                    params=job.params, metrics=job.metrics, log=job.log[-LOG_TAIL:], run_id=job.run_id,
+                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+
+
+def _job(db: Session, job_id: int) -> Job:
+    job = db.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"There is no job {job_id}.")
+    return job
+
+
+def _jobs_page(request: Request, user: Annotator, db: Session, error: str | None = None,
+               fields: dict | None = None, status_code: int = 200):
+    jobs = db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all()
+    return render(request, "jobs.html", user=user, jobs=jobs, error=error, fields=fields or {},
+                  status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
+                  train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICES, objects=OBJECTS,
+                  default_k=LABELS.clusters)
+
+
+@router.get("/admin/jobs")
+def jobs_page(request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    return _jobs_page(request, user, db)
+
+
+@router.post("/admin/jobs", dependencies=[Depends(check_csrf)])
+def new_job(request: Request, form: FormData = Depends(form_fields), user: Annotator = Depends(admin_user),
+            db: Session = Depends(get_db)):
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    try:
+        job = create_job(db, fields.get("kind", ""), fields)
+    except JobError as error:
+        return _jobs_page(request, user, db, error=str(error), fields=fields, status_code=422)
+    flash(request, f"Job {job.id} ({job.kind}) is queued.")
+    return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
+
+
+@router.get("/admin/jobs/{job_id}")
+def job_page(job_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    job = _job(db, job_id)
+    return render(request, "jobs_job.html", user=user, job=job, state=job_state(job).model_dump(mode="json"),
+                  resumable=RESUMABLE)
+
+
+@router.post("/admin/jobs/{job_id}/cancel", dependencies=[Depends(check_csrf)])
+def cancel_page(job_id: int, request: Request, db: Session = Depends(get_db)):
+    _job(db, job_id)
+    flash(request, f"Job {job_id} cancelled." if cancel_job(db, job_id) else f"Job {job_id} had already ended.")
+    return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
+
+
+@router.post("/admin/jobs/{job_id}/resume", dependencies=[Depends(check_csrf)])
+def resume_page(job_id: int, request: Request, db: Session = Depends(get_db)):
+    _job(db, job_id)
+    flash(request, f"Job {job_id} is queued again." if requeue_job(db, job_id)
+          else f"Job {job_id} can only be resumed once it has failed or been cancelled.")
+    return RedirectResponse(f"/admin/jobs/{job_id}", status_code=303)
+
+
+@router.post("/admin/jobs/{job_id}/extract-units", dependencies=[Depends(check_csrf)])
+def extract_units_page(job_id: int, request: Request, db: Session = Depends(get_db)):
+    try:
+        units = _extract_units(db, _job(db, job_id))
+    except JobError as error:
+        raise HTTPException(409, str(error)) from None
+    flash(request, f"Job {units.id} extracts the units of job {job_id}'s run.")
+    return RedirectResponse(f"/admin/jobs/{units.id}", status_code=303)
+
+
+def _extract_units(db: Session, job: Job) -> Job:
+    if job.kind != "train" or job.status != "done":
+        raise JobError(f"job {job.id} is not a finished training job")
+    return create_job(db, "units", units_fields(job))
+
+
+@api.get("", response_model=list[JobState])
+def list_jobs(db: Session = Depends(get_db)) -> list[JobState]:
+    """Every job, newest first (the last 200)."""
+    return [job_state(job) for job in db.scalars(select(Job).order_by(Job.id.desc()).limit(200))]
+
+
+@api.get("/{job_id}", response_model=JobState)
+def get_job(job_id: int, db: Session = Depends(get_db)) -> JobState:
+    """One job's status, progress (0..1), training metrics so far and the tail of its log."""
+    return job_state(_job(db, job_id))
+
+
+@api.post("", response_model=JobState, status_code=201, dependencies=[Depends(check_csrf)])
+async def post_job(request: Request, db: Session = Depends(get_db)) -> JobState:
+    """Queue a job: ``{"kind": "demo" | "world" | "ingest" | "labels" | "train" | "units" | "dissect", ...fields}``."""
+    try:
+        fields = await request.json()
+    except ValueError:
+        raise HTTPException(422, "The body must be a JSON object.") from None
+    if not isinstance(fields, dict):
+        raise HTTPException(422, "The body must be a JSON object.")
+    try:
+        return job_state(create_job(db, str(fields.get("kind", "")), fields))
+    except JobError as error:
+        raise HTTPException(422, str(error)) from None
+
+
+@api.post("/{job_id}/cancel", response_model=JobState, dependencies=[Depends(check_csrf)])
+def cancel(job_id: int, db: Session = Depends(get_db)) -> JobState:
+    """Cancel a queued or running job (its worker kills the child process)."""
+    _job(db, job_id)
+    if not cancel_job(db, job_id):
+        raise HTTPException(409, f"Job {job_id} has already ended.")
+    db.expire_all()
+    return job_state(_job(db, job_id))
+
+
+@api.post("/{job_id}/resume", response_model=JobState, dependencies=[Depends(check_csrf)])
+def resume(job_id: int, db: Session = Depends(get_db)) -> JobState:
+    """Queue a failed or cancelled job again; training continues from its last checkpoint."""
+    _job(db, job_id)
+    if not requeue_job(db, job_id):
+        raise HTTPException(409, f"Job {job_id} can only be resumed once it has failed or been cancelled.")
+    db.expire_all()
+    return job_state(_job(db, job_id))
+
+
+@api.post("/{job_id}/extract-units", response_model=JobState, status_code=201, dependencies=[Depends(check_csrf)])
+def extract_units(job_id: int, db: Session = Depends(get_db)) -> JobState:
+    """Queue the unit extraction of a finished training job's run."""
+    try:
+        return job_state(_extract_units(db, _job(db, job_id)))
+    except JobError as error:
+        raise HTTPException(409, str(error)) from None

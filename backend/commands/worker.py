@@ -1,0 +1,39 @@
+"""`ambient worker`: run the jobs queued from the admin pages, one at a time."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the CLI."""
+
+    @app.command("worker")
+    def worker(
+        db: Optional[str] = typer.Option(None, help="SQLAlchemy URL [default: AMBIENT_DATABASE_URL or "
+                                         "sqlite:///ambient.db]."),
+        jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Folder for the jobs' outputs "
+                                                "[default: AMBIENT_JOBS_DIR or ./jobs]."),
+        once: bool = typer.Option(False, "--once", help="Exit when the queue is empty instead of waiting."),
+    ) -> None:
+        """Claim queued jobs from the database and run each stage as a child process (one job at a time)."""
+        from backend.config import Settings
+        from backend.db.session import init_db, session_factory
+        from backend.jobs import run_worker
+
+        settings = Settings(database_url=db) if db else Settings()
+        try:
+            sessions = session_factory(init_db(settings.database_url))
+        except Exception as error:   # an unreachable or unmigratable database: say which, no traceback
+            typer.echo(f"cannot open the database {settings.database_url}: {error}", err=True)
+            raise typer.Exit(1) from None
+        folder = (jobs_dir or Path(settings.jobs_dir)).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        typer.echo(f"worker on {settings.database_url}, jobs in {folder}")
+        try:
+            count = run_worker(sessions, settings.database_url, folder, once=once)
+        except KeyboardInterrupt:
+            raise typer.Exit(0) from None
+        typer.echo(f"{count} jobs run")

@@ -1,0 +1,406 @@
+"""The pipeline job queue: jobs are rows of the ``jobs`` table, and ``run_worker`` claims them one at a
+time and runs each step as a child ``ambient`` process, so neither the web server nor the worker's
+loop ever blocks on the work. One worker runs one job at a time: start one worker per GPU.
+
+A job's steps are CLI commands (``job_steps``), computed when the job starts from what is already on
+disk, so a failed or cancelled job that is queued again resumes (training from its last checkpoint).
+"""
+from __future__ import annotations
+
+import ctypes
+from contextlib import asynccontextmanager
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.db.models import Job, Run
+from model.labels import KINDS as LABEL_KINDS
+from model.run import CHECKPOINT, METRICS
+from model.settings import JOBS, LABELS, TRAIN_PRESETS, WORLD_PRESETS, JobSettings
+
+JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
+DEVICES = ("auto", "cpu", "cuda")
+OBJECTS = ("procedural", "tuxpaint", "auto")
+HOST = socket.gethostname()
+_TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
+
+
+class JobError(Exception):
+    """A job request that cannot be honoured; the message names the bad field."""
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: list[str]            # arguments of the `ambient` CLI
+    run_dir: Path | None = None   # a training step's run folder: its metrics.jsonl drives the progress
+    epochs: int | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- Requests: the admin's fields -> a job's params (checked here, so the worker gets sound input).
+
+def _choice(fields: dict, name: str, choices, default: str) -> str:
+    value = str(fields.get(name) or default)
+    if value not in choices:
+        raise JobError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int | None:
+    value = fields.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise JobError(f"{name}: {value!r} is not a whole number") from None
+    if number < low:
+        raise JobError(f"{name}: must be at least {low}")
+    return number
+
+
+def checked_folder(fields: dict, name: str, must_contain: str | None = None) -> str:
+    """An absolute server path that exists, is a readable folder and (optionally) holds ``must_contain``."""
+    value = str(fields.get(name) or "").strip()
+    if not value:
+        raise JobError(f"{name}: give a folder on the server")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise JobError(f"{name}: {value} does not exist on the server")
+    if not path.is_dir():
+        raise JobError(f"{name}: {value} is not a directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise JobError(f"{name}: {value} is not readable by the server")
+    if must_contain and not (path / must_contain).exists():
+        raise JobError(f"{name}: {value} has no {must_contain}")
+    return str(path.resolve())
+
+
+def job_params(kind: str, fields: dict) -> dict:
+    """The params of a new ``kind`` job from form or JSON fields; raises JobError naming a bad field."""
+    if kind not in JOB_KINDS:
+        raise JobError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
+    params: dict = {}
+    if kind in ("demo", "world"):
+        params["world_preset"] = _choice(fields, "world_preset", WORLD_PRESETS, "tiny")
+        params["objects"] = _choice(fields, "objects", OBJECTS, "procedural")
+        params["videos"] = _integer(fields, "videos", None)
+        params["seed"] = _integer(fields, "seed", 0, low=0)
+    if kind == "ingest":
+        params["videos_dir"] = checked_folder(fields, "videos_dir")
+    if kind in ("labels", "train"):
+        params["data_dir"] = checked_folder(fields, "data_dir", "manifest.jsonl")
+    if kind in ("demo", "labels", "train"):
+        params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, "cluster")
+        params["k"] = _integer(fields, "k", LABELS.clusters if kind != "train" else None)
+    if kind in ("demo", "train"):
+        params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, "tiny" if kind == "demo" else "demo")
+        params["epochs"] = _integer(fields, "epochs", None)
+    if kind in ("demo", "train", "units"):
+        params["device"] = _choice(fields, "device", DEVICES, "auto")
+    if kind in ("units", "dissect"):
+        params["run_dir"] = checked_folder(fields, "run_dir")
+    if kind == "units":
+        pool = fields.get("data_dir") or _run_data_dir(Path(params["run_dir"]))
+        params["data_dir"] = checked_folder({"data_dir": pool}, "data_dir", "manifest.jsonl")
+    return params
+
+
+def _run_data_dir(run_dir: Path) -> str:
+    try:
+        return json.loads((run_dir / "run.json").read_text())["data_dir"]
+    except (OSError, ValueError, KeyError):
+        raise JobError(f"run_dir: {run_dir} has no run.json naming its dataset; give data_dir") from None
+
+
+def create_job(db: Session, kind: str, fields: dict) -> Job:
+    """Queue a new job (committed); raises JobError for bad fields."""
+    job = Job(kind=kind, params=job_params(kind, fields), status="queued", progress=0.0, stage="",
+              metrics=[], log="")
+    db.add(job)
+    db.commit()
+    return job
+
+
+def cancel_job(db: Session, job_id: int) -> bool:
+    """Mark a queued or running job cancelled; its worker sees the mark and kills the child process."""
+    changed = db.execute(update(Job).where(Job.id == job_id, Job.status.in_(("queued", "running")))
+                         .values(status="cancelled", finished_at=utcnow())).rowcount
+    db.commit()
+    return bool(changed)
+
+
+def requeue_job(db: Session, job_id: int) -> bool:
+    """Queue a failed or cancelled job again: it resumes from what its steps left on disk."""
+    job = db.get(Job, job_id)
+    if job is None or job.status not in ("failed", "cancelled"):
+        return False
+    changed = db.execute(update(Job).where(Job.id == job_id, Job.status == job.status).values(
+        status="queued", finished_at=None, pid=None, log=job.log + "\n--- queued again: resuming ---\n")).rowcount
+    db.commit()
+    return bool(changed)
+
+
+def units_fields(job: Job) -> dict:
+    """The fields of a unit-extraction job for a finished training job's run."""
+    return {"run_dir": job.params.get("run_dir"), "data_dir": job.params.get("data_dir"),
+            "device": job.params.get("device", "auto")}
+
+
+# --- Steps: what a job runs, decided when it starts.
+
+def job_steps(job_id: int, kind: str, params: dict, db_url: str, jobs_dir: Path) -> tuple[dict, list[Step]]:
+    """(params with the job's output folders filled in, the CLI steps still to run)."""
+    work = jobs_dir / str(job_id)
+    params = {**params}
+    if kind in ("demo", "world"):
+        params.setdefault("world_dir", str(work / "world"))
+    if kind in ("demo", "ingest"):
+        params.setdefault("data_dir", str(work / "data"))
+    if kind == "demo":
+        params.setdefault("videos_dir", str(Path(params["world_dir"]) / "videos"))
+    if kind in ("demo", "train"):
+        params.setdefault("run_dir", str(work / "run"))
+
+    steps: list[Step] = []
+    if kind in ("demo", "world") and not (Path(params["world_dir"]) / "world.json").exists():
+        argv = ["world", params["world_dir"], "--preset", params["world_preset"], "--objects", params["objects"],
+                "--seed", str(params["seed"])]
+        steps.append(Step("world", argv + (["--videos", str(params["videos"])] if params.get("videos") else [])))
+    if kind in ("demo", "ingest"):
+        steps.append(Step("ingest", ["ingest", params["videos_dir"], "--out", params["data_dir"]]))
+    resuming = kind in ("demo", "train") and (Path(params["run_dir"]) / CHECKPOINT).exists()
+    labels_file = Path(params.get("data_dir") or ".") / "labels" / f"{params.get('label_kind')}.npz"
+    # A resumed run keeps the labels it started with; a train job makes labels only when given k.
+    if kind == "labels" or (kind == "demo" and not labels_file.exists()) or \
+            (kind == "train" and params.get("k") and not resuming):
+        steps.append(Step("labels", ["labels", params["data_dir"], "--kind", params["label_kind"],
+                                     "--k", str(params.get("k") or LABELS.clusters)]))
+    if kind in ("demo", "train"):
+        argv = ["train", params["data_dir"], "--labels", params["label_kind"], "--out", params["run_dir"],
+                "--preset", params["preset"]]
+        if params.get("epochs"):
+            argv += ["--epochs", str(params["epochs"])]
+        if params.get("device") not in (None, "auto"):
+            argv += ["--device", params["device"]]
+        epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
+        steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs))
+    if kind in ("demo", "units"):
+        steps.append(Step("units", ["units", params["run_dir"], "--pool", params["data_dir"], "--db", db_url,
+                                    "--device", params.get("device", "auto")]))
+    if kind in ("demo", "dissect"):
+        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", "--db", db_url]))
+    return params, steps
+
+
+# --- Progress: pure readers of a child's output and of a run's metrics.
+
+def clean_log(text: str, limit: int = JOBS.log_chars) -> str:
+    """The log as a person reads it: each line's last carriage-return segment (tqdm redraws), the tail kept."""
+    lines = [line.rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n")]
+    return "\n".join(lines)[-limit:]
+
+
+def tqdm_fraction(text: str) -> float | None:
+    """The latest progress-bar percentage in a child's output, as a fraction."""
+    matches = _TQDM_PERCENT.findall(text[-2000:])
+    return min(int(matches[-1]), 100) / 100 if matches else None
+
+
+def read_metrics(run_dir: Path, limit: int = JOBS.metrics_rows) -> list[dict]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:      # the line being written right now
+            break
+    return rows[-limit:]
+
+
+def step_fraction(step: Step, output: str, metrics: list[dict]) -> float:
+    if step.run_dir is not None and step.epochs:
+        return min(1.0, metrics[-1]["epoch"] / step.epochs) if metrics else 0.0
+    return tqdm_fraction(output) or 0.0
+
+
+# --- The worker.
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:     # alive, owned by someone else
+        return True
+    return True
+
+
+def recover_orphans(db: Session) -> int:
+    """Fail this host's running jobs whose process is gone (their worker died); their logs stay."""
+    orphans = [job for job in db.scalars(select(Job).where(Job.status == "running", Job.host == HOST))
+               if not pid_alive(job.pid)]
+    for job in orphans:
+        job.status, job.finished_at = "failed", utcnow()
+        job.log += "\n--- the worker running this job died; queue it again to resume ---\n"
+    db.commit()
+    return len(orphans)
+
+
+def claim_next_job(db: Session) -> Job | None:
+    """Take the oldest queued job; the conditional UPDATE makes the claim safe among several workers."""
+    for job_id in db.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(10)).all():
+        claimed = db.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(
+            status="running", started_at=utcnow(), host=HOST, pid=os.getpid())).rowcount
+        db.commit()
+        if claimed:
+            return db.get(Job, job_id)
+    return None
+
+
+def _die_with_parent() -> None:
+    # Linux PR_SET_PDEATHSIG: a child outliving a killed worker would run on with nobody watching it.
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class _Child:
+    """A child `ambient` process whose merged output is collected by a reader thread."""
+
+    def __init__(self, argv: list[str]):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "backend.cli", *argv], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        self.output = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while chunk := self.process.stdout.read1(65536):
+            self.output = clean_log(self.output + chunk.decode(errors="replace"))
+
+    def stop(self, grace: float) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def finish(self) -> int:
+        code = self.process.wait()
+        self._reader.join(5)
+        return code
+
+
+def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
+            settings: JobSettings = JOBS) -> str:
+    """Run a claimed job's steps to the end, reporting as it goes; returns its final status."""
+    with sessions() as db:
+        job = db.get(Job, job_id)
+        params, steps = job_steps(job.id, job.kind, job.params, db_url, jobs_dir)
+        job.params, base_log = params, job.log
+        db.commit()
+    log = base_log
+    for number, step in enumerate(steps):
+        log += f"$ ambient {' '.join(step.argv)}\n"
+        child = _Child(step.argv)
+        status = _watch(sessions, job_id, child, step, number, len(steps), log, settings)
+        code = child.finish()
+        log = clean_log(log + child.output)
+        if status == "cancelled":
+            _finish(sessions, job_id, "cancelled", log + "\n--- cancelled ---\n", None)
+            return "cancelled"
+        if code != 0:
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            _finish(sessions, job_id, "failed", log + f"\n--- step {step.name} failed ({how}) ---\n", None)
+            return "failed"
+    _finish(sessions, job_id, "done", log, params.get("run_dir"))
+    return "done"
+
+
+def _watch(sessions: sessionmaker, job_id: int, child: _Child, step: Step, number: int, count: int,
+           log: str, settings: JobSettings) -> str:
+    """Report the child's progress, metrics and log until it exits; kill it if the job is cancelled."""
+    while True:
+        exited = child.process.poll() is not None
+        metrics = read_metrics(step.run_dir, settings.metrics_rows) if step.run_dir else None
+        values = {"pid": child.process.pid, "stage": step.name, "log": clean_log(log + child.output),
+                  "progress": (number + step_fraction(step, child.output, metrics or [])) / count}
+        if metrics is not None:
+            values["metrics"] = metrics
+        with sessions() as db:
+            db.execute(update(Job).where(Job.id == job_id).values(**values))
+            db.commit()
+            status = db.scalar(select(Job.status).where(Job.id == job_id))
+        if status != "running":
+            child.stop(settings.cancel_grace_seconds)
+            return "cancelled"
+        if exited:
+            return "running"
+        time.sleep(settings.poll_seconds)
+
+
+def _finish(sessions: sessionmaker, job_id: int, status: str, log: str, run_dir: str | None) -> None:
+    with sessions() as db:
+        run_id = db.scalar(select(Run.id).where(Run.run_dir == str(Path(run_dir).resolve()))) if run_dir else None
+        values = {"log": clean_log(log), "pid": None}
+        if status != "cancelled":     # a cancelled job already has its status and finish time
+            values.update(status=status, finished_at=utcnow())
+        if status == "done":
+            values["progress"] = 1.0
+        if run_id is not None:
+            values["run_id"] = run_id
+        db.execute(update(Job).where(Job.id == job_id).values(**values))
+        db.commit()
+
+
+def worker_lifespan(settings):
+    """A FastAPI lifespan that runs one `ambient worker` beside the server (``settings.start_worker``)."""
+    @asynccontextmanager
+    async def lifespan(_app):
+        worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--db", settings.database_url,
+                                   "--jobs-dir", settings.jobs_dir])
+        try:
+            yield
+        finally:
+            worker.terminate()
+            worker.wait(JOBS.cancel_grace_seconds)
+    return lifespan
+
+
+def run_worker(sessions: sessionmaker, db_url: str, jobs_dir: Path, once: bool = False,
+               settings: JobSettings = JOBS) -> int:
+    """Claim and run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run."""
+    with sessions() as db:
+        recover_orphans(db)
+    done = 0
+    while True:
+        with sessions() as db:
+            job = claim_next_job(db)
+        if job is None:
+            if once:
+                return done
+            time.sleep(settings.poll_seconds)
+            continue
+        run_job(sessions, job.id, db_url, jobs_dir, settings)
+        done += 1

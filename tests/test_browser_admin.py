@@ -1,0 +1,86 @@
+"""In Debian's Chromium: an admin launches the tiny demo pipeline from the jobs page, watches it, and finds
+the new run's units in the queue; an annotator browses its sound clusters and plays a clip.
+Saves docs/jobs.png and docs/clusters.png."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app_helpers import add_user, running_server
+
+CHROMIUM = "/usr/bin/chromium"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (make chromium)")]
+
+
+@pytest.fixture()
+def site(tmp_path, monkeypatch):
+    """The server with its own worker (AMBIENT_START_WORKER), jobs written under tmp_path."""
+    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    add_user(url, "boss", is_admin=True)
+    add_user(url, "ann")
+    monkeypatch.setenv("AMBIENT_START_WORKER", "true")
+    monkeypatch.setenv("AMBIENT_JOBS_DIR", str(tmp_path / "jobs"))
+    with running_server(url) as base:
+        yield base
+
+
+@pytest.fixture()
+def page():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--autoplay-policy=no-user-gesture-required"])
+        yield browser.new_page(viewport={"width": 1280, "height": 900})
+        browser.close()
+
+
+def log_in(page, base, name):
+    from app_helpers import PASSWORD
+    page.goto(f"{base}/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+
+
+def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site, page):
+    base = site
+    DOCS.mkdir(exist_ok=True)
+    log_in(page, base, "boss")
+    page.goto(f"{base}/admin/jobs")
+    form = page.locator("#new-demo")
+    form.locator("select[name=world_preset]").select_option("tiny")
+    form.locator("select[name=preset]").select_option("tiny")
+    form.locator("input[name=k]").fill("4")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(f"{base}/admin/jobs/1")
+
+    page.wait_for_function("document.getElementById('status').textContent === 'running'", timeout=30_000)
+    page.wait_for_function("parseInt(document.getElementById('percent').textContent) > 0", timeout=60_000)
+    page.wait_for_selector("#metrics-chart.js-plotly-plot", timeout=90_000)   # drawn from the first epoch
+    assert "loss" in page.inner_text("#current")
+    page.wait_for_selector("#annotate", timeout=120_000)                       # done: the page reloads
+    assert page.inner_text("#status") == "done" and page.inner_text("#percent") == "100%"
+    assert "$ ambient dissect" in page.inner_text("#log")
+    page.screenshot(path=str(DOCS / "jobs.png"), full_page=True)
+    page.click("#annotate")
+    page.wait_for_url(f"{base}/units/*")                                      # the new run's units
+    assert page.locator("#grid img").count() > 0
+
+    page.click("button:has-text('Log out')")
+    log_in(page, base, "ann")
+    page.goto(f"{base}/clusters")
+    page.click("#runs a")
+    page.wait_for_selector(".cluster .js-plotly-plot")
+    image = page.locator(".frames img").first
+    image.click()                                                             # hear its clip
+    page.wait_for_function("""() => { const a = document.querySelector('.frames audio');
+                                      return a.readyState >= 1 && a.duration > 3; }""", timeout=20_000)
+    assert page.locator(".sources").count() > 0                               # the world's true sources
+    page.wait_for_function("[...document.querySelectorAll('img.cochleagram')].every(i => i.complete)")
+    page.screenshot(path=str(DOCS / "clusters.png"), full_page=False)

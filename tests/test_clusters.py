@@ -1,0 +1,106 @@
+"""The sound-cluster browser: groups of cluster and binary labels, cochleagram images, and the pages."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app_helpers import add_user, login, write_wav
+from backend.app.clusters import cochleagram_image, one_per_video, sound_groups
+from backend.app.main import create_app
+from backend.config import Settings
+from backend.db import store
+from backend.db.models import Frame
+from backend.db.session import init_db, session_factory
+from model import dataset
+from model.audio import TEXTURE_DIM
+from model.labels import make_labels
+
+HTML = {"accept": "text/html"}
+
+
+def records(n, per_video=2):
+    return [dataset.FrameRecord(frame_id=i, video_id=f"v{i // per_video}", video=f"v{i // per_video}.mp4",
+                                frame_index=i % per_video, time=float(i % per_video), image=f"f{i}.jpg",
+                                clip=f"c{i}.wav", split="test" if i % 3 else "train", silent=False)
+            for i in range(n)]
+
+
+def test_clusters_list_test_frames_nearest_first_one_per_video_with_their_sources():
+    recs = records(12)
+    labels = {"kind": np.array("cluster"), "k": np.array(2), "weights": np.full(TEXTURE_DIM, 2.0),
+              "labels": np.array([0, 1] * 6), "centroids": np.stack([np.full(TEXTURE_DIM, 4.0), np.zeros(TEXTURE_DIM)]),
+              "distances": np.array([9, 9, 5, 9, 1, 9, 7, 9, 3, 9, 2, 9], dtype=float)}
+    groups = sound_groups(labels, np.zeros((12, TEXTURE_DIM)), recs, heard=lambda r: ["dog"] if r.frame_id < 4 else [])
+    first = groups[0]
+    assert (first.size, first.share) == (6, 0.5)
+    np.testing.assert_allclose(first.texture, 2.0)                       # centroid back in texture space
+    # Cluster 0's test rows are 2, 4, 8, 10 (0 and 6 are training), at distances 5, 1, 3, 2.
+    assert first.closest_rows == [4, 10, 8, 2]
+    assert first.sources == {"(silence)": 4, "dog": 2}
+    assert one_per_video([0, 1, 2, 3], recs, 5) == [0, 2]
+
+
+def test_binary_bits_compare_frames_with_the_bit_on_and_off():
+    recs = records(6, per_video=1)
+    textures = np.arange(6, dtype=float)[:, None] * np.ones((6, TEXTURE_DIM))
+    codes = np.array([[1], [0], [1], [0], [1], [1]], dtype=np.uint8)
+    labels = {"kind": np.array("binary"), "codes": codes, "weights": np.ones(TEXTURE_DIM),
+              "mean": np.zeros(TEXTURE_DIM), "components": np.ones((1, TEXTURE_DIM))}
+    (bit,) = sound_groups(labels, textures, recs)
+    np.testing.assert_allclose(bit.texture, (0 + 2 + 4 + 5) / 4)
+    np.testing.assert_allclose(bit.contrast, (1 + 3) / 2)
+    assert bit.closest_rows == [5, 4, 2]                                 # test rows, largest projection first
+
+
+def test_cochleagram_image_puts_high_frequencies_at_the_top():
+    envelopes = np.zeros((32, 100))
+    envelopes[31] = 1.0                                                  # energy in the highest channel only
+    image = np.asarray(cochleagram_image(envelopes, width=100, channel_height=4).convert("L"), dtype=float)
+    assert image.shape == (128, 100)
+    assert image[:3].mean() > 200 and image[-60:].mean() < 10
+
+
+@pytest.fixture()
+def site(tmp_path):
+    """A 12-frame dataset with 2-cluster labels, registered with a run as `ambient units` would."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    recs = records(12)
+    rng = np.random.default_rng(0)
+    textures = np.abs(rng.normal(size=(12, TEXTURE_DIM))).astype(np.float32)
+    textures[1::2] += 3.0
+    for r in recs:
+        Image.new("RGB", (64, 64), (40 * r.frame_id % 256, 90, 160)).save(data_dir / r.image)
+        write_wav(data_dir / r.clip, seconds=1.0)
+    dataset.write_manifest(data_dir, recs, textures, np.zeros((12, 32), np.float32))
+    make_labels(data_dir, "cluster", k=2)
+    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    with session_factory(init_db(url))() as db, db.begin():
+        ds = store.register_dataset(db, data_dir, recs, textures, None)
+        store.upsert_run(db, tmp_path / "run", "caffenet-bn", "cluster", {}, ds)
+    add_user(url, "ann")
+    client = TestClient(create_app(Settings(database_url=url)))
+    login(client, "ann")
+    return client, url
+
+
+def test_cluster_pages_show_frames_clips_charts_and_cochleagrams(site):
+    client, url = site
+    assert 'href="/runs/1/clusters"' in client.get("/clusters", headers=HTML).text
+    page = client.get("/runs/1/clusters", headers=HTML).text
+    assert page.count('class="cluster"') == 2 and "6 frames, 50.0% of all" in page
+    assert "Envelope mean and std. dev." in page and "Modulation power" in page and "Correlations" in page
+    with session_factory(init_db(url))() as db:
+        frame_id = db.query(Frame.id).filter(Frame.row == 4).scalar()
+    assert f'src="/frames/{frame_id}/clip"' in page
+    clip = client.get(f"/frames/{frame_id}/clip")
+    assert clip.status_code == 200 and clip.content[:4] == b"RIFF"
+    assert client.get(f"/frames/{frame_id}/image").headers["content-type"] == "image/jpeg"
+    png = client.get("/runs/1/clusters/0/cochleagram.png")
+    assert png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+    frame = client.get(f"/runs/1/frames/{frame_id}", headers=HTML)
+    assert frame.status_code == 200 and "This clip against Cluster" in frame.text
+    assert client.get("/runs/9/clusters", headers=HTML).status_code == 404
+    assert client.get("/frames/999/clip").status_code == 404

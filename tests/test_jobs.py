@@ -1,0 +1,171 @@
+"""The job queue: checked requests, the steps a job runs, the worker (kill -9, cancel, orphans) and the admin API."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app_helpers import add_user, login
+from backend.app.main import create_app
+from backend.config import Settings
+from backend.db.models import Job
+from backend.db.session import init_db, session_factory
+from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
+                          run_worker, tqdm_fraction)
+from model.settings import JobSettings
+
+FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
+
+
+@pytest.fixture()
+def url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    init_db(url)
+    return url
+
+
+def sessions_of(url):
+    return session_factory(init_db(url))
+
+
+def test_ingest_paths_are_checked(tmp_path):
+    with pytest.raises(JobError, match="does not exist"):
+        job_params("ingest", {"videos_dir": str(tmp_path / "nowhere")})
+    (tmp_path / "file.mp4").write_bytes(b"x")
+    with pytest.raises(JobError, match="not a directory"):
+        job_params("ingest", {"videos_dir": str(tmp_path / "file.mp4")})
+    with pytest.raises(JobError, match="give a folder"):
+        job_params("ingest", {})
+    with pytest.raises(JobError, match="has no manifest.jsonl"):
+        job_params("train", {"data_dir": str(tmp_path)})
+    with pytest.raises(JobError, match="preset"):
+        job_params("demo", {"preset": "huge"})
+    assert job_params("ingest", {"videos_dir": str(tmp_path)})["videos_dir"] == str(tmp_path.resolve())
+
+
+def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
+    params = job_params("demo", {"k": "4", "epochs": "3", "device": "cpu"})
+    params, steps = job_steps(7, "demo", params, "sqlite:///x.db", tmp_path)
+    assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect"]
+    assert params["run_dir"] == str(tmp_path / "7" / "run")
+    train = steps[3]
+    assert "--resume" not in train.argv and ["--epochs", "3"] == train.argv[-4:-2] and train.epochs == 3
+    assert steps[4].argv[-4:] == ["--db", "sqlite:///x.db", "--device", "cpu"]
+    # A failed job queued again: the world and labels exist, training has a checkpoint.
+    (tmp_path / "7" / "world").mkdir(parents=True)
+    (tmp_path / "7" / "world" / "world.json").write_text("{}")
+    (tmp_path / "7" / "data" / "labels").mkdir(parents=True)
+    (tmp_path / "7" / "data" / "labels" / "cluster.npz").write_bytes(b"")
+    (tmp_path / "7" / "run").mkdir()
+    (tmp_path / "7" / "run" / "checkpoint.pt").write_bytes(b"")
+    _, steps = job_steps(7, "demo", params, "sqlite:///x.db", tmp_path)
+    assert [s.name for s in steps] == ["ingest", "train", "units", "dissect"]
+    assert steps[1].argv[-1] == "--resume"
+
+
+def test_log_keeps_the_last_redraw_of_each_line_and_progress_reads_tqdm():
+    output = "ingest:   0%|   | 0/4\ringest:  50%|##  | 2/4\nwrote it\n"
+    assert clean_log(output) == "ingest:  50%|##  | 2/4\nwrote it\n"
+    assert tqdm_fraction(output) == 0.5
+    assert tqdm_fraction("no bar here") is None
+    assert clean_log("x" * 50, limit=10) == "x" * 10
+
+
+def _run_in_thread(url, tmp_path):
+    thread = threading.Thread(target=run_worker, args=(sessions_of(url), url, tmp_path / "jobs"),
+                              kwargs={"once": True, "settings": FAST})
+    thread.start()
+    return thread
+
+
+def _wait_for_child(url, job_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with sessions_of(url)() as db:
+            job = db.get(Job, job_id)
+            if job.status == "running" and job.stage == "world" and job.pid != os.getpid():
+                return job.pid
+        time.sleep(0.1)
+    raise AssertionError("the job's child never started")
+
+
+def _long_job(url):
+    with sessions_of(url)() as db:     # 240 videos: minutes of work, killed long before the end
+        return create_job(db, "world", {"world_preset": "demo"}).id
+
+
+def test_a_child_killed_by_signal_9_fails_its_job_and_keeps_the_log(url, tmp_path):
+    job_id = _long_job(url)
+    thread = _run_in_thread(url, tmp_path)
+    os.kill(_wait_for_child(url, job_id), signal.SIGKILL)
+    thread.join(30)
+    with sessions_of(url)() as db:
+        job = db.get(Job, job_id)
+    assert job.status == "failed" and job.finished_at is not None
+    assert "$ ambient world" in job.log and "killed by signal 9" in job.log
+
+
+def test_cancel_kills_the_running_child(url, tmp_path):
+    from backend.jobs import cancel_job
+    job_id = _long_job(url)
+    thread = _run_in_thread(url, tmp_path)
+    pid = _wait_for_child(url, job_id)
+    with sessions_of(url)() as db:
+        assert cancel_job(db, job_id)
+    thread.join(30)
+    assert not thread.is_alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with sessions_of(url)() as db:
+        job = db.get(Job, job_id)
+    assert job.status == "cancelled" and "--- cancelled ---" in job.log
+
+
+def test_running_jobs_whose_process_is_gone_fail_at_startup(url):
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with sessions_of(url)() as db:
+        db.add_all([Job(kind="train", params={}, status="running", host=HOST, pid=gone.pid, log="epoch 1\n"),
+                    Job(kind="train", params={}, status="running", host=HOST, pid=os.getpid(), log="")])
+        db.commit()
+    create_app(Settings(database_url=url))            # the server's startup recovers orphans
+    with sessions_of(url)() as db:
+        dead, alive = db.get(Job, 1), db.get(Job, 2)
+        assert dead.status == "failed" and dead.log.startswith("epoch 1\n") and "died" in dead.log
+        assert alive.status == "running"
+        assert recover_orphans(db) == 0
+
+
+def test_only_admins_reach_jobs_and_bad_paths_are_refused(url, tmp_path):
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    client = TestClient(create_app(Settings(database_url=url)))
+    login(client, "ann")
+    assert client.get("/api/jobs").status_code == 403
+    assert client.get("/admin/jobs", headers={"accept": "text/html"}).status_code == 403
+
+    client = TestClient(create_app(Settings(database_url=url)))
+    token = login(client, "boss")
+    response = client.post("/api/jobs", json={"kind": "ingest", "videos_dir": str(tmp_path / "nope")},
+                           headers={"x-csrf-token": token})
+    assert response.status_code == 422 and "does not exist" in response.json()["detail"]
+    page = client.post("/admin/jobs", data={"kind": "ingest", "videos_dir": "/etc/hostname", "csrf_token": token},
+                       headers={"accept": "text/html"})
+    assert page.status_code == 422 and "is not a directory" in page.text
+    assert client.post("/api/jobs", json={"kind": "demo"}).status_code == 403          # no CSRF token
+
+    job = client.post("/api/jobs", json={"kind": "demo", "k": 4}, headers={"x-csrf-token": token}).json()
+    assert (job["status"], job["params"]["k"], job["params"]["preset"]) == ("queued", 4, "tiny")
+    assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
+    cancelled = client.post(f"/api/jobs/{job['id']}/cancel", headers={"x-csrf-token": token}).json()
+    assert cancelled["status"] == "cancelled"
+    assert client.post(f"/api/jobs/{job['id']}/cancel", headers={"x-csrf-token": token}).status_code == 409
+    resumed = client.post(f"/api/jobs/{job['id']}/resume", headers={"x-csrf-token": token}).json()
+    assert resumed["status"] == "queued" and "resuming" in resumed["log"]
+    assert client.post(f"/api/jobs/{job['id']}/extract-units", headers={"x-csrf-token": token}).status_code == 409
+    assert f'href="/admin/jobs/{job["id"]}"' in client.get("/admin/jobs", headers={"accept": "text/html"}).text
