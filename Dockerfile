@@ -7,7 +7,7 @@ COPY model model
 COPY annotation annotation
 COPY backend backend
 COPY frontend frontend
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ".[postgres]"
 ENV AMBIENT_DATA=/data
 EXPOSE 8000
 CMD ["ambient", "serve", "--host", "0.0.0.0", "--port", "8000"]
