@@ -5,6 +5,7 @@ resume, shards can run on many machines, and ``merge`` joins whatever is finishe
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -18,12 +19,14 @@ from tqdm import tqdm
 from model import dataset
 from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features
 from model.media import MediaError, probe, read_audio, read_frames, resize_center_crop, write_audio_clip
-from model.settings import INGEST, TEXTURE, IngestSettings
+from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
 VIDEO_RECORD = "video.json"
 SKIPPED_RECORD = "skipped.json"     # a video that could not be used, with its reason
 FEATURES = "features.npz"
+# The disk, not the video, is at fault: stop the run instead of recording every later video as skipped.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 @dataclass
@@ -67,7 +70,8 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
                  settings: IngestSettings = INGEST) -> int:
     """Write one video's frames, clips and features into out_dir/videos/<id>/; returns frames written.
 
-    Raises SkipVideo for corrupt files, no audio or video, too short, or a silent track.
+    Raises SkipVideo for corrupt files, no audio or video, too short, frames too big or too small
+    (MEDIA_LIMITS), audio with NaN samples, or a silent track.
     """
     path = videos_dir / relative_path
     vid = video_id(relative_path)
@@ -80,6 +84,12 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
             raise SkipVideo("no audio stream")
         if info.duration < clip_seconds:
             raise SkipVideo(f"shorter than {clip_seconds} s ({info.duration:.2f} s)")
+        if info.width * info.height > MEDIA_LIMITS.max_video_pixels:
+            raise SkipVideo(f"frames of {info.width}x{info.height} are over the "
+                            f"{MEDIA_LIMITS.max_video_pixels / 1e6:.0f}-megapixel limit")
+        if min(info.width, info.height) < MEDIA_LIMITS.min_video_side:
+            raise SkipVideo(f"frames of {info.width}x{info.height} are smaller than "
+                            f"{MEDIA_LIMITS.min_video_side} pixels a side")
         times = frame_times(info.duration, settings.frames_per_video, clip_seconds)
         clips, rate = [], 0
         for t in times:
@@ -88,6 +98,9 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
         images = read_frames(path, [float(t) for t in times])
     except MediaError as e:
         raise SkipVideo(e.reason) from e
+    # Float PCM can carry NaN: it would turn every texture statistic into NaN and poison textures.npy.
+    if not all(np.isfinite(c).all() for c in clips):
+        raise SkipVideo("audio has NaN samples")
     # The last clip can end a few samples early when the audio stream is shorter than the video.
     length = round(clip_seconds * rate)
     clips = np.stack([np.pad(c[:length], (0, length - len(c[:length]))) for c in clips])
@@ -123,6 +136,8 @@ def _ingest_one(videos_dir: Path, relative_path: str, out_dir: Path,
     except SkipVideo as e:
         reason = str(e)
     except Exception as e:   # noqa: BLE001 - one odd file must not end a many-hour run; it is reported
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            raise
         reason = f"unexpected {type(e).__name__}: {e}"
     skip_dir = out_dir / "videos" / video_id(relative_path)
     skip_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +162,26 @@ def _previous_skip(videos_dir: Path, relative_path: str, out_dir: Path) -> str |
     return skip["reason"] if skip["file"] == _file_stamp(videos_dir / relative_path) else None
 
 
+def _broken_frame(out_dir: Path, frames: list[dict]) -> str | None:
+    """Why one of a finished video's frame JPEGs is unusable (missing, empty, cut short), or None.
+
+    Start and end markers only: they catch truncated or zeroed copies at the cost of two small
+    reads per frame, where decoding every frame would make a 200,000-frame merge take minutes.
+    """
+    for frame in frames:
+        path = out_dir / frame["image"]
+        try:
+            with path.open("rb") as file:
+                head = file.read(2)
+                file.seek(max(0, path.stat().st_size - 2))
+                tail = file.read(2)
+        except OSError:
+            return f"{frame['image']} is missing"
+        if head != b"\xff\xd8" or tail != b"\xff\xd9":
+            return f"{frame['image']} is not a complete JPEG"
+    return None
+
+
 def merge_videos(out_dir: str | Path) -> IngestReport:
     """Join every finished video dir into manifest.jsonl, textures.npy, spectrum.npy, ingest_report.json."""
     out_dir = Path(out_dir)
@@ -156,6 +191,12 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
         done, skipped = video_dir / VIDEO_RECORD, video_dir / SKIPPED_RECORD
         if done.exists():
             video = json.loads(done.read_text())
+            broken = _broken_frame(out_dir, video["frames"])
+            if broken is not None:
+                # A damaged dataset copy: training would crash on the frame, so its video stays out.
+                report.skipped.append(dict(path=video["video"], reason=f"{broken}; delete {video_dir} "
+                                                                      "and run ingest again to redo it"))
+                continue
             features = np.load(video_dir / FEATURES)
             textures.append(features["textures"])
             spectrum.append(features["spectrum"])

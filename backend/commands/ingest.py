@@ -56,7 +56,12 @@ def register(app: typer.Typer) -> None:
             if out.exists() and not out.is_dir():
                 raise typer.BadParameter(f"{out}: exists and is not a folder", param_hint="--out")
             shard_pair = _parse_shard(shard) if shard else None
-            report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress)
+            try:
+                report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress)
+            except OSError as error:   # a full or read-only disk stops the run: say so, no traceback
+                typer.echo(f"cannot write to {out}: {error.strerror or error}; free space or fix the "
+                           "folder's permissions, then run the same command again to resume", err=True)
+                raise typer.Exit(1) from None
             data_dir = out
 
         typer.echo(f"{len(report.ingested)} videos ingested ({report.frames} frames), "

@@ -23,7 +23,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    engine = create_engine(url)
+    # Unbounded overflow: the app's sync routes run on anyio's 40 threads, and a pool smaller than
+    # that deadlocks under load (threads wait for connections only other waiting threads can give
+    # back); the threads themselves bound how many connections are open. In-memory SQLite has its own pool.
+    in_memory = make_url(url).database in (None, "", ":memory:")
+    engine = create_engine(url, **({} if in_memory else {"pool_size": 10, "max_overflow": -1}))
     if engine.dialect.name == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine

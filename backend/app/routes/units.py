@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from backend.app.deps import check_csrf, current_user, flash, get_db, render
 from backend.app.tasks import (TaskError, has_submissions, reserve_next_unit,
@@ -36,7 +36,9 @@ def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_
     if held is None:
         flash(request, f"Unit {unit_id} is not held for you; here is your next unit.")
         return RedirectResponse("/annotate", status_code=303)
-    images = db.scalars(select(UnitImage).where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)).all()
+    # The page only links the pictures (/images/{id}): loading 60 JPEG blobs here would waste the time.
+    images = db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg))
+                        .where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)).all()
     # Only the project's list: names other annotators invented would reveal their answers.
     names = sorted(category_by_name())
     return render(request, "unit.html", user=user, unit=unit, images=images, category_names=names,
