@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from fastapi.testclient import TestClient
@@ -155,3 +156,41 @@ def test_user_add_command(tmp_path):
     assert result.exit_code == 2 and "already an account" in result.output
     result = runner.invoke(cli, ["user", "add", "bob", "--password", "short", "--db", url])
     assert result.exit_code == 2 and "at least 8" in result.output
+
+
+def set_auto_labels(url, labels):
+    """labels: unit id -> (category, precision, iou), as `ambient dissect --truth` stores them."""
+    with session_factory(init_db(url))() as db:
+        for unit_id, (category, precision, iou) in labels.items():
+            unit = db.get(Unit, unit_id)
+            unit.auto_category_id = db.scalar(select(Category.id).where(Category.name == category))
+            unit.auto_precision, unit.auto_iou = precision, iou
+        db.commit()
+
+
+def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):
+    url = seed_run(tmp_path, n_units=5, n_images=5)
+    add_user(url, "boss", is_admin=True)
+    u0, u1, u2, u3, _ = unit_ids(url)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        page = client.get("/results/1").text
+        assert 'id="automatic"' not in page and "Automatic labels (from the demo world" not in page
+
+        # dog and car have a characteristic sound, sky does not; car's 0.3 is below the 0.6 threshold.
+        set_auto_labels(url, {u0: ("sky", 0.7, 0.25), u1: ("dog", 0.95, 0.5), u2: ("car", 0.3, 0.05),
+                              u3: ("dog", 0.6, 0.125)})
+        page = client.get("/results/1").text
+    assert "Automatic labels (from the demo world's truth)" in page
+    assert '<b id="auto-detector-count">3</b> of 4 automatically labelled units' in page
+    assert '<b id="auto-characteristic-count">2</b>' in page and '<b id="auto-silent-count">1</b>' in page
+    assert 'id="auto-histogram"' in page and "Automatic detectors per category, run-a (3 detectors" in page
+    table = page[page.index('id="auto-units"'):page.index("</table>", page.index('id="auto-units"'))]
+    rows = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r'<tr id="auto-unit-\d+">(.*?)</tr>', table, re.S)]
+    assert [[cells[0]] + cells[2:] for cells in rows] == [           # most precise first; car is below 0.6
+        ["conv5 1", "dog", "95.0%", "0.500", "*"],
+        ["conv5 0", "sky", "70.0%", "0.250", ""],
+        ["conv5 3", "dog", "60.0%", "0.125", "*"]]
+    assert f'id="auto-unit-{u2}"' not in table
+    assert "No detectors yet." in page                # no human labels: the rest of the page is unchanged

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from annotation.aggregate import Settlement, UnitAnswer, UnitVerdict, aggregate_unit, units_for_review
+from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, UnitVerdict, aggregate_unit,
+                                  units_for_review)
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
 from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
@@ -32,6 +33,39 @@ class UnitRow:
     auto_category: str | None
     auto_precision: float | None
     top_image_ids: tuple[int, ...]       # the first GALLERY_IMAGES, best first
+    auto_iou: float | None = None
+
+
+@dataclass(frozen=True)
+class AutomaticDetectors:
+    """The units whose automatic (truth-based) label makes them detectors, before anyone annotates."""
+
+    threshold: float
+    labelled_units: int                  # units with any automatic category
+    detectors: list[UnitRow]             # automatic precision >= threshold, most precise first
+    characteristic: int                  # of `detectors`, how many have a characteristic-sound category
+    silent: int
+    histogram: dict[str, int]            # category -> automatic detectors, most common first (ties by name)
+
+
+def _auto_detector(row: UnitRow, threshold: float) -> bool:
+    # Same tolerance as aggregate_unit, so a precision of exactly the threshold counts whatever the rounding.
+    return (row.auto_precision or 0.0) >= threshold - PRECISION_TOLERANCE
+
+
+def automatic_detectors(rows: list[UnitRow], characteristic: dict[str, bool],
+                        threshold: float) -> AutomaticDetectors | None:
+    """Summarise the automatic labels of `rows`; None when no unit has one."""
+    labelled = [r for r in rows if r.auto_category is not None]
+    if not labelled:
+        return None
+    detectors = sorted((r for r in labelled if _auto_detector(r, threshold)),
+                       key=lambda r: (-(r.auto_precision or 0.0), r.layer, r.index))
+    n_characteristic = sum(characteristic.get(r.auto_category, False) for r in detectors)
+    counts = Counter(r.auto_category for r in detectors)
+    return AutomaticDetectors(threshold=threshold, labelled_units=len(labelled), detectors=detectors,
+                              characteristic=n_characteristic, silent=len(detectors) - n_characteristic,
+                              histogram=dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))))
 
 
 @dataclass(frozen=True)
@@ -48,6 +82,7 @@ class RunReport:
     automatic_labels: dict[int, str | None]   # unit id -> automatic detector label (None: not a detector)
     review: list[UnitRow]
     complete_units: int
+    auto_detectors: AutomaticDetectors | None   # None when no unit of the run has an automatic label
 
     @property
     def detectors(self) -> list[UnitRow]:
@@ -60,7 +95,7 @@ def characteristic_flags(db: Session) -> dict[str, bool]:
 
 def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:
     """Everything the results page and the exports say about `run`."""
-    units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name)
+    units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou)
                        .join(Layer, Unit.layer_id == Layer.id)
                        .outerjoin(Category, Unit.auto_category_id == Category.id)
                        .where(Layer.run_id == run.id).order_by(Layer.name, Unit.index)).all()
@@ -101,7 +136,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
                                   threshold=settings.detector_threshold, settlement=settlements.get(u.id))
                    if complete else None)
         rows.append(UnitRow(u.id, u[1], u.index, unit_answers, verdict, u[4], u.auto_precision,
-                            tuple(image_id for _, image_id in images[u.id][:GALLERY_IMAGES])))
+                            tuple(image_id for _, image_id in images[u.id][:GALLERY_IMAGES]), u.auto_iou))
     verdicts = [r.verdict for r in rows if r.verdict is not None]
     verdict_units = {v.unit for v in verdicts}
 
@@ -112,8 +147,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         .where(UnitImage.unit_id.in_(unit_ids)))]
     characteristic = characteristic_flags(db)
     # The automatic label as a detector label: its category when dissection found it precise enough.
-    automatic_labels = {r.unit_id: (r.auto_category if (r.auto_precision or 0) >= settings.detector_threshold
-                                    else None)
+    automatic_labels = {r.unit_id: (r.auto_category if _auto_detector(r, settings.detector_threshold) else None)
                         for r in rows if r.auto_precision is not None}
     review_units = {v.unit for v in units_for_review(verdicts)}
     return RunReport(
@@ -125,7 +159,8 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
                                     settings.annotators_per_unit),
         automatic=automatic_agreement(verdicts, automatic_labels), automatic_labels=automatic_labels,
         review=[r for r in rows if r.unit_id in review_units],
-        complete_units=len(verdicts))
+        complete_units=len(verdicts),
+        auto_detectors=automatic_detectors(rows, characteristic, settings.detector_threshold))
 
 
 def detector_units(db: Session, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:

@@ -36,7 +36,11 @@ def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user)
     if run is None:
         raise HTTPException(404, f"There is no run {run_id}.")
     report = run_report(db, run)
+    auto = report.auto_detectors
     return render(request, "run.html", user=user, report=report,
+                  auto_histogram=_embed(detector_histogram_figure(
+                      auto.histogram, report.characteristic, title=f"Automatic detectors per category, {run.name}"))
+                  if auto and auto.histogram else None,
                   histogram=_embed(detector_histogram_figure(report.histogram, report.characteristic,
                                                              title=f"Detectors per category, {run.name}"))
                   if report.histogram else None,
