@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -16,9 +15,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.ingest import ingest  # noqa: E402
 from model.media import write_video  # noqa: E402
+from report import write_section
 
 VIDEOS, SECONDS, FPS, RATE, WORKERS, REPEATS = 20, 10.0, 10, 22_050, 2, 3
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def make_videos(folder: Path) -> None:
@@ -31,15 +30,6 @@ def make_videos(folder: Path) -> None:
         envelope = 1 + np.sin(2 * np.pi * rng.uniform(0.5, 8) * np.arange(int(SECONDS * RATE)) / RATE)
         noise = (0.1 * envelope * rng.standard_normal(envelope.size)).astype(np.float32)
         write_video(folder / f"video_{i:02d}.mp4", frames, FPS, noise, RATE)
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:

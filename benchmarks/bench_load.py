@@ -24,21 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from app_helpers import PASSWORD, add_user, csrf_of, seed_run  # noqa: E402
+from report import write_section
 
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 CONCURRENCY = (50, 200)
 UNITS, IMAGES_PER_UNIT, IMAGE_SIZE = 400, 60, 128
 IMAGES_PER_PAGE = 12     # what a browser fetches for the first screen of a unit page
 THINK_S = 5.0            # an annotator looks at 60 pictures and names the object: at least this long
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def serve(url: str, static_dir: str, port: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -18,9 +17,9 @@ import scipy.signal
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.audio import cochlear_filters, sound_textures, textures_from_cochleagrams  # noqa: E402
 from model.settings import TEXTURE  # noqa: E402
+from report import write_section
 
 RATE, BATCHED_CLIPS, PLAIN_CLIPS, REPEATS = 22_050, 128, 12, 5
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
 def plain_scipy_texture(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -42,15 +41,6 @@ def clips_per_second(run, n_clips: int) -> tuple[float, float]:
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return n_clips / statistics.median(walls), 1000 * statistics.median(cpus) / n_clips
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:

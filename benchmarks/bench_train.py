@@ -10,7 +10,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -28,18 +27,9 @@ from model.labels import labels_path  # noqa: E402
 from model.network import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
 from model.train import train  # noqa: E402
+from report import write_section
 
 PRESET, REPEATS, MODEL_STEPS, FRAMES, CLASSES = "demo", 3, 5, 640, 30
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def model_only(settings) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -19,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.activations import RunningTopK, darken_outside, layer_geometry, receptive_field_masks  # noqa: E402
 from model.network import CaffeNetBN, normalize_images  # noqa: E402
 from model.settings import TRAIN_PRESETS, UNITS  # noqa: E402
+from report import write_section
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 PRESET = TRAIN_PRESETS["demo"]
 FRAMES, BATCH, REPEATS = 1024, 128, 3
 
@@ -53,15 +52,6 @@ def mask_seconds(model: CaffeNetBN) -> float:
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(io.BytesIO(), format="JPEG",
                                                                  quality=UNITS.jpeg_quality)
     return time.perf_counter() - start
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:

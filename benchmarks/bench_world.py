@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -13,18 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.settings import WORLD, WORLD_PRESETS  # noqa: E402
 from model.world import generate_world, tuxpaint  # noqa: E402
+from report import write_section
 
 REPEATS = {"tiny": 3, "demo": 1}      # demo takes a minute or more: one run
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def main() -> None:

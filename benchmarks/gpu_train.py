@@ -15,7 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -34,18 +33,9 @@ from model.labels import labels_path  # noqa: E402
 from model.network import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
 from model.train import train  # noqa: E402
+from report import BENCHMARKS, write_section
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 CLASSES = 30
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) this benchmark's section of BENCHMARKS.md, leaving the others alone."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    section = f"## {title}\n{body.rstrip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
 
 
 def _sync(device: torch.device) -> None:
