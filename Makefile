@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test bench chromium clean
+.PHONY: demo test bench chromium clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -30,3 +30,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) bench-out
+
+# Rewrite the screenshots in docs/ from the browser tests.
+screenshots: $(STAMP) chromium
+	AMBIENT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_browser_admin.py

@@ -123,6 +123,10 @@ class WorldSettings:
     offscreen_probability: float = 0.3                    # chance a video also hears an unseen source
     object_rms: tuple[float, float] = (0.06, 0.15)        # loudness of a sound source
     ambience_rms: tuple[float, float] = (0.008, 0.02)     # scene ambience stays well below the sources
+    # The camera pans linearly (random direction) over a canvas this much wider than the frame, as a
+    # fraction of the frame width over the whole video; the frames ingest samples (the middle
+    # duration - 3.75 s) then differ: a 6 s video's sampled span moves 15-23% of the frame width.
+    pan_fraction: tuple[float, float] = (0.4, 0.6)
     workers: int = 2
 
 

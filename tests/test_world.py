@@ -13,6 +13,7 @@ from model.categories import category_by_name, load_categories
 from model.media import probe, read_audio, read_frames
 from model.settings import WORLD, WORLD_PRESETS
 from model.world import frame_truth, generate_world, video_truth
+from model.world.truth import camera_x
 from model.world import tuxpaint
 from model.world.objects import DRAWERS
 from model.world.scenes import LAYOUT, SCENES
@@ -72,14 +73,15 @@ def test_videos_decode_with_audio_and_video_of_the_stated_length(world):
         assert np.sqrt(np.mean(waveform ** 2)) > 1e-3        # the ambience at least is there
 
 
-def test_truth_masks_line_up_with_the_drawn_objects(world):
+@pytest.mark.parametrize("time_s", [2.0, 4.0])
+def test_truth_masks_line_up_with_the_drawn_objects(world, time_s):
     out, _ = world
     inside, outside, checked = [], [], 0
     for video in sorted((out / "videos").glob("*.mp4")):
-        truth = frame_truth(out, video.name, 3.0)
+        truth = frame_truth(out, video.name, time_s)
         if not truth.objects:
             continue
-        frame = np.asarray(read_frames(video, [3.0])[0]).astype(np.float32)
+        frame = np.asarray(read_frames(video, [time_s])[0]).astype(np.float32)
         union = np.zeros(frame.shape[:2], bool)
         for obj in truth.objects:
             assert obj.mask.shape == frame.shape[:2] and obj.mask.any()
@@ -92,6 +94,7 @@ def test_truth_masks_line_up_with_the_drawn_objects(world):
         inside.append(deviation[union].mean())
         outside.append(deviation[~union].mean())
         record, masks = video_truth(out, video)
+        assert masks.shape[2] == record["camera"]["canvas_width"]
         for obj in record["objects"]:
             rows, cols = np.nonzero(masks[obj["mask"]])
             assert obj["bbox"] == [cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]
@@ -99,6 +102,37 @@ def test_truth_masks_line_up_with_the_drawn_objects(world):
     assert checked >= 3
     assert np.mean(inside) > 3 * np.mean(outside)
     assert sum(i > 2 * o for i, o in zip(inside, outside)) >= 0.8 * checked
+
+
+def test_the_camera_pans_so_sampled_frames_differ_and_masks_move_with_it(world):
+    out, _ = world
+    early, late = 1.875, WORLD_PRESETS["tiny"].duration_s - 1.875      # ingest's first and last frames
+    moved = 0
+    for video in sorted((out / "videos").glob("*.mp4")):
+        record, _ = video_truth(out, video)
+        camera = record["camera"]
+        pan = camera["x_end"] - camera["x_start"]
+        assert camera["canvas_width"] == WORLD.width + abs(pan)
+        assert WORLD.pan_fraction[0] * WORLD.width <= abs(pan) <= WORLD.pan_fraction[1] * WORLD.width + 1
+        a, b = (np.asarray(f).astype(np.float32) for f in read_frames(video, [early, late]))
+        assert np.abs(a - b).mean() > 3                                  # not the same picture twice
+        shift = camera_x(record, late) - camera_x(record, early)
+        assert 0.15 * WORLD.width <= abs(shift) and np.sign(shift) == np.sign(pan)
+        # The later frame shows the same scene moved left by `shift` pixels (when the camera moves right).
+        overlap = WORLD.width - abs(shift)
+        same_a, same_b = (a[:, shift:], b[:, :overlap]) if shift > 0 else (a[:, :overlap], b[:, -shift:])
+        assert np.abs(same_a - same_b).mean() < 0.25 * np.abs(a - b).mean()
+        # frame_truth's masks move by the same offset (objects matched by category where it is unique).
+        categories = [o["category"] for o in record["objects"]]
+        masks_a = {o.category: o.mask for o in frame_truth(out, video.name, early).objects}
+        for obj in frame_truth(out, video.name, late).objects:
+            if obj.category in masks_a and categories.count(obj.category) == 1:
+                mask_a = masks_a[obj.category]
+                kept_a, kept_b = (mask_a[:, shift:], obj.mask[:, :overlap]) if shift > 0 \
+                    else (mask_a[:, :overlap], obj.mask[:, -shift:])
+                assert np.array_equal(kept_a, kept_b)
+                moved += kept_a.any()
+    assert moved >= 2
 
 
 def test_frame_truth_accepts_the_world_its_videos_folder_or_a_relative_path(world):

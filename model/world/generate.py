@@ -19,7 +19,7 @@ from model.settings import WORLD, WORLD_PRESETS, WorldSettings
 from model.world import sounds, tuxpaint
 from model.world.objects import DRAWERS
 from model.world.scenes import LAYOUT, SCENES, Scene, place, render_background
-from model.world.truth import SUMMARY, TRUTH_DIR, VIDEOS_DIR, write_truth
+from model.world.truth import MIN_PIXELS, SUMMARY, TRUTH_DIR, VIDEOS_DIR, camera_x, write_truth
 
 OBJECT_MODES = ("auto", "procedural", "tuxpaint")
 MIN_VISIBLE = 0.5        # an object hidden more than this by nearer ones is left out of the picture
@@ -69,9 +69,10 @@ def _render_voice(category: str, stamp: tuxpaint.Stamp | None, rng: np.random.Ge
     return None, ""
 
 
-def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps) -> tuple[np.ndarray, list[dict], np.ndarray]:
-    """Draw the picture: (HxWx3 uint8 image, object records, visible masks (K, H, W) bool)."""
-    background, horizon = render_background(scene, rng, cfg.width, cfg.height)
+def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
+             canvas_width: int) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """Draw the canvas the camera pans over: (H x canvas_width x 3 uint8 image, object records, visible masks)."""
+    background, horizon = render_background(scene, rng, canvas_width, cfg.height)
     choices = [c for c in scene.objects if _drawable(c, stamps)]
     count = int(rng.choice(len(cfg.object_count_weights), p=cfg.object_count_weights))
     layer = {"horizon": 0, "wall": 0, "ground": 1, "sky": 2}
@@ -89,7 +90,7 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps)
             sprite = DRAWERS[category](rng, height)
         if sprite.width > 0.6 * cfg.width:                      # wide things: keep them in the frame
             sprite = sprite.resize((int(0.6 * cfg.width), max(2, int(sprite.height * 0.6 * cfg.width / sprite.width))))
-        x, y = place(anchor, rng, sprite.width, sprite.height, cfg.width, cfg.height, horizon)
+        x, y = place(anchor, rng, sprite.width, sprite.height, canvas_width, cfg.height, horizon)
         placed.append((layer[anchor], y + sprite.height, category, stamp, sprite, x, y))
     placed.sort(key=lambda p: (p[0], p[1]))                     # far before near: painter's order
 
@@ -99,13 +100,13 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps)
         layer_image = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
         layer_image.paste(sprite, (x, y))
         alpha = np.asarray(layer_image)[..., 3] > 127
-        if alpha.sum() < 50:                                    # fell outside the frame
+        if alpha.sum() < MIN_PIXELS:                            # fell outside the canvas
             continue
         drawn.append((category, stamp, layer_image, alpha))
 
     # Visible mask = own pixels not covered by anything drawn later; drop mostly hidden objects.
     while True:
-        covered = np.zeros((cfg.height, cfg.width), bool)
+        covered = np.zeros((cfg.height, canvas_width), bool)
         visible = []
         for _, _, _, alpha in reversed(drawn):
             visible.append(alpha & ~covered)
@@ -127,7 +128,7 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps)
                         "bbox": [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1],
                         "source": str(stamp.image.relative_to(tuxpaint.STAMPS_DIR)) if stamp else "procedural",
                         "_stamp": stamp})
-    masks = np.stack(visible) if visible else np.zeros((0, cfg.height, cfg.width), bool)
+    masks = np.stack(visible) if visible else np.zeros((0, cfg.height, canvas_width), bool)
     return np.clip(image, 0, 255).astype(np.uint8), records, masks
 
 
@@ -178,20 +179,23 @@ def generate_video(job: _Job) -> dict:
     rng = np.random.default_rng([job.seed, job.index])
     stamps = tuxpaint.index_stamps() if job.mode == "tuxpaint" else {}
     scene = SCENES[rng.integers(len(SCENES))]
-    image, objects, masks = _compose(scene, rng, cfg, stamps)
+    pan = int(round(rng.uniform(*cfg.pan_fraction) * cfg.width))
+    x_start, x_end = (0, pan) if rng.random() < 0.5 else (pan, 0)
+    image, objects, masks = _compose(scene, rng, cfg, stamps, cfg.width + pan)
     audio, sound_records = _soundtrack(scene, objects, rng, cfg, job.duration_s, stamps)
     flags = category_by_name()
     out_dir, stem = Path(job.out_dir), _stem(job.index)
-    n_frames = int(round(job.duration_s * cfg.fps))
-    write_video(out_dir / VIDEOS_DIR / f"{stem}.mp4", np.broadcast_to(image, (n_frames, *image.shape)),
-                cfg.fps, audio, cfg.sample_rate)
     for obj in objects:
         obj["sounding"] = flags[obj["category"]].characteristic_sound
         del obj["_stamp"]
     record = {"video": f"{VIDEOS_DIR}/{stem}.mp4", "scene": scene.name, "ambience": scene.ambience,
               "duration": job.duration_s, "width": cfg.width, "height": cfg.height, "fps": cfg.fps,
-              "sample_rate": cfg.sample_rate, "objects": objects, "sounds": sound_records,
-              "masks": f"{stem}_masks.npz"}
+              "sample_rate": cfg.sample_rate,
+              "camera": {"canvas_width": cfg.width + pan, "x_start": x_start, "x_end": x_end},
+              "objects": objects, "sounds": sound_records, "masks": f"{stem}_masks.npz"}
+    lefts = [camera_x(record, i / cfg.fps) for i in range(int(round(job.duration_s * cfg.fps)))]
+    frames = np.stack([image[:, left:left + cfg.width] for left in lefts])
+    write_video(out_dir / VIDEOS_DIR / f"{stem}.mp4", frames, cfg.fps, audio, cfg.sample_rate)
     write_truth(out_dir, stem, record, masks)
     return record
 

@@ -4,11 +4,13 @@ Layout of a world directory (written by ``ambient world``)::
 
     world.json                 summary: preset, seed, objects mode, counts per category
     videos/<stem>.mp4          the videos (ingest these)
-    truth/<stem>.json          scene, duration, objects (category, sounding, bbox, mask index),
-                               sounds (category, on_screen, object, audible intervals in seconds)
-    truth/<stem>_masks.npz     masks (n_objects, H, W) bool, visible pixels in video coordinates
+    truth/<stem>.json          scene, duration, camera (canvas_width, x_start, x_end), objects
+                               (category, sounding, bbox on the canvas, mask index), sounds
+                               (category, on_screen, object, audible intervals in seconds)
+    truth/<stem>_masks.npz     masks (n_objects, H, canvas_width) bool, visible pixels on the canvas
 
-Objects are static, so one mask per object holds for every frame.
+Objects are static on a canvas wider than the frame and the camera pans across it linearly: frame i
+shows the canvas columns from `camera_x` on, so a frame's masks are the canvas masks cropped there.
 """
 from __future__ import annotations
 
@@ -22,13 +24,14 @@ import numpy as np
 SUMMARY = "world.json"
 TRUTH_DIR = "truth"
 VIDEOS_DIR = "videos"
+MIN_PIXELS = 50                    # fewer visible pixels than this and an object is not in the picture
 
 
 @dataclass
 class ObjectTruth:
     category: str
     sounding: bool                 # the category's characteristic_sound flag
-    mask: np.ndarray               # HxW bool, video pixel coordinates
+    mask: np.ndarray               # HxW bool, video pixel coordinates of that frame
 
 
 @dataclass
@@ -62,7 +65,7 @@ def _load(truth_dir: Path, stem: str) -> tuple[dict, np.ndarray]:
 
 
 def video_truth(world_dir: str | Path, video: str | Path) -> tuple[dict, np.ndarray]:
-    """(truth record, masks (n_objects, H, W)) of a video given by relative path, file name or stem."""
+    """(truth record, canvas masks (n_objects, H, canvas_width)) of a video given by relative path, file name or stem."""
     truth_dir = find_world_dir(world_dir) / TRUTH_DIR
     stem = Path(video).stem
     if not (truth_dir / f"{stem}.json").exists():
@@ -70,10 +73,20 @@ def video_truth(world_dir: str | Path, video: str | Path) -> tuple[dict, np.ndar
     return _load(truth_dir, stem)
 
 
+def camera_x(record: dict, time_s: float) -> int:
+    """Left edge on the canvas of the frame shown at `time_s`: linear from x_start (first frame) to x_end (last)."""
+    camera, n_frames = record["camera"], int(round(record["duration"] * record["fps"]))
+    frame = min(max(int(np.floor(time_s * record["fps"] + 1e-6)), 0), n_frames - 1)
+    return int(round(camera["x_start"] + (camera["x_end"] - camera["x_start"]) * frame / max(n_frames - 1, 1)))
+
+
 def frame_truth(world_dir: str | Path, video: str | Path, time_s: float) -> FrameTruth:
-    """What is on screen (with masks) and which sounds are audible in `video` at `time_s`."""
+    """What is on screen (with masks in video pixels) and which sounds are audible in `video` at `time_s`."""
     record, masks = video_truth(world_dir, video)
-    objects = [ObjectTruth(o["category"], o["sounding"], masks[o["mask"]]) for o in record["objects"]]
+    left = camera_x(record, time_s)
+    window = masks[:, :, left:left + record["width"]]
+    objects = [ObjectTruth(o["category"], o["sounding"], window[o["mask"]]) for o in record["objects"]
+               if window[o["mask"]].sum() >= MIN_PIXELS]
     audible = sorted({s["category"] for s in record["sounds"]
                       if any(start <= time_s < end for start, end in s["intervals"])})
     return FrameTruth(scene=record["scene"], objects=objects, audible=audible)
