@@ -2,24 +2,16 @@
 reads the results. Saves screenshots in $AMBIENT_SCREENSHOTS (`make screenshots`: docs/)."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 
-from app_helpers import PASSWORD, add_user, running_server, seed_run, unit_ids, unit_images
+from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images
+from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
 from backend.app.tasks import submit_annotation
 from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, Unit
 from backend.db.session import init_db, session_factory
 
-CHROMIUM = "/usr/bin/chromium"
-# `make screenshots` sets AMBIENT_SCREENSHOTS=docs; a plain test run leaves the repository untouched.
-DOCS = Path(os.environ.get("AMBIENT_SCREENSHOTS") or tempfile.mkdtemp(prefix="ambient-screenshots-"))
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (make chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture()
@@ -44,25 +36,13 @@ def site(tmp_path):
 
 @pytest.fixture()
 def page():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update"])
-        yield browser.new_page(viewport={"width": 1280, "height": 900})
-        browser.close()
-
-
-def log_in(page, base, name):
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    with chromium_page() as page:
+        yield page
 
 
 def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, page):
     base, url, unit_a, unit_b = site
-    DOCS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(exist_ok=True)
     log_in(page, base, "ann")
     page.wait_for_load_state()
     assert page.url == f"{base}/units/{unit_a}", (page.url, page.content()[-3000:])
@@ -78,7 +58,7 @@ def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, 
     page.keyboard.press("Space")                                # and the one below it
     page.click("#grid li:nth-child(10) label")                  # and one by clicking
     assert page.inner_text("#marked-count") == "4"
-    page.screenshot(path=str(DOCS / "unit_page.png"))
+    page.screenshot(path=str(SCREENSHOTS / "unit_page.png"))
     page.keyboard.press("Enter")                                # submit -> next unit (none left)
     page.wait_for_selector("text=Nothing left to label")
     with session_factory(init_db(url))() as db:
@@ -97,7 +77,7 @@ def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, 
     for _ in range(30):
         page.keyboard.press("y")
     assert page.inner_text("#judged-count") == "30"
-    page.screenshot(path=str(DOCS / "sound_task.png"))
+    page.screenshot(path=str(SCREENSHOTS / "sound_task.png"))
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Saved 30 sound judgements")
     with session_factory(init_db(url))() as db:
@@ -108,12 +88,12 @@ def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, 
     page.wait_for_url(f"{base}/results")
     page.wait_for_selector("#histograms .js-plotly-plot")
     assert "# Detectors" in page.inner_text(".table1")
-    page.screenshot(path=str(DOCS / "results.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "results.png"), full_page=True)
     page.click("a:has-text('run-a')")
     page.wait_for_selector("#histogram .js-plotly-plot")
     assert "Characteristic sound rate" in page.inner_text("#table1")
     assert "automatic: dog (85.0%)" in page.inner_text("#gallery")
-    page.screenshot(path=str(DOCS / "run_results.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "run_results.png"), full_page=True)
     csv = page.request.get(f"{base}/api/runs/1/detectors.csv").text()
     assert csv.splitlines()[0] == "layer,unit,category,precision,annotators,agreement,characteristic"
     assert ",dog," in csv

@@ -3,20 +3,12 @@ the new run's units in the queue; an annotator browses its sound clusters and pl
 Saves jobs.png and clusters.png in $AMBIENT_SCREENSHOTS (`make screenshots`: docs/)."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from app_helpers import add_user, running_server
+from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-# `make screenshots` sets AMBIENT_SCREENSHOTS=docs; a plain test run leaves the repository untouched.
-DOCS = Path(os.environ.get("AMBIENT_SCREENSHOTS") or tempfile.mkdtemp(prefix="ambient-screenshots-"))
-pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not shutil.which(CHROMIUM), reason="needs Debian's chromium (make chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture()
@@ -33,27 +25,13 @@ def site(tmp_path, monkeypatch):
 
 @pytest.fixture()
 def page():
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--autoplay-policy=no-user-gesture-required"])
-        yield browser.new_page(viewport={"width": 1280, "height": 900})
-        browser.close()
-
-
-def log_in(page, base, name):
-    from app_helpers import PASSWORD
-    page.goto(f"{base}/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
+    with chromium_page("--autoplay-policy=no-user-gesture-required") as page:
+        yield page
 
 
 def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site, page):
     base = site
-    DOCS.mkdir(exist_ok=True)
+    SCREENSHOTS.mkdir(exist_ok=True)
     log_in(page, base, "boss")
     page.goto(f"{base}/admin/jobs")
     form = page.locator("#new-demo")
@@ -70,7 +48,7 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
     page.wait_for_selector("#annotate", timeout=120_000)                       # done: the page reloads
     assert page.inner_text("#status") == "done" and page.inner_text("#percent") == "100%"
     assert "$ ambient dissect" in page.inner_text("#log")
-    page.screenshot(path=str(DOCS / "jobs.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / "jobs.png"), full_page=True)
     page.click("#annotate")
     page.wait_for_url(f"{base}/units/*")                                      # the new run's units
     assert page.locator("#grid img").count() > 0
@@ -86,4 +64,4 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
                                       return a.readyState >= 1 && a.duration > 3; }""", timeout=20_000)
     assert page.locator(".sources").count() > 0                               # the world's true sources
     page.wait_for_function("[...document.querySelectorAll('img.cochleagram')].every(i => i.complete)")
-    page.screenshot(path=str(DOCS / "clusters.png"), full_page=False)
+    page.screenshot(path=str(SCREENSHOTS / "clusters.png"), full_page=False)
