@@ -1,12 +1,12 @@
 # Ambient: `make demo` runs the whole pipeline on the generated demo world and serves the app;
-# `make test` runs the test suite; `make bench` runs the benchmarks into bench-out/.
+# `make test` runs the test suite (`make test-postgres`: the app's tests on a throwaway PostgreSQL); `make bench` runs the benchmarks into bench-out/.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test bench chromium clean screenshots
+.PHONY: demo test test-postgres postgres bench chromium clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -20,6 +20,20 @@ chromium:
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# Debian's PostgreSQL and psycopg for `make test-postgres` (the server runs from a temp dir, no service).
+PG_STAMP := $(VENV)/.installed-postgres
+$(PG_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,postgres]'
+	touch $(PG_STAMP)
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null)
+
+# The app's tests against PostgreSQL: each test gets a fresh database on a throwaway local cluster.
+# PYTEST_ARGS picks other tests (default: the app, store, jobs, clusters, hardening and fuzz tests).
+test-postgres: $(PG_STAMP) postgres
+	bash scripts/test_postgres.sh $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)

@@ -1,12 +1,18 @@
-"""Shared by the web-app tests: a temporary database seeded with a fake run (small JPEGs, WAV clips)."""
+"""Shared by the web-app tests: a temporary database seeded with a fake run (small JPEGs, WAV clips).
+
+Tests get their database from `database_url`: a SQLite file in the test's tmp_path, or, when
+AMBIENT_TEST_DATABASE_URL names a PostgreSQL server (`make test-postgres`), a fresh database there,
+dropped after the test by tests/conftest.py."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 import wave
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,7 +22,10 @@ import numpy as np
 from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
-from sqlalchemy import select
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from backend.db import store
 from backend.db.models import Annotator, Unit, UnitImage
@@ -28,6 +37,48 @@ REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
 # Argon2 reads its cost from the stored hash: a cheap one keeps logins in tests fast.
 PASSWORD_HASH = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
+
+# A server URL (e.g. postgresql+psycopg://postgres@/postgres?host=/tmp/pg) whose user may create databases.
+TEST_DATABASE_URL = os.environ.get("AMBIENT_TEST_DATABASE_URL") or None
+ON_SQLITE = TEST_DATABASE_URL is None
+sqlite_only = pytest.mark.skipif(not ON_SQLITE, reason="SQLite-specific (AMBIENT_TEST_DATABASE_URL is set)")
+_created: list[str] = []     # databases made on the test server, dropped by drop_databases
+
+
+def _admin_engine():
+    return create_engine(TEST_DATABASE_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+
+
+def database_url(tmp_path: Path, name: str = "ambient.db") -> str:
+    """A URL for an empty database: `tmp_path / name` in SQLite, or a new database on the test server."""
+    if ON_SQLITE:
+        return f"sqlite:///{tmp_path / name}"
+    database = f"test_{uuid.uuid4().hex[:20]}"
+    engine = _admin_engine()
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{database}"'))
+    finally:
+        engine.dispose()
+    _created.append(database)
+    return make_url(TEST_DATABASE_URL).set(database=database).render_as_string(hide_password=False)
+
+
+def created_databases() -> int:
+    return len(_created)
+
+
+def drop_databases(since: int = 0) -> None:
+    """Drop the test server's databases made since the `since`-th (FORCE ends engines still connected)."""
+    if ON_SQLITE or len(_created) <= since:
+        return
+    engine = _admin_engine()
+    try:
+        with engine.connect() as connection:
+            while len(_created) > since:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{_created.pop()}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
 
 
 def jpeg(color: tuple[int, int, int], size: int = 24, seed: int = 0) -> bytes:
@@ -51,8 +102,8 @@ def write_wav(path: Path, seconds: float = 0.5, rate: int = 8000) -> None:
 
 def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str = "run-a",
              image_size: int = 24) -> str:
-    """A SQLite database with one run of `n_units` units of `n_images` images each; returns its URL."""
-    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    """A database with one run of `n_units` units of `n_images` images each; returns its URL."""
+    url = database_url(tmp_path)
     data_dir = tmp_path / "data"
     (data_dir / "clips").mkdir(parents=True, exist_ok=True)
     records = []

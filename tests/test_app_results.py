@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import add_user, login, seed_run, unit_ids, unit_images
+from app_helpers import add_user, database_url, login, seed_run, unit_ids, unit_images
 from backend.app import create_app
 from backend.app.tasks import submit_annotation
 from backend.cli import app as cli
@@ -148,7 +148,7 @@ def test_export_command(labelled, tmp_path):
 
 
 def test_user_add_command(tmp_path):
-    url = f"sqlite:///{tmp_path / 'users.db'}"
+    url = database_url(tmp_path, "users.db")
     runner = CliRunner()
     result = runner.invoke(cli, ["user", "add", "alice", "--admin", "--db", url])
     assert result.exit_code == 0 and "Added admin alice with password: " in result.output

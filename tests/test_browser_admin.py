@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app_helpers import add_user, running_server
+from app_helpers import add_user, database_url, running_server
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 @pytest.fixture()
 def site(tmp_path, monkeypatch):
     """The server with its own worker (AMBIENT_START_WORKER), jobs written under tmp_path."""
-    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    url = database_url(tmp_path)
     add_user(url, "boss", is_admin=True)
     add_user(url, "ann")
     monkeypatch.setenv("AMBIENT_START_WORKER", "true")

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app_helpers import add_user, login, write_wav
+from app_helpers import add_user, database_url, login, write_wav
 from backend.app.clusters import cochleagram_image, one_per_video, sound_groups
 from backend.app.main import create_app
 from backend.config import Settings
@@ -76,7 +76,7 @@ def site(tmp_path):
         write_wav(data_dir / r.clip, seconds=1.0)
     dataset.write_manifest(data_dir, recs, textures, np.zeros((12, 32), np.float32))
     make_labels(data_dir, "cluster", k=2)
-    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    url = database_url(tmp_path)
     with session_factory(init_db(url))() as db, db.begin():
         ds = store.register_dataset(db, data_dir, recs, textures, None)
         store.upsert_run(db, tmp_path / "run", "caffenet-bn", "cluster", {}, ds)

@@ -112,6 +112,15 @@ def test_path_traversal_in_file_and_media_routes(client, path):
         assert secret not in response.text
 
 
+@pytest.mark.parametrize("path", ["/images/2147483648", "/clips/-2147483649", "/units/2147483648",
+                                  "/images/99999999999999999999", "/api/runs/2147483648/detectors.json"])
+def test_ids_past_the_databases_integers_are_404(client, path):
+    # PostgreSQL's INTEGER is 32-bit and SQLite's 64-bit: no row has such an id, whichever it is.
+    login(client, "boss")
+    response = client.get(path, headers={"accept": "application/json"})
+    assert response.status_code == 404, (path, response.status_code, response.text[:300])
+
+
 @pytest.mark.parametrize("clip_path", ["../../../../../../etc/passwd", "/etc/passwd", "clips/../../ambient.db"])
 def test_clip_route_stays_inside_the_dataset_even_if_the_database_points_out(client, app_url, clip_path):
     with session_factory(init_db(app_url))() as db:

@@ -10,7 +10,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app_helpers import add_user, login
+from app_helpers import add_user, database_url, login
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
@@ -24,7 +24,7 @@ FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 
 @pytest.fixture()
 def url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'ambient.db'}"
+    url = database_url(tmp_path)
     init_db(url)
     return url
 

@@ -10,6 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
+from app_helpers import ON_SQLITE, database_url
 from backend.db import store
 from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
 from backend.db.session import init_db, session_factory
@@ -47,15 +48,16 @@ def _snapshot(url):
 
 @pytest.fixture
 def url(tmp_path):
-    return f"sqlite:///{tmp_path}/ambient.db"
+    return database_url(tmp_path)
 
 
 def test_migrations_create_the_models_schema_with_wal_and_foreign_keys(url):
     engine = init_db(url)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
-        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        if ON_SQLITE:   # pragmas are SQLite's; other databases have WAL and foreign keys built in
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
 
 
 def test_writing_units_registers_frames_and_categories_once(url, tmp_path):
@@ -97,7 +99,7 @@ def test_killed_extraction_leaves_the_database_as_it_was(url, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
-        sys.path.insert(0, {os.getcwd()!r})
+        sys.path[:0] = [{os.getcwd()!r}, {os.path.join(os.getcwd(), "tests")!r}]
         import tests.test_store as t
         from backend.db import store
         def dying(tag, fail_at=None):

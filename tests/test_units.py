@@ -11,6 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
+from app_helpers import database_url
 from backend.cli import app
 from backend.db.models import Layer, Run, Unit, UnitImage
 from backend.db.session import init_db, session_factory
@@ -58,7 +59,7 @@ def pool(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extracted(pool):
-    url = f"sqlite:///{pool.root}/a.db"
+    url = database_url(pool.root, "a.db")
     return url, extract_units(pool.run, pool.data, url, SETTINGS, show_progress=False)
 
 
@@ -91,7 +92,7 @@ def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
 
 
 def test_one_per_video(pool, tmp_path):
-    url = f"sqlite:///{tmp_path}/b.db"
+    url = database_url(tmp_path, "b.db")
     extract_units(pool.run, pool.data, url, SETTINGS, one_per_video=True, show_progress=False)
     with session_factory(init_db(url))() as session:
         for unit in session.scalars(select(Unit).limit(20)):
@@ -102,7 +103,7 @@ def test_one_per_video(pool, tmp_path):
 def test_torchscript_trunk_is_analysed_like_any_layer(pool, tmp_path):
     trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 11, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2))
     torch.jit.script(trunk).save(str(tmp_path / "trunk.pt"))
-    url = f"sqlite:///{tmp_path}/c.db"
+    url = database_url(tmp_path, "c.db")
     summary = extract_units(tmp_path / "analysis", pool.data, url, SETTINGS,
                             model_spec=f"torchscript:{tmp_path / 'trunk.pt'}", show_progress=False)
     assert (summary["units"], summary["rf_size"], summary["layer"]) == (6, 19, "output")
@@ -116,7 +117,7 @@ def test_cli_reports_bad_input_without_traceback(pool, tmp_path):
     result = runner.invoke(app, ["units", str(pool.run), "--pool", str(tmp_path)])
     assert result.exit_code == 2 and "manifest.jsonl" in result.output
     result = runner.invoke(app, ["units", str(pool.run), "--pool", str(pool.data), "--layer", "conv9",
-                                 "--db", f"sqlite:///{tmp_path}/d.db"])
+                                 "--db", database_url(tmp_path, "d.db")])
     assert result.exit_code == 1 and "conv9" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["units", str(tmp_path / "x"), "--pool", str(pool.data), "--model", "resnet"])
     assert result.exit_code == 1 and "torchvision:<name>" in result.output

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -115,6 +115,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(OverflowError)
     def id_out_of_range(request: Request, _exc: OverflowError) -> Response:
         return _error_response(request, 404, "There is no such item: the number is out of range.")
+
+    # PostgreSQL's INTEGER is 32-bit, so there /images/2147483648 already fails in the database
+    # (SQLSTATE 22003, numeric value out of range): also a 404. Any other value the database refuses
+    # (e.g. text too long for its column, which SQLite never checks) is the request's fault: a 422.
+    @app.exception_handler(DataError)
+    def value_out_of_range(request: Request, exc: DataError) -> Response:
+        if getattr(exc.orig, "sqlstate", None) == "22003":
+            return id_out_of_range(request, exc)
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error_response(request, 422, "A value in the request does not fit the database.")
 
     @app.exception_handler(Exception)
     def unexpected_error(request: Request, _exc: Exception) -> Response:
