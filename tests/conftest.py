@@ -1,7 +1,17 @@
-"""With AMBIENT_TEST_DATABASE_URL set, each test's databases on that server are dropped after it."""
+"""Shared fixtures. With AMBIENT_TEST_DATABASE_URL set, each test's databases on that server are
+dropped after it."""
 import pytest
 
-from app_helpers import created_databases, drop_databases
+from app_helpers import add_user, created_databases, drop_databases, seed_run
+
+
+@pytest.fixture()
+def app_url(tmp_path):
+    """A seeded run with an annotator "ann" and an admin "boss" (modules may override it)."""
+    url = seed_run(tmp_path)
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    return url
 
 
 @pytest.fixture(autouse=True)

@@ -4,18 +4,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app_helpers import PASSWORD, add_user, csrf_of, login, seed_run
+from app_helpers import PASSWORD, csrf_of, login
 from backend.app import create_app
 from backend.app.security import hash_password, normalise_category_name, verify_password
 from backend.config import Settings
-
-
-@pytest.fixture()
-def app_url(tmp_path):
-    url = seed_run(tmp_path)
-    add_user(url, "ann")
-    add_user(url, "boss", is_admin=True)
-    return url
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from app_helpers import PASSWORD, add_user, csrf_of, login, seed_run, unit_ids
+from app_helpers import PASSWORD, add_user, csrf_of, login, unit_ids
 from backend.app import create_app
 from backend.app.main import MAX_REQUEST_BYTES, SESSION_COOKIE
 from backend.config import Settings
@@ -18,14 +18,6 @@ from backend.db.session import init_db, session_factory
 
 XSS = '<script>alert("x")</script>'
 PUBLIC_POSTS = {"/login"}
-
-
-@pytest.fixture()
-def app_url(tmp_path):
-    url = seed_run(tmp_path)
-    add_user(url, "ann")
-    add_user(url, "boss", is_admin=True)
-    return url
 
 
 @pytest.fixture()
