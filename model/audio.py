@@ -289,8 +289,8 @@ def texture_weights() -> np.ndarray:
     Groups (paper 3.1): marginal moments = mu + sigma (64 dims, 1/64 each), correlations (1/117),
     modulation power (1/320), loudness (1). Each kind of statistic is scaled inversely with its
     number of dimensions, so each contributes its *mean* squared difference and counts once: the
-    320 modulation powers do not outvote the single loudness, nor it them. ``weight_textures``
-    maps textures into the space where plain Euclidean distance is this weighted distance.
+    320 modulation powers do not outvote the single loudness, nor it them. Multiplying textures by
+    ``texture_scale()`` maps them into the space where plain Euclidean distance is this distance.
     """
     weights = np.empty(TEXTURE_DIM)
     for group in (slice(TEXTURE_GROUPS["mu"].start, TEXTURE_GROUPS["sigma"].stop),
@@ -299,11 +299,12 @@ def texture_weights() -> np.ndarray:
     return weights
 
 
-def weight_textures(textures: np.ndarray) -> np.ndarray:
-    """Scale textures by sqrt(texture_weights()): Euclidean distances (k-means, PCA) then weight each
-    group's squared differences by 1 / its dimensions. (Scaling the values themselves by 1/n would
-    weight squared differences by 1/n^2 and leave loudness, one dimension, deciding every cluster.)"""
-    return np.asarray(textures) * np.sqrt(texture_weights()).astype(np.float32)
+def texture_scale() -> np.ndarray:
+    """(502,) float32 sqrt(texture_weights()): multiply textures by it and Euclidean distances (k-means,
+    PCA) weight each group's squared differences by 1 / its dimensions. (Scaling the values themselves
+    by 1/n would weight squared differences by 1/n^2 and leave loudness, one dimension, deciding every
+    cluster.)"""
+    return np.sqrt(texture_weights()).astype(np.float32)
 
 
 def spectrum_frames(n_frames: int, at_seconds: float, settings: TextureSettings = TEXTURE) -> slice:

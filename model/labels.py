@@ -154,8 +154,8 @@ def binary_codes(features: np.ndarray, train_mask: np.ndarray, bits: int = LABEL
 
 
 def texture_weights(dim: int) -> np.ndarray:
-    """Per-dimension multipliers for the paper's weighted texture distance (see audio.weight_textures)."""
-    w = np.sqrt(audio.texture_weights()).astype(np.float32)
+    """Per-dimension multipliers for the paper's weighted texture distance (see audio.texture_scale)."""
+    w = audio.texture_scale()
     if w.shape != (dim,):
         raise ValueError(f"texture weights have shape {w.shape}, textures have {dim} dimensions")
     return w
