@@ -3,6 +3,7 @@ augmentation (random crop + flip as one gather, so the same code runs on CPU and
 
 Frames are decoded once into an in-memory uint8 cache when it fits ``cache_bytes``; otherwise the JPEG
 bytes are kept and each batch is decoded on the device (``torchvision.io.decode_jpeg(device="cuda")``).
+``decode_frames`` is the one JPEG decoder of the project: training and unit extraction both use it.
 """
 from __future__ import annotations
 
@@ -75,6 +76,38 @@ def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRec
     return LabelTargets(kind, targets, train_index, test_index, num_outputs)
 
 
+def decode_frames(jpegs: list[torch.Tensor], frame_size: int, device: torch.device | str) -> torch.Tensor:
+    """uint8 (B, 3, frame_size, frame_size) on ``device`` from encoded JPEG bytes (uint8 1-D tensors).
+
+    One batched call: nvJPEG on a GPU, libjpeg-turbo on the CPU.
+    """
+    images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    if len({image.shape for image in images}) == 1:
+        return resize_frames(torch.stack(images), frame_size)
+    return torch.cat([resize_frames(image[None], frame_size) for image in images])   # mixed sizes
+
+
+def stream_frames(paths: list[Path], frame_size: int, batch_size: int, device: torch.device | str,
+                  depth: int = 4) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(positions in ``paths``, decoded frames) per batch, in order; files are read and decoded
+    ``depth`` batches ahead by threads, so memory does not grow with the number of paths."""
+    batches = (np.arange(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size))
+
+    def load(rows: np.ndarray) -> torch.Tensor:
+        return decode_frames([read_file(str(paths[i])) for i in rows], frame_size, device)
+
+    with ThreadPoolExecutor(depth) as pool:
+        pending: deque = deque()
+        for rows in batches:
+            pending.append((rows, pool.submit(load, rows)))
+            if len(pending) >= depth:
+                rows, future = pending.popleft()
+                yield rows, future.result()
+        while pending:
+            rows, future = pending.popleft()
+            yield rows, future.result()
+
+
 class FrameSource:
     """uint8 (B, 3, S, S) frames on ``device`` for any list of manifest rows."""
 
@@ -91,8 +124,7 @@ class FrameSource:
             self.jpegs = None
 
     def _decode(self, rows) -> torch.Tensor:
-        images = decode_jpeg([self.jpegs[i] for i in rows], mode=ImageReadMode.RGB, device=self.device)
-        return resize_frames(torch.stack(images), self.frame_size)
+        return decode_frames([self.jpegs[i] for i in rows], self.frame_size, self.device)
 
     def get(self, rows: np.ndarray) -> torch.Tensor:
         if self.cache is not None:

@@ -117,7 +117,9 @@ class WorldSettings:
     fps: int = 10
     sample_rate: int = 22_050
     object_count_weights: tuple[float, ...] = (0.1, 0.35, 0.35, 0.2)   # P(0, 1, 2, 3 objects)
-    object_size: tuple[float, float] = (0.15, 0.5)        # object extent, fraction of the image height
+    # Share of videos (with objects) filmed around a subject that makes a sound, as personal videos
+    # mostly are (the paper's Flickr videos: people, babies, pets, traffic, waterfalls).
+    subject_probability: float = 0.8
     audible_on_s: tuple[float, float] = (2.5, 5.5)        # a sounding object's bursts of sound ...
     audible_off_s: tuple[float, float] = (1.0, 2.5)       # ... and its pauses: heard ~70% of the time
     offscreen_probability: float = 0.3                    # chance a video also hears an unseen source
@@ -146,7 +148,7 @@ class UnitSettings:
     top: int = 60                      # paper: each unit's 60 most activating images
     split: str = "test"                # the pool: the paper sampled its Flickr test set
     batch_size: int = 128
-    workers: int = 8                   # JPEG-decoding loader processes, capped at the CPU count
+    workers: int = 4                   # batches read and decoded ahead by threads (model.frames.stream_frames)
     activation_fraction: float = 0.5   # paper: positions with at least half the image's maximum
     # Zhou et al. 2015 ("Object detectors emerge in deep scene CNNs", Table 2) measure the empirical
     # receptive field at pool5 as about a third of the theoretical one; the circle's diameter is that size.

@@ -6,7 +6,6 @@ architecture with the user's weights, or a TorchScript trunk whose output is the
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -16,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torchvision.io import encode_jpeg
 from tqdm import tqdm
 
 from model import dataset as ds
 from model.activations import (LayerGeometry, RunningTopK, TopImages, darken_outside, layer_geometry,
                                receptive_field_masks)
+from model.frames import stream_frames
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
-from model.run import METRICS, center_crop, load_run, resize_frames
+from model.run import METRICS, center_crop, load_run
 from model.settings import INGEST, UNITS, UnitSettings
 
 UNITS_PER_MASK_BATCH = 8
@@ -109,29 +108,14 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
     return network
 
 
-class _Frames(Dataset):
-    """Decoded frames of a pool, as uint8 network-input crops (decoding runs in loader workers)."""
-
-    def __init__(self, data_dir: Path, records: Sequence[ds.FrameRecord], frame_size: int, input_size: int):
-        # Sizes rather than the network: workers get a pickled copy of this object.
-        self.data_dir, self.records = data_dir, records
-        self.frame_size, self.input_size = frame_size, input_size
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        record = self.records[i]
-        with Image.open(self.data_dir / record.image) as file:
-            image = torch.from_numpy(np.array(file.convert("RGB"))).permute(2, 0, 1)
-        return center_crop(resize_frames(image[None], self.frame_size), self.input_size)[0], i
-
-
-def _loader(data_dir: Path, records, network: Network, settings: UnitSettings, device) -> DataLoader:
-    workers = min(settings.workers, os.cpu_count() or 1)
-    frames = _Frames(data_dir, records, network.frame_size, network.input_size)
-    return DataLoader(frames, batch_size=settings.batch_size, num_workers=workers,
-                      pin_memory=torch.device(device).type == "cuda", persistent_workers=False)
+def _pool_crops(data_dir: Path, records: Sequence[ds.FrameRecord], network: Network, settings: UnitSettings,
+                device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 network-input crops on ``device``, positions in ``records``) per batch, with the
+    project's one JPEG decoder (model.frames): the same pixels training saw."""
+    paths = [data_dir / r.image for r in records]
+    for positions, frames in stream_frames(paths, network.frame_size, settings.batch_size, device,
+                                           depth=max(2, settings.workers)):
+        yield center_crop(frames, network.input_size), torch.from_numpy(positions)
 
 
 def pool_records(data_dir: Path, split: str) -> list[ds.FrameRecord]:
@@ -151,8 +135,8 @@ def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecor
     rows = torch.tensor([r.frame_id for r in records])
     video_index = torch.tensor([videos[r.video_id] for r in records])
     running = RunningTopK(settings.top, one_per_video)
-    for crops, positions in _loader(data_dir, records, network, settings, device):
-        maps = network.activations(crops.to(device, non_blocking=True))
+    for crops, positions in _pool_crops(data_dir, records, network, settings, device):
+        maps = network.activations(crops)
         if maps.ndim != 4:
             raise ValueError(f"layer {network.layer!r} gives {tuple(maps.shape)} outputs, not spatial maps")
         running.update(maps, rows[positions], video_index[positions])
@@ -171,7 +155,8 @@ def masked_units(network: Network, geometry: LayerGeometry, top: TopImages, data
     needed = sorted({int(r) for r in top.frame_ids.flatten() if r >= 0})
     crops = {}
     # Every top frame is decoded once: at most units x top images, whatever the pool size.
-    for batch, positions in _loader(data_dir, [records_by_row[r] for r in needed], network, settings, device):
+    for batch, positions in _pool_crops(data_dir, [records_by_row[r] for r in needed], network, settings,
+                                         device):
         crops.update((needed[p], image) for p, image in zip(positions.tolist(), batch))
     radius = rf_radius(geometry, settings)
     units = top.scores.shape[0]
@@ -192,9 +177,7 @@ def masked_units(network: Network, geometry: LayerGeometry, top: TopImages, data
 
 
 def _jpeg(image: torch.Tensor, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    return encode_jpeg(image, quality=quality).numpy().tobytes()
 
 
 def units_file(run_dir: Path, layer: str | None) -> Path:

@@ -157,3 +157,15 @@ def test_dissect_finds_the_square_a_unit_fires_on(pool, extracted):
     path = write_dissection(pool.run, labels)
     assert path.name == DISSECTION
     assert set(json.loads(path.read_text())[0]) == {"unit", "category", "precision", "iou", "sounding"}
+
+
+def test_units_see_the_pixels_training_saw(pool):
+    """One JPEG decoder (model.frames): extraction's crops are training's frames, centre-cropped, in order."""
+    from model.frames import FrameSource
+    from model.run import center_crop
+    from model.units import _pool_crops, load_network
+    network = load_network(pool.run, "conv5")
+    batches = list(_pool_crops(pool.data, pool.records, network, SETTINGS, "cpu"))
+    assert torch.equal(torch.cat([positions for _, positions in batches]), torch.arange(24))
+    frames = FrameSource(pool.data, pool.records, FRAME, torch.device("cpu"), cache_bytes=1 << 30, progress=False)
+    assert torch.equal(torch.cat([crops for crops, _ in batches]), center_crop(frames.get(np.arange(24)), CROP))
