@@ -70,7 +70,7 @@ encoding of all 256 x {UNITS.top} top images.
 |---|---|
 | {throughput:.0f} | {masks:.1f} |
 
-GPU figures (target: 200,000 frames with decoding in < 60 s on one H100, masks < 10 s more) not measured.
+GPU figures: see Units (GPU).
 Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()},
 torch {torch.__version__}, {torch.get_num_threads()} threads, load average {load:.1f} at the start; {date.today()}.
 """)
