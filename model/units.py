@@ -169,15 +169,18 @@ def masked_units(network: Network, geometry: LayerGeometry, top: TopImages, data
                                       settings.activation_fraction)
         images = darken_outside(torch.stack([crops[r] for r in rows]).to(device), masks, settings.darken) \
             if rows else torch.empty(0)
-        jpegs = iter([_jpeg(image, settings.jpeg_quality) for image in images.cpu()])
+        jpegs = iter(_jpegs(images, settings.jpeg_quality))
         scores = iter(top.scores[chunk][kept].tolist())
         rows_left = iter(rows)
         for unit, unit_kept in zip(range(chunk.start, chunk.stop), kept.sum(dim=1).tolist()):
             yield unit, [(next(rows_left), next(scores), next(jpegs)) for _ in range(unit_kept)]
 
 
-def _jpeg(image: torch.Tensor, quality: int) -> bytes:
-    return encode_jpeg(image, quality=quality).numpy().tobytes()
+def _jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
+    """JPEG bytes of uint8 (B, 3, H, W) images, encoded where they are (nvJPEG on a GPU) in one call."""
+    if len(images) == 0:
+        return []
+    return [data.cpu().numpy().tobytes() for data in encode_jpeg(list(images), quality=quality)]
 
 
 def units_file(run_dir: Path, layer: str | None) -> Path:
