@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -195,6 +196,32 @@ def test_same_seed_same_world(tmp_path):
         assert (tmp_path / "a/truth" / name).read_text() == (tmp_path / "b/truth" / name).read_text()
     generate_world(tmp_path / "a", videos=1, seed=4, preset="tiny", objects="procedural", workers=1, progress=False)
     assert len(list((tmp_path / "a/videos").glob("*.mp4"))) == 1     # a new world replaces the old one
+
+
+def test_videos_are_filmed_around_a_sounding_subject_when_the_setting_says_so(tmp_path):
+    flags = category_by_name()
+    always = replace(WORLD, subject_probability=1.0)
+    generate_world(tmp_path / "a", videos=10, seed=5, preset="tiny", objects="procedural", workers=1,
+                   progress=False, settings=always)
+    with_objects = 0
+    for truth in sorted((tmp_path / "a/truth").glob("world_*.json")):
+        record = json.loads(truth.read_text())
+        subjects = [o for o in record["objects"] if o["subject"]]
+        if record["objects"]:
+            with_objects += 1
+            assert len(subjects) <= 1
+        for subject in subjects:          # a sounding thing near the middle of the canvas the camera pans over
+            assert flags[subject["category"]].characteristic_sound
+            x0, _, x1, _ = subject["bbox"]
+            assert 0.2 < (x0 + x1) / 2 / record["camera"]["canvas_width"] < 0.8
+        # the subject can only be missing when something nearer hid it
+        assert subjects or not record["objects"] or len(record["objects"]) < 3
+    assert with_objects >= 5
+    never = replace(WORLD, subject_probability=0.0)
+    generate_world(tmp_path / "b", videos=4, seed=5, preset="tiny", objects="procedural", workers=1,
+                   progress=False, settings=never)
+    assert not any(o["subject"] for truth in (tmp_path / "b/truth").glob("world_*.json")
+                   for o in json.loads(truth.read_text())["objects"])
 
 
 @pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")

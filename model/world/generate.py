@@ -75,12 +75,21 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
     background, horizon = render_background(scene, rng, canvas_width, cfg.height)
     choices = [c for c in scene.objects if _drawable(c, stamps)]
     count = int(rng.choice(len(cfg.object_count_weights), p=cfg.object_count_weights))
+    categories = [str(c) for c in rng.choice(choices, size=count)]
+    # Personal videos are mostly filmed because something is happening: the first object is then
+    # the subject, a thing that makes a sound, nearer the camera and near the middle of the pan.
+    flags = category_by_name()
+    audible_kinds = [c for c in choices if flags[c].characteristic_sound]
+    has_subject = bool(categories) and bool(audible_kinds) and rng.random() < cfg.subject_probability
+    if has_subject:
+        categories[0] = str(rng.choice(audible_kinds))
     layer = {"horizon": 0, "wall": 0, "ground": 1, "sky": 2}
     placed = []
-    for category in rng.choice(choices, size=count):
-        category = str(category)
+    for k, category in enumerate(categories):
+        subject = has_subject and k == 0
         size_range, anchor = LAYOUT[category]
-        height = int(rng.uniform(*size_range) * cfg.height)
+        low, high = size_range
+        height = int(rng.uniform((low + high) / 2 if subject else low, high) * cfg.height)
         stamp = None
         # Few stamps of a category would repeat one photo; mix in procedural ones there for variety.
         if category in stamps and (len(stamps[category]) >= 3 or category not in DRAWERS or rng.random() < 0.5):
@@ -90,25 +99,26 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
             sprite = DRAWERS[category](rng, height)
         if sprite.width > 0.6 * cfg.width:                      # wide things: keep them in the frame
             sprite = sprite.resize((int(0.6 * cfg.width), max(2, int(sprite.height * 0.6 * cfg.width / sprite.width))))
-        x, y = place(anchor, rng, sprite.width, sprite.height, canvas_width, cfg.height, horizon)
-        placed.append((layer[anchor], y + sprite.height, category, stamp, sprite, x, y))
+        x, y = place(anchor, rng, sprite.width, sprite.height, canvas_width, cfg.height, horizon,
+                     centre=(0.35, 0.65) if subject else (0.1, 0.9))
+        placed.append((layer[anchor], y + sprite.height, category, stamp, sprite, x, y, subject))
     placed.sort(key=lambda p: (p[0], p[1]))                     # far before near: painter's order
 
     canvas = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8)).convert("RGBA")
     drawn = []
-    for _, _, category, stamp, sprite, x, y in placed:
+    for _, _, category, stamp, sprite, x, y, subject in placed:
         layer_image = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
         layer_image.paste(sprite, (x, y))
         alpha = np.asarray(layer_image)[..., 3] > 127
         if alpha.sum() < MIN_PIXELS:                            # fell outside the canvas
             continue
-        drawn.append((category, stamp, layer_image, alpha))
+        drawn.append((category, stamp, layer_image, alpha, subject))
 
     # Visible mask = own pixels not covered by anything drawn later; drop mostly hidden objects.
     while True:
         covered = np.zeros((cfg.height, canvas_width), bool)
         visible = []
-        for _, _, _, alpha in reversed(drawn):
+        for _, _, _, alpha, _ in reversed(drawn):
             visible.append(alpha & ~covered)
             covered |= alpha
         visible.reverse()
@@ -117,14 +127,14 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
             break
         del drawn[hidden[0]]
 
-    for _, _, layer_image, _ in drawn:
+    for _, _, layer_image, _, _ in drawn:
         canvas.alpha_composite(layer_image)
     image = np.asarray(canvas.convert("RGB")).astype(np.float32)
     image = image * rng.uniform(0.85, 1.1) + rng.normal(0, 1.5, image.shape)   # exposure + sensor noise
     records = []
-    for k, ((category, stamp, _, _), mask) in enumerate(zip(drawn, visible)):
+    for k, ((category, stamp, _, _, subject), mask) in enumerate(zip(drawn, visible)):
         rows, cols = np.nonzero(mask)
-        records.append({"id": k, "category": category, "mask": k,
+        records.append({"id": k, "category": category, "mask": k, "subject": subject,
                         "bbox": [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1],
                         "source": str(stamp.image.relative_to(tuxpaint.STAMPS_DIR)) if stamp else "procedural",
                         "_stamp": stamp})

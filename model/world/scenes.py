@@ -101,9 +101,9 @@ def render_background(scene: Scene, rng: np.random.Generator, width: int, height
 
 
 def place(anchor: str, rng: np.random.Generator, sprite_w: int, sprite_h: int, width: int, height: int,
-          horizon: int) -> tuple[int, int]:
-    """Top-left corner for a sprite, honouring its anchor; keeps its centre inside the frame."""
-    x = int(rng.uniform(0.1 * width, 0.9 * width) - sprite_w / 2)
+          horizon: int, centre: tuple[float, float] = (0.1, 0.9)) -> tuple[int, int]:
+    """Top-left corner for a sprite, honouring its anchor, its centre in the ``centre`` span of the width."""
+    x = int(rng.uniform(centre[0] * width, centre[1] * width) - sprite_w / 2)
     if anchor == "sky" and rng.random() < 0.5:
         anchor = "ground"
     if anchor == "ground":
