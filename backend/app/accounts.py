@@ -1,4 +1,4 @@
-"""Creating accounts: shared by the users page and `ambient user add`."""
+"""Creating accounts and setting their passwords: shared by the users page and `ambient user`."""
 from __future__ import annotations
 
 import re
@@ -6,6 +6,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from backend.app.logins import end_sessions
 from backend.app.security import generate_password, hash_password
 from backend.db.models import Annotator
 
@@ -22,14 +23,18 @@ class DuplicateAccount(AccountError):
     pass
 
 
+def _check_password(password: str | None) -> None:
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+
+
 def add_account(db: Session, name: str, password: str | None, is_admin: bool) -> tuple[Annotator, str]:
     """A new account, committed; returns it and its password (generated when `password` is None)."""
     name = name.strip()
     if not _NAME.match(name):
         raise AccountError("an account name is 1-64 letters, digits, dots, hyphens or underscores, "
                            "starting with a letter or digit")
-    if password is not None and len(password) < MIN_PASSWORD:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+    _check_password(password)
     if db.scalar(select(Annotator.id).where(Annotator.name == name)) is not None:
         raise DuplicateAccount(f"there is already an account called {name!r}")
     password = password if password is not None else generate_password()
@@ -37,3 +42,15 @@ def add_account(db: Session, name: str, password: str | None, is_admin: bool) ->
     db.add(account)
     db.commit()
     return account, password
+
+
+def set_password(db: Session, account: Annotator, password: str | None, keep_session: str | None = None) -> str:
+    """A new password for `account` (generated when None), committed with the end of the account's
+    login sessions, all but the one whose token is `keep_session` (an admin changing their own);
+    returns the password."""
+    _check_password(password)
+    password = password if password is not None else generate_password()
+    account.password_hash = hash_password(password)
+    end_sessions(db, account.id, keep=keep_session)
+    db.commit()
+    return password

@@ -8,8 +8,12 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData
 from sqlalchemy.orm import Session
 
+from backend.app.logins import session_user
 from backend.app.security import CSRF_FIELD, CSRF_HEADER, csrf_matches, new_csrf_token
 from backend.db.models import Annotator
+
+
+SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backend/app/logins.py)
 
 
 class LoginRequired(Exception):
@@ -25,8 +29,8 @@ def optional_user(request: Request, db: Session = Depends(get_db)) -> Annotator 
     annotator_id = request.session.get("uid")
     if annotator_id is None:
         return None
-    user = db.get(Annotator, annotator_id)
-    if user is None:          # the account was removed: the old cookie is worth nothing
+    user = session_user(db, annotator_id, request.session.get(SESSION_TOKEN))
+    if user is None:          # logged out, expired, password changed or account removed: the cookie is worth nothing
         request.session.clear()
     return user
 

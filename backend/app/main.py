@@ -24,6 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.deps import LoginRequired, render
+from backend.app.logins import SESSION_DAYS
 from backend.app.routes import (api, auth, categories, clusters, docs, images, jobs, results, review, sound, units,
                                 users)
 from backend.config import Settings
@@ -34,7 +35,6 @@ from backend.jobs import recover_orphans, worker_lifespan
 from model.categories import load_categories
 
 SESSION_COOKIE = "ambient_session"
-SESSION_DAYS = 14
 # Every form and API body is a few kB: a bigger one is refused before it is read into memory.
 MAX_REQUEST_BYTES = 1024 * 1024
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}

@@ -1,4 +1,4 @@
-"""`ambient user add`: accounts for annotators and admins."""
+"""`ambient user add` and `ambient user password`: accounts for annotators and admins."""
 from __future__ import annotations
 
 from typing import Optional
@@ -40,3 +40,35 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"Added {role} {account.name} with password: {password_used}")
         else:
             typer.echo(f"Added {role} {account.name}.")
+
+    @user_app.command("password")
+    def change_password(
+        name: str = typer.Argument(..., help="The account's name."),
+        password: Optional[str] = typer.Option(None, help="The new password; with neither this nor --prompt "
+                                               "one is generated and printed."),
+        prompt: bool = typer.Option(False, "--prompt", help="Ask for the password on the terminal."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+    ) -> None:
+        """Set an account's password; this logs the account out of every session."""
+        from sqlalchemy import select
+
+        from backend.app.accounts import AccountError, set_password
+        from backend.config import Settings
+        from backend.db.models import Annotator
+        from backend.db.session import init_db, session_factory
+
+        settings = Settings(database_url=db) if db else Settings()
+        with session_factory(init_db(settings.database_url))() as session:
+            account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
+            if account is None:
+                raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
+            if prompt:
+                password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+            try:
+                password_used = set_password(session, account, password)
+            except AccountError as error:
+                raise typer.BadParameter(str(error), param_hint="--password") from None
+        if password is None:
+            typer.echo(f"New password for {account.name}: {password_used}")
+        else:
+            typer.echo(f"Changed the password of {account.name}.")

@@ -195,6 +195,19 @@ class SoundJudgement(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
+class LoginSession(Base):
+    """A logged-in browser: its cookie carries a random token, this row only the token's SHA-256.
+
+    Logging out deletes the row, so a copy of the cookie is worthless afterwards; so does a password
+    change (all of the account's rows) and removing the account (ON DELETE CASCADE)."""
+
+    __tablename__ = "login_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)     # hex SHA-256 of the cookie's token
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class UnitReservation(Base):
     """A unit held for one annotator until ``expires_at`` (the annotation queue)."""
 

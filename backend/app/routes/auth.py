@@ -6,7 +6,8 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import check_csrf, get_db, optional_user, render
+from backend.app.deps import SESSION_TOKEN, check_csrf, get_db, optional_user, render
+from backend.app.logins import end_session, start_session
 from backend.app.security import new_csrf_token, verify_password
 from backend.db.models import Annotator
 
@@ -39,12 +40,14 @@ def login(request: Request, name: str = Form(max_length=200), password: str = Fo
     if user is None or not verify_password(user.password_hash, password):
         return render(request, "login.html", status_code=401, error="Wrong name or password.", name=name,
                       next=_safe_next(next) or "")
+    token = start_session(db, user.id)
     request.session.clear()      # a fresh session (and CSRF token) on every login
-    request.session.update(uid=user.id, csrf=new_csrf_token())
+    request.session.update({"uid": user.id, SESSION_TOKEN: token, "csrf": new_csrf_token()})
     return RedirectResponse(_safe_next(next) or "/", status_code=303)
 
 
 @router.post("/logout", dependencies=[Depends(check_csrf)])
-def logout(request: Request) -> RedirectResponse:
+def logout(request: Request, db: Session = Depends(get_db)) -> RedirectResponse:
+    end_session(db, request.session.get(SESSION_TOKEN))   # copies of the cookie end with it
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -1,12 +1,12 @@
-"""Accounts for admins: list them and add annotators or admins."""
+"""Accounts for admins: list them, add annotators or admins, set a new password."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.accounts import AccountError, DuplicateAccount, add_account
-from backend.app.deps import admin_user, check_csrf, get_db, render
+from backend.app.accounts import AccountError, DuplicateAccount, add_account, set_password
+from backend.app.deps import SESSION_TOKEN, admin_user, check_csrf, get_db, render
 from backend.db.models import Annotator
 
 router = APIRouter(include_in_schema=False)
@@ -32,3 +32,18 @@ def add_user(request: Request, name: str = Form(max_length=200), password: str =
     except AccountError as error:
         raise HTTPException(422, str(error)) from None
     return _page(request, user, db, created=account, created_password=password)
+
+
+@router.post("/admin/users/{account_id}/password", dependencies=[Depends(check_csrf)])
+def change_password(account_id: int, request: Request, password: str = Form("", max_length=1000),
+                    user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """A new password (blank: generated); it logs the account out everywhere but in this admin's own session."""
+    account = db.get(Annotator, account_id)
+    if account is None:
+        raise HTTPException(404, f"There is no account {account_id}.")
+    keep = request.session.get(SESSION_TOKEN) if account.id == user.id else None
+    try:
+        password = set_password(db, account, password or None, keep_session=keep)
+    except AccountError as error:
+        raise HTTPException(422, str(error)) from None
+    return _page(request, user, db, changed=account, changed_password=password)
