@@ -94,6 +94,10 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
         clips, rate = [], 0
         for t in times:
             clip, rate = read_audio(path, t - clip_seconds / 2, clip_seconds)
+            # A file cut short keeps its header's duration; its late clips would be padded silence.
+            if len(clip) < (clip_seconds - MEDIA_LIMITS.max_missing_audio_s) * rate:
+                raise SkipVideo(f"audio ends at {t - clip_seconds / 2 + len(clip) / rate:.2f} s, before the "
+                                f"clip around {t:.2f} s (file cut short?)")
             clips.append(clip)
         images = read_frames(path, [float(t) for t in times])
     except MediaError as e:

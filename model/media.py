@@ -8,6 +8,8 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
+from model.settings import MEDIA_LIMITS
+
 # Encoder per clip suffix; all of these play in every current browser (wav/flac/mp3/ogg-opus).
 _AUDIO_ENCODERS = {".mp3": "mp3", ".ogg": "libopus", ".opus": "libopus", ".wav": "pcm_s16le",
                    ".flac": "flac"}
@@ -167,6 +169,11 @@ def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
                     shown = frame
                 if shown is None:
                     raise MediaError(path, f"no video frame at {t:.3f} s")
+                fps = float(stream.average_rate or 0)
+                allowed_gap = max(MEDIA_LIMITS.max_frame_gap_s, 2 / fps if fps else 0)   # slideshows: 2 frames
+                if shown.time is not None and t - shown.time > allowed_gap:
+                    raise MediaError(path, f"no video frame near {t:.3f} s: frames stop at {shown.time:.3f} s "
+                                           "(file cut short?)")
                 images[t] = shown.to_image()
         except av.FFmpegError as e:
             raise MediaError(path, f"corrupt video ({e})") from e

@@ -168,11 +168,15 @@ UNITS = UnitSettings()
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """Videos ingest refuses from their header alone, before decoding a frame (see model/ingest.py)."""
+    """Videos ingest refuses (see model/ingest.py): the first two from the header alone, before decoding."""
 
     # 8K DCI: a bigger frame is more likely a decompression bomb than footage (one RGB frame is > 100 MB).
     max_video_pixels: int = 8192 * 4320
     min_video_side: int = 32           # below this the 256x256 crop is nothing but interpolation
+    # A file cut short keeps its header's duration: audio or frames that stop this long before the
+    # time asked for mean the data is missing (a clip is not padded with silence, a frame not frozen).
+    max_missing_audio_s: float = 0.1
+    max_frame_gap_s: float = 1.0
 
 
 MEDIA_LIMITS = MediaLimits()

@@ -128,6 +128,11 @@ def make_corpus(folder) -> dict[str, str]:
     (folder / "webm_head.webm").write_bytes(  # headers, hardly any data
         (folder / "good.webm").read_bytes()[:600])
     add("webm_head.webm", "audio stream decodes to nothing")
+    mux(folder / "cut_tail.webm", seconds=8, video_codec="libvpx-vp9", audio_codec="libopus", audio_rate=48_000,
+        seed=7)
+    whole = (folder / "cut_tail.webm").read_bytes()           # its header still says 8 s
+    (folder / "cut_tail.webm").write_bytes(whole[: len(whole) // 2])
+    add("cut_tail.webm", "file cut short")
     return broken
 
 

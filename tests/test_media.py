@@ -103,6 +103,17 @@ def test_read_frames_far_apart_seeks(tmp_path):
     np.testing.assert_allclose(grey, expected, atol=2)
 
 
+def test_frames_of_a_file_cut_short_are_refused_not_frozen(tmp_path):
+    whole = tmp_path / "whole.webm"
+    write_video(whole, numbered_frames(8), FPS)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert probe(cut).duration == pytest.approx(8.0, abs=0.1)     # the header still says 8 s
+    assert len(read_frames(cut, [0.5])) == 1
+    with pytest.raises(MediaError, match="cut short"):
+        read_frames(cut, [7.5])
+
+
 def test_probe_without_audio(tmp_path):
     path = tmp_path / "mute.mp4"
     write_video(path, numbered_frames(2), FPS)
