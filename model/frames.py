@@ -94,7 +94,16 @@ def stream_frames(paths: list[Path], frame_size: int, batch_size: int, device: t
     batches = (np.arange(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size))
 
     def load(rows: np.ndarray) -> torch.Tensor:
-        return decode_frames([read_file(str(paths[i])) for i in rows], frame_size, device)
+        jpegs = [read_file(str(paths[i])) for i in rows]
+        try:
+            return decode_frames(jpegs, frame_size, device)
+        except RuntimeError as error:          # name the file: torchvision's message does not
+            for i, jpeg in zip(rows, jpegs):
+                try:
+                    decode_jpeg(jpeg, mode=ImageReadMode.RGB)
+                except RuntimeError as bad:
+                    raise ValueError(f"{paths[i]}: not a decodable JPEG ({bad})") from bad
+            raise error
 
     with ThreadPoolExecutor(depth) as pool:
         pending: deque = deque()

@@ -169,3 +169,15 @@ def test_units_see_the_pixels_training_saw(pool):
     assert torch.equal(torch.cat([positions for _, positions in batches]), torch.arange(24))
     frames = FrameSource(pool.data, pool.records, FRAME, torch.device("cpu"), cache_bytes=1 << 30, progress=False)
     assert torch.equal(torch.cat([crops for crops, _ in batches]), center_crop(frames.get(np.arange(24)), CROP))
+
+
+def test_a_corrupt_frame_in_the_pool_is_named(pool, tmp_path):
+    import shutil
+    data = tmp_path / "data"
+    shutil.copytree(pool.data, data)
+    bad = data / pool.records[5].image
+    bad.write_bytes(bad.read_bytes()[:300])                    # cut short: libjpeg gives up
+    result = CliRunner().invoke(app, ["units", str(pool.run), "--pool", str(data), "--db",
+                                      database_url(tmp_path / "bad.db")])
+    assert result.exit_code != 0
+    assert str(bad) in result.output and "Traceback" not in result.output
