@@ -76,12 +76,22 @@ def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRec
     return LabelTargets(kind, targets, train_index, test_index, num_outputs)
 
 
-def decode_frames(jpegs: list[torch.Tensor], frame_size: int, device: torch.device | str) -> torch.Tensor:
+def decode_frames(jpegs: list[torch.Tensor], frame_size: int, device: torch.device | str,
+                  names: list | None = None) -> torch.Tensor:
     """uint8 (B, 3, frame_size, frame_size) on ``device`` from encoded JPEG bytes (uint8 1-D tensors).
 
-    One batched call: nvJPEG on a GPU, libjpeg-turbo on the CPU.
+    One batched call: nvJPEG on a GPU, libjpeg-turbo on the CPU. A JPEG that does not decode raises
+    ValueError naming it (``names``: the files the bytes came from).
     """
-    images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    try:
+        images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError as error:          # find the file: torchvision's message does not name it
+        for jpeg, name in zip(jpegs, names or range(len(jpegs))):
+            try:
+                decode_jpeg(jpeg, mode=ImageReadMode.RGB)
+            except RuntimeError as bad:
+                raise ValueError(f"{name}: not a decodable JPEG ({bad})") from bad
+        raise error
     if len({image.shape for image in images}) == 1:
         return resize_frames(torch.stack(images), frame_size)
     return torch.cat([resize_frames(image[None], frame_size) for image in images])   # mixed sizes
@@ -94,16 +104,7 @@ def stream_frames(paths: list[Path], frame_size: int, batch_size: int, device: t
     batches = (np.arange(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size))
 
     def load(rows: np.ndarray) -> torch.Tensor:
-        jpegs = [read_file(str(paths[i])) for i in rows]
-        try:
-            return decode_frames(jpegs, frame_size, device)
-        except RuntimeError as error:          # name the file: torchvision's message does not
-            for i, jpeg in zip(rows, jpegs):
-                try:
-                    decode_jpeg(jpeg, mode=ImageReadMode.RGB)
-                except RuntimeError as bad:
-                    raise ValueError(f"{paths[i]}: not a decodable JPEG ({bad})") from bad
-            raise error
+        return decode_frames([read_file(str(paths[i])) for i in rows], frame_size, device, [paths[i] for i in rows])
 
     with ThreadPoolExecutor(depth) as pool:
         pending: deque = deque()
@@ -123,8 +124,9 @@ class FrameSource:
     def __init__(self, data_dir: str | Path, records: list[dataset.FrameRecord], frame_size: int,
                  device: torch.device, cache_bytes: int, progress: bool = True):
         self.frame_size, self.device = frame_size, device
-        self.jpegs = [read_file(str(Path(data_dir) / r.image))
-                      for r in tqdm(records, desc="reading frames", disable=not progress, leave=False)]
+        self.paths = [Path(data_dir) / r.image for r in records]
+        self.jpegs = [read_file(str(path))
+                      for path in tqdm(self.paths, desc="reading frames", disable=not progress, leave=False)]
         self.cache = None
         if len(records) * 3 * frame_size ** 2 <= cache_bytes:
             self.cache = torch.cat([self._decode(range(start, min(start + DECODE_BATCH, len(records))))
@@ -133,7 +135,8 @@ class FrameSource:
             self.jpegs = None
 
     def _decode(self, rows) -> torch.Tensor:
-        return decode_frames([self.jpegs[i] for i in rows], self.frame_size, self.device)
+        return decode_frames([self.jpegs[i] for i in rows], self.frame_size, self.device,
+                             [self.paths[i] for i in rows])
 
     def get(self, rows: np.ndarray) -> torch.Tensor:
         if self.cache is not None:

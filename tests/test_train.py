@@ -169,3 +169,13 @@ def test_bad_input_gives_clear_errors(data_dir, tmp_path):
     (all_train / "labels" / "cluster.npz").write_bytes(labels_path(data_dir, "cluster").read_bytes())
     with pytest.raises(ValueError, match="test split is empty"):
         train(all_train, "cluster", tmp_path / "r2", TINY, progress=False)
+
+
+def test_a_frame_that_does_not_decode_is_named(tmp_path):
+    data = make_dataset(tmp_path / "data", videos=8, frames=3)
+    bad = data / "videos/v2/frame_01.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    result = CliRunner().invoke(app, ["train", str(data), "--labels", "cluster", "--out", str(tmp_path / "run"),
+                                      "--preset", "tiny", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert str(bad) in result.output and "not a decodable JPEG" in result.output
