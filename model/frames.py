@@ -103,19 +103,23 @@ def stream_frames(paths: list[Path], frame_size: int, batch_size: int, device: t
     ``depth`` batches ahead by threads, so memory does not grow with the number of paths."""
     batches = (np.arange(start, min(start + batch_size, len(paths))) for start in range(0, len(paths), batch_size))
 
-    def load(rows: np.ndarray) -> torch.Tensor:
-        return decode_frames([read_file(str(paths[i])) for i in rows], frame_size, device, [paths[i] for i in rows])
+    def load(rows: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        names = [paths[i] for i in rows]
+        return rows, decode_frames([read_file(str(name)) for name in names], frame_size, device, names)
 
+    yield from _ahead(batches, load, depth)
+
+
+def _ahead(items: Iterator, work, depth: int) -> Iterator:
+    """``work(item)`` for each item, in order, computed up to ``depth`` items ahead by threads."""
     with ThreadPoolExecutor(depth) as pool:
         pending: deque = deque()
-        for rows in batches:
-            pending.append((rows, pool.submit(load, rows)))
+        for item in items:
+            pending.append(pool.submit(work, item))
             if len(pending) >= depth:
-                rows, future = pending.popleft()
-                yield rows, future.result()
+                yield pending.popleft().result()
         while pending:
-            rows, future = pending.popleft()
-            yield rows, future.result()
+            yield pending.popleft().result()
 
 
 class FrameSource:
@@ -180,14 +184,8 @@ def prefetch(frames: FrameSource, batches: Iterator[np.ndarray],
         with torch.cuda.stream(stream):
             return rows, frames.get(rows), stream
 
-    with ThreadPoolExecutor(depth) as pool:
-        pending: deque = deque()
-        for rows in batches:
-            pending.append(pool.submit(load, rows))
-            if len(pending) >= depth:
-                yield _ready(*pending.popleft().result())
-        while pending:
-            yield _ready(*pending.popleft().result())
+    for loaded in _ahead(batches, load, depth):
+        yield _ready(*loaded)
 
 
 def _ready(rows: np.ndarray, images: torch.Tensor, stream) -> tuple[np.ndarray, torch.Tensor]:
