@@ -152,6 +152,8 @@ def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
         if not container.streams.video:
             raise MediaError(path, "no video stream")
         stream = container.streams.video[0]
+        fps = float(stream.average_rate or 0)
+        allowed_gap = max(MEDIA_LIMITS.max_frame_gap_s, 2 / fps if fps else 0)   # slideshows: 2 frames
         images: dict[float, Image.Image] = {}
         decoded, shown, upcoming = None, None, None    # decoder iterator, last frame <= t, first frame > t
         try:
@@ -169,8 +171,6 @@ def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
                     shown = frame
                 if shown is None:
                     raise MediaError(path, f"no video frame at {t:.3f} s")
-                fps = float(stream.average_rate or 0)
-                allowed_gap = max(MEDIA_LIMITS.max_frame_gap_s, 2 / fps if fps else 0)   # slideshows: 2 frames
                 if shown.time is not None and t - shown.time > allowed_gap:
                     raise MediaError(path, f"no video frame near {t:.3f} s: frames stop at {shown.time:.3f} s "
                                            "(file cut short?)")
