@@ -7,7 +7,7 @@ Rules, applied in order:
 - image contains the object: marked by a strict majority of the annotators who named the
   winning category. Only they marked images *of that object*; someone who said "no", or named
   another object, marked nothing relevant, so counting them would only dilute the vote.
-- detector: answer "yes", resolved, and at least `detector_threshold` of the top images contain it.
+- detector: answer "yes", resolved, and at least `DETECTOR_PRECISION` of the top images contain it.
 
 Category names are compared exactly: the caller passes canonical names (merges already applied).
 """
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Iterable, Mapping, Sequence
 
-from model.settings import ANNOTATION
+from model.settings import ANNOTATION, DETECTOR_PRECISION
 
-ANSWERS = ("yes", "no", "texture")
+ANSWERS = ("yes", "no", "texture")       # is an object present in many of the unit's regions?
+AUDIBLE = ("yes", "no", "unsure")        # does the unit's object make the sound heard in the clip?
 
 # Float tolerance so that e.g. 36/60 reaches a 0.6 threshold whatever the rounding.
 PRECISION_TOLERANCE = 1e-9
@@ -97,7 +98,7 @@ def pairwise_agreement(labels: Sequence[str]) -> float | None:
 
 def aggregate_unit(unit: int, answers: Sequence[UnitAnswer], *,
                    n_images: int = ANNOTATION.top_images,
-                   threshold: float = ANNOTATION.detector_threshold,
+                   threshold: float = DETECTOR_PRECISION,
                    settlement: Settlement | None = None) -> UnitVerdict:
     """The verdict for `unit` from its annotators' answers (see the module docstring for rules)."""
     annotators = [a.annotator for a in answers]
@@ -136,7 +137,7 @@ def aggregate_unit(unit: int, answers: Sequence[UnitAnswer], *,
 
 def aggregate_units(answers_by_unit: Mapping[int, Sequence[UnitAnswer]], *,
                     n_images: int = ANNOTATION.top_images,
-                    threshold: float = ANNOTATION.detector_threshold,
+                    threshold: float = DETECTOR_PRECISION,
                     settlements: Mapping[int, Settlement] | None = None) -> list[UnitVerdict]:
     """`aggregate_unit` for every unit, in unit order."""
     settlements = settlements or {}

@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from model.settings import ANNOTATION
+from model.settings import DETECTOR_PRECISION
 
 CHARACTERISTIC_COLOR = "#d62728"
 OTHER_COLOR = "#1f77b4"
@@ -57,7 +57,7 @@ def detector_histograms_figure(histograms: Mapping[str, Mapping[str, int]],
 
 
 def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[str, Sequence[int]],
-                           chosen: float = ANNOTATION.detector_threshold) -> go.Figure:
+                           chosen: float = DETECTOR_PRECISION) -> go.Figure:
     """Fig. A1b: detectors as the threshold varies, one line per run, the chosen threshold marked."""
     figure = go.Figure()
     for run, counts in counts_by_run.items():

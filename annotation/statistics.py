@@ -7,11 +7,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from annotation.aggregate import (PRECISION_TOLERANCE, UnitAnswer, UnitVerdict, human_label,
+from annotation.aggregate import (AUDIBLE, PRECISION_TOLERANCE, UnitAnswer, UnitVerdict, human_label,
                                   pairwise_agreement)
 from model.settings import ANNOTATION
 
-AUDIBILITY = ("yes", "no", "unsure")
 
 
 def fleiss_kappa(table: np.ndarray | Sequence[Sequence[int]]) -> float:
@@ -96,8 +95,8 @@ class ClipJudgement:
     audible: str                    # "yes" / "no" / "unsure"
 
     def __post_init__(self) -> None:
-        if self.audible not in AUDIBILITY:
-            raise ValueError(f"audible must be one of {AUDIBILITY}, got {self.audible!r}")
+        if self.audible not in AUDIBLE:
+            raise ValueError(f"audible must be one of {AUDIBLE}, got {self.audible!r}")
 
 
 def clip_audibility(judgements: Iterable[ClipJudgement]) -> dict[tuple[int, int], bool]:

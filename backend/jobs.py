@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db.models import Job, Run
 from model.labels import KINDS as LABEL_KINDS
 from model.run import CHECKPOINT, METRICS
-from model.settings import JOBS, LABELS, TRAIN_PRESETS, WORLD_PRESETS, JobSettings
+from backend.config import JOBS, JobSettings
+from model.settings import LABELS, TRAIN_PRESETS, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
 DEVICES = ("auto", "cpu", "cuda")

@@ -153,8 +153,8 @@ def binary_codes(features: np.ndarray, train_mask: np.ndarray, bits: int = LABEL
                        mean=mean.cpu().numpy())
 
 
-def texture_weights(dim: int) -> np.ndarray:
-    """Per-dimension multipliers for the paper's weighted texture distance (see audio.texture_scale)."""
+def checked_texture_scale(dim: int) -> np.ndarray:
+    """audio.texture_scale(), checked against the textures' dimension."""
     w = audio.texture_scale()
     if w.shape != (dim,):
         raise ValueError(f"texture weights have shape {w.shape}, textures have {dim} dimensions")
@@ -179,7 +179,7 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
     if kind == "spectrum":
         features, weights = spectrum, np.ones(spectrum.shape[1], dtype=np.float32)
     else:
-        features, weights = textures, texture_weights(textures.shape[1])
+        features, weights = textures, checked_texture_scale(textures.shape[1])
     weighted = features * weights
     if kind == "cluster":
         result = cluster_labels(weighted, train_mask, k, settings.seed, settings.restarts, settings, device,

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Paper 4.1: a unit is a detector when >= 60% of its top images contain its object (human or automatic label).
+DETECTOR_PRECISION = 0.6
+
 
 @dataclass(frozen=True)
 class TextureSettings:
@@ -95,7 +98,6 @@ class AnnotationSettings:
     """Human labelling of units, as in the paper's section 4.1 (there: Mechanical Turk)."""
 
     annotators_per_unit: int = 3       # different people label each unit
-    detector_threshold: float = 0.6    # a detector when >= 60% of its top images contain the object
     reservation_minutes: int = 30      # a unit handed to an annotator is held for them this long
     sound_clips_per_unit: int = 30     # clips judged for audibility per detector (Table 1 rows 3-4)
     top_images: int = 60               # images shown per unit: its 60 largest activations
@@ -160,7 +162,6 @@ class UnitSettings:
     # Dissection: an image contains a category when the category's pixels and the unit's region
     # overlap by at least this fraction of the smaller of the two (see model/dissect.py).
     overlap_fraction: float = 0.5
-    detector_precision: float = 0.6   # paper: a unit is a detector when >= 60% of its top images agree
 
 
 UNITS = UnitSettings()
@@ -180,16 +181,3 @@ class MediaLimits:
 
 
 MEDIA_LIMITS = MediaLimits()
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """The admin pages' job queue (backend/jobs.py): how often the worker looks and reports."""
-
-    poll_seconds: float = 0.5          # queue polling, and progress/log/cancel checks while a job runs
-    log_chars: int = 200_000           # a job keeps the tail of its log: tqdm output grows without end
-    metrics_rows: int = 2_000          # training evaluations kept on the job for its chart
-    cancel_grace_seconds: float = 5.0  # SIGTERM, then SIGKILL after this long
-
-
-JOBS = JobSettings()

@@ -17,7 +17,7 @@ from backend.db.models import Job
 from backend.db.session import init_db, session_factory
 from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
                           run_worker, tqdm_fraction)
-from model.settings import JobSettings
+from backend.config import JobSettings
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 

@@ -75,7 +75,7 @@ def _write_dataset(root, n=60):
 
 def test_make_labels_writes_every_kind(tmp_path, monkeypatch):
     weights = np.full(502, 0.5, np.float32)
-    monkeypatch.setattr(labels, "texture_weights", lambda dim: weights)
+    monkeypatch.setattr(labels, "checked_texture_scale", lambda dim: weights)
     x = _write_dataset(tmp_path)
     cluster = np.load(make_labels(tmp_path, "cluster", k=3))
     assert str(cluster["kind"]) == "cluster" and int(cluster["k"]) == 3

@@ -15,7 +15,7 @@ from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreeme
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
 from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
                                UnitImage, UnitSettlement)
-from model.settings import ANNOTATION, AnnotationSettings
+from model.settings import ANNOTATION, DETECTOR_PRECISION, AnnotationSettings
 
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 21))   # Fig. A1b's x axis: 5% .. 100%
 GALLERY_IMAGES = 5                                              # Fig. 4 shows each detector's top 5
@@ -133,7 +133,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         unit_answers = tuple(answers.get(u.id, ()))
         complete = len(unit_answers) >= settings.annotators_per_unit or u.id in settlements
         verdict = (aggregate_unit(u.id, unit_answers, n_images=max(len(images[u.id]), 1),
-                                  threshold=settings.detector_threshold, settlement=settlements.get(u.id))
+                                  threshold=DETECTOR_PRECISION, settlement=settlements.get(u.id))
                    if complete else None)
         rows.append(UnitRow(u.id, u[1], u.index, unit_answers, verdict, u[4], u.auto_precision,
                             tuple(image_id for _, image_id in images[u.id][:GALLERY_IMAGES]), u.auto_iou))
@@ -147,7 +147,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         .where(UnitImage.unit_id.in_(unit_ids)))]
     characteristic = characteristic_flags(db)
     # The automatic label as a detector label: its category when dissection found it precise enough.
-    automatic_labels = {r.unit_id: (r.auto_category if _auto_detector(r, settings.detector_threshold) else None)
+    automatic_labels = {r.unit_id: (r.auto_category if _auto_detector(r, DETECTOR_PRECISION) else None)
                         for r in rows if r.auto_precision is not None}
     review_units = {v.unit for v in units_for_review(verdicts)}
     return RunReport(
@@ -160,7 +160,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         automatic=automatic_agreement(verdicts, automatic_labels), automatic_labels=automatic_labels,
         review=[r for r in rows if r.unit_id in review_units],
         complete_units=len(verdicts),
-        auto_detectors=automatic_detectors(rows, characteristic, settings.detector_threshold))
+        auto_detectors=automatic_detectors(rows, characteristic, DETECTOR_PRECISION))
 
 
 def detector_units(db: Session, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from backend.config import Settings
-from model.settings import UNITS
+from model.settings import DETECTOR_PRECISION, UNITS
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +54,7 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, LookupError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
-        counts = detector_counts(labels, UNITS.detector_precision)
+        counts = detector_counts(labels, DETECTOR_PRECISION)
         typer.echo(f"wrote {out}: {counts['detectors']} of {len(labels)} units have precision >= "
-                   f"{UNITS.detector_precision:.0%} for a category ({counts['categories']} categories): "
+                   f"{DETECTOR_PRECISION:.0%} for a category ({counts['categories']} categories): "
                    f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones")

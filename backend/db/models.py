@@ -11,13 +11,13 @@ from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Inte
                         String, Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from annotation.aggregate import ANSWERS, AUDIBLE
+
 # Stable constraint names so that migrations can alter them (SQLite batch mode needs names).
 NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
           "ck": "ck_%(table_name)s_%(constraint_name)s",
           "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s"}
 
-ANSWERS = ("yes", "no", "texture")          # is an object present in many of the unit's regions?
-AUDIBLE = ("yes", "no", "unsure")           # does the object make the sound heard in the clip?
 
 
 def _now() -> datetime:
