@@ -29,11 +29,11 @@ from backend.db.models import Job, Run
 from model.labels import KINDS as LABEL_KINDS
 from model.run import CHECKPOINT, METRICS
 from backend.config import JOBS, JobSettings
-from model.settings import LABELS, TRAIN_PRESETS, WORLD_PRESETS
+from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
 DEVICES = ("auto", "cpu", "cuda")
-OBJECTS = ("procedural", "tuxpaint", "auto")
+
 HOST = socket.gethostname()
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
 
@@ -100,7 +100,7 @@ def job_params(kind: str, fields: dict) -> dict:
     params: dict = {}
     if kind in ("demo", "world"):
         params["world_preset"] = _choice(fields, "world_preset", WORLD_PRESETS, "tiny")
-        params["objects"] = _choice(fields, "objects", OBJECTS, "procedural")
+        params["objects"] = _choice(fields, "objects", OBJECT_MODES, "procedural")
         params["videos"] = _integer(fields, "videos", None)
         params["seed"] = _integer(fields, "seed", 0, low=0)
     if kind == "ingest":

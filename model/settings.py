@@ -123,10 +123,13 @@ class WorldSettings:
     object_count_weights: tuple[float, ...] = (0.1, 0.35, 0.35, 0.2)   # P(0, 1, 2, 3 objects)
     # Share of videos (with objects) filmed around a subject that makes a sound, as personal videos
     # mostly are (the paper's Flickr videos: people, babies, pets, traffic, waterfalls).
-    subject_probability: float = 0.8
-    audible_on_s: tuple[float, float] = (2.5, 5.5)        # a sounding object's bursts of sound ...
-    audible_off_s: tuple[float, float] = (1.0, 2.5)       # ... and its pauses: heard ~70% of the time
-    offscreen_probability: float = 0.3                    # chance a video also hears an unseen source
+    subject_probability: float = 0.9
+    # The subject is filmed from nearer than other objects: its height is drawn between the middle of
+    # its category's range and this multiple of the range's top (people film what they record close up).
+    subject_zoom: float = 1.3
+    audible_on_s: tuple[float, float] = (3.0, 6.0)        # a sounding object's bursts of sound ...
+    audible_off_s: tuple[float, float] = (0.5, 1.5)       # ... and its pauses: heard ~80% of the time
+    offscreen_probability: float = 0.15                   # chance a video also hears an unseen source
     object_rms: tuple[float, float] = (0.06, 0.15)        # loudness of a sound source
     ambience_rms: tuple[float, float] = (0.008, 0.02)     # scene ambience stays well below the sources
     # The camera pans linearly (random direction) over a canvas this much wider than the frame, as a
@@ -137,6 +140,7 @@ class WorldSettings:
 
 
 WORLD = WorldSettings()
+OBJECT_MODES = ("auto", "procedural", "tuxpaint")   # where the world's objects come from (model/world)
 WORLD_PRESETS = {
     "tiny": WorldPreset(videos=4, duration_s=6.0),        # tests: seconds
     "demo": WorldPreset(videos=400, duration_s=6.0),      # < 2 min here; ~4,000 frames after ingest

@@ -5,11 +5,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
-from model.audio import TEXTURE_GROUPS, is_silent, sound_texture
-from model.media import MediaError, probe, read_audio
 from model.settings import TEXTURE
 
 
@@ -18,7 +15,9 @@ def _clip_start(at: float, duration: float, clip_seconds: float) -> float:
     return min(max(at - clip_seconds / 2, 0.0), max(duration - clip_seconds, 0.0))
 
 
-def _summary(texture: np.ndarray, path: Path, start: float, seconds: float, silent: bool) -> str:
+def _summary(texture, path: Path, start: float, seconds: float, silent: bool) -> str:
+    from model.audio import TEXTURE_GROUPS
+
     lines = [f"{path}: sound texture of {start:.2f}-{start + seconds:.2f} s ({texture.size} values)"]
     if silent:
         lines.append("  SILENT clip: every statistic but loudness is 0")
@@ -41,6 +40,9 @@ def register(app: typer.Typer) -> None:
                                      "loudness, silent and the whole 502-d vector."),
     ) -> None:
         """Print the McDermott-Simoncelli sound texture of the 3.75 s of FILE around --at."""
+        from model.audio import TEXTURE_GROUPS, is_silent, sound_texture
+        from model.media import MediaError, probe, read_audio
+
         try:
             info = probe(file)
             if not info.has_audio:

@@ -5,9 +5,7 @@ from pathlib import Path
 
 import typer
 
-from model.settings import WORLD_PRESETS
-from model.world import generate_world
-from model.world.generate import OBJECT_MODES
+from model.settings import OBJECT_MODES, WORLD_PRESETS
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +24,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, "--workers", min=1, help="Processes (default 2)."),
     ) -> None:
         """Generate videos of scenes with objects and loosely tied sounds, with per-frame truth."""
+        from model.world import generate_world
+
         if preset not in WORLD_PRESETS:
             raise typer.BadParameter(f"{preset!r}; choose one of {', '.join(WORLD_PRESETS)}", param_hint="--preset")
         if objects not in OBJECT_MODES:

@@ -15,13 +15,12 @@ from tqdm import tqdm
 from model.categories import category_by_name
 from model.dataset import write_json_atomic
 from model.media import write_video
-from model.settings import WORLD, WORLD_PRESETS, WorldSettings
+from model.settings import OBJECT_MODES, WORLD, WORLD_PRESETS, WorldSettings
 from model.world import sounds, tuxpaint
 from model.world.objects import DRAWERS
 from model.world.scenes import LAYOUT, SCENES, Scene, place, render_background
 from model.world.truth import MIN_PIXELS, SUMMARY, TRUTH_DIR, VIDEOS_DIR, camera_x, write_truth
 
-OBJECT_MODES = ("auto", "procedural", "tuxpaint")
 MIN_VISIBLE = 0.5        # an object hidden more than this by nearer ones is left out of the picture
 
 
@@ -89,7 +88,8 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
         subject = has_subject and k == 0
         size_range, anchor = LAYOUT[category]
         low, high = size_range
-        height = int(rng.uniform((low + high) / 2 if subject else low, high) * cfg.height)
+        height = int((rng.uniform((low + high) / 2, high * cfg.subject_zoom) if subject
+                      else rng.uniform(low, high)) * cfg.height)
         stamp = None
         # Few stamps of a category would repeat one photo; mix in procedural ones there for variety.
         if category in stamps and (len(stamps[category]) >= 3 or category not in DRAWERS or rng.random() < 0.5):
