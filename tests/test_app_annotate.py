@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app_helpers import add_user, login, seed_run, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.tasks import reserve_next_unit, utcnow
+from backend.app.units import reserve_next_unit, utcnow
 from backend.config import Settings
 from backend.db.models import Annotation, Category, ImageMark, SoundJudgement, UnitReservation
 from backend.db.session import init_db, session_factory

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app_helpers import PASSWORD, csrf_of, login
 from backend.app import create_app
-from backend.app.logins import SESSION_DAYS
+from backend.app.auth import SESSION_DAYS
 from backend.app.main import SESSION_COOKIE
 from backend.app.security import hash_password, normalise_category_name, verify_password
 from backend.cli import app as cli

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app_helpers import add_user, database_url, login, seed_run, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.tasks import submit_annotation
+from backend.app.units import submit_annotation
 from backend.cli import app as cli
 from backend.config import Settings
 from backend.db.models import Annotation, Annotator, Category, SoundJudgement, Unit

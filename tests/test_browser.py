@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
-from backend.app.tasks import submit_annotation
+from backend.app.units import submit_annotation
 from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, Unit
 from backend.db.session import init_db, session_factory
 

@@ -8,12 +8,12 @@ from fastapi.responses import HTMLResponse
 from starlette.datastructures import FormData
 from sqlalchemy.orm import Session
 
-from backend.app.logins import session_user
+from backend.app.auth import session_user
 from backend.app.security import CSRF_FIELD, CSRF_HEADER, csrf_matches, new_csrf_token
 from backend.db.models import Annotator
 
 
-SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backend/app/logins.py)
+SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backend/app/auth.py)
 
 
 class LoginRequired(Exception):

@@ -24,7 +24,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.deps import LoginRequired, render
-from backend.app.logins import SESSION_DAYS
+from backend.app.auth import SESSION_DAYS
 from backend.app.routes import (api, auth, categories, clusters, docs, images, jobs, results, review, sound, units,
                                 users)
 from backend.config import Settings

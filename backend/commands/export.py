@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         """Export a run's detector units: unit, category, precision, annotators, agreement, characteristic."""
         from sqlalchemy import or_, select
 
-        from backend.app.report import detector_records, detectors_csv, run_report, table1_record
+        from backend.app.results import detector_records, detectors_csv, run_report, table1_record
         from backend.config import Settings
         from backend.db.models import Run
         from backend.db.session import init_db, session_factory

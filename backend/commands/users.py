@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Add an account; prints the generated password when none is given."""
-        from backend.app.accounts import AccountError, add_account
+        from backend.app.users import AccountError, add_account
         from backend.config import Settings
         from backend.db.session import init_db, session_factory
 
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         """Set an account's password; this logs the account out of every session."""
         from sqlalchemy import select
 
-        from backend.app.accounts import AccountError, set_password
+        from backend.app.users import AccountError, set_password
         from backend.config import Settings
         from backend.db.models import Annotator
         from backend.db.session import init_db, session_factory

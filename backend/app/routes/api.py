@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import admin_user, get_db
-from backend.app.report import RunReport, detector_records, detectors_csv, run_report, table1_record
+from backend.app.results import RunReport, detector_records, detectors_csv, run_report, table1_record
 from backend.db.models import Run
 
 router = APIRouter(prefix="/api", tags=["export"], dependencies=[Depends(admin_user)])

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import SESSION_TOKEN, check_csrf, get_db, optional_user, render
-from backend.app.logins import end_session, start_session
+from backend.app.auth import end_session, start_session
 from backend.app.security import new_csrf_token, verify_password
 from backend.db.models import Annotator
 

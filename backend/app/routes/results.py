@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
 from backend.app.deps import admin_user, get_db, render
-from backend.app.report import THRESHOLDS, characteristic_flags, run_report
+from backend.app.results import THRESHOLDS, characteristic_flags, run_report
 from backend.db.models import Annotator, Run
 
 router = APIRouter(include_in_schema=False)

@@ -7,8 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import admin_user, check_csrf, flash, get_db, render
-from backend.app.report import run_report
-from backend.app.tasks import TaskError, resolve_category
+from backend.app.results import run_report
+from backend.app.units import TaskError, resolve_category
 from backend.db.models import ANSWERS, Annotator, Category, Run, Unit, UnitSettlement
 
 router = APIRouter(include_in_schema=False)

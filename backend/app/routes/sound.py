@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from backend.app.deps import check_csrf, current_user, flash, form_fields, get_db, render
-from backend.app.report import detector_units
-from backend.app.tasks import TaskError, next_sound_unit, sound_clips, submit_sound_judgements
+from backend.app.results import detector_units
+from backend.app.units import TaskError, next_sound_unit, sound_clips, submit_sound_judgements
 from backend.db.models import Annotator, Unit
 
 router = APIRouter(include_in_schema=False)

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from backend.app.deps import check_csrf, current_user, flash, get_db, render
-from backend.app.tasks import (TaskError, has_submissions, reserve_next_unit,
+from backend.app.units import (TaskError, has_submissions, reserve_next_unit,
                                submission_count, submit_annotation, undo_last_annotation, utcnow)
 from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
 from model.categories import category_by_name

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.accounts import AccountError, DuplicateAccount, add_account, set_password
+from backend.app.users import AccountError, DuplicateAccount, add_account, set_password
 from backend.app.deps import SESSION_TOKEN, admin_user, check_csrf, get_db, render
 from backend.db.models import Annotator
 

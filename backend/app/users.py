@@ -6,7 +6,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.logins import end_sessions
+from backend.app.auth import end_sessions
 from backend.app.security import generate_password, hash_password
 from backend.db.models import Annotator
 
