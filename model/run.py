@@ -93,7 +93,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[C
         path = run_dir / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)   # a pickle may run code: tensors and plain types only
     info = RunInfo.from_dict(state["run"])
     model = info.build_model()
     model.load_state_dict(state["model"])
