@@ -23,7 +23,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import dataset  # noqa: E402
-from model.labels import labels_path  # noqa: E402
+from model.dataset import labels_file  # noqa: E402
 from model.network import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
 from model.train import train  # noqa: E402
@@ -61,7 +61,7 @@ def make_dataset(root: Path) -> None:
                                            "clip.mp3", "test" if i % 10 == 0 else "train", False))
     dataset.write_manifest(root, records, rng.normal(size=(FRAMES, 502)), rng.normal(size=(FRAMES, 32)))
     (root / "labels").mkdir()
-    np.savez(labels_path(root, "cluster"), kind="cluster", k=CLASSES, labels=rng.integers(0, CLASSES, FRAMES),
+    np.savez(labels_file(root, "cluster"), kind="cluster", k=CLASSES, labels=rng.integers(0, CLASSES, FRAMES),
              keep=np.array([r.split == "train" for r in records]))
 
 

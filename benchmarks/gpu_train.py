@@ -29,7 +29,7 @@ from torchvision.io import encode_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import dataset  # noqa: E402
-from model.labels import labels_path  # noqa: E402
+from model.dataset import labels_file  # noqa: E402
 from model.network import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
 from model.train import train  # noqa: E402
@@ -89,7 +89,7 @@ def make_dataset(root: Path, frames: int, workers: int) -> None:
                                    "test" if i % 50 == 0 else "train", False) for i, path in enumerate(paths)]
     dataset.write_manifest(root, records, rng.normal(size=(frames, 502)), rng.normal(size=(frames, 32)))
     (root / "labels").mkdir()
-    np.savez(labels_path(root, "cluster"), kind="cluster", k=CLASSES, labels=rng.integers(0, CLASSES, frames),
+    np.savez(labels_file(root, "cluster"), kind="cluster", k=CLASSES, labels=rng.integers(0, CLASSES, frames),
              keep=np.array([r.split == "train" for r in records]))
 
 

@@ -29,6 +29,7 @@ MANIFEST = "manifest.jsonl"
 TEXTURES = "textures.npy"
 SPECTRUM = "spectrum.npy"
 REPORT = "ingest_report.json"
+LABELS_DIR = "labels"
 
 
 @dataclass
@@ -42,6 +43,22 @@ class FrameRecord:
     clip: str            # path relative to DATA_DIR
     split: str           # "train" or "test"
     silent: bool
+
+
+def is_dataset(path: str | Path) -> bool:
+    """Whether ``path`` is a finished dataset folder (ingest writes the manifest last)."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def labels_file(data_dir: str | Path, kind: str) -> Path:
+    """Where ``ambient labels --kind KIND`` writes (model/labels.py)."""
+    return Path(data_dir) / LABELS_DIR / f"{kind}.npz"
+
+
+def read_report(data_dir: str | Path) -> dict:
+    """DATA_DIR/ingest_report.json, or {} when ingest wrote none (a dataset assembled by hand)."""
+    path = Path(data_dir) / REPORT
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -23,10 +23,8 @@ from model import dataset as ds
 from model.activations import LayerGeometry, receptive_field_masks
 from model.categories import category_by_name
 from model.media import resize_center_crop
+from model.run import dissection_file, units_file
 from model.settings import UNITS, UnitSettings
-
-DISSECTION = "dissection.json"
-
 
 @dataclass(frozen=True)
 class UnitLabel:
@@ -104,8 +102,6 @@ def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: st
 
     ``truth_of(record)`` gives the objects (category, mask in video pixels) visible in a frame.
     """
-    from model.units import units_file
-
     path = units_file(run_dir, layer or settings.layer)
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run `ambient units {run_dir}` first")
@@ -135,9 +131,9 @@ def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: st
     return labels
 
 
-def write_dissection(run_dir: Path, labels: Sequence[UnitLabel]) -> Path:
-    path = Path(run_dir) / DISSECTION
-    ds.write_json_atomic(path, [asdict(label) for label in labels])
+def write_dissection(run_dir: Path, labels: Sequence[UnitLabel], layer: str) -> Path:
+    path = dissection_file(run_dir)
+    ds.write_json_atomic(path, [{**asdict(label), "layer": layer} for label in labels])
     return path
 
 

@@ -19,7 +19,8 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from tqdm import tqdm
 
 from model import dataset
-from model.labels import KINDS, labels_path
+from model.dataset import labels_file
+from model.labels import KINDS
 from model.run import resize_frames
 
 DECODE_BATCH = 256
@@ -55,12 +56,12 @@ class LabelTargets:
 def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRecord]) -> LabelTargets:
     if kind not in KINDS:
         raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(KINDS)}")
-    path = labels_path(data_dir, kind)
+    path = labels_file(data_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")
     saved = np.load(path)
     split = np.array([r.split for r in records])
-    if kind == "cluster":
+    if kind in ("cluster", "scene"):      # one class per frame (scene: the control, see model/labels.py)
         targets = torch.as_tensor(saved["labels"], dtype=torch.long)
         train_mask, num_outputs = saved["keep"], int(saved["k"])
     else:

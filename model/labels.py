@@ -6,9 +6,13 @@ GPU when present. Written to ``DATA_DIR/labels/<kind>.npz``:
     cluster:          kind, k, labels (N,) int64, centroids (k, 502) in weighted space, distances (N,),
                       keep (N,) bool (train frames within the median distance), weights (502,)
     binary/spectrum:  kind, bits, codes (N, bits) uint8, components (bits, D), mean (D,), weights (D,)
+    scene:            kind, k, labels (N,) int64, keep (N,) bool (every training frame), names (k,):
+                      not a sound label but the control the paper compares with (a scene-trained network,
+                      Places): each frame's scene from the generated world's truth, trained like clusters.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,10 @@ import torch
 from tqdm import tqdm
 
 from model import audio, dataset
+from model.device import resolve_device
 from model.settings import LABELS, LabelSettings
 
-KINDS = ("cluster", "binary", "spectrum")
+KINDS = ("cluster", "binary", "spectrum", "scene")
 
 
 @dataclass
@@ -37,10 +42,6 @@ class BinaryCodes:
     codes: np.ndarray        # (N, bits) uint8: sign of each centred projection
     components: np.ndarray   # (bits, D) principal axes of the training split, largest variance first
     mean: np.ndarray         # (D,) training mean
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _nearest(x: torch.Tensor, x_sq: torch.Tensor, centroids: torch.Tensor,
@@ -107,7 +108,7 @@ def cluster_labels(textures: np.ndarray, train_mask: np.ndarray, k: int = LABELS
         raise ValueError("the training split is empty: no frames to cluster")
     if k < 1 or k > n_train:
         raise ValueError(f"cannot make {k} clusters from {n_train} training frames")
-    device = device or default_device()
+    device = device or resolve_device()
     x_all = torch.as_tensor(textures, dtype=torch.float32, device=device)
     x_train = x_all[torch.as_tensor(train_mask, device=device)]
     train_sq = (x_train * x_train).sum(1)
@@ -134,7 +135,7 @@ def binary_codes(features: np.ndarray, train_mask: np.ndarray, bits: int = LABEL
         raise ValueError(f"need at least 2 training frames for PCA, got {n_train}")
     if bits > dim:
         raise ValueError(f"cannot make {bits} bits from {dim}-d features")
-    device = device or default_device()
+    device = device or resolve_device()
     x_all = torch.as_tensor(features, dtype=torch.float32, device=device)
     x_train = x_all[torch.as_tensor(train_mask, device=device)]
     # Sums in float64, chunk by chunk: 1.8M rows' covariance in float32 loses the small components,
@@ -161,8 +162,19 @@ def checked_texture_scale(dim: int) -> np.ndarray:
     return w
 
 
-def labels_path(data_dir: str | Path, kind: str) -> Path:
-    return Path(data_dir) / "labels" / f"{kind}.npz"
+def scene_labels(data_dir: str | Path, records: list[dataset.FrameRecord]) -> tuple[np.ndarray, list[str]]:
+    """(scene index of every frame, scene names) from the truth of the world DATA_DIR was ingested from."""
+    from model.world.scenes import SCENES
+    from model.world.truth import find_world_dir, video_truth
+
+    report_path = Path(data_dir) / dataset.REPORT
+    videos_dir = json.loads(report_path.read_text()).get("videos_dir") if report_path.exists() else None
+    if not videos_dir:
+        raise FileNotFoundError(f"{report_path}: records no videos folder; scene labels need a generated world")
+    world_dir = find_world_dir(videos_dir)
+    names = [scene.name for scene in SCENES]
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[video_truth(world_dir, r.video)[0]["scene"]] for r in records], np.int64), names
 
 
 def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
@@ -176,6 +188,9 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
     if len(records) == 0:
         raise ValueError(f"{data_dir}: the manifest lists no frames")
     train_mask = np.array([r.split == "train" for r in records])
+    if kind == "scene":
+        scenes, names = scene_labels(data_dir, records)
+        return _save(data_dir, kind, dict(labels=scenes, keep=train_mask, k=len(names), names=np.array(names)))
     if kind == "spectrum":
         features, weights = spectrum, np.ones(spectrum.shape[1], dtype=np.float32)
     else:
@@ -189,9 +204,13 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
     else:
         result = binary_codes(weighted, train_mask, settings.bits, device)
         arrays = dict(codes=result.codes, components=result.components, mean=result.mean, bits=settings.bits)
-    path = labels_path(data_dir, kind)
+    return _save(data_dir, kind, dict(weights=weights, **arrays))
+
+
+def _save(data_dir: str | Path, kind: str, arrays: dict) -> Path:
+    path = dataset.labels_file(data_dir, kind)
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, kind=kind, weights=weights, **arrays)
+    np.savez(tmp, kind=kind, **arrays)
     os.replace(tmp, path)
     return path

@@ -9,6 +9,16 @@ Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
                     and CUDA RNG states; data order and crops follow from the step), "run" (RunInfo as dict)
     model.pt        final weights: {"model": state_dict, "run": RunInfo as dict, "step": int}
 
+Written by ``ambient units`` and ``ambient dissect`` (the same layout for any analysed network)::
+
+    units_<layer>.npz   each unit's top images: scores, frame_ids (manifest rows of the pool, -1 = none),
+                        maps (their activation maps), meta (JSON: pool, geometry, network), and their
+                        masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit)
+    dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding"}, ...]
+
+This module owns every path in RUN_DIR and every reader of these files; ``ambient publish`` loads them
+into the database.
+
 State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compile wrapper), so
 ``CaffeNetBN(info.num_outputs, info.crop_size, info.fc_width).load_state_dict(...)`` always works.
 """
@@ -19,6 +29,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.network import CaffeNetBN, normalize_images
@@ -27,6 +38,7 @@ RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
+DISSECTION = "dissection.json"
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,85 @@ def write_run_json(run_dir: Path, info: RunInfo, extra: dict) -> None:
     tmp = run_dir / (RUN_JSON + ".tmp")
     tmp.write_text(json.dumps({**asdict(info), **extra}, indent=1))
     os.replace(tmp, run_dir / RUN_JSON)
+
+
+def read_run_json(run_dir: str | Path) -> dict:
+    """RUN_DIR/run.json, or {} for a folder no training wrote (an analysis of another network)."""
+    path = Path(run_dir) / RUN_JSON
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def read_metrics(run_dir: str | Path, limit: int | None = None) -> list[dict]:
+    """The evaluations in RUN_DIR/metrics.jsonl, oldest first (the last ``limit`` of them).
+
+    Training appends while others read: a half-written last line is not an evaluation yet.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            break
+    return rows[-limit:] if limit else rows
+
+
+def last_metrics(run_dir: str | Path) -> dict:
+    rows = read_metrics(run_dir, 1)
+    return rows[-1] if rows else {}
+
+
+def units_file(run_dir: str | Path, layer: str | None) -> Path:
+    return Path(run_dir) / f"units_{layer or 'output'}.npz"
+
+
+def analysed_layers(run_dir: str | Path) -> list[str]:
+    """The layers ``ambient units`` has finished in RUN_DIR."""
+    return sorted(path.stem.removeprefix("units_") for path in Path(run_dir).glob("units_*.npz")
+                  if not path.name.endswith(".tmp.npz"))
+
+
+def read_units_meta(path: Path) -> dict:
+    """A units file's meta: the pool's data_dir, layer, network kind and labels, geometry, mask settings."""
+    with np.load(path) as data:
+        return json.loads(str(data["meta"]))
+
+
+def dissection_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / DISSECTION
+
+
+def read_dissection(run_dir: str | Path) -> list[dict]:
+    return json.loads(dissection_file(run_dir).read_text())
+
+
+def save_npz_atomic(path: Path, **arrays) -> None:
+    """np.savez so that a reader sees either the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def pack_jpegs(jpegs: list[list[bytes]]) -> dict[str, np.ndarray]:
+    """Each unit's masked JPEGs (best first) as arrays for an npz: the bytes end to end and where each starts."""
+    flat = [image for unit in jpegs for image in unit]
+    offsets = np.zeros(len(flat) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(image) for image in flat])
+    counts = np.array([len(unit) for unit in jpegs], np.int64)
+    return {"jpegs": np.frombuffer(b"".join(flat), np.uint8), "offsets": offsets, "counts": counts}
+
+
+def load_unit_images(path: Path) -> list[list[bytes]]:
+    """The masked JPEGs of a units file, per unit, best first."""
+    with np.load(path) as data:
+        blob, offsets, counts = data["jpegs"].tobytes(), data["offsets"], data["counts"]
+    images = [blob[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    ends = np.cumsum(counts).tolist()
+    return [images[start:end] for start, end in zip([0, *ends[:-1]], ends)]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[CaffeNetBN, RunInfo]:

@@ -1,5 +1,6 @@
 """Extract a layer's units (paper 4.1): each unit's top images over a frame pool, masked to its
-receptive field, written to RUN_DIR/units_<layer>.npz and, in one transaction, to the store.
+receptive field, written to RUN_DIR/units_<layer>.npz and RUN_DIR/unit_images_<layer>.npz (files only:
+``ambient publish`` loads them into the database).
 
 Entry point: ``extract_units``. Any network can be analysed: our trained run, a torchvision
 architecture with the user's weights, or a TorchScript trunk whose output is the layer.
@@ -7,7 +8,6 @@ architecture with the user's weights, or a TorchScript trunk whose output is the
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,7 @@ from model.activations import (LayerGeometry, RunningTopK, TopImages, darken_out
                                receptive_field_masks)
 from model.frames import stream_frames
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
-from model.run import METRICS, center_crop, load_run
+from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
 
 UNITS_PER_MASK_BATCH = 8
@@ -183,43 +183,35 @@ def _jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
     return [data.cpu().numpy().tobytes() for data in encode_jpeg(list(images), quality=quality)]
 
 
-def units_file(run_dir: Path, layer: str | None) -> Path:
-    return Path(run_dir) / f"units_{layer or 'output'}.npz"
-
-
-def save_top_images(path: Path, top: TopImages, geometry: LayerGeometry, network: Network,
-                    data_dir: Path, settings: UnitSettings) -> None:
-    """What ``ambient dissect`` reads: the top images, their maps and how to place them on the frames."""
+def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: LayerGeometry, network: Network,
+               data_dir: Path, settings: UnitSettings) -> None:
+    """The top images, their maps, how to place them on the frames (``ambient dissect`` reads these) and
+    their masked JPEGs (``ambient publish``), in one file written at once."""
     meta = {"data_dir": str(Path(data_dir).resolve()), "layer": network.layer, "kind": network.kind,
             "frame_size": network.frame_size, "input_size": network.input_size,
             "rf_size": geometry.rf_size, "stride": geometry.stride, "offset": geometry.offset,
-            "rf_radius": rf_radius(geometry, settings), "activation_fraction": settings.activation_fraction}
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
-             maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta))
-    os.replace(tmp, path)
+            "rf_radius": rf_radius(geometry, settings), "activation_fraction": settings.activation_fraction,
+            "labels_kind": network.labels_kind}
+    save_npz_atomic(path, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
+                    maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta), **pack_jpegs(jpegs))
 
 
-def last_metrics(run_dir: Path) -> dict:
-    path = Path(run_dir) / METRICS
-    if not path.exists():
-        return {}
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else {}
+def pool_warning(pool_size: int, top: int) -> str | None:
+    """A warning when the pool is too small for top images to mean much (each unit's top would be most of it)."""
+    if pool_size < 10 * top:
+        return (f"the pool holds {pool_size} frames, fewer than 10 x --top ({10 * top}): each unit's top {top} "
+                f"images are a large share of the pool; pool more frames (--split all, or more videos)")
+    return None
 
 
-def extract_units(run_dir: Path, data_dir: Path, db_url: str, settings: UnitSettings = UNITS,
+def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
                   model_spec: str | None = None, weights: Path | None = None, one_per_video: bool = False,
                   device: str | torch.device = "cpu", show_progress: bool = True) -> dict:
-    """Find, mask and store the units of ``settings.layer``; returns a short summary.
+    """Find and mask the units of ``settings.layer`` into RUN_DIR's files; returns a short summary.
 
-    The store is written in one transaction: a failed or killed extraction leaves it as it was,
-    and a re-run replaces the run's units of that layer.
+    Both files are written atomically, the masked images last: a killed extraction leaves the
+    previous analysis of that layer whole.
     """
-    from backend.db import store
-    from backend.db.session import init_db, session_factory
-    from model.categories import load_categories
-
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     network = load_network(run_dir, settings.layer, model_spec, weights, device)
     geometry = layer_geometry(network.module, network.layer)
@@ -227,26 +219,11 @@ def extract_units(run_dir: Path, data_dir: Path, db_url: str, settings: UnitSett
     with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
         top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_top_images(units_file(run_dir, network.layer), top, geometry, network, data_dir, settings)
-
-    all_records = ds.load_manifest(data_dir)
-    textures = np.load(data_dir / ds.TEXTURES, mmap_mode="r") if (data_dir / ds.TEXTURES).exists() else None
-    report_path = data_dir / ds.REPORT
-    videos_dir = json.loads(report_path.read_text()).get("videos_dir") if report_path.exists() else None
     num_units = top.scores.shape[0]
-    engine = init_db(db_url)
-    with session_factory(engine).begin() as session:
-        store.seed_categories(session, load_categories())
-        dataset = store.register_dataset(session, data_dir, all_records, textures, videos_dir)
-        run = store.upsert_run(session, run_dir, network.kind, network.labels_kind, last_metrics(run_dir), dataset)
-        layer = store.LayerRecord(network.layer or "output", num_units, network.input_size, geometry.rf_size,
-                                  rf_radius(geometry, settings))
-        masked = masked_units(network, geometry, top, data_dir, {r.frame_id: r for r in all_records},
-                              settings, device)
-        unit_records = (store.UnitRecord(unit, [store.UnitImageRecord(*image) for image in images])
-                        for unit, images in tqdm(masked, total=num_units, desc="masks", unit="unit",
-                                                 disable=not show_progress))
-        store.replace_units(session, run, dataset, layer, unit_records)
-    return {"units": num_units, "pool": len(records), "layer": layer.name, "rf_size": geometry.rf_size,
-            "rf_radius": layer.rf_radius, "run_id": run.id}
-
+    all_records = {r.frame_id: r for r in ds.load_manifest(data_dir)}
+    masked = masked_units(network, geometry, top, data_dir, all_records, settings, device)
+    jpegs = [[jpeg for _row, _score, jpeg in images]
+             for _unit, images in tqdm(masked, total=num_units, desc="masks", unit="unit", disable=not show_progress)]
+    save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings)
+    return {"units": num_units, "pool": len(records), "layer": network.layer or "output",
+            "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings)}

@@ -7,14 +7,15 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app_helpers import add_user, database_url, login, write_wav
-from backend.app.clusters import cochleagram_image, one_per_video, sound_groups
+from backend.app.clusters import cochleagram_image
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db import store
 from backend.db.models import Frame
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 from model import dataset
 from model.audio import TEXTURE_DIM
+from model.clusters import dataset_sound_groups, one_per_video, sound_groups
 from model.labels import make_labels
 
 HTML = {"accept": "text/html"}
@@ -64,7 +65,7 @@ def test_cochleagram_image_puts_high_frequencies_at_the_top():
 
 @pytest.fixture()
 def site(tmp_path):
-    """A 12-frame dataset with 2-cluster labels, registered with a run as `ambient units` would."""
+    """A 12-frame dataset with 2-cluster labels, published with a run as `ambient publish` would."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     recs = records(12)
@@ -77,9 +78,10 @@ def site(tmp_path):
     dataset.write_manifest(data_dir, recs, textures, np.zeros((12, 32), np.float32))
     make_labels(data_dir, "cluster", k=2)
     url = database_url(tmp_path)
-    with session_factory(init_db(url))() as db, db.begin():
+    with session_factory(upgrade_db(url))() as db, db.begin():
         ds = store.register_dataset(db, data_dir, recs, textures, None)
-        store.upsert_run(db, tmp_path / "run", "caffenet-bn", "cluster", {}, ds)
+        run = store.upsert_run(db, tmp_path / "run", "caffenet-bn", "cluster", {}, ds)
+        store.replace_sound_clusters(db, run, ds, dataset_sound_groups(data_dir, "cluster"))
     add_user(url, "ann")
     client = TestClient(create_app(Settings(database_url=url)))
     login(client, "ann")
@@ -92,7 +94,7 @@ def test_cluster_pages_show_frames_clips_charts_and_cochleagrams(site):
     page = client.get("/runs/1/clusters", headers=HTML).text
     assert page.count('class="cluster"') == 2 and "6 frames, 50.0% of all" in page
     assert "Envelope mean and std. dev." in page and "Modulation power" in page and "Correlations" in page
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         frame_id = db.query(Frame.id).filter(Frame.row == 4).scalar()
     assert f'src="/frames/{frame_id}/clip"' in page
     clip = client.get(f"/frames/{frame_id}/clip")

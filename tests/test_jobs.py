@@ -14,7 +14,7 @@ from app_helpers import add_user, database_url, login
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
                           run_worker, tqdm_fraction)
 from backend.config import JobSettings
@@ -25,12 +25,12 @@ FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 @pytest.fixture()
 def url(tmp_path):
     url = database_url(tmp_path)
-    init_db(url)
+    upgrade_db(url)
     return url
 
 
 def sessions_of(url):
-    return session_factory(init_db(url))
+    return session_factory(upgrade_db(url))
 
 
 def test_ingest_paths_are_checked(tmp_path):

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from app_helpers import ON_SQLITE, database_url
 from backend.db import store
 from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
 from model.dataset import FrameRecord
 
@@ -33,7 +33,7 @@ def _units(tag: bytes, fail_at: int | None = None):
 
 
 def _write(url, tag: bytes, fail_at=None, tmp_path=None):
-    with session_factory(init_db(url)).begin() as session:
+    with session_factory(upgrade_db(url)).begin() as session:
         store.seed_categories(session, load_categories())
         dataset = store.register_dataset(session, tmp_path / "data", RECORDS, None, str(tmp_path / "videos"))
         run = store.upsert_run(session, tmp_path / "run", "caffenet-bn", "cluster", {"loss": 1.0}, dataset)
@@ -41,7 +41,7 @@ def _write(url, tag: bytes, fail_at=None, tmp_path=None):
 
 
 def _snapshot(url):
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         return sorted(session.execute(select(Unit.index, UnitImage.rank, UnitImage.masked_jpeg)
                                       .join(UnitImage.unit)).all())
 
@@ -52,7 +52,7 @@ def url(tmp_path):
 
 
 def test_migrations_create_the_models_schema_with_wal_and_foreign_keys(url):
-    engine = init_db(url)
+    engine = upgrade_db(url)
     with engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         if ON_SQLITE:   # pragmas are SQLite's; other databases have WAL and foreign keys built in
@@ -63,7 +63,7 @@ def test_migrations_create_the_models_schema_with_wal_and_foreign_keys(url):
 def test_writing_units_registers_frames_and_categories_once(url, tmp_path):
     _write(url, b"a", tmp_path=tmp_path)
     _write(url, b"b", tmp_path=tmp_path)
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(func.count(Frame.id))) == 6
         assert session.scalar(select(func.count(Category.id))) == len(load_categories())
         assert session.scalar(select(func.count(Unit.id))) == 3
@@ -72,14 +72,14 @@ def test_writing_units_registers_frames_and_categories_once(url, tmp_path):
 
 def test_rerun_replaces_units_and_their_annotations(url, tmp_path):
     _write(url, b"a", tmp_path=tmp_path)
-    with session_factory(init_db(url)).begin() as session:
+    with session_factory(upgrade_db(url)).begin() as session:
         annotator = Annotator(name="ann", password_hash="x")
         session.add(annotator)
         session.flush()
         session.add(Annotation(unit_id=session.scalar(select(Unit.id).limit(1)), annotator_id=annotator.id,
                                answer="yes"))
     _write(url, b"b", tmp_path=tmp_path)
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(func.count(Annotation.id))) == 0
         assert session.scalar(select(func.count(UnitImage.id))) == 12
 
@@ -112,18 +112,18 @@ def test_killed_extraction_leaves_the_database_as_it_was(url, tmp_path):
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd())
     assert result.returncode == -signal.SIGKILL
-    init_db.cache_clear()
+    upgrade_db.cache_clear()
     assert _snapshot(url) == before
 
 
 def test_auto_labels_are_stored_on_units(url, tmp_path):
     _write(url, b"a", tmp_path=tmp_path)
-    with session_factory(init_db(url)).begin() as session:
+    with session_factory(upgrade_db(url)).begin() as session:
         labelled = store.write_auto_labels(session, tmp_path / "run", "conv5", [
             store.AutoLabel(0, "dog", 0.75, 0.3), store.AutoLabel(1, None, 0.0, 0.0)])
     assert labelled == 1
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         unit = session.scalar(select(Unit).where(Unit.index == 0))
         assert (unit.auto_category.name, unit.auto_precision) == ("dog", 0.75)
-    with session_factory(init_db(url)).begin() as session, pytest.raises(LookupError, match="no such run"):
+    with session_factory(upgrade_db(url)).begin() as session, pytest.raises(LookupError, match="no such run"):
         store.write_auto_labels(session, tmp_path / "other", "conv5", [])

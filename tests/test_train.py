@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from backend.cli import app
 from model import dataset
 from model.frames import random_crop_flip
-from model.labels import binary_codes, cluster_labels, labels_path
+from model.dataset import labels_file
+from model.labels import binary_codes, cluster_labels
 from model.run import CHECKPOINT, load_run
 from model.settings import TRAIN_PRESETS
 from model.train import train
@@ -48,10 +49,10 @@ def make_dataset(root: Path, videos=12, frames=5, groups=3, seed=0) -> Path:
     # Labels written here (not with make_labels) so these tests do not depend on the audio weights.
     (root / "labels").mkdir()
     clusters = cluster_labels(textures, train_mask, k=groups, seed=0, restarts=1)
-    np.savez(labels_path(root, "cluster"), kind="cluster", k=groups, labels=clusters.labels,
+    np.savez(labels_file(root, "cluster"), kind="cluster", k=groups, labels=clusters.labels,
              centroids=clusters.centroids, distances=clusters.distances, keep=clusters.keep)
     codes = binary_codes(textures, train_mask, bits=8)
-    np.savez(labels_path(root, "binary"), kind="binary", bits=8, codes=codes.codes, components=codes.components,
+    np.savez(labels_file(root, "binary"), kind="binary", bits=8, codes=codes.codes, components=codes.components,
              mean=codes.mean)
     return root
 
@@ -78,7 +79,7 @@ def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, tmp_
     run_dir = tmp_path / "run"
     final = train(data_dir, "cluster", run_dir, replace(TINY, epochs=3), progress=False)
     rows = _metrics(run_dir)
-    steps_per_epoch = len(np.flatnonzero(np.load(labels_path(data_dir, "cluster"))["keep"])) // TINY.batch_size
+    steps_per_epoch = len(np.flatnonzero(np.load(labels_file(data_dir, "cluster"))["keep"])) // TINY.batch_size
     assert [r["step"] for r in rows] == [steps_per_epoch * e for e in (1, 2, 3)]
     assert rows[-1] == final
     assert final["chance"] == pytest.approx(1 / 3) and 0 <= final["majority"] <= 1
@@ -178,7 +179,7 @@ def test_bad_input_gives_clear_errors(data_dir, tmp_path):
     textures, spectrum = dataset.load_features(data_dir)
     dataset.write_manifest(all_train, [replace(r, split="train") for r in records], textures, spectrum)
     (all_train / "labels").mkdir()
-    (all_train / "labels" / "cluster.npz").write_bytes(labels_path(data_dir, "cluster").read_bytes())
+    (all_train / "labels" / "cluster.npz").write_bytes(labels_file(data_dir, "cluster").read_bytes())
     with pytest.raises(ValueError, match="test split is empty"):
         train(all_train, "cluster", tmp_path / "r2", TINY, progress=False)
 

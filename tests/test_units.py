@@ -14,16 +14,23 @@ from typer.testing import CliRunner
 from app_helpers import database_url
 from backend.cli import app
 from backend.db.models import Layer, Run, Unit, UnitImage
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 from model import dataset as ds
-from model.dissect import DISSECTION, contains, dissect, label_unit, write_dissection
+from backend.publish import publish_run
+from model.dissect import contains, dissect, label_unit, write_dissection
 from model.network import IMAGE_MEAN, IMAGE_STD
-from model.run import FINAL_MODEL, RunInfo
+from model.run import DISSECTION, FINAL_MODEL, RunInfo, units_file
 from model.settings import UNITS
-from model.units import extract_units, units_file
+from model.units import extract_units
 
 FRAME, CROP, TOP = 112, 99, 5     # CaffeNet conv5 on a 99 crop: 5x5 maps
 SETTINGS = replace(UNITS, top=TOP, batch_size=8, workers=0)
+
+
+def extract_and_publish(run_dir, data_dir, url, settings=SETTINGS, **options):
+    """What `ambient units` does: the pipeline writes RUN_DIR's files, then the run is published."""
+    summary = extract_units(run_dir, data_dir, settings, show_progress=False, **options)
+    return {**summary, "run_id": publish_run(run_dir, upgrade_db(url)).run_id}
 
 
 def _square(position: int, shade: int = 0) -> np.ndarray:
@@ -60,7 +67,7 @@ def pool(tmp_path_factory):
 @pytest.fixture(scope="module")
 def extracted(pool):
     url = database_url(pool.root, "a.db")
-    return url, extract_units(pool.run, pool.data, url, SETTINGS, show_progress=False)
+    return url, extract_and_publish(pool.run, pool.data, url)
 
 
 def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
@@ -71,7 +78,7 @@ def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
         np.array(Image.open(pool.data / r.image))).permute(2, 0, 1)[None])[0] for r in pool.records[:20]])
     with torch.no_grad():
         expected = pool.model.forward_features(frames, "conv5").amax(dim=(2, 3)).T.topk(TOP, dim=1)
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(func.count(Unit.id))) == 256
         unit = session.scalar(select(Unit).where(Unit.index == 7))
         assert [image.frame.row for image in unit.images] == expected.indices[7].tolist()
@@ -84,8 +91,8 @@ def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
     with np.load(units_file(pool.run, "conv5")) as saved:
         assert saved["maps"].shape == (256, TOP, 5, 5)
 
-    extract_units(pool.run, pool.data, url, SETTINGS, show_progress=False)     # a re-run replaces
-    with session_factory(init_db(url))() as session:
+    extract_and_publish(pool.run, pool.data, url)     # a re-run replaces
+    with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(func.count(Unit.id))) == 256
         assert session.scalar(select(func.count(UnitImage.id))) == 256 * TOP
         assert session.scalar(select(func.count(Run.id))) == 1
@@ -93,8 +100,8 @@ def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
 
 def test_one_per_video(pool, tmp_path):
     url = database_url(tmp_path, "b.db")
-    extract_units(pool.run, pool.data, url, SETTINGS, one_per_video=True, show_progress=False)
-    with session_factory(init_db(url))() as session:
+    extract_and_publish(pool.run, pool.data, url, one_per_video=True)
+    with session_factory(upgrade_db(url))() as session:
         for unit in session.scalars(select(Unit).limit(20)):
             videos = [image.frame.video_id for image in unit.images]
             assert len(videos) == len(set(videos)) == 5      # 5 test videos, one frame each
@@ -104,10 +111,10 @@ def test_torchscript_trunk_is_analysed_like_any_layer(pool, tmp_path):
     trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 11, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2))
     torch.jit.script(trunk).save(str(tmp_path / "trunk.pt"))
     url = database_url(tmp_path, "c.db")
-    summary = extract_units(tmp_path / "analysis", pool.data, url, SETTINGS,
-                            model_spec=f"torchscript:{tmp_path / 'trunk.pt'}", show_progress=False)
+    summary = extract_and_publish(tmp_path / "analysis", pool.data, url,
+                                  model_spec=f"torchscript:{tmp_path / 'trunk.pt'}")
     assert (summary["units"], summary["rf_size"], summary["layer"]) == (6, 19, "output")
-    with session_factory(init_db(url))() as session:
+    with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(Layer.input_size)) == 224
         assert session.scalar(select(Run.model_kind)) == "torchscript"
 
@@ -154,9 +161,9 @@ def test_dissect_finds_the_square_a_unit_fires_on(pool, extracted):
     assert len(labels) == 256 and all(label.category in (None, "dog") for label in labels)
     assert all(label.sounding for label in labels if label.category == "dog")
     assert max(label.precision for label in labels) == 1.0
-    path = write_dissection(pool.run, labels)
+    path = write_dissection(pool.run, labels, "conv5")
     assert path.name == DISSECTION
-    assert set(json.loads(path.read_text())[0]) == {"unit", "category", "precision", "iou", "sounding"}
+    assert set(json.loads(path.read_text())[0]) == {"unit", "category", "precision", "iou", "sounding", "layer"}
 
 
 def test_units_see_the_pixels_training_saw(pool):

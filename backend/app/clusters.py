@@ -1,12 +1,9 @@
-"""What the sound labels mean (paper Fig. 2): each cluster's (or code bit's) texture, closest frames and,
-for the demo world, the true sound sources; Plotly figures of textures and cochleagram images."""
+"""The sound-cluster browser's service (paper Fig. 2): a run's published sound clusters (or code bits)
+from the database, and Plotly figures of textures and cochleagram images."""
 from __future__ import annotations
 
 import io
-import json
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,121 +11,78 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from PIL import Image
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from model import audio, dataset, media
-from model.labels import labels_path
+from backend.db.models import Frame, Run, SoundCluster, SoundClusterMember
+from model import audio, media
 from model.settings import TEXTURE
 
-BROWSABLE_KINDS = ("cluster", "binary")
-CLOSEST_FRAMES = 8
 # Colours of the cochleagram image, low to high (close to matplotlib's "magma").
 _COLOURS = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], dtype=float)
 
 
+class NotFound(LookupError):
+    """A run, group or frame the browser cannot show; the message says which."""
+
+
 @dataclass
-class SoundGroup:
-    """One cluster, or one code bit's frames with the bit on."""
+class PublishedGroup:
+    """A SoundCluster row with its textures as arrays."""
 
     index: int
     name: str
-    size: int                        # frames (all splits) in the group
-    share: float                     # of all frames
-    texture: np.ndarray              # (502,) centroid or mean texture, unweighted texture space
-    contrast: np.ndarray | None      # binary: the mean texture of the frames with the bit off
-    closest_rows: list[int]          # test frames nearest the centroid (strongest projection), one per video
-    sources: dict[str, int] = field(default_factory=dict)   # demo world: frames hearing each true source
+    size: int
+    share: float
+    texture: np.ndarray
+    contrast: np.ndarray | None
+    closest_frame_ids: list[int]
+    sources: dict[str, int]
+
+    @classmethod
+    def of(cls, row: SoundCluster) -> "PublishedGroup":
+        return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
+                   None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
+                   dict(row.sources))
 
 
-def one_per_video(rows: Sequence[int], records: Sequence[dataset.FrameRecord], count: int) -> list[int]:
-    """The first ``count`` rows (in order) whose videos have not been taken yet."""
-    seen, kept = set(), []
-    for row in rows:
-        if records[row].video_id not in seen:
-            seen.add(records[row].video_id)
-            kept.append(int(row))
-            if len(kept) == count:
-                break
-    return kept
+def _vector(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, np.float32).astype(np.float64)
 
 
-def sound_groups(labels: dict, textures: np.ndarray, records: Sequence[dataset.FrameRecord],
-                 heard: Callable[[dataset.FrameRecord], list[str]] | None = None,
-                 closest: int = CLOSEST_FRAMES) -> list[SoundGroup]:
-    """The groups of a ``labels/<kind>.npz`` (as a dict of arrays) over a dataset's textures and manifest."""
-    kind = str(labels["kind"])
-    weights = labels["weights"]
-    test = np.array([r.split == "test" for r in records])
-    if kind == "cluster":
-        members = [labels["labels"] == c for c in range(int(labels["k"]))]
-        textures_of = [labels["centroids"][c] / weights for c in range(len(members))]
-        contrasts = [None] * len(members)
-        # Nearest first: each frame's distance is to its own cluster's centroid.
-        orders = [np.flatnonzero(m & test)[np.argsort(labels["distances"][m & test], kind="stable")] for m in members]
-        names = [f"Cluster {c + 1}" for c in range(len(members))]
-    elif kind == "binary":
-        codes = labels["codes"].astype(bool)
-        members = [codes[:, b] for b in range(codes.shape[1])]
-        textures_of = [textures[m].mean(0) if m.any() else np.zeros(textures.shape[1]) for m in members]
-        contrasts = [textures[~m].mean(0) if (~m).any() else None for m in members]
-        projections = (textures * weights - labels["mean"]) @ labels["components"].T
-        orders = [np.flatnonzero(m & test)[np.argsort(-projections[m & test, b], kind="stable")]
-                  for b, m in enumerate(members)]
-        names = [f"Bit {b + 1}" for b in range(len(members))]
-    else:
-        raise ValueError(f"{kind!r} labels have no texture groups to browse; use cluster or binary labels")
-    heard_by_row = [heard(r) for r in records] if heard else None
-    groups = []
-    for index, member in enumerate(members):
-        sources = Counter()
-        if heard_by_row is not None:
-            for row in np.flatnonzero(member):
-                sources.update(heard_by_row[row] or ["(silence)"])
-        groups.append(SoundGroup(index=index, name=names[index], size=int(member.sum()),
-                                 share=float(member.mean()), texture=textures_of[index], contrast=contrasts[index],
-                                 closest_rows=one_per_video(orders[index], records, closest),
-                                 sources=dict(sources.most_common())))
-    return groups
+def runs_with_clusters(db: Session) -> list[Run]:
+    published = select(SoundCluster.run_id).distinct()
+    return list(db.scalars(select(Run).where(Run.id.in_(published)).order_by(Run.id)))
 
 
-@dataclass
-class DatasetSounds:
-    kind: str
-    records: list[dataset.FrameRecord]
-    textures: np.ndarray
-    groups: list[SoundGroup]
-    assignment: np.ndarray    # cluster: (N,) group of each frame; binary: (N, bits) codes
+def run_groups(db: Session, run_id: int) -> tuple[Run, list[PublishedGroup]]:
+    run = db.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"There is no run {run_id}.")
+    rows = db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id).order_by(SoundCluster.index)).all()
+    if not rows:
+        raise NotFound(f"Run {run.name} has no published sound clusters: its labels are not cluster or binary "
+                       f"codes, or it was published before `ambient labels` ran (run `ambient publish` again).")
+    return run, [PublishedGroup.of(row) for row in rows]
 
 
-def _truth_reader(data_dir: Path) -> Callable[[dataset.FrameRecord], list[str]] | None:
-    """What is heard in a frame's clip, when the dataset was ingested from the demo world."""
-    from model.world.truth import find_world_dir, frame_truth
-    try:
-        world_dir = find_world_dir(json.loads((data_dir / dataset.REPORT).read_text()).get("videos_dir"))
-    except (OSError, ValueError, TypeError, LookupError):
-        return None
-    return lambda r: frame_truth(world_dir, r.video, r.time).audible
+def frame_groups(db: Session, run_id: int, frame_id: int) -> tuple[Run, Frame, list[PublishedGroup]]:
+    """A frame of the run's labelled dataset with the groups it belongs to (one cluster, or its bits that are on)."""
+    run, _ = run_groups(db, run_id)
+    frame = db.get(Frame, frame_id)
+    member_of = select(SoundClusterMember.cluster_id).where(SoundClusterMember.frame_id == frame_id)
+    rows = db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id, SoundCluster.id.in_(member_of))
+                      .order_by(SoundCluster.index)).all()
+    labelled = db.scalar(select(Frame.dataset_id).join(SoundClusterMember, SoundClusterMember.frame_id == Frame.id)
+                         .join(SoundCluster, SoundCluster.id == SoundClusterMember.cluster_id)
+                         .where(SoundCluster.run_id == run_id).limit(1))
+    if frame is None or frame.dataset_id != labelled:
+        raise NotFound(f"Run {run.name}'s labelled dataset has no frame {frame_id}.")
+    return run, frame, [PublishedGroup.of(row) for row in rows]
 
 
-@lru_cache(maxsize=8)
-def _load(data_dir: Path, kind: str, _stamp: float) -> DatasetSounds:
-    with np.load(labels_path(data_dir, kind)) as npz:
-        labels = {key: npz[key] for key in npz.files}
-    records = dataset.load_manifest(data_dir)
-    textures = np.load(data_dir / dataset.TEXTURES).astype(np.float64)
-    groups = sound_groups(labels, textures, records, _truth_reader(data_dir))
-    assignment = labels["labels"] if kind == "cluster" else labels["codes"]
-    return DatasetSounds(kind, records, textures, groups, assignment)
-
-
-def dataset_sounds(data_dir: str | Path, kind: str) -> DatasetSounds:
-    """The groups of DATA_DIR's ``kind`` labels, cached per process until the labels file changes."""
-    data_dir = Path(data_dir)
-    path = labels_path(data_dir, kind)
-    if kind not in BROWSABLE_KINDS:
-        raise FileNotFoundError(f"{kind!r} labels have no texture groups; browse cluster or binary labels")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `ambient labels {data_dir} --kind {kind}`")
-    return _load(data_dir, kind, path.stat().st_mtime)
+def frame_texture(frame: Frame) -> np.ndarray | None:
+    return None if frame.texture is None else _vector(frame.texture)
 
 
 # --- Figures

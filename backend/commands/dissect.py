@@ -1,13 +1,12 @@
-"""`ambient dissect`: automatic unit labels from the demo world's ground truth."""
+"""`ambient dissect`: automatic unit labels from the demo world's ground truth, then published."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from backend.config import Settings
+from backend.commands.options import DB_HELP
 from model.settings import DETECTOR_PRECISION, UNITS
 
 
@@ -20,17 +19,15 @@ def register(app: typer.Typer) -> None:
         truth: bool = typer.Option(False, "--truth", help="Label units from the generated world's ground truth "
                                    "(the pool's videos must come from `ambient world`)."),
         layer: str = typer.Option(UNITS.layer, help="Layer whose units to label."),
-        db: Optional[str] = typer.Option(None, help="SQLAlchemy URL [default: AMBIENT_DATABASE_URL or "
-                                         "sqlite:///ambient.db]."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+        publish: bool = typer.Option(True, "--publish/--no-publish",
+                                     help="Publish the run into the database at the end (`ambient publish`)."),
     ) -> None:
         """Label each unit with the category its top images show most, as the paper's annotators did."""
-        import numpy as np
-
-        from backend.db import store
-        from backend.db.session import init_db, session_factory
+        from backend.commands.publish import publish_or_exit
         from model import dataset as ds
         from model.dissect import detector_counts, dissect as dissect_units, write_dissection
-        from model.units import units_file
+        from model.run import read_units_meta, units_file
         from model.world.truth import find_world_dir, frame_truth
 
         if not truth:
@@ -40,21 +37,34 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"{path} is missing; run `ambient units {run_dir}` first",
                                      param_hint="RUN_DIR")
         try:
-            with np.load(path) as data:
-                data_dir = Path(json.loads(str(data["meta"]))["data_dir"])
-            report = json.loads((data_dir / ds.REPORT).read_text())
-            if not report.get("videos_dir"):
+            data_dir = Path(read_units_meta(path)["data_dir"])
+            videos_dir = ds.read_report(data_dir).get("videos_dir")
+            if not videos_dir:
                 raise FileNotFoundError(f"{data_dir / ds.REPORT}: records no videos folder to find the world in")
-            world_dir = find_world_dir(report["videos_dir"])
+            world_dir = find_world_dir(videos_dir)
             labels = dissect_units(run_dir, lambda r: frame_truth(world_dir, r.video, r.time).objects, layer)
-            out = write_dissection(run_dir, labels)
-            with session_factory(init_db(db or Settings().database_url)).begin() as session:
-                store.write_auto_labels(session, run_dir, layer, [
-                    store.AutoLabel(label.unit, label.category, label.precision, label.iou) for label in labels])
+            out = write_dissection(run_dir, labels, layer)
         except (FileNotFoundError, LookupError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
         counts = detector_counts(labels, DETECTOR_PRECISION)
         typer.echo(f"wrote {out}: {counts['detectors']} of {len(labels)} units have precision >= "
                    f"{DETECTOR_PRECISION:.0%} for a category ({counts['categories']} categories): "
-                   f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones")
+                   f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones "
+                   f"(characteristic sounds as model/data/object_categories.csv has them)")
+        if publish:
+            publish_or_exit(run_dir, db)
+            # The pages count with the database's flags, which admins may have edited: say so when they differ.
+            from dataclasses import replace
+
+            from backend.commands.options import database_url
+            from backend.db.session import open_db, session_factory
+            from backend.publish import characteristic_sounds
+
+            with session_factory(open_db(database_url(db)))() as session:
+                flags = characteristic_sounds(session)
+            published = detector_counts([replace(label, sounding=flags.get(label.category, False))
+                                         for label in labels], DETECTOR_PRECISION)
+            if published != counts:
+                typer.echo(f"with the database's characteristic sounds (as the results pages count): "
+                           f"{published['sounding']} sounding, {published['silent']} silent")

@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-DB_HELP = "SQLAlchemy URL [default: AMBIENT_DATABASE_URL or sqlite:///ambient.db]."
+from backend.commands.options import DB_HELP
 
 
 def register(app: typer.Typer) -> None:

@@ -16,27 +16,29 @@ def register(app: typer.Typer) -> None:
     @app.command("train")
     def train_command(
         data_dir: Path = typer.Argument(..., help="Dataset directory with labels (see `ambient labels`)."),
-        labels: str = typer.Option("cluster", "--labels", help="Label kind: cluster, binary or spectrum."),
+        labels: str = typer.Option("cluster", "--labels", help="Label kind: cluster, binary, spectrum "
+                                 "or scene (the control: the world's scenes, see `ambient labels`)."),
         out: Path = typer.Option(..., "--out", help="Run directory for run.json, metrics.jsonl, checkpoints."),
         preset: str = typer.Option("demo", "--preset", help=f"One of {', '.join(TRAIN_PRESETS)}."),
-        epochs: int = typer.Option(None, "--epochs", min=1, help="Override the preset's epochs."),
+        epochs: int = typer.Option(None, "--epochs", min=0, help="Override the preset's epochs "
+                                   "(0: save the untrained network, a control)."),
         batch_size: int = typer.Option(None, "--batch-size", min=1, help="Global batch (all processes)."),
         lr: float = typer.Option(None, "--lr", min=0.0, help="Override the preset's peak learning rate."),
-        device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda if available)."),
+        device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available)."),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT from its last checkpoint."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
-        import torch
-
+        from model.device import resolve_device
         from model.run import RUN_JSON
         from model.settings import TrainSettings
-        from model.train import train
+        from model.train import few_steps_warning, planned_steps, train
 
         if preset not in TRAIN_PRESETS:
             raise typer.BadParameter(f"{preset!r} is not one of {', '.join(TRAIN_PRESETS)}", param_hint="--preset")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-            raise typer.BadParameter(f"{device!r} is not available here", param_hint="--device")
+        try:
+            device = str(resolve_device(device))
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--device") from None
         settings = TRAIN_PRESETS[preset]
         if resume and (out / RUN_JSON).exists():
             # A resumed run keeps the settings it started with.
@@ -44,8 +46,13 @@ def register(app: typer.Typer) -> None:
             settings, preset = TrainSettings(**saved["config"]), saved["preset"]
         overrides = {name: value for name, value in
                      (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if value is not None}
+        settings = replace(settings, **overrides)
         try:
-            metrics = train(data_dir, labels, out, replace(settings, **overrides), device, resume, preset)
+            frames, _ = planned_steps(data_dir, labels, settings)
+            warning = few_steps_warning(frames, settings, preset)
+            if warning:
+                typer.echo(warning, err=True)
+            metrics = train(data_dir, labels, out, settings, device, resume, preset)
         except (FileNotFoundError, FileExistsError, ValueError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)

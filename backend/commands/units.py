@@ -1,4 +1,4 @@
-"""`ambient units`: each unit's top images, masked to its receptive field, into the store."""
+"""`ambient units`: each unit's top images, masked to its receptive field, into RUN_DIR; then published."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.config import Settings
+from backend.commands.options import DB_HELP
 from model.settings import UNITS
 
 
@@ -23,37 +23,44 @@ def register(app: typer.Typer) -> None:
         top: int = typer.Option(UNITS.top, min=1, help="Images kept per unit."),
         split: str = typer.Option(UNITS.split, help="Pool frames from this split: test, train or all."),
         one_per_video: bool = typer.Option(False, "--one-per-video", help="At most one frame per video per unit."),
-        db: Optional[str] = typer.Option(None, help="SQLAlchemy URL [default: AMBIENT_DATABASE_URL or "
-                                         "sqlite:///ambient.db]."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+        publish: bool = typer.Option(True, "--publish/--no-publish",
+                                     help="Publish the run into the database at the end (`ambient publish`)."),
         model: Optional[str] = typer.Option(None, help="Analyse another network: torchvision:<name> (with "
                                             "--weights) or torchscript:<file> whose output is the layer."),
         weights: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                                help="State dict for a torchvision:<name> model."),
         batch_size: int = typer.Option(UNITS.batch_size, min=1, help="Frames per forward pass."),
-        device: str = typer.Option("auto", help="Torch device (auto: cuda when available, else cpu)."),
+        device: str = typer.Option("auto", help="Torch device: auto (cuda when available, else cpu), cpu, cuda:N."),
     ) -> None:
-        """Find each unit's top images over a pool of frames (paper 4.1) and store them with masks."""
-        import torch
-
-        from model.units import extract_units
+        """Find each unit's top images over a pool of frames (paper 4.1), mask them, and publish them."""
+        from backend.commands.publish import publish_or_exit
+        from model import dataset as ds
+        from model.device import resolve_device
+        from model.units import extract_units, pool_records, pool_warning
 
         if split not in ("test", "train", "all"):
             raise typer.BadParameter(f"{split!r}: choose test, train or all", param_hint="--split")
-        if not (pool / "manifest.jsonl").exists():
-            raise typer.BadParameter(f"{pool}: not a dataset folder (no manifest.jsonl); run `ambient ingest`",
+        if not ds.is_dataset(pool):
+            raise typer.BadParameter(f"{pool}: not a dataset folder (no {ds.MANIFEST}); run `ambient ingest`",
                                      param_hint="--pool")
         if model is None and not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            torch_device = resolve_device(device)
+        except ValueError as error:
+            raise typer.BadParameter(str(error), param_hint="--device") from None
         settings = replace(UNITS, layer=layer, top=top, split=split, batch_size=batch_size)
         try:
-            summary = extract_units(run_dir, pool, db or Settings().database_url, settings, model, weights,
-                                    one_per_video, device)
+            warning = pool_warning(len(pool_records(pool, split)), top)
+            if warning:
+                typer.echo(f"warning: {warning}", err=True)
+            summary = extract_units(run_dir, pool, settings, model, weights, one_per_video, torch_device)
         except (ValueError, FileNotFoundError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
         typer.echo(f"{summary['units']} units of {summary['layer']} from {summary['pool']} frames "
                    f"(receptive field {summary['rf_size']:.0f} px, circles of radius {summary['rf_radius']:.1f} px) "
-                   f"stored as run {summary['run_id']}")
-
+                   f"written to {run_dir}")
+        if publish:
+            publish_or_exit(run_dir, db)

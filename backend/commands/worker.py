@@ -6,26 +6,27 @@ from typing import Optional
 
 import typer
 
+from backend.commands.options import DB_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the CLI."""
 
     @app.command("worker")
     def worker(
-        db: Optional[str] = typer.Option(None, help="SQLAlchemy URL [default: AMBIENT_DATABASE_URL or "
-                                         "sqlite:///ambient.db]."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
         jobs_dir: Optional[Path] = typer.Option(None, "--jobs-dir", help="Folder for the jobs' outputs "
                                                 "[default: AMBIENT_JOBS_DIR or ./jobs]."),
         once: bool = typer.Option(False, "--once", help="Exit when the queue is empty instead of waiting."),
     ) -> None:
         """Claim queued jobs from the database and run each stage as a child process (one job at a time)."""
         from backend.config import Settings
-        from backend.db.session import init_db, session_factory
+        from backend.db.session import open_db, session_factory
         from backend.jobs import run_worker
 
         settings = Settings(database_url=db) if db else Settings()
         try:
-            sessions = session_factory(init_db(settings.database_url))
+            sessions = session_factory(open_db(settings.database_url))
         except Exception as error:   # an unreachable or unmigratable database: say which, no traceback
             typer.echo(f"cannot open the database {settings.database_url}: {error}", err=True)
             raise typer.Exit(1) from None

@@ -92,6 +92,8 @@ class Layer(Base):
     input_size: Mapped[int]          # side of the (square) network input the masks are drawn on
     rf_size: Mapped[float]           # theoretical receptive field, pixels
     rf_radius: Mapped[float]         # radius of the circles drawn in the masks, pixels
+    # SHA-256 of the published units file's top images: publishing the same analysis again changes nothing.
+    units_digest: Mapped[str | None] = mapped_column(String(64))
 
 
 class Unit(Base):
@@ -128,13 +130,28 @@ class UnitImage(Base):
 
 
 class SoundCluster(Base):
+    """One sound cluster (or code bit) of a run's labels, as ``ambient publish`` found it (model/clusters.py)."""
+
     __tablename__ = "sound_clusters"
     __table_args__ = (UniqueConstraint("run_id", "index"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = _parent("runs")
     index: Mapped[int]
-    centroid: Mapped[bytes] = mapped_column(LargeBinary)    # float32 texture-space centroid
-    size: Mapped[int]                                       # training clips in the cluster
+    name: Mapped[str] = mapped_column(String(100))           # "Cluster 3", "Bit 7"
+    size: Mapped[int]                                       # frames in the group, all splits
+    share: Mapped[float]                                    # of all the dataset's frames
+    texture: Mapped[bytes] = mapped_column(LargeBinary)     # float32 (502,) centroid / mean texture
+    contrast: Mapped[bytes | None] = mapped_column(LargeBinary)   # binary: mean texture with the bit off
+    sources: Mapped[dict] = mapped_column(JSON, default=dict)     # demo world: true source -> frames hearing it
+    closest_frame_ids: Mapped[list] = mapped_column(JSON, default=list)   # Frame ids, nearest test frames first
+
+
+class SoundClusterMember(Base):
+    """A frame in a sound cluster (or with a code bit on)."""
+
+    __tablename__ = "sound_cluster_members"
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("sound_clusters.id", ondelete="CASCADE"), primary_key=True)
+    frame_id: Mapped[int] = mapped_column(ForeignKey("frames.id", ondelete="CASCADE"), primary_key=True, index=True)
 
 
 class Category(Base):

@@ -1,4 +1,7 @@
-"""Engines and sessions; ``init_db`` brings any database to the current schema with Alembic."""
+"""Engines and sessions. ``upgrade_db`` (``ambient db upgrade``, once per deployment) brings a database to
+the current schema with Alembic; every other process opens it with ``open_db``, which checks the
+revision and refuses a database that is behind instead of migrating it (two processes migrating at
+once, as a web server and a worker starting together would, race)."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -6,6 +9,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
@@ -40,8 +45,34 @@ def alembic_config(url: str) -> Config:
     return config
 
 
+class SchemaBehind(RuntimeError):
+    """The database's schema is not the one this code expects; the message says what to run."""
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
 @lru_cache(maxsize=None)
-def init_db(url: str) -> Engine:
+def open_db(url: str) -> Engine:
+    """The engine for ``url``, whose schema must be at the head revision (else SchemaBehind)."""
+    engine = make_engine(url)
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        engine.dispose()
+        state = f"at revision {current}" if current else "empty (no schema yet)"
+        raise SchemaBehind(f"the database {make_url(url).render_as_string(hide_password=True)} is {state}; this "
+                           f"version of Ambient needs revision {head}: run `ambient db upgrade --db URL` first")
+    return engine
+
+
+@lru_cache(maxsize=None)
+def upgrade_db(url: str) -> Engine:
     """The engine for ``url`` after ``alembic upgrade head`` (creating the SQLite file if needed)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):

@@ -1,5 +1,5 @@
-"""What the pipeline stages write into the store. Callers own the transaction (``session.begin()``),
-so a stage's whole write commits or leaves the database as it was."""
+"""What ``ambient publish`` (backend/publish.py) writes into the database. Callers own the transaction
+(``session.begin()``), so each write commits whole or leaves the database as it was."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from backend.db.models import Category, Dataset, Frame, Layer, Run, Unit, UnitImage, Video
+from backend.db.models import (Annotation, Category, Dataset, Frame, Layer, Run, SoundCluster,
+                               SoundClusterMember, SoundJudgement, Unit, UnitImage, Video)
 from model.categories import Category as CategoryInfo
+from model.clusters import SoundGroup
 from model.dataset import FrameRecord
 
 
@@ -35,6 +37,7 @@ class LayerRecord:
     input_size: int
     rf_size: float
     rf_radius: float
+    units_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,28 @@ def upsert_run(session: Session, run_dir: Path, model_kind: str, labels_kind: st
     return run
 
 
+def find_run(session: Session, run_dir: Path) -> Run | None:
+    return session.scalar(select(Run).where(Run.run_dir == str(Path(run_dir).resolve())))
+
+
+def find_layer(session: Session, run: Run, name: str) -> Layer | None:
+    return session.scalar(select(Layer).where(Layer.run_id == run.id, Layer.name == name))
+
+
+def layer_work(session: Session, layer: Layer) -> int:
+    """How many annotations and sound judgements people have given the layer's units (marks belong to annotations)."""
+    units = select(Unit.id).where(Unit.layer_id == layer.id)
+    images = select(UnitImage.id).where(UnitImage.unit_id.in_(units))
+    return (session.scalar(select(func.count()).select_from(Annotation).where(Annotation.unit_id.in_(units)))
+            + session.scalar(select(func.count()).select_from(SoundJudgement)
+                             .where(SoundJudgement.unit_image_id.in_(images))))
+
+
+def frame_ids(session: Session, dataset: Dataset) -> dict[int, int]:
+    """Manifest row -> Frame id for the dataset's frames."""
+    return dict(session.execute(select(Frame.row, Frame.id).where(Frame.dataset_id == dataset.id)).all())
+
+
 def replace_units(session: Session, run: Run, dataset: Dataset, layer: LayerRecord,
                   units: Iterable[UnitRecord]) -> Layer:
     """Replace the run's units of ``layer`` (their images and annotations go with them).
@@ -101,26 +126,26 @@ def replace_units(session: Session, run: Run, dataset: Dataset, layer: LayerReco
     """
     session.execute(delete(Layer).where(Layer.run_id == run.id, Layer.name == layer.name))
     row = Layer(run_id=run.id, name=layer.name, num_units=layer.num_units, input_size=layer.input_size,
-                rf_size=layer.rf_size, rf_radius=layer.rf_radius)
+                rf_size=layer.rf_size, rf_radius=layer.rf_radius, units_digest=layer.units_digest)
     session.add(row)
     session.flush()
-    frame_ids = dict(session.execute(select(Frame.row, Frame.id).where(Frame.dataset_id == dataset.id)).all())
+    ids = frame_ids(session, dataset)
     for unit in units:
         unit_id = session.scalar(insert(Unit).values(layer_id=row.id, index=unit.index).returning(Unit.id))
         if unit.images:
             session.execute(insert(UnitImage), [
                 {"unit_id": unit_id, "rank": rank, "activation": image.activation,
-                 "masked_jpeg": image.masked_jpeg, "frame_id": frame_ids[image.row]}
+                 "masked_jpeg": image.masked_jpeg, "frame_id": ids[image.row]}
                 for rank, image in enumerate(unit.images)])
     return row
 
 
 def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Iterable[AutoLabel]) -> int:
     """Store truth-based labels on the run's units; returns how many units were labelled."""
-    run = session.scalar(select(Run).where(Run.run_dir == str(Path(run_dir).resolve())))
+    run = find_run(session, run_dir)
     if run is None:
         raise LookupError(f"{run_dir}: no such run in the database; run `ambient units` with this --db first")
-    layer_row = session.scalar(select(Layer).where(Layer.run_id == run.id, Layer.name == layer))
+    layer_row = find_layer(session, run, layer)
     if layer_row is None:
         raise LookupError(f"{run_dir}: the database has no units of layer {layer!r}")
     categories = dict(session.execute(select(Category.name, Category.id)).all())
@@ -133,3 +158,19 @@ def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Itera
         count += unit.auto_category_id is not None
     session.flush()
     return count
+
+
+def replace_sound_clusters(session: Session, run: Run, dataset: Dataset, groups: Sequence[SoundGroup]) -> int:
+    """Replace the run's sound clusters (or code bits) with ``groups`` over ``dataset``'s frames."""
+    session.execute(delete(SoundCluster).where(SoundCluster.run_id == run.id))
+    ids = frame_ids(session, dataset)
+    for group in groups:
+        cluster_id = session.scalar(insert(SoundCluster).values(
+            run_id=run.id, index=group.index, name=group.name, size=group.size, share=group.share,
+            texture=np.asarray(group.texture, np.float32).tobytes(),
+            contrast=None if group.contrast is None else np.asarray(group.contrast, np.float32).tobytes(),
+            sources=group.sources, closest_frame_ids=[ids[row] for row in group.closest_rows]).returning(SoundCluster.id))
+        if group.size:
+            session.execute(insert(SoundClusterMember), [{"cluster_id": cluster_id, "frame_id": ids[int(row)]}
+                                                         for row in group.members])
+    return len(groups)

@@ -1,4 +1,4 @@
-"""Alembic environment: migrates the connection ``init_db`` hands over, or the configured URL."""
+"""Alembic environment: migrates the connection ``upgrade_db`` hands over, or the configured URL."""
 from alembic import context
 
 from backend.db.models import Base

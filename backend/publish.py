@@ -1,0 +1,174 @@
+"""``ambient publish RUN_DIR``: the one step that loads a run's files into the database.
+
+The pipeline (model/) writes only files; this reads them through model/run.py and model/dataset.py
+and writes the database in short transactions, so annotators keep submitting while a run is
+published (SQLite has one write lock):
+
+1. categories, then the pool's and the training set's frames, a chunk of frames per transaction;
+2. the run row (kind, labels, last metrics);
+3. each analysed layer's units with their masked images, one transaction per layer. A layer whose
+   units file is unchanged (same digest) is left alone, with its annotations; a changed one replaces
+   the old units only while nobody has annotated them, else publishing stops and says why;
+4. the automatic labels of dissection.json;
+5. the sound clusters (or code bits) of the run's labels, with their member frames.
+
+Publishing is idempotent: the same files give the same database.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from backend.db import store
+from backend.db.models import Category, Dataset
+from backend.db.session import session_factory
+from model import dataset as ds
+from model import run as rd
+from model.categories import load_categories
+from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
+
+FRAMES_PER_TRANSACTION = 20_000
+
+
+class PublishError(Exception):
+    """A run that cannot be published as asked; the message names the run and what to do."""
+
+
+@dataclass
+class PublishSummary:
+    run_id: int
+    layers: dict[str, str] = field(default_factory=dict)    # layer -> "published" | "unchanged"
+    auto_labels: int | None = None                          # units given an automatic label, if dissected
+    sound_groups: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def units_digest(path: Path) -> str:
+    """SHA-256 of what a units file says about its units: top frames, scores and masked images."""
+    digest = hashlib.sha256()
+    with np.load(path) as data:
+        for key in ("frame_ids", "scores", "offsets", "jpegs"):
+            digest.update(np.ascontiguousarray(data[key]).tobytes())
+    return digest.hexdigest()
+
+
+def _register_frames(sessions, data_dir: Path) -> int:
+    """The dataset of DATA_DIR with all its frames, added a chunk per transaction; returns its id."""
+    records = ds.load_manifest(data_dir)
+    textures = np.load(Path(data_dir) / ds.TEXTURES, mmap_mode="r") if (Path(data_dir) / ds.TEXTURES).exists() \
+        else None
+    videos_dir = ds.read_report(data_dir).get("videos_dir")
+    dataset_id = None
+    for start in range(0, max(len(records), 1), FRAMES_PER_TRANSACTION):
+        with sessions.begin() as session:
+            dataset = store.register_dataset(session, data_dir, records[start:start + FRAMES_PER_TRANSACTION],
+                                             textures, videos_dir)
+            dataset_id = dataset.id
+    return dataset_id
+
+
+def _layer_units(path: Path) -> tuple[dict, list[store.UnitRecord]]:
+    meta = rd.read_units_meta(path)
+    images = rd.load_unit_images(path)
+    with np.load(path) as data:
+        frame_ids, scores = data["frame_ids"], data["scores"]
+    units = [store.UnitRecord(unit, [store.UnitImageRecord(int(row), float(score), jpeg)
+                                     for row, score, jpeg in zip(frame_ids[unit][frame_ids[unit] >= 0].tolist(),
+                                                                 scores[unit].tolist(), images[unit])])
+             for unit in range(len(images))]
+    return meta, units
+
+
+def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
+                progress: Callable[[str], None] = lambda message: None) -> PublishSummary:
+    """Load RUN_DIR's units, automatic labels and sound clusters into the database (see the module doc)."""
+    run_dir = Path(run_dir).resolve()
+    layers = rd.analysed_layers(run_dir)
+    if not layers:
+        raise PublishError(f"{run_dir}: no units to publish; run `ambient units {run_dir} --pool DATA_DIR` first")
+    sessions = session_factory(engine)
+    metas = {layer: rd.read_units_meta(rd.units_file(run_dir, layer)) for layer in layers}
+    pool_dir = Path(metas[layers[0]]["data_dir"])
+    if any(Path(meta["data_dir"]) != pool_dir for meta in metas.values()):
+        raise PublishError(f"{run_dir}: its layers were analysed on different pools; publish one pool per run folder")
+    if not ds.is_dataset(pool_dir):
+        raise PublishError(f"{run_dir}: its units come from {pool_dir}, which is no longer a dataset folder")
+
+    with sessions.begin() as session:
+        store.seed_categories(session, load_categories())
+    progress(f"frames of {pool_dir}")
+    pool_id = _register_frames(sessions, pool_dir)
+    first = metas[layers[0]]
+    with sessions.begin() as session:
+        run = store.upsert_run(session, run_dir, first["kind"], first.get("labels_kind"), rd.last_metrics(run_dir),
+                               session.get(Dataset, pool_id))
+        summary = PublishSummary(run.id)
+
+    for layer in layers:
+        path = rd.units_file(run_dir, layer)
+        digest = units_digest(path)
+        with sessions() as session:
+            run = store.find_run(session, run_dir)
+            existing = store.find_layer(session, run, layer)
+            if existing is not None and existing.units_digest == digest:
+                summary.layers[layer] = "unchanged"
+                continue
+            work = store.layer_work(session, existing) if existing is not None else 0
+        if work and not replace:
+            raise PublishError(f"{run_dir}: layer {layer} is already published with {work} annotations and sound "
+                               f"judgements, and its units have changed since; publishing would discard them. "
+                               f"Pass --replace to do so, or analyse into another run folder")
+        meta, units = _layer_units(path)      # decoded before the transaction: it only writes
+        progress(f"{len(units)} units of {layer}")
+        record = store.LayerRecord(layer, len(units), meta["input_size"], meta["rf_size"], meta["rf_radius"], digest)
+        with sessions.begin() as session:
+            run = store.find_run(session, run_dir)
+            store.replace_units(session, run, session.get(Dataset, pool_id), record, units)
+        summary.layers[layer] = "published"
+
+    summary.auto_labels = _publish_auto_labels(sessions, run_dir, layers)
+    summary.sound_groups = _publish_sound_groups(sessions, run_dir, first.get("labels_kind"), pool_dir, pool_id,
+                                                 summary, progress)
+    return summary
+
+
+def _publish_auto_labels(sessions, run_dir: Path, layers: list[str]) -> int | None:
+    path = rd.dissection_file(run_dir)
+    if not path.exists():
+        return None
+    labels = rd.read_dissection(run_dir)
+    layer = labels[0].get("layer", layers[0]) if labels else layers[0]
+    if layer not in layers:
+        return None
+    with sessions.begin() as session:
+        return store.write_auto_labels(session, run_dir, layer, [
+            store.AutoLabel(row["unit"], row["category"], row["precision"], row["iou"]) for row in labels])
+
+
+def _publish_sound_groups(sessions, run_dir: Path, labels_kind: str | None, pool_dir: Path, pool_id: int,
+                          summary: PublishSummary, progress) -> int | None:
+    """The clusters of the labels the run was trained on (from its training set, which may not be the pool)."""
+    if labels_kind not in BROWSABLE_KINDS:
+        return None
+    data_dir = Path(rd.read_run_json(run_dir).get("data_dir") or pool_dir)
+    try:
+        groups = dataset_sound_groups(data_dir, labels_kind)
+    except (FileNotFoundError, ValueError) as error:
+        summary.notes.append(f"no sound clusters published: {error}")
+        return None
+    dataset_id = pool_id if data_dir.resolve() == pool_dir.resolve() else _register_frames(sessions, data_dir)
+    progress(f"{len(groups)} sound groups of {data_dir}")
+    with sessions.begin() as session:
+        return store.replace_sound_clusters(session, store.find_run(session, run_dir),
+                                            session.get(Dataset, dataset_id), groups)
+
+
+def characteristic_sounds(session: Session) -> dict[str, bool]:
+    """The categories' characteristic-sound flags as the database has them (admins may edit them)."""
+    return dict(session.execute(select(Category.name, Category.characteristic_sound)).all())
