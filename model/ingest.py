@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from model import dataset
 from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features
-from model.media import MediaError, probe, read_audio, read_frames, resize_center_crop, write_audio_clip
+from model.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
+                         stream_spans, write_audio_clip)
 from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
@@ -35,6 +36,7 @@ class IngestReport:
     ingested: list[str] = field(default_factory=list)     # video paths relative to videos_dir
     skipped: list[dict] = field(default_factory=list)     # {"path", "reason"}
     frames: int = 0
+    warnings: list[dict] = field(default_factory=list)    # {"path", "warning"}: ingested, but worth a look
 
 
 class SkipVideo(Exception):
@@ -53,11 +55,31 @@ def split_of(vid: str, test_fraction: float = INGEST.test_fraction) -> str:
     return "test" if unit < test_fraction else "train"
 
 
-def frame_times(duration: float, count: int = INGEST.frames_per_video,
+def frame_times(start: float, end: float, count: int = INGEST.frames_per_video,
                 clip_seconds: float = TEXTURE.clip_seconds) -> np.ndarray:
-    """Evenly spaced frame times, each with a full clip around it."""
+    """Evenly spaced frame times in [start, end] (the span both streams cover), each with a full clip around it."""
     half = clip_seconds / 2
-    return np.linspace(half, duration - half, count)
+    return np.linspace(start + half, end - half, count)
+
+
+def _cut_short(spans: StreamSpans) -> list[str]:
+    """One line per stream whose data ends well before the end its header promises."""
+    lines = []
+    for kind, span, promised, error in (("video", spans.video, spans.promised_video_end, spans.video_error),
+                                        ("audio", spans.audio, spans.promised_audio_end, spans.audio_error)):
+        if promised is not None and promised - span.end > MEDIA_LIMITS.max_short_of_header_s:
+            lines.append(f"{kind} decodes to {span.end:.2f} s of the {promised:.2f} s its header promises "
+                         + (f"(corrupt data: {error})" if error else "(file cut short?)"))
+    return lines
+
+
+def _too_little(spans: StreamSpans, clip_seconds: float) -> str:
+    """Why a video has no clip_seconds in which both streams decode."""
+    a, v, both = spans.audio, spans.video, spans.both
+    where = f"audio {a.start:.2f}-{a.end:.2f} s, video {v.start:.2f}-{v.end:.2f} s"
+    reason = (f"audio and video do not overlap ({where})" if both.seconds == 0 else
+              f"only {both.seconds:.2f} s where both audio and video decode ({where}); need {clip_seconds} s")
+    return "; ".join([reason, *_cut_short(spans)])
 
 
 def find_videos(videos_dir: Path) -> list[str]:
@@ -67,11 +89,16 @@ def find_videos(videos_dir: Path) -> list[str]:
 
 
 def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
-                 settings: IngestSettings = INGEST) -> int:
-    """Write one video's frames, clips and features into out_dir/videos/<id>/; returns frames written.
+                 settings: IngestSettings = INGEST) -> tuple[int, list[str]]:
+    """Write one video's frames, clips and features into out_dir/videos/<id>/; returns (frames written,
+    warnings).
 
-    Raises SkipVideo for corrupt files, no audio or video, too short, frames too big or too small
-    (MEDIA_LIMITS), audio with NaN samples, or a silent track.
+    Frames are placed in the span where the decoded video and the decoded default audio track both
+    exist, on the file's timeline, so each clip is the sound around its frame whatever the streams'
+    start times, edit lists and encoder priming. Raises SkipVideo for corrupt files, no audio or
+    video, less than a clip where both decode, frames too big or too small (MEDIA_LIMITS), audio
+    with NaN samples, or a silent track. A file that decodes to much less than its header promises
+    is ingested for the part that decodes, with a warning.
     """
     path = videos_dir / relative_path
     vid = video_id(relative_path)
@@ -90,15 +117,18 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
         if min(info.width, info.height) < MEDIA_LIMITS.min_video_side:
             raise SkipVideo(f"frames of {info.width}x{info.height} are smaller than "
                             f"{MEDIA_LIMITS.min_video_side} pixels a side")
-        times = frame_times(info.duration, settings.frames_per_video, clip_seconds)
-        clips, rate = [], 0
-        for t in times:
-            clip, rate = read_audio(path, t - clip_seconds / 2, clip_seconds)
-            # A file cut short keeps its header's duration; its late clips would be padded silence.
+        spans = stream_spans(path)
+        both = spans.both
+        if both.seconds < clip_seconds:
+            raise SkipVideo(_too_little(spans, clip_seconds))
+        warnings = [f"{line}; ingested {both.start:.2f}-{both.end:.2f} s" for line in _cut_short(spans)]
+        times = frame_times(both.start, both.end, settings.frames_per_video, clip_seconds)
+        clips, rate = read_audio_clips(path, [float(t) - clip_seconds / 2 for t in times], clip_seconds)
+        for t, clip in zip(times, clips):
+            # Audio that stops inside the span found above is missing data, not silence to pad.
             if len(clip) < (clip_seconds - MEDIA_LIMITS.max_missing_audio_s) * rate:
                 raise SkipVideo(f"audio ends at {t - clip_seconds / 2 + len(clip) / rate:.2f} s, before the "
                                 f"clip around {t:.2f} s (file cut short?)")
-            clips.append(clip)
         images = read_frames(path, [float(t) for t in times])
     except MediaError as e:
         raise SkipVideo(e.reason) from e
@@ -128,15 +158,16 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
     (video_dir / SKIPPED_RECORD).unlink(missing_ok=True)
     dataset.write_json_atomic(video_dir / VIDEO_RECORD, dict(
         video_id=vid, video=relative_path, videos_dir=str(videos_dir.resolve()),
-        duration=info.duration, sample_rate=rate, frames=frames))
-    return len(frames)
+        duration=info.duration, sample_rate=rate, frames=frames, warnings=warnings))
+    return len(frames), warnings
 
 
 def _ingest_one(videos_dir: Path, relative_path: str, out_dir: Path,
-                settings: IngestSettings) -> tuple[str, int, str | None]:
-    """Worker: (path, frames, skip reason or None). Skips are recorded on disk for merge."""
+                settings: IngestSettings) -> tuple[str, int, str | None, list[str]]:
+    """Worker: (path, frames, skip reason or None, warnings). Skips are recorded on disk for merge."""
     try:
-        return relative_path, ingest_video(videos_dir, relative_path, out_dir, settings), None
+        frames, warnings = ingest_video(videos_dir, relative_path, out_dir, settings)
+        return relative_path, frames, None, warnings
     except SkipVideo as e:
         reason = str(e)
     except Exception as e:   # noqa: BLE001 - one odd file must not end a many-hour run; it is reported
@@ -148,7 +179,7 @@ def _ingest_one(videos_dir: Path, relative_path: str, out_dir: Path,
     dataset.write_json_atomic(skip_dir / SKIPPED_RECORD, dict(
         video=relative_path, videos_dir=str(videos_dir.resolve()), reason=reason,
         file=_file_stamp(videos_dir / relative_path)))
-    return relative_path, 0, reason
+    return relative_path, 0, reason, []
 
 
 def _file_stamp(path: Path) -> list[int]:
@@ -207,6 +238,7 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
             for frame in video["frames"]:
                 records.append(dataset.FrameRecord(frame_id=len(records), **frame))
             report.ingested.append(video["video"])
+            report.warnings.extend(dict(path=video["video"], warning=w) for w in video.get("warnings", []))
             report.videos_dir = report.videos_dir or video["videos_dir"]
         elif skipped.exists():
             skip = json.loads(skipped.read_text())
@@ -247,7 +279,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     report.frames = settings.frames_per_video * len(done)
     bar = tqdm(total=len(relative_paths), initial=len(relative_paths) - len(todo), desc="ingest",
                unit="video", disable=not progress)
-    results = [(p, 0, reason) for p, reason in skipped_before.items()]
+    results = [(p, 0, reason, []) for p, reason in skipped_before.items()]
     if (workers or 0) == 1 or len(todo) <= 1:
         for p in todo:
             results.append(_ingest_one(videos_dir, p, out_dir, settings))
@@ -259,7 +291,8 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
                 results.append(future.result())
                 bar.update()
     bar.close()
-    for path, frames, reason in sorted(results):
+    for path, frames, reason, warnings in sorted(results, key=lambda result: result[0]):
+        report.warnings.extend(dict(path=path, warning=w) for w in warnings)
         if reason is None:
             report.ingested.append(path)
             report.frames += frames

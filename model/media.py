@@ -33,13 +33,42 @@ class MediaError(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    duration: float          # seconds; the longest stream's end
-    width: int               # 0 without a video stream
+    duration: float          # seconds; the longest stream's end, as the header says
+    width: int               # coded frame size; 0 without a video stream
     height: int
     fps: float               # 0.0 without a video stream
     has_audio: bool
     has_video: bool
-    audio_rate: int          # 0 without an audio stream
+    audio_rate: int          # of the default audio track; 0 without an audio stream
+
+
+@dataclass(frozen=True)
+class Span:
+    """Seconds on the file's timeline (its timestamps, which need not start at 0)."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class StreamSpans:
+    """Where the video and the default audio track really have data, and what the header promises."""
+
+    video: Span
+    audio: Span
+    promised_video_end: float | None     # None: the header says nothing
+    promised_audio_end: float | None
+    video_error: str | None = None       # why reading the stream's data stopped early, if it did
+    audio_error: str | None = None
+
+    @property
+    def both(self) -> Span:
+        """The span in which decoded audio and decoded video both exist."""
+        return Span(max(self.video.start, self.audio.start), min(self.video.end, self.audio.end))
 
 
 def _open(path: str | Path) -> av.container.InputContainer:
@@ -51,10 +80,22 @@ def _open(path: str | Path) -> av.container.InputContainer:
         raise MediaError(path, f"cannot be opened ({e.__class__.__name__}: {e})") from e
 
 
+def _video_stream(container) -> av.video.stream.VideoStream | None:
+    """The first video stream that is footage, not an attached cover picture."""
+    return next((s for s in container.streams.video
+                 if not s.disposition & av.stream.Disposition.attached_pic), None)
+
+
+def _audio_stream(container) -> av.audio.stream.AudioStream | None:
+    """The default audio track (a player's choice), else the first."""
+    streams = container.streams.audio
+    return next((s for s in streams if s.disposition & av.stream.Disposition.default),
+                streams[0] if streams else None)
+
+
 def probe(path: str | Path) -> VideoInfo:
     with _open(path) as container:
-        video = container.streams.video[0] if container.streams.video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
+        video, audio = _video_stream(container), _audio_stream(container)
         duration = _duration(container)
         if duration is None:
             # Some muxers (e.g. raw streams) record no duration: decode to the end to find it.
@@ -70,9 +111,14 @@ def probe(path: str | Path) -> VideoInfo:
         )
 
 
+def _stream_end(stream) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
+
+
 def _duration(container) -> float | None:
-    ends = [float(s.duration * s.time_base) + float((s.start_time or 0) * s.time_base)
-            for s in container.streams if s.duration is not None and s.time_base is not None]
+    ends = [end for s in container.streams if (end := _stream_end(s)) is not None]
     if ends:
         return max(ends)
     if container.duration is not None:
@@ -93,6 +139,101 @@ def _decoded_duration(path) -> float:
     return end
 
 
+def _promised_end(container, stream) -> float | None:
+    """The stream's end as the header says: its own duration, else the container's."""
+    end = _stream_end(stream)
+    if end is None and container.duration is not None:
+        end = (container.duration + (container.start_time or 0)) / av.time_base
+    return end
+
+
+def _first_times(path, container, video, audio) -> tuple[float, float]:
+    """Time of the first decoded video frame and the first decoded audio sample (one pass from the start)."""
+    first: dict[int, float] = {}
+    try:
+        for packet in container.demux(video, audio):
+            if packet.stream.index in first:
+                continue
+            for frame in packet.decode():
+                if frame.time is not None:
+                    first[packet.stream.index] = frame.time
+                    break
+            if len(first) == 2:
+                break
+    except av.FFmpegError as e:
+        raise MediaError(path, f"corrupt data at the start ({e})") from e
+    missing = [s.type for s in (video, audio) if s.index not in first]
+    if missing:
+        raise MediaError(path, f"{' and '.join(missing)} stream{'s' * (len(missing) - 1)} decode"
+                               f"{'s' * (len(missing) == 1)} to nothing")
+    return first[video.index], first[audio.index]
+
+
+def _packet_seconds(packet, stream) -> float:
+    if packet.duration:
+        return float(packet.duration * packet.time_base)
+    rate = stream.average_rate or stream.guessed_rate
+    return 1.0 / float(rate) if rate else 0.0
+
+
+def _data_end(container, stream, from_time: float | None) -> tuple[float | None, str | None]:
+    """(End of the stream's last frame, the error that stopped reading or None), read from `from_time`
+    on (None: from the start).
+
+    Video: packet timestamps (demuxing only: a frame is a packet, and decoding a long GOP is the
+    slow part of reading a video). Audio: decoded frames, so priming and padding the decoder drops
+    are not counted. Data that stops being readable (corrupt, or a file cut short) ends the stream there.
+    """
+    container.seek(max(0, int(from_time / stream.time_base)) if from_time else 0, stream=stream, backward=True)
+    end, error = None, None
+    try:
+        for packet in container.demux(stream):
+            if stream.type == "audio":
+                for frame in packet.decode():
+                    if frame.time is not None:
+                        end = max(end or 0.0, frame.time + frame.samples / frame.sample_rate)
+            elif packet.pts is not None and not packet.is_corrupt:
+                end = max(end or 0.0, float(packet.pts * packet.time_base) + _packet_seconds(packet, stream))
+    except av.FFmpegError as e:
+        error = f"{e.__class__.__name__}: {e.strerror or e}"
+    return end, error
+
+
+def stream_spans(path: str | Path) -> StreamSpans:
+    """Where the video stream and the default audio track have decodable data.
+
+    The starts come from the first decoded frames, the ends from the last ones, found by seeking
+    to a few seconds before the end the header promises (so a long file is not read through); only
+    when nothing is found there (a file cut short) is the stream read from the start.
+    """
+    with _open(path) as container:
+        video, audio = _video_stream(container), _audio_stream(container)
+        if video is None:
+            raise MediaError(path, "no video stream")
+        if audio is None:
+            raise MediaError(path, "no audio stream")
+        video_start, audio_start = _first_times(path, container, video, audio)
+        promised = {s.index: _promised_end(container, s) for s in (video, audio)}
+        ends, errors = {}, {}
+        for stream, start in ((video, video_start), (audio, audio_start)):
+            tail = promised[stream.index]
+            end = error = None
+            if tail is not None:
+                try:
+                    end, error = _data_end(container, stream, max(start, tail - MEDIA_LIMITS.tail_seek_s))
+                except av.FFmpegError:
+                    end = None     # no index to seek with (e.g. a WebM cut before its cues)
+            if end is None or end <= start:
+                end, error = _data_end(container, stream, None)
+            own_end = _stream_end(stream)
+            if end is not None and own_end is not None:
+                end = min(end, own_end)      # an MP4 edit list trims the encoder's padding at the end
+            ends[stream.index], errors[stream.index] = (end if end is not None else start), error
+        return StreamSpans(video=Span(video_start, ends[video.index]), audio=Span(audio_start, ends[audio.index]),
+                           promised_video_end=promised[video.index], promised_audio_end=promised[audio.index],
+                           video_error=errors[video.index], audio_error=errors[audio.index])
+
+
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
     """(channels, samples) float32 in [-1, 1] from any sample format FFmpeg decodes to."""
     data = frame.to_ndarray()
@@ -106,36 +247,34 @@ def _frame_samples(frame: av.AudioFrame) -> np.ndarray:
     return np.clip(data.astype(np.float32), -1.0, 1.0)
 
 
-def read_audio(path: str | Path, start: float | None = None,
-               duration: float | None = None) -> tuple[np.ndarray, int]:
-    """Mono float32 waveform in [-1, 1] and its sample rate, from `start` s for `duration` s.
+def _read_waveform(path, container, stream, start: float | None, duration: float | None) -> np.ndarray:
+    """Mono samples of `stream` from `start` s on its timeline (None: its first sample) for
+    `duration` s (None: to the end).
 
-    Trimming uses each decoded frame's timestamp (not a running sample count) because
-    AAC/MP3 pad the start: sample 0 of the stream is not time 0 of the video.
+    Trimming uses each decoded frame's timestamp (not a running sample count from the stream's
+    first packet) because AAC/MP3/Opus pad the start: sample 0 of the stream is not time 0.
     """
-    start = max(0.0, start or 0.0)
-    with _open(path) as container:
-        if not container.streams.audio:
-            raise MediaError(path, "no audio stream")
-        stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate
-        if start > 0:
-            # Seek a little early (audio packets are all keyframes) and trim below.
-            container.seek(max(0, int((start - 0.5) / stream.time_base)), stream=stream)
-        chunks, first_time, n_samples = [], None, 0
-        try:
-            for frame in container.decode(stream):
-                if first_time is None:
-                    first_time = frame.time if frame.time is not None else 0.0
-                chunks.append(_frame_samples(frame).mean(axis=0))   # stereo -> mono
-                n_samples += frame.samples
-                if duration is not None and first_time + n_samples / rate >= start + duration:
-                    break
-        except av.FFmpegError as e:
-            raise MediaError(path, f"corrupt audio ({e})") from e
+    rate = stream.codec_context.sample_rate
+    if start is not None:
+        # Seek a little early (audio packets are all keyframes; the decoder needs a frame to settle) and trim.
+        container.seek(max(0, int((start - 0.5) / stream.time_base)), stream=stream, backward=True)
+    chunks, first_time, n_samples = [], None, 0
+    try:
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            if first_time is None:
+                first_time = frame.time
+            chunks.append(_frame_samples(frame).mean(axis=0))   # every channel -> mono
+            n_samples += frame.samples
+            if duration is not None and first_time + n_samples / rate >= start + duration:
+                break
+    except av.FFmpegError as e:
+        raise MediaError(path, f"corrupt audio ({e})") from e
     if not chunks:
         raise MediaError(path, "audio stream decodes to nothing")
     waveform = np.concatenate(chunks)
+    start = first_time if start is None else start
     if first_time > start + 1.0 / rate:
         # The seek overshot (or the stream starts late): pad the gap with silence so
         # sample i is still time start + i / rate.
@@ -143,17 +282,53 @@ def read_audio(path: str | Path, start: float | None = None,
         first_time = start
     begin = round((start - first_time) * rate)
     end = None if duration is None else begin + round(duration * rate)
-    return np.ascontiguousarray(waveform[begin:end], dtype=np.float32), rate
+    return np.ascontiguousarray(waveform[begin:end], dtype=np.float32)
+
+
+def read_audio(path: str | Path, start: float | None = None,
+               duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Mono float32 waveform in [-1, 1] of the default audio track and its sample rate, from
+    `start` s (on the file's timeline; default: its first sample) for `duration` s."""
+    clips, rate = read_audio_clips(path, [start], duration)
+    return clips[0], rate
+
+
+def read_audio_clips(path: str | Path, starts: list[float | None],
+                     duration: float | None) -> tuple[list[np.ndarray], int]:
+    """read_audio for several start times, opening the file once (each clip seeks)."""
+    with _open(path) as container:
+        stream = _audio_stream(container)
+        if stream is None:
+            raise MediaError(path, "no audio stream")
+        rate = stream.codec_context.sample_rate
+        clips = [_read_waveform(path, container, stream, start, duration) for start in starts]
+    return clips, rate
+
+
+def _upright(image: Image.Image, rotation: int, sample_aspect: float) -> Image.Image:
+    """The frame as a player shows it: non-square pixels stretched to square, display rotation applied."""
+    if sample_aspect and abs(sample_aspect - 1) > 1e-3:
+        width, height = image.size
+        size = (round(width * sample_aspect), height) if sample_aspect > 1 else (width, round(height / sample_aspect))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    # The display matrix turns the stored frame counterclockwise by `rotation` degrees (phones: -90 or 90).
+    quarter_turns = round(rotation / 90) % 4
+    if quarter_turns:
+        image = image.transpose((None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180,
+                                 Image.Transpose.ROTATE_270)[quarter_turns])
+    return image
 
 
 def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
-    """RGB images of the frames shown at each time (the last frame whose timestamp <= t)."""
+    """RGB images of the frames shown at each time (the last frame whose timestamp <= t), upright
+    and with square pixels, as a player shows them."""
     with _open(path) as container:
-        if not container.streams.video:
+        stream = _video_stream(container)
+        if stream is None:
             raise MediaError(path, "no video stream")
-        stream = container.streams.video[0]
         fps = float(stream.average_rate or 0)
         allowed_gap = max(MEDIA_LIMITS.max_frame_gap_s, 2 / fps if fps else 0)   # slideshows: 2 frames
+        sample_aspect = float(stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio or 1)
         images: dict[float, Image.Image] = {}
         decoded, shown, upcoming = None, None, None    # decoder iterator, last frame <= t, first frame > t
         try:
@@ -174,7 +349,7 @@ def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
                 if shown.time is not None and t - shown.time > allowed_gap:
                     raise MediaError(path, f"no video frame near {t:.3f} s: frames stop at {shown.time:.3f} s "
                                            "(file cut short?)")
-                images[t] = shown.to_image()
+                images[t] = _upright(shown.to_image(), shown.rotation, sample_aspect)
         except av.FFmpegError as e:
             raise MediaError(path, f"corrupt video ({e})") from e
     return [images[t] for t in times]

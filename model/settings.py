@@ -182,6 +182,10 @@ class MediaLimits:
     # time asked for mean the data is missing (a clip is not padded with silence, a frame not frozen).
     max_missing_audio_s: float = 0.1
     max_frame_gap_s: float = 1.0
+    # Streams whose data ends this much before the end their header promises are reported (file cut short?).
+    max_short_of_header_s: float = 1.5
+    # Where each stream's data ends is read from this long before the promised end (seek, then read on).
+    tail_seek_s: float = 3.0
 
 
 MEDIA_LIMITS = MediaLimits()

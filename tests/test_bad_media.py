@@ -56,7 +56,9 @@ def noise(seconds: float) -> np.ndarray:
     return (0.3 * np.random.default_rng(5).standard_normal(int(seconds * RATE))).astype(np.float32)
 
 
-GOOD = ["good.mp4", "good.webm", "naïve été #1.mp4", "avi_inside.mkv", "UPPER.MP4"]
+GOOD = ["good.mp4", "good.webm", "naïve été #1.mp4", "avi_inside.mkv", "UPPER.MP4", "cut_half.webm"]
+# Files cut short that still hold a clip where both streams decode: ingested for that part, with a warning.
+WARNED = {"cut_half.webm": "file cut short"}
 
 
 def make_corpus(folder) -> dict[str, str]:
@@ -68,6 +70,10 @@ def make_corpus(folder) -> dict[str, str]:
     mux(folder / "avi.avi", video_codec="mpeg4", audio_codec="mp3", seed=4)
     (folder / "avi.avi").rename(folder / "avi_inside.mkv")          # the content decides, not the suffix
     mux(folder / "UPPER.MP4", seed=6)
+    mux(folder / "cut_half.webm", seconds=12, video_codec="libvpx-vp9", audio_codec="libopus", audio_rate=48_000,
+        seed=8)
+    whole = (folder / "cut_half.webm").read_bytes()           # its header still says 12 s; ~6 s decode
+    (folder / "cut_half.webm").write_bytes(whole[: len(whole) // 2])
     good = (folder / "good.mp4").read_bytes()
 
     broken = {}
@@ -92,7 +98,7 @@ def make_corpus(folder) -> dict[str, str]:
     mux(folder / "faststart_cut.mp4", seconds=8, options={"movflags": "faststart"})
     cut = (folder / "faststart_cut.mp4").read_bytes()                # index first, data cut short
     (folder / "faststart_cut.mp4").write_bytes(cut[: len(cut) // 3])
-    add("faststart_cut.mp4", "corrupt audio")
+    add("faststart_cut.mp4", "of the 8.00 s its header promises (file cut short?)")
     mux(folder / "scrambled.mp4", seconds=5)
     scrambled = bytearray((folder / "scrambled.mp4").read_bytes())
     quarter = len(scrambled) // 4
@@ -127,12 +133,12 @@ def make_corpus(folder) -> dict[str, str]:
     add("huge.mkv", "megapixel limit")
     (folder / "webm_head.webm").write_bytes(  # headers, hardly any data
         (folder / "good.webm").read_bytes()[:600])
-    add("webm_head.webm", "audio stream decodes to nothing")
+    add("webm_head.webm", "video and audio streams decode to nothing")
     mux(folder / "cut_tail.webm", seconds=8, video_codec="libvpx-vp9", audio_codec="libopus", audio_rate=48_000,
         seed=7)
-    whole = (folder / "cut_tail.webm").read_bytes()           # its header still says 8 s
-    (folder / "cut_tail.webm").write_bytes(whole[: len(whole) // 2])
-    add("cut_tail.webm", "file cut short")
+    whole = (folder / "cut_tail.webm").read_bytes()           # its header still says 8 s; ~2.7 s decode
+    (folder / "cut_tail.webm").write_bytes(whole[: len(whole) // 3])
+    add("cut_tail.webm", "where both audio and video decode")
     return broken
 
 
@@ -162,6 +168,12 @@ def test_every_broken_input_is_skipped_with_its_reason(corpus):
 def test_good_videos_are_kept_with_finite_features(corpus):
     root, _, report = corpus
     assert sorted(report.ingested) == sorted(GOOD)
+    assert {w["path"] for w in report.warnings} == set(WARNED)
+    for warning in report.warnings:
+        assert WARNED[warning["path"]] in warning["warning"], warning
+    # Only the part that decodes (about 6 of the 12 s) gives frames, each with a whole clip.
+    cut = [r for r in dataset.load_manifest(root / "data") if r.video == "cut_half.webm"]
+    assert len(cut) == 10 and max(r.time for r in cut) + 1.875 < 7.0
     records = dataset.load_manifest(root / "data")
     textures, spectrum = dataset.load_features(root / "data")
     assert len(records) == 10 * len(GOOD) == len(textures) == len(spectrum)

@@ -79,7 +79,7 @@ def test_manifest_frames_and_features(ingested):
     assert textures.shape == (30, 502) and spectrum.shape == (30, 32)
     assert np.isfinite(textures).all() and np.isfinite(spectrum).all()
     a_frames = [r for r in records if r.video == "a.mp4"]
-    np.testing.assert_allclose([r.time for r in a_frames], frame_times(6.0), atol=1e-3)
+    np.testing.assert_allclose([r.time for r in a_frames], frame_times(0.0, 6.0), atol=1e-3)
     assert [r.frame_index for r in a_frames] == list(range(10))
     for r in records[::7]:
         assert Image.open(out / r.image).size == (256, 256)
