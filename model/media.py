@@ -143,7 +143,12 @@ def _promised_end(container, stream) -> float | None:
     """The stream's end as the header says: its own duration, else the container's."""
     end = _stream_end(stream)
     if end is None and container.duration is not None:
-        end = (container.duration + (container.start_time or 0)) / av.time_base
+        # Muxers disagree whether the duration counts from 0 (Matroska, MP4) or from the start time
+        # (MPEG-TS); the smaller reading never reports a whole file as cut short.
+        end = container.duration / av.time_base
+        start = (container.start_time or 0) / av.time_base
+        if end <= start:
+            end += start
     return end
 
 
@@ -408,6 +413,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int,
         vstream = container.add_stream(video_codec, rate=fps)
         vstream.height, vstream.width = frames.shape[1:3]
         vstream.pix_fmt = "yuv420p"
+        vstream.thread_count = 1       # x264's frame threads make the bytes depend on timing: reruns must match
         astream = None
         if waveform is not None:
             rate = _OPUS_RATE if audio_codec == "libopus" else sample_rate
