@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from backend.commands import (db, dissect, export, ingest, labels, publish, serve, texture, train, units, users,
+from backend.commands import (db, demo, dissect, export, ingest, labels, publish, serve, texture, train, units, users,
                               worker, world)
 
 app = typer.Typer(help="Ambient: learn visual detectors from ambient sound.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 
-for stage in (world, ingest, texture, labels, train, units, dissect, publish, db, serve, users, export, worker):
+for stage in (world, ingest, texture, labels, train, units, dissect, publish, demo, db, serve, users, export,
+              worker):
     stage.register(app)
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 time and runs each step as a child ``ambient`` process, so neither the web server nor the worker's
 loop ever blocks on the work. One worker runs one job at a time: start one worker per GPU.
 
-A job's steps are CLI commands (``job_steps``), computed when the job starts from what is already on
-disk, so a failed or cancelled job that is queued again resumes (training from its last checkpoint).
+A job's steps are CLI commands from the pipeline plan (backend/pipeline.py, which ``ambient demo``
+runs too), computed when the job starts from what is already on disk, so a failed or cancelled job
+that is queued again resumes (training from its last checkpoint). Children get the database URL in
+their environment (AMBIENT_DATABASE_URL), never on their command line.
 """
 from __future__ import annotations
 
 import ctypes
-from contextlib import asynccontextmanager
-import json
 import os
 import re
 import signal
@@ -18,21 +18,22 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.db.models import Job, Run
-from model.labels import KINDS as LABEL_KINDS
-from model.run import CHECKPOINT, METRICS
 from backend.config import JOBS, JobSettings
-from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
+from backend.db.models import Job, Run
+from backend.pipeline import DEMO, Step, demo_folders, plan
+from model.device import DEVICE_CHOICES
+from model.labels import KINDS as LABEL_KINDS
+from model.run import read_metrics, read_run_json
+from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
-DEVICES = ("auto", "cpu", "cuda")
 
 HOST = socket.gethostname()
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -40,14 +41,6 @@ _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
 
 class JobError(Exception):
     """A job request that cannot be honoured; the message names the bad field."""
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    argv: list[str]            # arguments of the `ambient` CLI
-    run_dir: Path | None = None   # a training step's run folder: its metrics.jsonl drives the progress
-    epochs: int | None = None
 
 
 def utcnow() -> datetime:
@@ -99,22 +92,24 @@ def job_params(kind: str, fields: dict) -> dict:
         raise JobError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
     params: dict = {}
     if kind in ("demo", "world"):
-        params["world_preset"] = _choice(fields, "world_preset", WORLD_PRESETS, "tiny")
-        params["objects"] = _choice(fields, "objects", OBJECT_MODES, "procedural")
-        params["videos"] = _integer(fields, "videos", None)
-        params["seed"] = _integer(fields, "seed", 0, low=0)
+        params["world_preset"] = _choice(fields, "world_preset", WORLD_PRESETS, DEMO["world_preset"])
+        params["objects"] = _choice(fields, "objects", OBJECT_MODES, DEMO["objects"])
+        params["videos"] = _integer(fields, "videos", DEMO["videos"])
+        params["seed"] = _integer(fields, "seed", DEMO["seed"], low=0)
     if kind == "ingest":
         params["videos_dir"] = checked_folder(fields, "videos_dir")
     if kind in ("labels", "train"):
         params["data_dir"] = checked_folder(fields, "data_dir", "manifest.jsonl")
     if kind in ("demo", "labels", "train"):
-        params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, "cluster")
-        params["k"] = _integer(fields, "k", LABELS.clusters if kind != "train" else None)
+        params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, DEMO["label_kind"])
+        params["k"] = _integer(fields, "k", DEMO["k"] if kind != "train" else None)
     if kind in ("demo", "train"):
-        params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, "tiny" if kind == "demo" else "demo")
-        params["epochs"] = _integer(fields, "epochs", None)
+        params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])
+        params["epochs"] = _integer(fields, "epochs", DEMO["epochs"])
     if kind in ("demo", "train", "units"):
-        params["device"] = _choice(fields, "device", DEVICES, "auto")
+        params["device"] = _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
+    if kind in ("demo", "units"):
+        params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
     if kind in ("units", "dissect"):
         params["run_dir"] = checked_folder(fields, "run_dir")
     if kind == "units":
@@ -125,7 +120,7 @@ def job_params(kind: str, fields: dict) -> dict:
 
 def _run_data_dir(run_dir: Path) -> str:
     try:
-        return json.loads((run_dir / "run.json").read_text())["data_dir"]
+        return read_run_json(run_dir)["data_dir"]
     except (OSError, ValueError, KeyError):
         raise JobError(f"run_dir: {run_dir} has no run.json naming its dataset; give data_dir") from None
 
@@ -166,48 +161,19 @@ def units_fields(job: Job) -> dict:
 
 # --- Steps: what a job runs, decided when it starts.
 
-def job_steps(job_id: int, kind: str, params: dict, db_url: str, jobs_dir: Path) -> tuple[dict, list[Step]]:
-    """(params with the job's output folders filled in, the CLI steps still to run)."""
-    work = jobs_dir / str(job_id)
+def job_steps(job_id: int, kind: str, params: dict, jobs_dir: Path) -> tuple[dict, list[Step]]:
+    """(params with the job's output folders filled in, the pipeline steps still to run)."""
+    folders = demo_folders(jobs_dir / str(job_id))
     params = {**params}
     if kind in ("demo", "world"):
-        params.setdefault("world_dir", str(work / "world"))
+        params.setdefault("world_dir", folders["world_dir"])
     if kind in ("demo", "ingest"):
-        params.setdefault("data_dir", str(work / "data"))
+        params.setdefault("data_dir", folders["data_dir"])
     if kind == "demo":
         params.setdefault("videos_dir", str(Path(params["world_dir"]) / "videos"))
     if kind in ("demo", "train"):
-        params.setdefault("run_dir", str(work / "run"))
-
-    steps: list[Step] = []
-    if kind in ("demo", "world") and not (Path(params["world_dir"]) / "world.json").exists():
-        argv = ["world", params["world_dir"], "--preset", params["world_preset"], "--objects", params["objects"],
-                "--seed", str(params["seed"])]
-        steps.append(Step("world", argv + (["--videos", str(params["videos"])] if params.get("videos") else [])))
-    if kind in ("demo", "ingest"):
-        steps.append(Step("ingest", ["ingest", params["videos_dir"], "--out", params["data_dir"]]))
-    resuming = kind in ("demo", "train") and (Path(params["run_dir"]) / CHECKPOINT).exists()
-    labels_file = Path(params.get("data_dir") or ".") / "labels" / f"{params.get('label_kind')}.npz"
-    # A resumed run keeps the labels it started with; a train job makes labels only when given k.
-    if kind == "labels" or (kind == "demo" and not labels_file.exists()) or \
-            (kind == "train" and params.get("k") and not resuming):
-        steps.append(Step("labels", ["labels", params["data_dir"], "--kind", params["label_kind"],
-                                     "--k", str(params.get("k") or LABELS.clusters)]))
-    if kind in ("demo", "train"):
-        argv = ["train", params["data_dir"], "--labels", params["label_kind"], "--out", params["run_dir"],
-                "--preset", params["preset"]]
-        if params.get("epochs"):
-            argv += ["--epochs", str(params["epochs"])]
-        if params.get("device") not in (None, "auto"):
-            argv += ["--device", params["device"]]
-        epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
-        steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs))
-    if kind in ("demo", "units"):
-        steps.append(Step("units", ["units", params["run_dir"], "--pool", params["data_dir"], "--db", db_url,
-                                    "--device", params.get("device", "auto")]))
-    if kind in ("demo", "dissect"):
-        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", "--db", db_url]))
-    return params, steps
+        params.setdefault("run_dir", folders["run_dir"])
+    return params, plan(kind, params)
 
 
 # --- Progress: pure readers of a child's output and of a run's metrics.
@@ -222,19 +188,6 @@ def tqdm_fraction(text: str) -> float | None:
     """The latest progress-bar percentage in a child's output, as a fraction."""
     matches = _TQDM_PERCENT.findall(text[-2000:])
     return min(int(matches[-1]), 100) / 100 if matches else None
-
-
-def read_metrics(run_dir: Path, limit: int = JOBS.metrics_rows) -> list[dict]:
-    path = run_dir / METRICS
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:      # the line being written right now
-            break
-    return rows[-limit:]
 
 
 def step_fraction(step: Step, output: str, metrics: list[dict]) -> float:
@@ -287,8 +240,9 @@ def _die_with_parent() -> None:
 class _Child:
     """A child `ambient` process whose merged output is collected by a reader thread."""
 
-    def __init__(self, argv: list[str]):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, argv: list[str], db_url: str):
+        # The URL (and any password in it) goes through the environment, not the command line or the log.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMBIENT_DATABASE_URL": db_url}
         self.process = subprocess.Popen([sys.executable, "-m", "backend.cli", *argv], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         self.output = ""
@@ -318,13 +272,13 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
     """Run a claimed job's steps to the end, reporting as it goes; returns its final status."""
     with sessions() as db:
         job = db.get(Job, job_id)
-        params, steps = job_steps(job.id, job.kind, job.params, db_url, jobs_dir)
+        params, steps = job_steps(job.id, job.kind, job.params, jobs_dir)
         job.params, base_log = params, job.log
         db.commit()
     log = base_log
     for number, step in enumerate(steps):
         log += f"$ ambient {' '.join(step.argv)}\n"
-        child = _Child(step.argv)
+        child = _Child(step.argv, db_url)
         status = _watch(sessions, job_id, child, step, number, len(steps), log, settings)
         code = child.finish()
         log = clean_log(log + child.output)
@@ -379,8 +333,8 @@ def worker_lifespan(settings):
     """A FastAPI lifespan that runs one `ambient worker` beside the server (``settings.start_worker``)."""
     @asynccontextmanager
     async def lifespan(_app):
-        worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--db", settings.database_url,
-                                   "--jobs-dir", settings.jobs_dir])
+        worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--jobs-dir", settings.jobs_dir],
+                                  env={**os.environ, "AMBIENT_DATABASE_URL": settings.database_url})
         try:
             yield
         finally:

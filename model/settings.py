@@ -80,13 +80,15 @@ class TrainSettings:
 
 
 LABELS = LabelSettings()
+# `ambient train` warns below this many optimiser steps: the demo network needs about this many to learn.
+FEW_STEPS = 200
 TRAIN_PRESETS = {
     "paper": TrainSettings(),
     # The demo world (4,000 frames) on a 2-core CPU in minutes: small frames and fc layers. Six epochs:
     # with 400 videos, test accuracy stops rising after about five and the network then memorises
     # (12 epochs: 12.3% test accuracy and 21 detector units; 6 epochs: 15.7% and 31, same world).
-    "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=64, epochs=6,
-                          lr=0.02, checkpoint_steps=50),
+    "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=32, epochs=6,
+                          lr=0.01, checkpoint_steps=50),
     # Tests: seconds per run.
     "tiny": TrainSettings(frame_size=80, crop_size=67, fc_width=64, batch_size=8, epochs=2,
                           lr=0.01, checkpoint_steps=2, warmup_fraction=0.0),
@@ -169,6 +171,7 @@ class UnitSettings:
 
 
 UNITS = UnitSettings()
+POOL_SPLITS = ("test", "train", "all")   # which frames of a dataset form a units pool
 
 
 @dataclass(frozen=True)

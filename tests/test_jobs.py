@@ -10,7 +10,10 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from app_helpers import add_user, database_url, login
+from typer.testing import CliRunner
+
+from app_helpers import REPO, add_user, database_url, login
+from backend.cli import app
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
@@ -50,12 +53,13 @@ def test_ingest_paths_are_checked(tmp_path):
 
 def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     params = job_params("demo", {"k": "4", "epochs": "3", "device": "cpu"})
-    params, steps = job_steps(7, "demo", params, "sqlite:///x.db", tmp_path)
+    params, steps = job_steps(7, "demo", params, tmp_path)
     assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect"]
     assert params["run_dir"] == str(tmp_path / "7" / "run")
     train = steps[3]
     assert "--resume" not in train.argv and ["--epochs", "3"] == train.argv[-4:-2] and train.epochs == 3
-    assert steps[4].argv[-4:] == ["--db", "sqlite:///x.db", "--device", "cpu"]
+    assert steps[4].argv[-4:] == ["--device", "cpu", "--split", "all"]
+    assert not any("sqlite" in arg for step in steps for arg in step.argv)    # the URL travels in the environment
     # A failed job queued again: the world and labels exist, training has a checkpoint.
     (tmp_path / "7" / "world").mkdir(parents=True)
     (tmp_path / "7" / "world" / "world.json").write_text("{}")
@@ -63,9 +67,20 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     (tmp_path / "7" / "data" / "labels" / "cluster.npz").write_bytes(b"")
     (tmp_path / "7" / "run").mkdir()
     (tmp_path / "7" / "run" / "checkpoint.pt").write_bytes(b"")
-    _, steps = job_steps(7, "demo", params, "sqlite:///x.db", tmp_path)
+    _, steps = job_steps(7, "demo", params, tmp_path)
     assert [s.name for s in steps] == ["ingest", "train", "units", "dissect"]
     assert steps[1].argv[-1] == "--resume"
+
+
+def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
+    """`make demo` runs `ambient demo DIR` (scripts/demo.sh); a demo job queued with no fields runs the same steps."""
+    _, steps = job_steps(7, "demo", job_params("demo", {"objects": "tuxpaint"}), tmp_path)
+    printed = CliRunner().invoke(app, ["demo", str(tmp_path / "7"), "--objects", "tuxpaint", "--print"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.splitlines() == [" ".join(["ambient", *step.argv]) for step in steps]
+    assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect"]
+    assert "--split all" in printed.output and "--preset demo" in printed.output
+    assert '$AMBIENT demo "$DEMO" --objects "$OBJECTS"' in (REPO / "scripts" / "demo.sh").read_text()
 
 
 def test_log_keeps_the_last_redraw_of_each_line_and_progress_reads_tqdm():
@@ -160,7 +175,7 @@ def test_only_admins_reach_jobs_and_bad_paths_are_refused(url, tmp_path):
     assert client.post("/api/jobs", json={"kind": "demo"}).status_code == 403          # no CSRF token
 
     job = client.post("/api/jobs", json={"kind": "demo", "k": 4}, headers={"x-csrf-token": token}).json()
-    assert (job["status"], job["params"]["k"], job["params"]["preset"]) == ("queued", 4, "tiny")
+    assert (job["status"], job["params"]["k"], job["params"]["preset"]) == ("queued", 4, "demo")
     assert client.get(f"/api/jobs/{job['id']}").json()["status"] == "queued"
     cancelled = client.post(f"/api/jobs/{job['id']}/cancel", headers={"x-csrf-token": token}).json()
     assert cancelled["status"] == "cancelled"

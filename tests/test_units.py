@@ -188,3 +188,90 @@ def test_a_corrupt_frame_in_the_pool_is_named(pool, tmp_path):
                                       database_url(tmp_path / "bad.db")])
     assert result.exit_code != 0
     assert str(bad) in result.output and "Traceback" not in result.output
+
+
+def test_annotators_submit_while_units_run_on_the_same_sqlite_database(pool, tmp_path):
+    """The pipeline holds no database lock while it computes: `ambient units` writes files, then publishes
+    in short transactions, so an annotator's answer never waits on it."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from app_helpers import REPO, add_user, login
+    from backend.app import create_app
+    from backend.config import Settings
+    from test_app_annotate import next_unit, submit
+
+    run = tmp_path / "run"
+    shutil.copytree(pool.run, run, ignore=shutil.ignore_patterns("*.npz", "*.json"))
+    url = database_url(tmp_path)
+    extract_and_publish(run, pool.data, url)
+    add_user(url, "ann")
+    client = TestClient(create_app(Settings(database_url=url)))
+    token = login(client, "ann")
+    units = subprocess.Popen([sys.executable, "-m", "backend.cli", "units", str(run), "--pool", str(pool.data),
+                              "--top", str(TOP), "--batch-size", "8", "--db", url],
+                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timings = []
+    while units.poll() is None:
+        started = time.monotonic()
+        unit = next_unit(client, token)
+        if unit is None:          # every unit answered while the command still runs
+            break
+        answer = submit(client, token, unit, category="dog")
+        assert answer.status_code == 200, answer.text
+        timings.append(time.monotonic() - started)
+    output = units.communicate(timeout=120)[0].decode()
+    assert units.returncode == 0, output
+    assert "published run" in output and "conv5 unchanged" in output
+    assert len(timings) >= 3 and max(timings) < 1.0, timings
+
+
+def test_model_imports_nothing_from_backend():
+    """The pipeline stands alone: importing every model module loads no backend module."""
+    import subprocess
+    import sys
+
+    code = ("import importlib, pkgutil, sys, model\n"
+            "for m in pkgutil.walk_packages(model.__path__, 'model.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "print(sorted(name for name in sys.modules if name == 'backend' or name.startswith('backend.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_publish_is_idempotent_and_keeps_annotations(pool, tmp_path):
+    import shutil
+
+    from backend.db.models import Annotation, Annotator, SoundCluster
+    from backend.publish import PublishError
+
+    run = tmp_path / "run"
+    shutil.copytree(pool.run, run, ignore=shutil.ignore_patterns("*.npz", "*.json"))
+    url = database_url(tmp_path)
+    first = extract_and_publish(run, pool.data, url)
+    engine = upgrade_db(url)
+    with session_factory(engine)() as session:
+        unit_id = session.scalar(select(Unit.id).where(Unit.index == 3))
+        annotator = Annotator(name="ann", password_hash="x")
+        session.add(annotator)
+        session.flush()
+        session.add(Annotation(unit_id=unit_id, annotator_id=annotator.id, answer="no"))
+        session.commit()
+    again = publish_run(run, engine)
+    assert again.run_id == first["run_id"] and again.layers == {"conv5": "unchanged"}
+    with session_factory(engine)() as session:
+        assert session.scalar(select(func.count(Annotation.id))) == 1
+        assert session.scalar(select(func.count(Unit.id))) == 256
+        assert session.scalar(select(func.count(SoundCluster.id))) == 0     # no labels in this pool: none
+    # Other units over existing annotations: refused, naming the way out; --replace discards them.
+    extract_units(run, pool.data, replace(SETTINGS, top=3), show_progress=False)
+    with pytest.raises(PublishError, match="--replace"):
+        publish_run(run, engine)
+    assert publish_run(run, engine, replace=True).layers == {"conv5": "published"}
+    with session_factory(engine)() as session:
+        assert session.scalar(select(func.count(Annotation.id))) == 0
+        assert session.scalar(select(func.count(UnitImage.id))) == 256 * 3

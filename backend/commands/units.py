@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from backend.commands.options import DB_HELP
-from model.settings import UNITS
+from model.settings import POOL_SPLITS, UNITS
 
 
 def register(app: typer.Typer) -> None:
@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         from model.device import resolve_device
         from model.units import extract_units, pool_records, pool_warning
 
-        if split not in ("test", "train", "all"):
-            raise typer.BadParameter(f"{split!r}: choose test, train or all", param_hint="--split")
+        if split not in POOL_SPLITS:
+            raise typer.BadParameter(f"{split!r}: choose {', '.join(POOL_SPLITS)}", param_hint="--split")
         if not ds.is_dataset(pool):
             raise typer.BadParameter(f"{pool}: not a dataset folder (no {ds.MANIFEST}); run `ambient ingest`",
                                      param_hint="--pool")

@@ -15,9 +15,10 @@ from starlette.datastructures import FormData
 
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, render
 from backend.db.models import Annotator, Job
-from backend.jobs import (DEVICES, JOB_KINDS, JobError, cancel_job, create_job, requeue_job,
+from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, requeue_job,
                           units_fields)
 from model.labels import KINDS as LABEL_KINDS
+from model.device import DEVICE_CHOICES
 from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(admin_user)])
@@ -59,7 +60,7 @@ def _jobs_page(request: Request, user: Annotator, db: Session, error: str | None
     jobs = db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all()
     return render(request, "jobs.html", user=user, jobs=jobs, error=error, fields=fields or {},
                   status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
-                  train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICES, objects=OBJECT_MODES,
+                  train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICE_CHOICES, objects=OBJECT_MODES,
                   default_k=LABELS.clusters)
 
 

@@ -1,0 +1,44 @@
+"""`ambient demo DIR`: the demo experiment's pipeline plan (backend/pipeline.py), step by step."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from backend.commands.options import DB_HELP, database_url
+from model.settings import OBJECT_MODES
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the CLI."""
+
+    @app.command("demo")
+    def demo(
+        root: Path = typer.Argument(..., help="Folder for the demo's world/, data/ and run/."),
+        objects: str = typer.Option("auto", "--objects", help=f"Where objects come from: {', '.join(OBJECT_MODES)}."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+        print_only: bool = typer.Option(False, "--print", help="Print the steps still to run, one a line, and stop."),
+    ) -> None:
+        """Run the demo: world -> ingest -> labels -> train -> units -> dissect, the same plan as the admin
+        page's demo job; a rerun resumes from what DIR already holds."""
+        from backend.pipeline import DEMO, demo_folders, plan
+
+        if objects not in OBJECT_MODES:
+            raise typer.BadParameter(f"{objects!r}; choose one of {', '.join(OBJECT_MODES)}", param_hint="--objects")
+        steps = plan("demo", {**DEMO, "objects": objects, **demo_folders(root)})
+        if print_only:
+            for step in steps:
+                typer.echo(" ".join(["ambient", *step.argv]))
+            return
+        env = {**os.environ, "AMBIENT_DATABASE_URL": database_url(db)}
+        for step in steps:
+            typer.echo(f"== {step.name}: ambient {' '.join(step.argv)}")
+            code = subprocess.run([sys.executable, "-m", "backend.cli", *step.argv], env=env).returncode
+            if code != 0:
+                typer.echo(f"error: step {step.name} failed (exit status {code}); run `ambient demo {root}` "
+                           f"again to resume", err=True)
+                raise typer.Exit(code if code > 0 else 1)

@@ -1,0 +1,70 @@
+"""The pipeline plan: the ``ambient`` CLI steps that take a world (or videos) to a published run.
+
+One plan serves both ways of running it: ``ambient demo DIR`` (what ``make demo`` runs) and the admin
+page's jobs (backend/jobs.py), so the demo is one experiment under one name. Steps are decided from
+what is already on disk, so running a plan again resumes: an existing world and labels are kept,
+training continues from its checkpoint. The database URL is not in any step's arguments: children
+read it from AMBIENT_DATABASE_URL (a password in a URL must not reach command lines or logs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from model import dataset as ds
+from model.run import CHECKPOINT
+from model.settings import LABELS, TRAIN_PRESETS
+
+# The demo experiment (README "The two commands"): the same on the command line and from the admin page.
+DEMO = {"world_preset": "demo", "objects": "auto", "videos": None, "seed": 0, "label_kind": "cluster",
+        "k": LABELS.clusters, "preset": "demo", "epochs": None, "device": "auto",
+        # The demo's test split holds ~80 videos: units pool all frames (the paper pooled 200,000 test frames).
+        "split": "all"}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    argv: list[str]               # arguments of the `ambient` CLI
+    run_dir: Path | None = None   # a training step's run folder: its metrics.jsonl drives the progress
+    epochs: int | None = None
+
+
+def demo_folders(root: str | Path) -> dict[str, str]:
+    """Where a demo under ``root`` keeps its world, dataset and run."""
+    root = Path(root)
+    return {"world_dir": str(root / "world"), "videos_dir": str(root / "world" / "videos"),
+            "data_dir": str(root / "data"), "run_dir": str(root / "run")}
+
+
+def plan(kind: str, params: dict) -> list[Step]:
+    """The steps still to run for a ``kind`` job ("demo": all of them) with complete ``params``."""
+    steps: list[Step] = []
+    if kind in ("demo", "world") and not (Path(params["world_dir"]) / "world.json").exists():
+        argv = ["world", params["world_dir"], "--preset", params["world_preset"], "--objects", params["objects"],
+                "--seed", str(params["seed"])]
+        steps.append(Step("world", argv + (["--videos", str(params["videos"])] if params.get("videos") else [])))
+    if kind in ("demo", "ingest"):
+        steps.append(Step("ingest", ["ingest", params["videos_dir"], "--out", params["data_dir"]]))
+    resuming = kind in ("demo", "train") and (Path(params["run_dir"]) / CHECKPOINT).exists()
+    labels_exist = ds.labels_file(params.get("data_dir") or ".", params.get("label_kind") or "").exists()
+    # A resumed run keeps the labels it started with; a train job makes labels only when given k.
+    if kind == "labels" or (kind == "demo" and not labels_exist) or \
+            (kind == "train" and params.get("k") and not resuming):
+        steps.append(Step("labels", ["labels", params["data_dir"], "--kind", params["label_kind"],
+                                     "--k", str(params.get("k") or LABELS.clusters)]))
+    if kind in ("demo", "train"):
+        argv = ["train", params["data_dir"], "--labels", params["label_kind"], "--out", params["run_dir"],
+                "--preset", params["preset"]]
+        if params.get("epochs"):
+            argv += ["--epochs", str(params["epochs"])]
+        if params.get("device") not in (None, "auto"):
+            argv += ["--device", params["device"]]
+        epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
+        steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs))
+    if kind in ("demo", "units"):
+        argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto"]
+        steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
+    if kind in ("demo", "dissect"):
+        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth"]))
+    return steps
