@@ -24,9 +24,17 @@ def test_web_and_worker_share_the_postgres_url_and_the_data_volume(services):
         assert service["environment"]["AMBIENT_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@db:" in service["environment"]["AMBIENT_DATABASE_URL"]
         assert any(volume.split(":")[0] == "data" for volume in service["volumes"])
-        assert "db" in service["depends_on"]
+        # Both wait for the one-shot migration, which waits for PostgreSQL: nobody else migrates.
+        assert service["depends_on"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert "worker" in services["worker"]["command"] and "serve" in services["web"]["command"]
     assert "data" in yaml.safe_load(COMPOSE.read_text())["volumes"]
+
+
+def test_migrations_run_once_before_web_and_worker(services):
+    migrate = services["migrate"]
+    assert migrate["command"] == ["ambient", "db", "upgrade"]
+    assert migrate["depends_on"]["db"]["condition"] == "service_healthy"
+    assert migrate["environment"]["AMBIENT_DATABASE_URL"] == services["web"]["environment"]["AMBIENT_DATABASE_URL"]
 
 
 def test_the_worker_reserves_a_gpu(services):
