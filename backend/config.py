@@ -16,6 +16,26 @@ class Settings(BaseSettings):
     # `ambient serve` also starts one `ambient worker` beside itself: the demo needs one command.
     start_worker: bool = False
 
+    # Login sessions end after `session_days`, or after `session_idle_minutes` without a request.
+    session_days: int = 14
+    session_idle_minutes: int = 240
+    # The session cookie is Secure on HTTPS requests (also those a trusted proxy forwards as HTTPS);
+    # true: on every request, for a TLS proxy that does not say so.
+    secure_cookie: bool = False
+    # Every form and API body is a few kB: a bigger one is refused before it is read into memory.
+    max_request_bytes: int = 1024 * 1024
+    min_password_length: int = 8
+    # The 11th failed login within a minute, for one account name or one client address, gets 429.
+    login_failures: int = 10
+    login_window_seconds: int = 60
+    # Where those failures are counted (a `limits` storage URI): memory is per server process;
+    # several workers share one count with e.g. redis://host:6379.
+    login_failures_storage: str = "memory://"
+    # Argon2 takes 64 MiB a check: at most this many run at once, the others wait without a thread.
+    password_checks_at_once: int = 2
+    # Undo reaches back to the annotator's latest answer only, and only this long after it.
+    undo_minutes: int = 10
+
 
 @dataclass(frozen=True)
 class JobSettings:

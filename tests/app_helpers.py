@@ -15,6 +15,7 @@ import time
 import uuid
 import wave
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -28,8 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from backend.db import store
-from backend.db.models import Annotator, Unit, UnitImage
-from backend.db.session import init_db, session_factory
+from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
+from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
 from model.dataset import FrameRecord
 
@@ -112,7 +113,7 @@ def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str 
         write_wav(data_dir / clip)
         records.append(FrameRecord(frame_id=row, video_id=f"v{row}", video=f"v{row}.mp4", frame_index=0,
                                    time=1.0, image=f"frames/{row}.jpg", clip=clip, split="test", silent=False))
-    engine = init_db(url)
+    engine = upgrade_db(url)
     with session_factory(engine)() as db, db.begin():
         store.seed_categories(db, load_categories())
         dataset = store.register_dataset(db, data_dir, records, None, None)
@@ -126,18 +127,28 @@ def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str 
 
 def add_user(url: str, name: str, is_admin: bool = False, password_hash: str | None = None) -> None:
     """An account with password PASSWORD."""
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         db.add(Annotator(name=name, is_admin=is_admin, password_hash=password_hash or PASSWORD_HASH))
         db.commit()
 
 
+def submit_held(db, annotator_id: int, unit_id: int, answer: str, category: str | None, marked: list[int]):
+    """`submit_annotation` of a unit first held for the annotator, as the queue would have handed it."""
+    from backend.app.reservations import utcnow
+    from backend.app.units import submit_annotation
+
+    db.add(UnitReservation(unit_id=unit_id, annotator_id=annotator_id, expires_at=utcnow() + timedelta(minutes=30)))
+    db.commit()
+    return submit_annotation(db, annotator_id, unit_id, answer, category, marked)
+
+
 def unit_images(url: str, unit_id: int) -> list[int]:
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         return list(db.scalars(select(UnitImage.id).where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)))
 
 
 def unit_ids(url: str) -> list[int]:
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         return list(db.scalars(select(Unit.id).order_by(Unit.id)))
 
 

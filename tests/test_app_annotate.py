@@ -12,7 +12,7 @@ from backend.app import create_app
 from backend.app.units import reserve_next_unit, utcnow
 from backend.config import Settings
 from backend.db.models import Annotation, Category, ImageMark, SoundJudgement, UnitReservation
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 
 NAMES = ("ann", "bob", "cat", "dan")
 
@@ -37,10 +37,12 @@ def clients(app_url):
         client.close()
 
 
-def next_unit(client) -> int | None:
-    response = client.get("/annotate", follow_redirects=False)
+def next_unit(client, token, task="/annotate") -> int | None:
+    """The unit the queue hands `client` (a POST: a GET changes nothing); None when none is left."""
+    response = client.post(task, data={"csrf_token": token}, follow_redirects=False)
     if response.status_code == 200:
         return None
+    assert response.status_code == 303, response.text
     return int(response.headers["location"].rsplit("/", 1)[1])
 
 
@@ -51,7 +53,7 @@ def submit(client, token, unit, answer="yes", category="dog", marked=()):
 
 
 def count(url, model, *where):
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         return db.scalar(select(func.count()).select_from(model).where(*where))
 
 
@@ -60,35 +62,36 @@ def test_queue_gives_each_unit_to_three_different_people(clients, app_url):
     for name in ("ann", "bob", "cat"):
         client, token = clients[name]
         units = []
-        while (unit := next_unit(client)) is not None:
+        while (unit := next_unit(client, token)) is not None:
             images = unit_images(app_url, unit)
             assert submit(client, token, unit, marked=images[:3]).status_code == 200
             units.append(unit)
         seen[name] = units
     assert all(sorted(units) == unit_ids(app_url) for units in seen.values())
     # Every unit has its three answers: the fourth person finds nothing left.
-    assert next_unit(clients["dan"][0]) is None
+    assert next_unit(*clients["dan"]) is None
     assert count(app_url, Annotation) == 6 and count(app_url, ImageMark) == 18
 
 
 def test_unit_page_shows_images_lazily_and_no_earlier_answers(clients, app_url):
     ann, ann_token = clients["ann"]
-    unit = next_unit(ann)
+    unit = next_unit(ann, ann_token)
     assert submit(ann, ann_token, unit, category="glowing orb").status_code == 200
-    bob, _ = clients["bob"]
-    assert next_unit(bob) == unit          # the most nearly complete unit comes first
+    bob, bob_token = clients["bob"]
+    assert next_unit(bob, bob_token) == unit          # the most nearly complete unit comes first
     page = bob.get(f"/units/{unit}").text
     assert page.count('loading="lazy"') == 5 and '<datalist id="category-list">' in page
     assert "glowing orb" not in page          # not even in the type-ahead list
 
 
 def test_reservation_holds_a_unit_until_it_expires(clients, app_url):
-    ann, _ = clients["ann"]
-    bob, _ = clients["bob"]
-    first = next_unit(ann)
-    assert next_unit(ann) == first                     # a reload gives the same unit back
-    assert next_unit(bob) == first                     # three slots: bob may share it ...
-    with session_factory(init_db(app_url))() as db:    # ... but a unit full of holds is skipped
+    ann, ann_token = clients["ann"]
+    bob, bob_token = clients["bob"]
+    first = next_unit(ann, ann_token)
+    assert next_unit(ann, ann_token) == first          # a reload gives the same unit back
+    assert ann.get("/annotate", follow_redirects=False).headers["location"] == f"/units/{first}"
+    assert next_unit(bob, bob_token) == first          # three slots: bob may share it ...
+    with session_factory(upgrade_db(app_url))() as db:    # ... but a unit full of holds is skipped
         for name_id in (3, 4):
             db.add(UnitReservation(unit_id=first, annotator_id=name_id, expires_at=utcnow() + timedelta(minutes=5)))
         db.commit()
@@ -101,7 +104,7 @@ def test_reservation_holds_a_unit_until_it_expires(clients, app_url):
 
 def test_replayed_form_is_refused(clients, app_url):
     ann, token = clients["ann"]
-    unit = next_unit(ann)
+    unit = next_unit(ann, token)
     assert submit(ann, token, unit, answer="no", category="").status_code == 200
     replay = submit(ann, token, unit, answer="no", category="")
     assert replay.status_code == 409 and "already labelled" in replay.json()["detail"]
@@ -119,7 +122,7 @@ def test_replayed_form_is_refused(clients, app_url):
 ])
 def test_malformed_submissions_get_clear_4xx(clients, app_url, change, status, message):
     ann, token = clients["ann"]
-    unit = next_unit(ann)
+    unit = next_unit(ann, token)
     other = next(u for u in unit_ids(app_url) if u != unit)
     marked = unit_images(app_url, other)[:2] if change.get("foreign_marks") else change.get("marked", ())
     response = submit(ann, token, change.get("unit", unit), answer=change.get("answer", "yes"),
@@ -129,32 +132,32 @@ def test_malformed_submissions_get_clear_4xx(clients, app_url, change, status, m
 
 
 def test_submission_without_csrf_is_forbidden(clients, app_url):
-    ann, _ = clients["ann"]
-    unit = next_unit(ann)
+    ann, token = clients["ann"]
+    unit = next_unit(ann, token)
     assert submit(ann, "forged", unit).status_code == 403
     assert count(app_url, Annotation) == 0
 
 
 def test_new_category_name_is_created_escaped_and_synonyms_resolve(clients, app_url):
     ann, token = clients["ann"]
-    unit = next_unit(ann)
+    unit = next_unit(ann, token)
     assert submit(ann, token, unit, category="  Fire  Engine ").json()["category"] == "fire engine"
     bob, bob_token = clients["bob"]
-    assert next_unit(bob) == unit
+    assert next_unit(bob, bob_token) == unit
     assert submit(bob, bob_token, unit, category="Automobile").json()["category"] == "car"   # a listed synonym
     assert count(app_url, Category, Category.name == "fire engine") == 1
 
 
 def test_undo_withdraws_the_last_answer_and_gives_the_unit_back(clients, app_url):
     ann, token = clients["ann"]
-    unit = next_unit(ann)
+    unit = next_unit(ann, token)
     submit(ann, token, unit, marked=unit_images(app_url, unit)[:2])
-    following = next_unit(ann)
+    following = next_unit(ann, token)
     assert following != unit
     response = ann.post("/annotations/undo", data={"csrf_token": token}, follow_redirects=False)
     assert response.headers["location"] == f"/units/{unit}"
     assert count(app_url, Annotation) == 0 and count(app_url, ImageMark) == 0
-    assert next_unit(ann) == unit                            # held for them again, the other released
+    assert next_unit(ann, token) == unit                     # held for them again, the other released
     assert count(app_url, UnitReservation) == 1
     assert submit(ann, token, unit, answer="texture", category="").status_code == 200
     assert ann.post("/annotations/undo", data={"csrf_token": token}, follow_redirects=False).status_code == 303
@@ -181,10 +184,10 @@ def test_images_stream_with_cache_headers(clients, app_url):
 def test_sound_task_for_a_detector(clients, app_url):
     for name in ("ann", "bob", "cat"):      # all three mark 4 of 5 images: a dog detector at 80%
         client, token = clients[name]
-        while (unit := next_unit(client)) is not None:
+        while (unit := next_unit(client, token)) is not None:
             submit(client, token, unit, category="dog", marked=unit_images(app_url, unit)[:4])
     dan, token = clients["dan"]
-    unit = int(dan.get("/sound", follow_redirects=False).headers["location"].rsplit("/", 1)[1])
+    unit = next_unit(dan, token, "/sound")
     page = dan.get(f"/sound/{unit}").text
     assert "<audio" in page and "dog" in page
     images = unit_images(app_url, unit)

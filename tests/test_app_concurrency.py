@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app_helpers import PASSWORD, add_user, csrf_of, running_server, seed_run
 from backend.db.models import Annotation, Annotator
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 
 ANNOTATORS = 50
 SECONDS = float(os.environ.get("AMBIENT_SOAK_SECONDS", "15"))
@@ -67,7 +67,7 @@ def test_concurrent_annotators_lose_nothing(server):
         t.join()
     assert not errors, errors[:5]
     assert len(saved) >= ANNOTATORS, f"only {len(saved)} submissions in {SECONDS} s"
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         stored = db.execute(select(Annotator.name, Annotation.unit_id).join(Annotator)).all()
     # Every acknowledged submission is in the database, and nothing else is.
     assert sorted(map(tuple, stored)) == sorted(saved)

@@ -11,19 +11,18 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import add_user, database_url, login, seed_run, unit_ids, unit_images
+from app_helpers import add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.units import submit_annotation
 from backend.cli import app as cli
 from backend.config import Settings
 from backend.db.models import Annotation, Annotator, Category, SoundJudgement, Unit
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 
 
 def answer(url, name, unit, answer="yes", category=None, marked=0):
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
-        submit_annotation(db, annotator, unit, answer, category, unit_images(url, unit)[:marked])
+        submit_held(db, annotator, unit, answer, category, unit_images(url, unit)[:marked])
 
 
 @pytest.fixture()
@@ -40,7 +39,7 @@ def labelled(tmp_path):
     answer(url, "ann", u2, "no")
     answer(url, "bob", u2, "texture")
     answer(url, "cat", u2, category="sky", marked=5)
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         db.get(Unit, u1).auto_category_id = db.scalar(select(Category.id).where(Category.name == "dog"))
         db.get(Unit, u1).auto_precision = 0.9
         boss = db.scalar(select(Annotator.id).where(Annotator.name == "boss"))
@@ -58,13 +57,16 @@ def admin(labelled):
     client.close()
 
 
-def test_detectors_export_json_and_csv(admin):
+def test_detectors_export_json_and_csv(admin, labelled):
     client, _ = admin
     detectors = client.get("/api/runs/1/detectors.json").json()
-    assert detectors == [{"layer": "conv5", "unit": 0, "category": "dog", "precision": 1.0, "annotators": 3,
-                          "agreement": 1.0, "characteristic": True}]
+    unit = unit_ids(labelled[0])[0]      # the unit's id, as the pages say it ("Unit N"), not its index in the layer
+    assert detectors == [{"unit": unit, "layer": "conv5", "index_in_layer": 0, "category": "dog", "precision": 1.0,
+                          "annotators": 3, "agreement": 1.0, "characteristic": True}]
     rows = list(csv.DictReader(io.StringIO(client.get("/api/runs/1/detectors.csv").text)))
-    assert [(r["unit"], r["category"], r["precision"], r["characteristic"]) for r in rows] == [("0", "dog", "1.0", "True")]
+    assert [(r["unit"], r["index_in_layer"], r["category"], r["precision"], r["characteristic"]) for r in rows] == [
+        (str(unit), "0", "dog", "1.0", "True")]
+    assert f"Unit {unit} " in client.get("/results/1").text
     assert client.get("/api/runs/7/detectors.json").status_code == 404
 
 
@@ -79,7 +81,7 @@ def test_table1_json(admin):
 def test_results_pages_show_figures_table1_and_automatic_labels(admin):
     client, _ = admin
     page = client.get("/results", headers={"accept": "text/html"}).text
-    assert "Plotly.newPlot" in page and "cdn.plot.ly" not in page and "Table 1" in page
+    assert 'class="plotly-figure"' in page and "cdn.plot.ly" not in page and "Table 1" in page
     run_page = client.get("/results/1").text
     assert 'id="histogram"' in run_page and 'id="gallery"' in run_page
     assert "automatic: dog (90.0%)" in run_page
@@ -103,7 +105,7 @@ def test_characteristic_flag_and_merging_new_names(admin, labelled):
     client, token = admin
     url, (u1, _, _) = labelled
     answer(url, "ann", unit_ids(url)[3], category="doggo", marked=1)
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         dog = db.scalar(select(Category).where(Category.name == "dog"))
         doggo = db.scalar(select(Category).where(Category.name == "doggo"))
     assert client.post(f"/admin/categories/{dog.id}/characteristic",
@@ -115,7 +117,7 @@ def test_characteristic_flag_and_merging_new_names(admin, labelled):
     assert client.post(f"/admin/categories/{doggo.id}/merge",
                        data={"into": "nonexistent", "csrf_token": token}).status_code == 422
     assert client.post(f"/admin/categories/{doggo.id}/merge", data={"into": "dog", "csrf_token": token}).status_code == 200
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         assert db.scalar(select(Category).where(Category.name == "doggo")) is None
         assert "doggo" in db.scalar(select(Category.synonyms).where(Category.name == "dog"))
         assert db.scalar(select(Annotation.category_id).where(Annotation.unit_id == unit_ids(url)[3])) == dog.id
@@ -125,7 +127,7 @@ def test_names_are_escaped_in_pages(admin, labelled):
     client, token = admin
     url, _ = labelled
     client.post("/admin/users", data={"name": "x", "csrf_token": token})
-    with session_factory(init_db(url))() as db:     # a hostile name that slipped in some other way
+    with session_factory(upgrade_db(url))() as db:     # a hostile name that slipped in some other way
         db.add(Category(name="<img src=x onerror=alert(1)>", synonyms=""))
         db.commit()
     page = client.get("/admin/categories").text
@@ -140,7 +142,7 @@ def test_export_command(labelled, tmp_path):
     exported = json.loads(result.output)
     assert exported["detectors"][0]["category"] == "dog" and exported["table1"]["detectors"] == 1
     result = runner.invoke(cli, ["export", "1", "--format", "csv", "--db", url, "--out", str(tmp_path / "d.csv")])
-    assert result.exit_code == 0 and (tmp_path / "d.csv").read_text().startswith("layer,unit,category")
+    assert result.exit_code == 0 and (tmp_path / "d.csv").read_text().startswith("unit,layer,index_in_layer,category")
     for args, message in ((["export", "nope", "--db", url], "no run called 'nope'"),
                           (["export", "1", "--format", "xml", "--db", url], "choose csv or json")):
         result = runner.invoke(cli, args)
@@ -149,6 +151,7 @@ def test_export_command(labelled, tmp_path):
 
 def test_user_add_command(tmp_path):
     url = database_url(tmp_path, "users.db")
+    upgrade_db(url)                   # `ambient db upgrade`, once per deployment
     runner = CliRunner()
     result = runner.invoke(cli, ["user", "add", "alice", "--admin", "--db", url])
     assert result.exit_code == 0 and "Added admin alice with password: " in result.output
@@ -156,11 +159,14 @@ def test_user_add_command(tmp_path):
     assert result.exit_code == 2 and "already an account" in result.output
     result = runner.invoke(cli, ["user", "add", "bob", "--password", "short", "--db", url])
     assert result.exit_code == 2 and "at least 8" in result.output
+    for common in ("12345678", "password", " " * 8, "Password123", "aaaaaaaaaa"):   # issue 16: all were accepted
+        result = runner.invoke(cli, ["user", "add", "bob", "--password", common, "--db", url])
+        assert result.exit_code == 2 and ("common" in result.output or "only spaces" in result.output), common
 
 
 def set_auto_labels(url, labels):
     """labels: unit id -> (category, precision, iou), as `ambient dissect --truth` stores them."""
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         for unit_id, (category, precision, iou) in labels.items():
             unit = db.get(Unit, unit_id)
             unit.auto_category_id = db.scalar(select(Category.id).where(Category.name == category))
@@ -189,8 +195,8 @@ def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):
     rows = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
             for row in re.findall(r'<tr id="auto-unit-\d+">(.*?)</tr>', table, re.S)]
     assert [[cells[0]] + cells[2:] for cells in rows] == [           # most precise first; car is below 0.6
-        ["conv5 1", "dog", "95.0%", "0.500", "*"],
-        ["conv5 0", "sky", "70.0%", "0.250", ""],
-        ["conv5 3", "dog", "60.0%", "0.125", "*"]]
+        [f"Unit {u1} conv5 channel 1", "dog", "95.0%", "0.500", "*"],
+        [f"Unit {u0} conv5 channel 0", "sky", "70.0%", "0.250", ""],
+        [f"Unit {u3} conv5 channel 3", "dog", "60.0%", "0.125", "*"]]
     assert f'id="auto-unit-{u2}"' not in table
     assert "No detectors yet." in page                # no human labels: the rest of the page is unchanged

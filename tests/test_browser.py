@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images
+from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
-from backend.app.units import submit_annotation
 from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, Unit
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
@@ -21,11 +20,11 @@ def site(tmp_path):
     add_user(url, "ann")
     add_user(url, "boss", is_admin=True)
     unit_a, unit_b = unit_ids(url)
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         for name in ("tom", "una", "val"):
             add_user(url, name)
             annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
-            submit_annotation(db, annotator, unit_b, "yes", "dog", unit_images(url, unit_b)[:50])
+            submit_held(db, annotator, unit_b, "yes", "dog", unit_images(url, unit_b)[:50])
         unit = db.get(Unit, unit_b)       # as `ambient dissect --truth` would label it
         unit.auto_category_id = db.scalar(select(Category.id).where(Category.name == "dog"))
         unit.auto_precision = 0.85
@@ -61,7 +60,7 @@ def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, 
     page.screenshot(path=str(SCREENSHOTS / "unit_page.png"))
     page.keyboard.press("Enter")                                # submit -> next unit (none left)
     page.wait_for_selector("text=Nothing left to label")
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         annotator = db.scalar(select(Annotator.id).where(Annotator.name == "ann"))
         answer = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator))
         marks = db.scalars(select(ImageMark.unit_image_id).where(ImageMark.annotation_id == answer.id)).all()
@@ -80,7 +79,7 @@ def test_annotator_labels_a_unit_and_judges_clips_then_admin_sees_results(site, 
     page.screenshot(path=str(SCREENSHOTS / "sound_task.png"))
     page.keyboard.press("Enter")
     page.wait_for_selector("text=Saved 30 sound judgements")
-    with session_factory(init_db(url))() as db:
+    with session_factory(upgrade_db(url))() as db:
         assert len(db.scalars(select(SoundJudgement.id)).all()) == 30
 
     page.click("button:has-text('Log out')")

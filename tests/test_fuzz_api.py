@@ -21,7 +21,7 @@ from backend.app import create_app
 from backend.app.main import SESSION_COOKIE
 from backend.config import Settings
 from backend.db.models import Annotator
-from backend.db.session import init_db, session_factory
+from backend.db.session import upgrade_db, session_factory
 
 EXAMPLES = int(os.environ.get("AMBIENT_FUZZ_EXAMPLES", "25"))
 LEAKS = ("Traceback", 'File "/', "sqlalchemy.", "sqlite3.")
@@ -46,7 +46,7 @@ SESSIONS = {name: session_cookie(name) for name in ("ann", "boss")}
 
 def restore_sessions() -> None:
     """Back to the shared sessions after a case that may have ended them (a logout, a password change)."""
-    with session_factory(init_db(_URL))() as db:
+    with session_factory(upgrade_db(_URL))() as db:
         db.execute(update(Annotator).where(Annotator.name.in_(SESSIONS)).values(password_hash=PASSWORD_HASH))
         db.commit()
     SESSIONS.update({name: session_cookie(name) for name in SESSIONS})

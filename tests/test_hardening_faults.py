@@ -25,7 +25,7 @@ from backend.app import create_app
 from backend.app.routes import units as units_routes
 from backend.config import Settings
 from backend.db.models import Annotation, Annotator
-from backend.db.session import init_db, session_factory
+from backend.db.session import open_db, session_factory, upgrade_db
 
 ANNOTATORS = 12
 LOAD_SECONDS = float(os.environ.get("AMBIENT_KILL_SECONDS", "3"))
@@ -58,7 +58,7 @@ def submit_until_refused(base: str, name: str, acknowledged: list, sent: list) -
                                         "csrf_token": csrf_of(client.get("/login").text)})
             token = csrf_of(client.get("/login").text)
             while True:
-                page = client.get("/annotate", follow_redirects=True)
+                page = client.post("/annotate", data={"csrf_token": token}, follow_redirects=True)
                 match = re.search(r"/units/(\d+)$", str(page.url))
                 if match is None:
                     return
@@ -97,7 +97,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_annotation_once(tmp_path):
         if ON_SQLITE:                            # the file itself is intact
             with sqlite3.connect(url.removeprefix("sqlite:///")) as raw:
                 assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        with session_factory(init_db(url))() as db:
+        with session_factory(upgrade_db(url))() as db:
             stored = [tuple(row) for row in db.execute(select(Annotator.name, Annotation.unit_id).join(Annotator))]
         assert set(acknowledged) <= set(stored)                   # nothing acknowledged is lost
         assert len(stored) == len(set(stored))                     # nothing is stored twice
@@ -113,7 +113,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_annotation_once(tmp_path):
                     continue
                 response = client.post(f"/units/{unit}/annotation", data={"answer": "no", "csrf_token": token})
                 assert response.status_code in (200, 409), response.text
-        with session_factory(init_db(url))() as db:
+        with session_factory(upgrade_db(url))() as db:
             count = db.scalar(select(func.count()).select_from(Annotation))
             distinct = db.scalar(select(func.count()).select_from(
                 select(Annotation.unit_id, Annotation.annotator_id).distinct().subquery()))
@@ -133,7 +133,8 @@ def app_url(tmp_path):
 def _take_a_unit(client: TestClient) -> tuple[str, int]:
     """Log in as ann and reserve the next unit; (CSRF token, unit id)."""
     token = login(client, "ann")
-    return token, int(client.get("/annotate", follow_redirects=False).headers["location"].rsplit("/", 1)[1])
+    taken = client.post("/annotate", data={"csrf_token": token}, follow_redirects=False)
+    return token, int(taken.headers["location"].rsplit("/", 1)[1])
 
 
 def _answer(client: TestClient, token: str, unit: int, accept: str = "application/json"):
@@ -158,14 +159,15 @@ def _query_only(connection, _record) -> None:
 def test_read_only_database_gives_a_clear_error(app_url, accept):
     with TestClient(create_app(Settings(database_url=app_url))) as client:
         token, unit = _take_a_unit(client)
-        engine = init_db(app_url)
+        engine = open_db(app_url)          # the engine the app runs on
         # The file turned read-only under a running server (chmod does not bind root, query_only does):
         # SQLite then fails every write with SQLITE_READONLY, as for a read-only file or mount.
         event.listen(engine, "connect", _query_only)
         engine.dispose()
         try:
             _assert_clear_page(_answer(client, token, unit, accept), 503, "read-only")
-            _assert_clear_page(client.get("/annotate", headers={"accept": accept}), 503, "read-only")
+            _assert_clear_page(client.post("/annotate", data={"csrf_token": token}, headers={"accept": accept}),
+                               503, "read-only")
         finally:
             event.remove(engine, "connect", _query_only)
             engine.dispose()
@@ -190,7 +192,7 @@ def test_full_disk_at_commit_gives_a_clear_error_and_saves_nothing(app_url, monk
         response = _answer(client, token, unit, accept)
         monkeypatch.undo()
         _assert_clear_page(response, 503, "disk is full")
-        with session_factory(init_db(app_url))() as db:
+        with session_factory(upgrade_db(app_url))() as db:
             assert db.scalar(select(func.count()).select_from(Annotation)) == 0
         # Once there is space again the same answer goes through.
         assert _answer(client, token, unit).status_code == 200
@@ -201,7 +203,7 @@ def test_a_bug_gives_an_error_page_not_a_traceback(app_url, monkeypatch):
         raise ZeroDivisionError("a bug in the queue")
     monkeypatch.setattr(units_routes, "reserve_next_unit", broken)
     with TestClient(create_app(Settings(database_url=app_url)), raise_server_exceptions=False) as client:
-        login(client, "ann")
-        response = client.get("/annotate", headers={"accept": "text/html"})
+        token = login(client, "ann")
+        response = client.post("/annotate", data={"csrf_token": token}, headers={"accept": "text/html"})
         _assert_clear_page(response, 500, "Something went wrong")
         assert "ZeroDivisionError" not in response.text and "a bug in the queue" not in response.text

@@ -1,45 +1,81 @@
-"""Server-side login sessions: the signed cookie carries the account id and a random token, the
-database the token's SHA-256 (``LoginSession``). A session is valid while its row exists and is
-younger than SESSION_DAYS; logging out deletes the row, a password change all of the account's rows."""
+"""Logging in: login sessions, the throttle on failed logins, and bounded password checks.
+
+Sessions: the signed cookie carries the account id and a random token, the database the token's
+SHA-256 (``LoginSession``). A session is valid while its row exists, is younger than
+`Settings.session_days` and was used within `Settings.session_idle_minutes`; logging out deletes
+the row, a password change all of the account's rows.
+
+Logins: the 11th failed login within the window, for one account name or one client address, is
+refused with 429 before any password is checked (the `limits` library counts the failures). Every
+check costs the same argon2 work, an unknown name included (it is checked against a dummy hash), so
+the answer's timing does not tell which names exist; and at most `password_checks_at_once` checks
+run at a time (each takes 64 MiB), the others waiting without holding a thread.
+"""
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
+import time
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, select
+import anyio
+from limits import RateLimitItemPerSecond
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from backend.app.errors import TaskError
+from backend.app.security import hash_password, verify_password
+from backend.config import Settings
 from backend.db.models import Annotator, LoginSession
 
-SESSION_DAYS = 14
+# A session's last use is written at most this often: not one database write per request.
+_TOUCH_SECONDS = 60
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _oldest_valid() -> datetime:
-    return datetime.now(timezone.utc) - timedelta(days=SESSION_DAYS)
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
-def start_session(db: Session, annotator_id: int) -> str:
+def start_session(db: Session, annotator_id: int, settings: Settings) -> str:
     """A new session for the account, committed; returns its token (for the cookie only)."""
     db.execute(delete(LoginSession).where(LoginSession.annotator_id == annotator_id,   # the account's expired ones
-                                          LoginSession.created_at < _oldest_valid()))
+                                          LoginSession.created_at < _now() - timedelta(days=settings.session_days)))
     token = secrets.token_urlsafe(32)
-    db.add(LoginSession(annotator_id=annotator_id, token_hash=_digest(token)))
+    now = _now()
+    db.add(LoginSession(annotator_id=annotator_id, token_hash=_digest(token), created_at=now, last_seen_at=now))
     db.commit()
     return token
 
 
-def session_user(db: Session, annotator_id: object, token: object) -> Annotator | None:
-    """The account whose live session the cookie's id and token name, or None."""
+def session_user(db: Session, annotator_id: object, token: object, settings: Settings) -> Annotator | None:
+    """The account whose live session the cookie's id and token name, or None; marks the session used."""
     if not isinstance(annotator_id, int) or not isinstance(token, str) or not token:
         return None
-    return db.scalar(select(Annotator).join(LoginSession, LoginSession.annotator_id == Annotator.id)
+    now = _now()
+    row = db.execute(select(Annotator, LoginSession.id, LoginSession.last_seen_at)
+                     .join(LoginSession, LoginSession.annotator_id == Annotator.id)
                      .where(Annotator.id == annotator_id, LoginSession.token_hash == _digest(token),
-                            LoginSession.created_at >= _oldest_valid()))
+                            LoginSession.created_at >= now - timedelta(days=settings.session_days),
+                            LoginSession.last_seen_at >= now - timedelta(minutes=settings.session_idle_minutes))
+                     ).one_or_none()
+    if row is None:
+        return None
+    user, session_id, last_seen = row
+    if last_seen.replace(tzinfo=timezone.utc) < now - timedelta(seconds=_TOUCH_SECONDS):
+        try:
+            db.execute(update(LoginSession).where(LoginSession.id == session_id).values(last_seen_at=now))
+            db.commit()
+        except OperationalError:   # a read-only or busy database: reading pages goes on, the next request retries
+            db.rollback()
+    return user
 
 
 def end_session(db: Session, token: object) -> None:
@@ -55,3 +91,56 @@ def end_sessions(db: Session, annotator_id: int, keep: object = None) -> None:
     if isinstance(keep, str) and keep:
         query = query.where(LoginSession.token_hash != _digest(keep))
     db.execute(query)
+
+
+class LoginThrottled(TaskError):
+    """Too many failed logins for this name or address; `retry_after` is in whole seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"Too many failed logins: try again in {retry_after} s.", 429,
+                         {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class LoginGuard:
+    """The failed-login throttle and the bounded argon2 checks of one app (see the module docstring)."""
+
+    def __init__(self, settings: Settings):
+        self.limit = RateLimitItemPerSecond(settings.login_failures, settings.login_window_seconds)
+        self.failures = MovingWindowRateLimiter(storage_from_string(settings.login_failures_storage))
+        self.checks = anyio.CapacityLimiter(settings.password_checks_at_once)
+        # The same argon2 parameters as every stored hash: an unknown name costs what a known one does.
+        self.dummy_hash = hash_password(secrets.token_urlsafe(16))
+
+    def _keys(self, name: str, address: str) -> tuple[tuple[str, str], ...]:
+        return ("name", name.strip().lower()), ("address", address)
+
+    def retry_after(self, name: str, address: str) -> int | None:
+        """Seconds until this name and address may try again, or None when they may now."""
+        for key in self._keys(name, address):
+            if not self.failures.test(self.limit, *key):
+                reset = self.failures.get_window_stats(self.limit, *key).reset_time
+                return max(1, math.ceil(reset - time.time()))
+        return None
+
+    def check_in_thread(self, password_hash: str | None, name: str, address: str, password: str) -> bool:
+        """`check` for a sync route (already on a worker thread), e.g. an admin re-entering their password."""
+        # Also looked at once an async check's turn has come: the failures of the checks it waited for count.
+        wait = self.retry_after(name, address)
+        if wait is not None:
+            raise LoginThrottled(wait)
+        if verify_password(password_hash or self.dummy_hash, password) and password_hash is not None:
+            return True
+        for key in self._keys(name, address):
+            self.failures.hit(self.limit, *key)
+        return False
+
+    async def check(self, password_hash: str | None, name: str, address: str, password: str) -> bool:
+        """Whether `password` matches `password_hash` (None: the name is unknown, so it never does).
+
+        Raises LoginThrottled without checking when the name or the address has failed too often."""
+        wait = self.retry_after(name, address)
+        if wait is not None:
+            raise LoginThrottled(wait)
+        return await anyio.to_thread.run_sync(self.check_in_thread, password_hash, name, address, password,
+                                              limiter=self.checks)

@@ -11,6 +11,7 @@ from importlib import resources
 from urllib.parse import quote
 
 import plotly
+from jinja2 import pass_context
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -23,20 +24,25 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, render
-from backend.app.auth import SESSION_DAYS
+from backend.app.errors import TaskError
 from backend.app.routes import (api, auth, categories, clusters, docs, images, jobs, results, review, sound, units,
                                 users)
 from backend.config import Settings
 from backend.db.models import ServerSecret
-from backend.db.session import init_db, session_factory
+from backend.db.session import open_db, session_factory
 from backend.db.store import seed_categories
 from backend.jobs import recover_orphans, worker_lifespan
 from model.categories import load_categories
 
 SESSION_COOKIE = "ambient_session"
-# Every form and API body is a few kB: a bigger one is refused before it is read into memory.
-MAX_REQUEST_BYTES = 1024 * 1024
+# Scripts only from this site's files (no inline ones: an injected <script> does not run), never framed.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data: blob:; media-src 'self'; object-src 'none'; base-uri 'none'; "
+                           "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()), (b"x-frame-options", b"DENY"),
+                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 log = logging.getLogger("ambient")
 FRONTEND = resources.files("frontend")
@@ -45,7 +51,7 @@ FRONTEND = resources.files("frontend")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The app on `settings.database_url`, migrated to the current schema, categories seeded."""
     settings = settings or Settings()
-    engine = init_db(settings.database_url)
+    engine = open_db(settings.database_url)
     sessions = session_factory(engine)
     with sessions() as db:
         _seed_categories(db)
@@ -56,11 +62,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Ambient", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Annotate the object-detector units of networks trained on ambient sound.",
                   lifespan=worker_lifespan(settings) if settings.start_worker else None)
+    app.state.settings = settings
     app.state.sessions = sessions
+    app.state.login_guard = LoginGuard(settings)
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
-    app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_DAYS * 24 * 3600, same_site="lax")
-    app.add_middleware(BodyLimit, max_bytes=MAX_REQUEST_BYTES)
+    app.state.templates.env.globals["url_for"] = _path_for
+    app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
+                       max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js(request: Request) -> Response:
@@ -87,6 +97,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if _wants_json(request):
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         return _error_page(request, exc.status_code, str(exc.detail))
+
+    # Services raise TaskError for a request they cannot honour: one place turns it into the answer.
+    @app.exception_handler(TaskError)
+    def task_error(request: Request, exc: TaskError) -> Response:
+        return _error_response(request, exc.status, exc.message, exc.headers)
+
+    # JSON nested a thousand deep overflows the parser's (or pydantic's) recursion: the body's fault.
+    @app.exception_handler(RecursionError)
+    def too_deep(request: Request, _exc: RecursionError) -> Response:
+        return _error_response(request, 422, "The request body is nested too deeply.")
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -134,6 +154,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+@pass_context
+def _path_for(context, name: str, /, **path_params) -> str:
+    # Starlette's url_for writes absolute URLs from the Host header: `Host: evil.example` would load
+    # scripts from there. A path is all a page needs.
+    return context["request"].app.url_path_for(name, **path_params)
+
+
+class SchemeSessions:
+    """Starlette's signed-cookie sessions, the cookie marked Secure on HTTPS requests (or always)."""
+
+    def __init__(self, app: ASGIApp, always_secure: bool, **options):
+        self.plain = SessionMiddleware(app, https_only=always_secure, **options)
+        self.secure = SessionMiddleware(app, https_only=True, **options)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chosen = self.secure if scope.get("scheme") in ("https", "wss") else self.plain
+        await chosen(scope, receive, send)
+
+
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS to every HTTP response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 class BodyLimit:
     """Answers 413 to a request body over `max_bytes`: by its Content-Length, or while it streams in."""
 
@@ -171,10 +228,11 @@ def _storage_problem(message: str) -> str:
     return "The database cannot be reached right now. Tell an admin; try again later."
 
 
-def _error_response(request: Request, status: int, detail: str) -> Response:
-    if _wants_json(request):
-        return JSONResponse({"detail": detail}, status_code=status)
-    return _error_page(request, status, detail)
+def _error_response(request: Request, status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    response = (JSONResponse({"detail": detail}, status_code=status) if _wants_json(request)
+                else _error_page(request, status, detail))
+    response.headers.update(headers or {})
+    return response
 
 
 def _wants_json(request: Request) -> bool:

@@ -5,8 +5,9 @@ import csv
 import io
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
-from sqlalchemy import select
+from sqlalchemy import func, select, union
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, UnitVerdict, aggregate_unit,
@@ -93,6 +94,68 @@ def characteristic_flags(db: Session) -> dict[str, bool]:
     return dict(db.execute(select(Category.name, Category.characteristic_sound)).all())
 
 
+def unit_answers(db: Session, unit_ids) -> dict[int, list[UnitAnswer]]:
+    """The annotators' answers of each unit (marks as image ranks), oldest first."""
+    marks: dict[int, set[int]] = defaultdict(set)
+    for annotation_id, rank in db.execute(
+            select(ImageMark.annotation_id, UnitImage.rank).join(UnitImage, ImageMark.unit_image_id == UnitImage.id)
+            .join(Annotation, ImageMark.annotation_id == Annotation.id).where(Annotation.unit_id.in_(unit_ids))):
+        marks[annotation_id].add(rank)
+    answers: dict[int, list[UnitAnswer]] = defaultdict(list)
+    for annotation_id, unit_id, annotator, answer, category in db.execute(
+            select(Annotation.id, Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
+            .join(Annotator, Annotation.annotator_id == Annotator.id)
+            .outerjoin(Category, Annotation.category_id == Category.id)
+            .where(Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
+        try:
+            answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
+                                               frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
+        except ValueError:   # a yes whose category was deleted: nothing left to count
+            continue
+    return answers
+
+
+def unit_settlements(db: Session, unit_ids) -> dict[int, Settlement]:
+    """The admins' settlements of these units (one whose yes-category was deleted counts as none)."""
+    settlements = {}
+    for unit_id, answer, category in db.execute(
+            select(UnitSettlement.unit_id, UnitSettlement.answer, Category.name)
+            .outerjoin(Category, UnitSettlement.category_id == Category.id)
+            .where(UnitSettlement.unit_id.in_(unit_ids))):
+        try:
+            settlements[unit_id] = Settlement(answer, category if answer == "yes" else None)
+        except ValueError:
+            continue
+    return settlements
+
+
+def _verdict(unit_id: int, answers: Sequence[UnitAnswer], settlement: Settlement | None, n_images: int,
+             settings: AnnotationSettings) -> UnitVerdict | None:
+    """The unit's verdict once it has all its annotators (or a settlement); None before."""
+    if len(answers) < settings.annotators_per_unit and settlement is None:
+        return None
+    return aggregate_unit(unit_id, answers, n_images=max(n_images, 1), threshold=DETECTOR_PRECISION,
+                          settlement=settlement)
+
+
+def detector_units(db: Session, unit_ids, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:
+    """Which of `unit_ids` (ids or a select of them) are detectors, and of which category.
+
+    Reads only these units' answers: the sound task asks this on every request."""
+    answers, settlements = unit_answers(db, unit_ids), unit_settlements(db, unit_ids)
+    n_images = dict(db.execute(select(UnitImage.unit_id, func.count()).where(UnitImage.unit_id.in_(unit_ids))
+                               .group_by(UnitImage.unit_id)).all())
+    verdicts = (_verdict(u, answers.get(u, ()), settlements.get(u), n_images[u], settings) for u in n_images)
+    return {v.unit: v.category for v in verdicts if v is not None and v.is_detector}
+
+
+def complete_units(settings: AnnotationSettings = ANNOTATION):
+    """A select of the units with all their annotators or a settlement: those that have a verdict."""
+    answered = (select(Annotation.unit_id).group_by(Annotation.unit_id)
+                .having(func.count() >= settings.annotators_per_unit))
+    return union(answered, select(UnitSettlement.unit_id))
+
+
 def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:
     """Everything the results page and the exports say about `run`."""
     units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou)
@@ -100,43 +163,18 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
                        .outerjoin(Category, Unit.auto_category_id == Category.id)
                        .where(Layer.run_id == run.id).order_by(Layer.name, Unit.index)).all()
     unit_ids = [u.id for u in units]
-    images: dict[int, list[tuple[int, int]]] = defaultdict(list)           # unit -> [(rank, image id)]
-    for unit_id, rank, image_id in db.execute(select(UnitImage.unit_id, UnitImage.rank, UnitImage.id)
-                                              .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
-        images[unit_id].append((rank, image_id))
-    ranks = {image_id: rank for unit_images in images.values() for rank, image_id in unit_images}
-
-    marks: dict[int, set[int]] = defaultdict(set)
-    for annotation_id, image_id in db.execute(
-            select(ImageMark.annotation_id, ImageMark.unit_image_id).join(Annotation)
-            .where(Annotation.unit_id.in_(unit_ids))):
-        marks[annotation_id].add(ranks[image_id])
-    answers: dict[int, list[UnitAnswer]] = defaultdict(list)
-    for annotation_id, unit_id, annotator, answer, category in db.execute(
-            select(Annotation.id, Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
-            .join(Annotator, Annotation.annotator_id == Annotator.id)
-            .outerjoin(Category, Annotation.category_id == Category.id)
-            .where(Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
-        if answer == "yes" and category is None:   # its category was deleted: nothing left to count
-            continue
-        answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
-                                           frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
-    settlements = {unit_id: Settlement(answer, category if answer == "yes" else None)
-                   for unit_id, answer, category in db.execute(
-                       select(UnitSettlement.unit_id, UnitSettlement.answer, Category.name)
-                       .outerjoin(Category, UnitSettlement.category_id == Category.id)
-                       .where(UnitSettlement.unit_id.in_(unit_ids)))
-                   if answer != "yes" or category is not None}
+    images: dict[int, list[int]] = defaultdict(list)           # unit -> image ids, best first
+    for unit_id, image_id in db.execute(select(UnitImage.unit_id, UnitImage.id)
+                                        .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
+        images[unit_id].append(image_id)
+    answers, settlements = unit_answers(db, unit_ids), unit_settlements(db, unit_ids)
 
     rows = []
     for u in units:
-        unit_answers = tuple(answers.get(u.id, ()))
-        complete = len(unit_answers) >= settings.annotators_per_unit or u.id in settlements
-        verdict = (aggregate_unit(u.id, unit_answers, n_images=max(len(images[u.id]), 1),
-                                  threshold=DETECTOR_PRECISION, settlement=settlements.get(u.id))
-                   if complete else None)
-        rows.append(UnitRow(u.id, u[1], u.index, unit_answers, verdict, u[4], u.auto_precision,
-                            tuple(image_id for _, image_id in images[u.id][:GALLERY_IMAGES]), u.auto_iou))
+        given = tuple(answers.get(u.id, ()))
+        verdict = _verdict(u.id, given, settlements.get(u.id), len(images[u.id]), settings)
+        rows.append(UnitRow(u.id, u[1], u.index, given, verdict, u[4], u.auto_precision,
+                            tuple(images[u.id][:GALLERY_IMAGES]), u.auto_iou))
     verdicts = [r.verdict for r in rows if r.verdict is not None]
     verdict_units = {v.unit for v in verdicts}
 
@@ -163,16 +201,10 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         auto_detectors=automatic_detectors(rows, characteristic, DETECTOR_PRECISION))
 
 
-def detector_units(db: Session, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:
-    """Every run's detector units and their categories (what the sound task asks about)."""
-    return {row.unit_id: row.verdict.category
-            for run in db.scalars(select(Run).order_by(Run.id))
-            for row in run_report(db, run, settings).detectors}
-
-
 def detector_records(report: RunReport) -> list[dict]:
-    """The detectors export: one record per detector unit."""
-    return [{"layer": row.layer, "unit": row.index, "category": row.verdict.category,
+    """The detectors export: one record per detector unit. `unit` is the unit's id, as pages and the
+    API name it ("Unit 12"); `index_in_layer` its 0-based channel in the network's layer."""
+    return [{"unit": row.unit_id, "layer": row.layer, "index_in_layer": row.index, "category": row.verdict.category,
              "precision": round(row.verdict.precision, 4), "annotators": len(row.verdict.annotators),
              "agreement": None if row.verdict.agreement is None else round(row.verdict.agreement, 4),
              "characteristic": report.characteristic.get(row.verdict.category, False)}
@@ -181,7 +213,7 @@ def detector_records(report: RunReport) -> list[dict]:
 
 def detectors_csv(records: list[dict]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=["layer", "unit", "category", "precision", "annotators", "agreement",
+    writer = csv.DictWriter(out, fieldnames=["unit", "layer", "index_in_layer", "category", "precision", "annotators", "agreement",
                                              "characteristic"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(records)

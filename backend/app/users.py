@@ -7,34 +7,39 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.auth import end_sessions
-from backend.app.security import generate_password, hash_password
+from backend.app.errors import TaskError
+from backend.app.security import check_password_policy, generate_password, hash_password
+from backend.config import Settings
 from backend.db.models import Annotator
 
 # Account names appear in pages and exports: keep them plain.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-MIN_PASSWORD = 8
 
 
-class AccountError(ValueError):
-    pass
+class AccountError(TaskError):
+    """An account name or password that the rules refuse."""
 
 
 class DuplicateAccount(AccountError):
-    pass
+    status = 409
 
 
-def _check_password(password: str | None) -> None:
-    if password is not None and len(password) < MIN_PASSWORD:
-        raise AccountError(f"a password needs at least {MIN_PASSWORD} characters")
+def _check_password(password: str | None, settings: Settings) -> None:
+    if password is not None:
+        try:
+            check_password_policy(password, settings.min_password_length)
+        except ValueError as error:
+            raise AccountError(str(error)) from None
 
 
-def add_account(db: Session, name: str, password: str | None, is_admin: bool) -> tuple[Annotator, str]:
+def add_account(db: Session, name: str, password: str | None, is_admin: bool,
+                settings: Settings) -> tuple[Annotator, str]:
     """A new account, committed; returns it and its password (generated when `password` is None)."""
     name = name.strip()
     if not _NAME.match(name):
         raise AccountError("an account name is 1-64 letters, digits, dots, hyphens or underscores, "
                            "starting with a letter or digit")
-    _check_password(password)
+    _check_password(password, settings)
     if db.scalar(select(Annotator.id).where(Annotator.name == name)) is not None:
         raise DuplicateAccount(f"there is already an account called {name!r}")
     password = password if password is not None else generate_password()
@@ -44,11 +49,12 @@ def add_account(db: Session, name: str, password: str | None, is_admin: bool) ->
     return account, password
 
 
-def set_password(db: Session, account: Annotator, password: str | None, keep_session: str | None = None) -> str:
+def set_password(db: Session, account: Annotator, password: str | None, settings: Settings,
+                 keep_session: str | None = None) -> str:
     """A new password for `account` (generated when None), committed with the end of the account's
     login sessions, all but the one whose token is `keep_session` (an admin changing their own);
     returns the password."""
-    _check_password(password)
+    _check_password(password, settings)
     password = password if password is not None else generate_password()
     account.password_hash = hash_password(password)
     end_sessions(db, account.id, keep=keep_session)

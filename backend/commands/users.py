@@ -5,7 +5,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, open_sessions
 
 
 def register(app: typer.Typer) -> None:
@@ -25,14 +25,13 @@ def register(app: typer.Typer) -> None:
         """Add an account; prints the generated password when none is given."""
         from backend.app.users import AccountError, add_account
         from backend.config import Settings
-        from backend.db.session import open_db, session_factory
 
         if prompt:
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
         settings = Settings(database_url=db) if db else Settings()
-        with session_factory(open_db(settings.database_url))() as session:
+        with open_sessions(settings.database_url)() as session:
             try:
-                account, password_used = add_account(session, name, password, admin)
+                account, password_used = add_account(session, name, password, admin, settings)
             except AccountError as error:
                 raise typer.BadParameter(str(error), param_hint="NAME or --password") from None
         role = "admin" if account.is_admin else "annotator"
@@ -55,17 +54,16 @@ def register(app: typer.Typer) -> None:
         from backend.app.users import AccountError, set_password
         from backend.config import Settings
         from backend.db.models import Annotator
-        from backend.db.session import open_db, session_factory
 
         settings = Settings(database_url=db) if db else Settings()
-        with session_factory(open_db(settings.database_url))() as session:
+        with open_sessions(settings.database_url)() as session:
             account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
             if account is None:
                 raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
             if prompt:
                 password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
             try:
-                password_used = set_password(session, account, password)
+                password_used = set_password(session, account, password, settings)
             except AccountError as error:
                 raise typer.BadParameter(str(error), param_hint="--password") from None
         if password is None:

@@ -170,6 +170,8 @@ class Annotator(Base):
     password_hash: Mapped[str] = mapped_column(String(500))
     is_admin: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # Undo reaches only answers given after the last undo: one step back, never a walk through the history.
+    last_undo_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Annotation(Base):
@@ -223,12 +225,24 @@ class LoginSession(Base):
     annotator_id: Mapped[int] = _parent("annotators")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)     # hex SHA-256 of the cookie's token
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)   # for the idle timeout
 
 
 class UnitReservation(Base):
     """A unit held for one annotator until ``expires_at`` (the annotation queue)."""
 
     __tablename__ = "unit_reservations"
+    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = _parent("units")
+    annotator_id: Mapped[int] = _parent("annotators")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class SoundReservation(Base):
+    """A detector unit held for one annotator's sound judgements until ``expires_at`` (the sound task's queue)."""
+
+    __tablename__ = "sound_reservations"
     __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     unit_id: Mapped[int] = _parent("units")

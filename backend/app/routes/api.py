@@ -1,13 +1,14 @@
 """The export API (admins): detectors and Table 1 of a run, as CSV or JSON."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import admin_user, get_db
+from backend.app.errors import TaskError
 from backend.app.results import RunReport, detector_records, detectors_csv, run_report, table1_record
 from backend.db.models import Run
 
@@ -25,8 +26,9 @@ class RunSummary(BaseModel):
 
 
 class Detector(BaseModel):
+    unit: int              # the unit's id, as the pages show it ("Unit 12")
     layer: str
-    unit: int
+    index_in_layer: int    # its 0-based channel in the layer
     category: str
     precision: float
     annotators: int
@@ -54,7 +56,7 @@ class Table1Out(BaseModel):
 def _report(db: Session, run_id: int) -> RunReport:
     run = db.get(Run, run_id)
     if run is None:
-        raise HTTPException(404, f"There is no run {run_id}.")
+        raise TaskError(f"There is no run {run_id}.", 404)
     return run_report(db, run)
 
 

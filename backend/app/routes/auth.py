@@ -5,10 +5,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from backend.app.deps import SESSION_TOKEN, check_csrf, get_db, optional_user, render
-from backend.app.auth import end_session, start_session
-from backend.app.security import new_csrf_token, verify_password
+from backend.app.auth import LoginThrottled, end_session, start_session
+from backend.app.deps import SESSION_TOKEN, check_csrf, get_db, get_settings, optional_user, render
+from backend.app.security import new_csrf_token
 from backend.db.models import Annotator
 
 router = APIRouter(include_in_schema=False)
@@ -33,14 +34,26 @@ def login_page(request: Request, next: str | None = None):
     return render(request, "login.html", next=_safe_next(next) or "")
 
 
+# Async: a login waiting for its turn at the password check must not hold one of the worker threads.
 @router.post("/login", dependencies=[Depends(check_csrf)])
-def login(request: Request, name: str = Form(max_length=200), password: str = Form(max_length=1000),
-          next: str = Form("", max_length=2000), db: Session = Depends(get_db)):
-    user = db.scalar(select(Annotator).where(Annotator.name == name.strip()))
-    if user is None or not verify_password(user.password_hash, password):
-        return render(request, "login.html", status_code=401, error="Wrong name or password.", name=name,
-                      next=_safe_next(next) or "")
-    token = start_session(db, user.id)
+async def login(request: Request, name: str = Form(max_length=200), password: str = Form(max_length=1000),
+                next: str = Form("", max_length=2000), db: Session = Depends(get_db)):
+    def refused(status: int, error: str, headers: dict[str, str] | None = None):
+        response = render(request, "login.html", status_code=status, error=error, name=name,
+                          next=_safe_next(next) or "")
+        response.headers.update(headers or {})
+        return response
+
+    user = await run_in_threadpool(db.scalar, select(Annotator).where(Annotator.name == name.strip()))
+    address = request.client.host if request.client else ""
+    try:
+        matches = await request.app.state.login_guard.check(user.password_hash if user else None, name, address,
+                                                            password)
+    except LoginThrottled as throttled:
+        return refused(throttled.status, throttled.message, throttled.headers)
+    if not matches:
+        return refused(401, "Wrong name or password.")
+    token = await run_in_threadpool(start_session, db, user.id, get_settings(request))
     request.session.clear()      # a fresh session (and CSRF token) on every login
     request.session.update({"uid": user.id, SESSION_TOKEN: token, "csrf": new_csrf_token()})
     return RedirectResponse(_safe_next(next) or "/", status_code=303)

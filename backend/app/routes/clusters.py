@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.clusters import (NotFound, cochleagram_png, frame_groups, frame_texture, run_groups,
                                   runs_with_clusters, texture_figure)
-from backend.app.deps import current_user, get_db, render
+from backend.app.deps import current_user, figure_html, get_db, render
 from backend.db.models import Annotator, Dataset, Frame
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
@@ -19,7 +19,7 @@ CACHE = {"Cache-Control": "private, max-age=3600"}
 
 
 def _embed(figure) -> str:
-    return figure.to_html(full_html=False, include_plotlyjs=False, config={"displayModeBar": False})
+    return figure_html(figure, displayModeBar=False)
 
 
 def _found(call, *args):

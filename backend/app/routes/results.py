@@ -6,16 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
-from backend.app.deps import admin_user, get_db, render
+from backend.app.deps import admin_user, figure_html, get_db, render
 from backend.app.results import THRESHOLDS, characteristic_flags, run_report
 from backend.db.models import Annotator, Run
 
 router = APIRouter(include_in_schema=False)
-
-
-def _embed(figure) -> str:
-    # plotly.js itself comes once from /static/plotly.min.js, served from the plotly package.
-    return figure.to_html(full_html=False, include_plotlyjs=False)
 
 
 @router.get("/results")
@@ -24,9 +19,9 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
     characteristic = characteristic_flags(db)
     with_detectors = {r.run.name: r.histogram for r in reports if r.histogram}
     return render(request, "results.html", user=user, reports=reports,
-                  side_by_side=_embed(detector_histograms_figure(with_detectors, characteristic))
+                  side_by_side=figure_html(detector_histograms_figure(with_detectors, characteristic))
                   if with_detectors else None,
-                  threshold_curve=_embed(threshold_curve_figure(
+                  threshold_curve=figure_html(threshold_curve_figure(
                       THRESHOLDS, {r.run.name: r.threshold_counts for r in reports})) if reports else None)
 
 
@@ -38,10 +33,10 @@ def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user)
     report = run_report(db, run)
     auto = report.auto_detectors
     return render(request, "run.html", user=user, report=report,
-                  auto_histogram=_embed(detector_histogram_figure(
+                  auto_histogram=figure_html(detector_histogram_figure(
                       auto.histogram, report.characteristic, title=f"Automatic detectors per category, {run.name}"))
                   if auto and auto.histogram else None,
-                  histogram=_embed(detector_histogram_figure(report.histogram, report.characteristic,
+                  histogram=figure_html(detector_histogram_figure(report.histogram, report.characteristic,
                                                              title=f"Detectors per category, {run.name}"))
                   if report.histogram else None,
-                  threshold_curve=_embed(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts})))
+                  threshold_curve=figure_html(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts})))

@@ -1,4 +1,6 @@
-"""The unit task: the queue, one unit's page, submitting an answer, undoing the last one."""
+"""The unit task: the queue, one unit's page, submitting an answer, undoing the last one.
+
+Only POSTs hand out units: a GET (which another site can make a browser send) changes nothing."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -6,22 +8,38 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from backend.app.deps import check_csrf, current_user, flash, get_db, render
-from backend.app.units import (TaskError, has_submissions, reserve_next_unit,
-                               submission_count, submit_annotation, undo_last_annotation, utcnow)
-from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
+from backend.app.deps import check_csrf, current_user, flash, get_db, get_settings, render, wants_html
+from backend.app.reservations import current_reservation, held_for, utcnow
+from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
+                               undo_last_annotation)
+from backend.config import Settings
+from backend.db.models import Annotator, Unit, UnitImage
 from model.categories import category_by_name
 
 router = APIRouter(include_in_schema=False)
 
 
-@router.get("/annotate")
-def next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+def _next_unit(request: Request, user: Annotator, db: Session):
     reservation = reserve_next_unit(db, user.id)
     if reservation is None:
         return render(request, "queue_empty.html", user=user, can_undo=has_submissions(db, user.id),
                       message="Every unit has all its annotators or has been labelled by you. Thank you!")
     return RedirectResponse(f"/units/{reservation.unit_id}", status_code=303)
+
+
+@router.get("/annotate")
+def queue(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    held = current_reservation(db, UNIT_QUEUE, user.id, utcnow())
+    if held is not None:
+        return RedirectResponse(f"/units/{held.unit_id}", status_code=303)
+    return render(request, "queue_start.html", user=user, title="Label units", action="/annotate",
+                  button_id="next-unit", button="Label the next unit",
+                  message="Each unit is held for you while you label it; then the next one comes.")
+
+
+@router.post("/annotate", dependencies=[Depends(check_csrf)])
+def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    return _next_unit(request, user, db)
 
 
 @router.get("/units/{unit_id}")
@@ -30,11 +48,9 @@ def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_
     unit = db.get(Unit, unit_id)
     if unit is None:
         raise HTTPException(404, f"There is no unit {unit_id}.")
-    held = db.scalar(select(UnitReservation).where(UnitReservation.unit_id == unit_id,
-                                                   UnitReservation.annotator_id == user.id,
-                                                   UnitReservation.expires_at >= utcnow()))
+    held = held_for(db, UNIT_QUEUE, unit_id, user.id, utcnow())
     if held is None:
-        flash(request, f"Unit {unit_id} is not held for you; here is your next unit.")
+        flash(request, f"Unit {unit_id} is not held for you.")
         return RedirectResponse("/annotate", status_code=303)
     # The page only links the pictures (/images/{id}): loading 60 JPEG blobs here would waste the time.
     images = db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg))
@@ -54,22 +70,17 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
         marked_ids = [int(value) for value in marked]
     except ValueError:
         raise HTTPException(422, "Marked images must be image numbers.") from None
-    try:
-        done = submit_annotation(db, user.id, unit_id, answer, category, marked_ids)
-    except TaskError as error:
-        raise HTTPException(error.status, error.message) from None
-    if "text/html" not in request.headers.get("accept", ""):
+    done = submit_annotation(db, user.id, unit_id, answer, category, marked_ids)
+    if not wants_html(request):
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
     saved = f" ({done.category}, {done.marked} images marked)" if done.category else ""
     flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
-    return RedirectResponse("/annotate", status_code=303)
+    return _next_unit(request, user, db)
 
 
 @router.post("/annotations/undo", dependencies=[Depends(check_csrf)])
-def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
-    try:
-        unit_id = undo_last_annotation(db, user.id)
-    except TaskError as error:
-        raise HTTPException(error.status, error.message) from None
+def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db),
+         settings: Settings = Depends(get_settings)):
+    unit_id = undo_last_annotation(db, user.id, settings.undo_minutes)
     flash(request, f"Your answer for unit {unit_id} was withdrawn: answer it again.")
     return RedirectResponse(f"/units/{unit_id}", status_code=303)

@@ -1,0 +1,142 @@
+"""The annotation queues: units held for one annotator at a time, shared by the unit and the sound task.
+
+A unit takes `annotators_per_unit` people in each task. A slot is taken by an answer or by someone
+else's live reservation; an annotator is handed a unit with a free slot, held for them for
+`reservation_minutes`, and may answer only a unit that was handed to them.
+
+Concurrency: each change that hands out or fills a slot first deletes the queue's expired
+reservations. On SQLite that write takes the database's single write lock, so the checks and
+inserts after it cannot interleave with another request's; on PostgreSQL the unit row is locked
+FOR UPDATE. Either way the unique (unit, annotator) constraints stop a replayed form counting twice.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from functools import wraps
+
+from sqlalchemy import Select, delete, func, or_, select, union_all
+from sqlalchemy.orm import Session
+
+from backend.app.errors import TaskError
+from backend.db.models import SoundReservation, Unit, UnitReservation
+from model.settings import ANNOTATION, AnnotationSettings
+
+_SQLITE_WRITER = threading.Lock()
+_BATCH = 20     # candidate units looked at per query while finding the next one
+
+
+def one_writer_at_a_time(function):
+    """On SQLite, this process's writes queue on a lock instead of in SQLite's busy handler.
+
+    SQLite lets one transaction write at a time and makes the others poll with growing sleeps:
+    under 50 annotators that gave the queue a 5 s p95 (BENCHMARKS.md, Load). A lock hands over at
+    once. Other processes and other databases still rely on the database's own locking.
+    """
+    @wraps(function)
+    def locked(db: Session, *args, **kwargs):
+        if db.get_bind().dialect.name != "sqlite":
+            return function(db, *args, **kwargs)
+        with _SQLITE_WRITER:
+            return function(db, *args, **kwargs)
+    return locked
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Queue:
+    """One task's queue: where its reservations live, and who has answered which unit."""
+
+    name: str                                     # "unit", "sound": for messages
+    reservation: type[UnitReservation] | type[SoundReservation]
+    answers: Select                               # (unit_id, annotator_id), one row per annotator who answered
+
+
+def lock(db: Session, queue: Queue, unit_id: int | None, now: datetime) -> None:
+    db.commit()   # end any earlier read so what follows sees the newest rows
+    db.execute(delete(queue.reservation).where(queue.reservation.expires_at < now))
+    if unit_id is not None:
+        db.execute(select(Unit.id).where(Unit.id == unit_id).with_for_update())
+
+
+def _slots_taken(queue: Queue, unit_ids, annotator_id: int, now: datetime):
+    """(unit_id, taken) for units with answers or with live reservations held by someone else."""
+    answers = queue.answers.subquery()
+    held = union_all(
+        select(answers.c.unit_id.label("unit_id")),
+        select(queue.reservation.unit_id.label("unit_id")).where(
+            queue.reservation.annotator_id != annotator_id, queue.reservation.expires_at >= now)).subquery()
+    query = select(held.c.unit_id, func.count().label("taken")).group_by(held.c.unit_id)
+    if unit_ids is not None:
+        query = query.where(held.c.unit_id.in_(unit_ids))
+    return query
+
+
+def free_slot(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: datetime, per_unit: int) -> bool:
+    taken = db.execute(_slots_taken(queue, [unit_id], annotator_id, now)).one_or_none()
+    return (taken.taken if taken else 0) < per_unit
+
+
+def current_reservation(db: Session, queue: Queue, annotator_id: int, now: datetime):
+    return db.scalar(select(queue.reservation)
+                     .where(queue.reservation.annotator_id == annotator_id, queue.reservation.expires_at >= now)
+                     .order_by(queue.reservation.expires_at.desc()).limit(1))
+
+
+def held_for(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: datetime):
+    """This annotator's live reservation of `unit_id`, or None."""
+    return db.scalar(select(queue.reservation).where(
+        queue.reservation.unit_id == unit_id, queue.reservation.annotator_id == annotator_id,
+        queue.reservation.expires_at >= now))
+
+
+def reserve_next(db: Session, queue: Queue, annotator_id: int, candidates, now: datetime,
+                 settings: AnnotationSettings = ANNOTATION, keep: Callable[[list[int]], set[int]] | None = None):
+    """The unit (of `candidates`: ids or a select of them) this annotator should do next, held for
+    them; None when nothing is left for them. `keep`, if given, says which of a batch of candidates
+    qualify (the sound task: which are detectors), so only the units looked at are checked.
+
+    A unit they already hold comes back (a reloaded page). Otherwise the most nearly complete unit
+    they have not answered and that still has a free slot, so units reach their full count soonest.
+    """
+    lock(db, queue, None, now)
+    held = current_reservation(db, queue, annotator_id, now)
+    if held is not None:
+        db.commit()
+        return held
+    taken = _slots_taken(queue, None, annotator_id, now).subquery()
+    answers = queue.answers.subquery()
+    answered = select(answers.c.unit_id).where(answers.c.annotator_id == annotator_id)
+    open_units = (select(Unit.id).outerjoin(taken, taken.c.unit_id == Unit.id)
+                  .where(Unit.id.in_(candidates), Unit.id.not_in(answered),
+                         or_(taken.c.taken.is_(None), taken.c.taken < settings.annotators_per_unit))
+                  .order_by(func.coalesce(taken.c.taken, 0).desc(), Unit.id))
+    for offset in itertools.count(0, _BATCH):
+        unit_ids = db.scalars(open_units.offset(offset).limit(_BATCH)).all()
+        if not unit_ids:
+            break
+        kept = keep(unit_ids) if keep else set(unit_ids)
+        for unit_id in (u for u in unit_ids if u in kept):
+            db.execute(select(Unit.id).where(Unit.id == unit_id).with_for_update())
+            if free_slot(db, queue, unit_id, annotator_id, now, settings.annotators_per_unit):
+                reservation = queue.reservation(unit_id=unit_id, annotator_id=annotator_id,
+                                                expires_at=now + timedelta(minutes=settings.reservation_minutes))
+                db.add(reservation)
+                db.commit()
+                return reservation
+    db.commit()
+    return None
+
+
+def check_held(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: datetime) -> None:
+    """TaskError (409) unless this annotator holds `unit_id` now: people answer what the queue hands
+    them, so nobody picks the units they label, and no unit gets more than its annotators."""
+    if held_for(db, queue, unit_id, annotator_id, now) is None:
+        raise TaskError(f"Unit {unit_id} is not held for you in the {queue.name} task (or your hold on it ran "
+                        "out): your next unit is waiting.", 409)

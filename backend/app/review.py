@@ -1,0 +1,29 @@
+"""An admin's settlement of a unit whose annotators tied: it replaces their votes in the verdict."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from annotation.aggregate import Settlement
+from backend.app.categories import resolve_category
+from backend.app.errors import TaskError
+from backend.db.models import Unit, UnitSettlement
+
+
+def settle_unit(db: Session, unit_id: int, answer: str, category: str, admin_id: int) -> Settlement:
+    """Store the admin's answer (and category, for a yes) for `unit_id`, committed; returns it."""
+    if db.get(Unit, unit_id) is None:
+        raise TaskError(f"There is no unit {unit_id}.", 404)
+    try:   # annotation.aggregate's rule: a category exactly when the answer is yes
+        decision = Settlement(answer, category.strip() or None if answer == "yes" else None)
+    except ValueError as error:
+        raise TaskError(f"The settlement was not saved: {error}.") from None
+    category_row = resolve_category(db, decision.category) if decision.category else None
+    settlement = db.scalar(select(UnitSettlement).where(UnitSettlement.unit_id == unit_id))
+    if settlement is None:
+        settlement = UnitSettlement(unit_id=unit_id)
+        db.add(settlement)
+    settlement.answer, settlement.admin_id = answer, admin_id
+    settlement.category_id = category_row.id if category_row else None
+    db.commit()
+    return Settlement(answer, category_row.name if category_row else None)

@@ -1,0 +1,78 @@
+"""The sound task: its queue of detector units (backend/app/reservations.py) and the judgements."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from annotation.aggregate import AUDIBLE
+from backend.app.errors import TaskError
+from backend.app.reservations import Queue, check_held, lock, one_writer_at_a_time, reserve_next, utcnow
+from backend.app.results import complete_units, detector_units
+from backend.db.models import SoundJudgement, SoundReservation, UnitImage
+from model.settings import ANNOTATION, AnnotationSettings
+
+SOUND_QUEUE = Queue("sound", SoundReservation,
+                    select(UnitImage.unit_id, SoundJudgement.annotator_id)
+                    .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).distinct())
+
+
+def sound_clips(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> list[UnitImage]:
+    """The unit's top images whose clips the sound task plays."""
+    return list(db.scalars(select(UnitImage).where(UnitImage.unit_id == unit_id)
+                           .order_by(UnitImage.rank).limit(settings.sound_clips_per_unit)))
+
+
+def detector_category(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> str:
+    """The category the unit detects; TaskError (404) when it is not a detector (yet)."""
+    category = detector_units(db, [unit_id], settings).get(unit_id)
+    if category is None:
+        raise TaskError(f"Unit {unit_id} is not a detector (yet), so it has no sound task.", 404)
+    return category
+
+
+@one_writer_at_a_time
+def reserve_next_sound_unit(db: Session, annotator_id: int, now: datetime | None = None,
+                            settings: AnnotationSettings = ANNOTATION) -> SoundReservation | None:
+    """A detector unit this annotator has not judged, held for them; None when none is left for them."""
+    return reserve_next(db, SOUND_QUEUE, annotator_id, complete_units(settings), now or utcnow(), settings,
+                        keep=lambda unit_ids: set(detector_units(db, unit_ids, settings)))
+
+
+@one_writer_at_a_time
+def submit_sound_judgements(db: Session, annotator_id: int, unit_id: int, judgements: dict[int, str],
+                            now: datetime | None = None, settings: AnnotationSettings = ANNOTATION) -> int:
+    """Store one annotator's audibility judgement of each of the unit's clips, all or none; the unit
+    must be a detector held for them."""
+    now = now or utcnow()
+    detector_category(db, unit_id, settings)
+    clips = {image.id for image in sound_clips(db, unit_id, settings)}
+    foreign = sorted(set(judgements) - clips)
+    if foreign:
+        raise TaskError(f"Clips {foreign[:10]} are not among unit {unit_id}'s top clips.")
+    bad = sorted({value[:20] for value in judgements.values() if value not in AUDIBLE})
+    if bad:
+        raise TaskError(f"Each judgement must be one of {', '.join(AUDIBLE)}; got {bad}.")
+    missing = len(clips) - len(judgements)
+    if missing:
+        raise TaskError(f"{missing} of the {len(clips)} clips are not judged yet.")
+    lock(db, SOUND_QUEUE, unit_id, now)
+    try:
+        if db.scalar(select(SoundJudgement.id).join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
+                     .where(UnitImage.unit_id == unit_id, SoundJudgement.annotator_id == annotator_id).limit(1)):
+            raise TaskError(f"You have already judged unit {unit_id}'s clips (was the form sent twice?).", 409)
+        check_held(db, SOUND_QUEUE, unit_id, annotator_id, now)
+        db.execute(insert(SoundJudgement), [{"annotator_id": annotator_id, "unit_image_id": image_id,
+                                             "audible": audible} for image_id, audible in judgements.items()])
+        db.execute(delete(SoundReservation).where(SoundReservation.unit_id == unit_id,
+                                                  SoundReservation.annotator_id == annotator_id))
+        db.commit()
+    except TaskError:
+        db.rollback()
+        raise
+    except IntegrityError:
+        db.rollback()
+        raise TaskError(f"You have already judged unit {unit_id}'s clips (was the form sent twice?).", 409) from None
+    return len(judgements)
