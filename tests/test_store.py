@@ -127,3 +127,21 @@ def test_auto_labels_are_stored_on_units(url, tmp_path):
         assert (unit.auto_category.name, unit.auto_precision) == ("dog", 0.75)
     with session_factory(upgrade_db(url)).begin() as session, pytest.raises(LookupError, match="no such run"):
         store.write_auto_labels(session, tmp_path / "other", "conv5", [])
+
+
+def test_only_ambient_db_upgrade_migrates_and_others_refuse_a_stale_schema(tmp_path):
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+    from backend.db.session import SchemaBehind, open_db
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    with pytest.raises(SchemaBehind, match="ambient db upgrade"):
+        open_db(url)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["user", "add", "ann", "--password", "a long passphrase", "--db", url])
+    assert refused.exit_code == 1 and "ambient db upgrade" in refused.output and "Traceback" not in refused.output
+    upgraded = runner.invoke(app, ["db", "upgrade", "--db", url])
+    assert upgraded.exit_code == 0 and "at revision" in upgraded.output
+    open_db.cache_clear()
+    assert open_db(url) is not None

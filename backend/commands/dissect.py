@@ -57,11 +57,10 @@ def register(app: typer.Typer) -> None:
             # The pages count with the database's flags, which admins may have edited: say so when they differ.
             from dataclasses import replace
 
-            from backend.commands.options import database_url
-            from backend.db.session import open_db, session_factory
+            from backend.commands.options import database_url, open_sessions
             from backend.publish import characteristic_sounds
 
-            with session_factory(open_db(database_url(db)))() as session:
+            with open_sessions(database_url(db))() as session:
                 flags = characteristic_sounds(session)
             published = detector_counts([replace(label, sounding=flags.get(label.category, False))
                                          for label in labels], DETECTOR_PRECISION)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, open_sessions
 
 
 def register(app: typer.Typer) -> None:
@@ -26,12 +26,11 @@ def register(app: typer.Typer) -> None:
         from backend.app.results import detector_records, detectors_csv, run_report, table1_record
         from backend.config import Settings
         from backend.db.models import Run
-        from backend.db.session import open_db, session_factory
 
         if format not in ("csv", "json"):
             raise typer.BadParameter(f"{format!r}: choose csv or json", param_hint="--format")
         settings = Settings(database_url=db) if db else Settings()
-        with session_factory(open_db(settings.database_url))() as session:
+        with open_sessions(settings.database_url)() as session:
             matches = session.scalars(select(Run).where(or_(
                 Run.name == run, Run.run_dir == str(Path(run).resolve()),
                 Run.id == (int(run) if run.isdigit() else -1)))).all()

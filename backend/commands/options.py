@@ -9,3 +9,19 @@ def database_url(db: str | None) -> str:
     from backend.config import Settings
 
     return db or Settings().database_url
+
+
+def open_sessions(url: str):
+    """A session factory on ``url``; a database that cannot be opened (unreachable, stale schema) ends the
+    command with its reason and exit status 1 instead of a traceback."""
+    import typer
+    from sqlalchemy.engine import make_url
+
+    from backend.db.session import open_db, session_factory
+
+    try:
+        return session_factory(open_db(url))
+    except Exception as error:
+        typer.echo(f"error: cannot open the database {make_url(url).render_as_string(hide_password=True)}: "
+                   f"{error}", err=True)
+        raise typer.Exit(1) from None

@@ -6,18 +6,17 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP, database_url
+from backend.commands.options import DB_HELP, database_url, open_sessions
 
 
 def publish_or_exit(run_dir: Path, db: str | None, replace: bool = False):
     """Publish RUN_DIR and print what changed; a clear error and exit status 1 when it cannot be."""
-    from backend.db.session import SchemaBehind, open_db
     from backend.publish import PublishError, publish_run
 
-    url = database_url(db)
+    engine = open_sessions(database_url(db)).kw["bind"]
     try:
-        summary = publish_run(run_dir, open_db(url), replace, progress=lambda m: typer.echo(f"publishing {m}"))
-    except (PublishError, SchemaBehind, FileNotFoundError, LookupError) as error:
+        summary = publish_run(run_dir, engine, replace, progress=lambda m: typer.echo(f"publishing {m}"))
+    except (PublishError, FileNotFoundError, LookupError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     layers = ", ".join(f"{layer} {state}" for layer, state in summary.layers.items())

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, open_sessions
 
 
 def register(app: typer.Typer) -> None:
@@ -21,15 +21,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Claim queued jobs from the database and run each stage as a child process (one job at a time)."""
         from backend.config import Settings
-        from backend.db.session import open_db, session_factory
         from backend.jobs import run_worker
 
         settings = Settings(database_url=db) if db else Settings()
-        try:
-            sessions = session_factory(open_db(settings.database_url))
-        except Exception as error:   # an unreachable or unmigratable database: say which, no traceback
-            typer.echo(f"cannot open the database {settings.database_url}: {error}", err=True)
-            raise typer.Exit(1) from None
+        sessions = open_sessions(settings.database_url)
         folder = (jobs_dir or Path(settings.jobs_dir)).resolve()
         folder.mkdir(parents=True, exist_ok=True)
         typer.echo(f"worker on {settings.database_url}, jobs in {folder}")
