@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-postgres postgres bench chromium clean screenshots
+.PHONY: demo test test-postgres postgres bench science chromium clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -40,7 +40,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	mkdir -p bench-out
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in $(filter-out benchmarks/bench_science.py,$(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The demo's finding on world seeds 0-4 with its controls, into BENCHMARKS.md (about 15 minutes a seed on
+# 2 cores; not part of `make bench` or `make test`). SCIENCE_ARGS e.g. "--seeds 0 1" or "--out DIR".
+science: $(STAMP)
+	$(BIN)/python benchmarks/bench_science.py $(SCIENCE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) bench-out

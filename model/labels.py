@@ -6,7 +6,8 @@ GPU when present. Written to ``DATA_DIR/labels/<kind>.npz``:
     cluster:          kind, k, labels (N,) int64, centroids (k, 502) in weighted space, distances (N,),
                       keep (N,) bool (train frames within the median distance), weights (502,)
     binary/spectrum:  kind, bits, codes (N, bits) uint8, components (bits, D), mean (D,), weights (D,)
-    scene:            kind, k, labels (N,) int64, keep (N,) bool (every training frame), names (k,):
+    scene:            kind, k, labels (N,) int64, keep (N,) bool (the cluster labels' training frames if
+                      there are cluster labels, else every training frame), names (k,):
                       not a sound label but the control the paper compares with (a scene-trained network,
                       Places): each frame's scene from the generated world's truth, trained like clusters.
 """
@@ -190,7 +191,11 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
     train_mask = np.array([r.split == "train" for r in records])
     if kind == "scene":
         scenes, names = scene_labels(data_dir, records)
-        return _save(data_dir, kind, dict(labels=scenes, keep=train_mask, k=len(names), names=np.array(names)))
+        # The sound network's training frames when there are cluster labels: the same images and steps,
+        # only the target differs.
+        clusters = dataset.labels_file(data_dir, "cluster")
+        keep = np.load(clusters)["keep"] if clusters.exists() else train_mask
+        return _save(data_dir, kind, dict(labels=scenes, keep=keep, k=len(names), names=np.array(names)))
     if kind == "spectrum":
         features, weights = spectrum, np.ones(spectrum.shape[1], dtype=np.float32)
     else:

@@ -27,9 +27,9 @@ from model.frames import FrameSource, LabelTargets, load_targets, prefetch, rand
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
 from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, RunInfo, center_crop, load_run, save_atomic,
                        write_run_json)
-from model.settings import TrainSettings
+from model.settings import FEW_STEPS, TrainSettings
 
-__all__ = ["train", "load_run"]
+__all__ = ["train", "load_run", "planned_steps", "few_steps_warning"]
 
 
 def _distributed(device: torch.device) -> tuple[int, int]:
@@ -110,6 +110,25 @@ def _trim_metrics(path: Path, last_step: int) -> None:
         os.replace(tmp, path)
 
 
+def planned_steps(data_dir: str | Path, label_kind: str, settings: TrainSettings) -> tuple[int, int]:
+    """(training frames kept, optimiser steps) that ``train`` would run on DATA_DIR's labels."""
+    labels = load_targets(data_dir, label_kind, dataset.load_manifest(data_dir))
+    return len(labels.train_index), settings.epochs * (len(labels.train_index) // settings.batch_size)
+
+
+def few_steps_warning(frames: int, settings: TrainSettings, preset: str) -> str | None:
+    """What to tell a user whose data gives the preset fewer than FEW_STEPS steps (None: enough)."""
+    steps = settings.epochs * (frames // settings.batch_size)
+    if settings.epochs == 0 or steps >= FEW_STEPS:
+        return None
+    epochs = math.ceil(FEW_STEPS / max(1, frames // settings.batch_size))
+    batch = max(1, frames * settings.epochs // FEW_STEPS)
+    return (f"warning: --preset {preset} gives only {steps} training steps on this data ({frames} kept training "
+            f"frames / batch {settings.batch_size} x {settings.epochs} epochs), fewer than about {FEW_STEPS}: "
+            f"the network will barely learn. Add videos (10 frames each, half of the training frames are kept), "
+            f"or pass --epochs {epochs} or --batch-size {batch}.")
+
+
 def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: TrainSettings,
           device: str | torch.device = "cpu", resume: bool = False, preset: str = "custom",
           progress: bool = True) -> dict:
@@ -135,7 +154,7 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
     if steps_per_epoch == 0:
         raise ValueError(f"the training split has {len(labels.train_index)} frames, fewer than one batch of "
                          f"{settings.batch_size}; lower --batch-size")
-    total_steps = settings.epochs * steps_per_epoch
+    total_steps = settings.epochs * steps_per_epoch   # 0 epochs: the untrained network (a control)
     eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
     info = RunInfo(label_kind=label_kind, num_outputs=labels.num_outputs, multilabel=labels.multilabel,
                    frame_size=settings.frame_size, crop_size=settings.crop_size, fc_width=settings.fc_width,
@@ -226,6 +245,12 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
             # Training throughput excludes evaluation and checkpointing.
             loss_sum, loss_count, images_seen, started = 0.0, 0, 0, time.perf_counter()
     bar.close()
+    if rank == 0 and total_steps == 0 and not metrics:
+        accuracy, test_loss = evaluate(model, frames, labels, info, local_batch * world)
+        metrics = {"step": 0, "epoch": 0.0, "loss": None, "test_loss": test_loss, "test_accuracy": accuracy,
+                   "chance": chance, "majority": majority, "lr": 0.0, "images_per_s": None}
+        with (run_dir / METRICS).open("a") as f:
+            f.write(json.dumps(metrics) + "\n")
     if rank == 0:
         save_atomic({"model": model.state_dict(), "run": asdict(info), "step": step}, run_dir / FINAL_MODEL)
     if world > 1:

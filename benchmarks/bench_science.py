@@ -1,0 +1,191 @@
+"""The demo's scientific finding on several world seeds (`make science`; tens of minutes on 2 cores).
+
+For each world seed: the demo pipeline through the CLI (world --preset demo --seed S, ingest, labels,
+train --preset demo, units --split all, dissect --truth), and two controls on the same world and
+frames: the same network untrained (`train --epochs 0`) and trained to predict the scene from the
+world's truth (`labels --kind scene`, `train --labels scene`), a stand-in for the paper's Places
+network. Figures come from the files the stages write (RUN_DIR/metrics.jsonl, RUN_DIR/dissection.json).
+One row per seed, median and range over seeds, and the issue's targets checked on every seed:
+
+- held-out accuracy >= 2x the majority cluster's share of test frames;
+- >= 20 detectors (precision >= 60%), more of them for sounding categories than for silent ones;
+- more sounding-category detectors than the scene-trained control (paper Table 1 row 2: 49 vs 26);
+- over all seeds, detectors for >= 6 different categories.
+
+    .venv/bin/python benchmarks/bench_science.py [--seeds 0 1 2 3 4] [--out DIR] [--no-controls]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from model.settings import DETECTOR_PRECISION, TRAIN_PRESETS, WORLD_PRESETS  # noqa: E402
+from report import write_section  # noqa: E402
+
+AMBIENT = str(REPO / ".venv" / "bin" / "ambient")
+PRESET = "demo"
+TARGET_RATIO, TARGET_DETECTORS, TARGET_CATEGORIES = 2.0, 20, 6
+
+
+def ambient(log, *args: str) -> None:
+    """Run one CLI stage, its output appended to the log; a failing stage stops the benchmark."""
+    started = time.perf_counter()
+    with open(log, "a") as out:
+        out.write(f"\n$ ambient {' '.join(args)}\n")
+        out.flush()
+        subprocess.run([AMBIENT, *args], stdout=out, stderr=subprocess.STDOUT, check=True, cwd=REPO)
+    print(f"  {args[0]} {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def final_metrics(run_dir: Path) -> dict:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return rows[-1]
+
+
+def detectors(run_dir: Path) -> list[dict]:
+    labels = json.loads((run_dir / "dissection.json").read_text())
+    return [u for u in labels if u["category"] and u["precision"] >= DETECTOR_PRECISION]
+
+
+def summarise(units: list[dict]) -> dict:
+    return {"detectors": len(units), "sounding": sum(u["sounding"] for u in units),
+            "silent": sum(not u["sounding"] for u in units),
+            "categories": dict(Counter(u["category"] for u in units).most_common())}
+
+
+def analyse(log: Path, run_dir: Path, data_dir: Path, db: str) -> dict:
+    ambient(log, "units", str(run_dir), "--pool", str(data_dir), "--split", "all", "--db", db)
+    ambient(log, "dissect", str(run_dir), "--truth", "--db", db)
+    return summarise(detectors(run_dir))
+
+
+def run_seed(seed: int, root: Path, controls: bool) -> dict:
+    """The demo pipeline and its controls on world seed `seed`, in root/seed<S>/."""
+    work = root / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    log, db = work / "log.txt", f"sqlite:///{work / 'bench.db'}"
+    world, data = work / "world", work / "data"
+    started = time.perf_counter()
+    print(f"== world seed {seed} ({work})", flush=True)
+    ambient(log, "db", "upgrade", "--db", db)
+    ambient(log, "world", str(world), "--preset", PRESET, "--seed", str(seed))
+    ambient(log, "ingest", str(world / "videos"), "--out", str(data))
+    ambient(log, "labels", str(data), "--kind", "cluster")
+    ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "sound"), "--preset", PRESET)
+    metrics = final_metrics(work / "sound")
+    row = {"seed": seed, "objects": json.loads((world / "world.json").read_text())["objects"],
+           "accuracy": metrics["test_accuracy"], "majority": metrics["majority"], "chance": metrics["chance"],
+           "ratio": metrics["test_accuracy"] / metrics["majority"],
+           "sound": analyse(log, work / "sound", data, db)}
+    if controls:
+        ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "untrained"),
+                "--preset", PRESET, "--epochs", "0")
+        row["untrained"] = analyse(log, work / "untrained", data, db)
+        ambient(log, "labels", str(data), "--kind", "scene")
+        ambient(log, "train", str(data), "--labels", "scene", "--out", str(work / "scene"), "--preset", PRESET)
+        row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
+        row["scene"] = analyse(log, work / "scene", data, db)
+    row["minutes"] = (time.perf_counter() - started) / 60
+    (work / "science.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def targets(row: dict) -> dict[str, bool]:
+    sound = row["sound"]
+    checks = {"ratio": row["ratio"] >= TARGET_RATIO, "detectors": sound["detectors"] >= TARGET_DETECTORS,
+              "sounding > silent": sound["sounding"] > sound["silent"]}
+    if "scene" in row:
+        checks["sounding > scene's"] = sound["sounding"] > row["scene"]["sounding"]
+    return checks
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def categories_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| seed | accuracy | majority | chance | ratio | detectors (sounding/silent) | categories "
+            "| untrained | scene-trained (accuracy) | targets |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        s, failed = r["sound"], [name for name, ok in targets(r).items() if not ok]
+        untrained = f"{r['untrained']['detectors']} ({r['untrained']['sounding']}/{r['untrained']['silent']})" \
+            if "untrained" in r else "-"
+        scene = (f"{r['scene']['detectors']} ({r['scene']['sounding']}/{r['scene']['silent']}), "
+                 f"{r['scene_accuracy']:.1%}" if "scene" in r else "-")
+        lines.append(f"| {r['seed']} | {r['accuracy']:.1%} | {r['majority']:.1%} | {r['chance']:.1%} "
+                     f"| {r['ratio']:.2f}x | {s['detectors']} ({s['sounding']}/{s['silent']}) "
+                     f"| {categories_text(s['categories'])} | {untrained} | {scene} "
+                     f"| {'all met' if not failed else 'missed: ' + ', '.join(failed)} |")
+    return head + "\n".join(lines)
+
+
+def report(rows: list[dict], seconds: float) -> str:
+    all_categories = sorted({c for r in rows for c in r["sound"]["categories"]})
+    met = all(all(targets(r).values()) for r in rows) and len(all_categories) >= TARGET_CATEGORIES
+    spreads = (f"accuracy {spread([r['accuracy'] for r in rows], '.1%')}, majority "
+               f"{spread([r['majority'] for r in rows], '.1%')}, ratio {spread([r['ratio'] for r in rows], '.2f')}x, "
+               f"detectors {spread([r['sound']['detectors'] for r in rows], 'g')}, sounding "
+               f"{spread([r['sound']['sounding'] for r in rows], 'g')}")
+    if all("scene" in r for r in rows):
+        spreads += (f"; scene-trained control: sounding detectors "
+                    f"{spread([r['scene']['sounding'] for r in rows], 'g')}; untrained: detectors "
+                    f"{spread([r['untrained']['detectors'] for r in rows], 'g')}")
+    world, train = WORLD_PRESETS[PRESET], TRAIN_PRESETS[PRESET]
+    return f"""\
+`benchmarks/bench_science.py` (`make science`): the demo pipeline through the CLI on world seeds
+{', '.join(str(r['seed']) for r in rows)} (`ambient world --preset {PRESET} --seed S`: {world.videos} videos x
+{world.duration_s:g} s, {rows[0]['objects']} objects; `labels --kind cluster`; `train --preset {PRESET}`:
+{train.epochs} epochs, batch {train.batch_size}; `units --split all`; `dissect --truth`). Accuracy is the held-out
+(test split) accuracy at the last epoch; majority is the most frequent training cluster's share of test frames;
+detectors are conv5 units whose top 60 images contain one category at >= {DETECTOR_PRECISION:.0%} precision.
+Controls on the same world and frames: the same network untrained (`train --epochs 0`), and trained on the
+scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
+Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
+{seconds / 60:.0f} minutes in all; load average {os.getloadavg()[0]:.1f} at the end.
+
+{table(rows)}
+
+Median (range) over seeds: {spreads}. Categories with a detector over all seeds: {len(all_categories)}
+({', '.join(all_categories)}). Targets (ratio >= {TARGET_RATIO:g}x, >= {TARGET_DETECTORS} detectors, sounding > silent,
+sounding > the scene-trained control's, on every seed; >= {TARGET_CATEGORIES} categories over all seeds):
+{'all met' if met else 'not all met (see the last column)'}.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=None, help="keep the worlds, datasets and runs here")
+    parser.add_argument("--no-controls", action="store_true", help="skip the untrained and scene controls")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
+        root = args.out or Path(tmp)
+        rows = [run_seed(seed, root, not args.no_controls) for seed in args.seeds]
+    text = report(rows, time.perf_counter() - started)
+    print(text)
+    if not args.no_write:
+        write_section("Science", text)
+
+
+if __name__ == "__main__":
+    main()
