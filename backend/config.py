@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,6 +16,13 @@ class Settings(BaseSettings):
     jobs_dir: str = "jobs"
     # `ambient serve` also starts one `ambient worker` beside itself: the demo needs one command.
     start_worker: bool = False
+    # Folders that jobs may read, separated by ":" (default: the jobs folder and ./demo).
+    data_roots: str = ""
+
+    def allowed_roots(self) -> list[Path]:
+        """The folders job inputs must lie under, resolved."""
+        named = [part for part in self.data_roots.split(":") if part.strip()] or [self.jobs_dir, "demo"]
+        return [Path(part).expanduser().resolve() for part in named]
 
     # Login sessions end after `session_days`, or after `session_idle_minutes` without a request.
     session_days: int = 14
@@ -45,6 +53,8 @@ class JobSettings:
     log_chars: int = 200_000           # a job keeps the tail of its log: tqdm output grows without end
     metrics_rows: int = 2_000          # training evaluations kept on the job for its chart
     cancel_grace_seconds: float = 5.0  # SIGTERM, then SIGKILL after this long
+    heartbeat_seconds: float = 2.0     # a worker says it is alive this often, also while a job runs
+    worker_timeout_seconds: float = 30.0   # silent longer than this: dead; its running job is failed
 
 
 JOBS = JobSettings()

@@ -19,15 +19,16 @@ import sys
 import threading
 import time
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.config import JOBS, JobSettings
-from backend.db.models import Job, Run
+from backend.db.models import Job, Run, Worker
 from backend.pipeline import DEMO, Step, demo_folders, plan
+from model import dataset as ds
 from model.device import DEVICE_CHOICES
 from model.labels import KINDS as LABEL_KINDS
 from model.run import read_metrics, read_run_json
@@ -69,12 +70,16 @@ def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int 
     return number
 
 
-def checked_folder(fields: dict, name: str, must_contain: str | None = None) -> str:
-    """An absolute server path that exists, is a readable folder and (optionally) holds ``must_contain``."""
+def checked_folder(fields: dict, name: str, must_contain: str | None = None, roots: list[Path] | None = None) -> str:
+    """An absolute server path under one of ``roots`` (None: anywhere) that exists, is a readable folder
+    and (optionally) holds ``must_contain``."""
     value = str(fields.get(name) or "").strip()
     if not value:
         raise JobError(f"{name}: give a folder on the server")
     path = Path(value).expanduser()
+    if roots is not None and not any(path.resolve().is_relative_to(root) for root in roots):
+        raise JobError(f"{name}: {value} is outside the data roots ({', '.join(map(str, roots))}); "
+                       f"set AMBIENT_DATA_ROOTS to allow other folders")
     if not path.exists():
         raise JobError(f"{name}: {value} does not exist on the server")
     if not path.is_dir():
@@ -86,8 +91,9 @@ def checked_folder(fields: dict, name: str, must_contain: str | None = None) -> 
     return str(path.resolve())
 
 
-def job_params(kind: str, fields: dict) -> dict:
-    """The params of a new ``kind`` job from form or JSON fields; raises JobError naming a bad field."""
+def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict:
+    """The params of a new ``kind`` job from form or JSON fields; raises JobError naming a bad field.
+    Folders must lie under ``roots`` (the server's data roots; None: anywhere)."""
     if kind not in JOB_KINDS:
         raise JobError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
     params: dict = {}
@@ -97,9 +103,9 @@ def job_params(kind: str, fields: dict) -> dict:
         params["videos"] = _integer(fields, "videos", DEMO["videos"])
         params["seed"] = _integer(fields, "seed", DEMO["seed"], low=0)
     if kind == "ingest":
-        params["videos_dir"] = checked_folder(fields, "videos_dir")
+        params["videos_dir"] = checked_folder(fields, "videos_dir", roots=roots)
     if kind in ("labels", "train"):
-        params["data_dir"] = checked_folder(fields, "data_dir", "manifest.jsonl")
+        params["data_dir"] = checked_folder(fields, "data_dir", ds.MANIFEST, roots)
     if kind in ("demo", "labels", "train"):
         params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, DEMO["label_kind"])
         params["k"] = _integer(fields, "k", DEMO["k"] if kind != "train" else None)
@@ -107,14 +113,17 @@ def job_params(kind: str, fields: dict) -> dict:
         params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])
         params["epochs"] = _integer(fields, "epochs", DEMO["epochs"])
     if kind in ("demo", "train", "units"):
-        params["device"] = _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
+        device = str(fields.get("device") or DEMO["device"])
+        # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
+        params["device"] = device if re.fullmatch(r"cuda:\d+", device) else \
+            _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
     if kind in ("demo", "units"):
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
     if kind in ("units", "dissect"):
-        params["run_dir"] = checked_folder(fields, "run_dir")
+        params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)
     if kind == "units":
         pool = fields.get("data_dir") or _run_data_dir(Path(params["run_dir"]))
-        params["data_dir"] = checked_folder({"data_dir": pool}, "data_dir", "manifest.jsonl")
+        params["data_dir"] = checked_folder({"data_dir": pool}, "data_dir", ds.MANIFEST, roots)
     return params
 
 
@@ -125,9 +134,9 @@ def _run_data_dir(run_dir: Path) -> str:
         raise JobError(f"run_dir: {run_dir} has no run.json naming its dataset; give data_dir") from None
 
 
-def create_job(db: Session, kind: str, fields: dict) -> Job:
+def create_job(db: Session, kind: str, fields: dict, roots: list[Path] | None = None) -> Job:
     """Queue a new job (committed); raises JobError for bad fields."""
-    job = Job(kind=kind, params=job_params(kind, fields), status="queued", progress=0.0, stage="",
+    job = Job(kind=kind, params=job_params(kind, fields, roots), status="queued", progress=0.0, stage="",
               metrics=[], log="")
     db.add(job)
     db.commit()
@@ -221,6 +230,44 @@ def recover_orphans(db: Session) -> int:
     return len(orphans)
 
 
+def register_worker(db: Session) -> int:
+    """A new worker's row (host, pid, device, GPU name); returns its id."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    worker = Worker(host=HOST, pid=os.getpid(), device=device,
+                    gpu_name=torch.cuda.get_device_name(0) if device == "cuda" else None)
+    db.add(worker)
+    db.commit()
+    return worker.id
+
+
+def heartbeat(db: Session, worker_id: int, **values) -> None:
+    """The worker is alive (and, with ``job_id=``, running that job); the caller commits."""
+    db.execute(update(Worker).where(Worker.id == worker_id).values(last_seen_at=utcnow(), **values))
+
+
+def live_workers(db: Session, settings: JobSettings = JOBS) -> list[Worker]:
+    cutoff = utcnow() - timedelta(seconds=settings.worker_timeout_seconds)
+    return list(db.scalars(select(Worker).where(Worker.last_seen_at >= cutoff).order_by(Worker.id)))
+
+
+def fail_jobs_of_dead_workers(db: Session, settings: JobSettings = JOBS) -> int:
+    """Fail the running jobs of workers silent for longer than the timeout (killed, or their machine lost),
+    from any other process: the server or another worker. Their logs stay; queued again, they resume."""
+    cutoff = utcnow() - timedelta(seconds=settings.worker_timeout_seconds)
+    failed = 0
+    for worker in db.scalars(select(Worker).where(Worker.last_seen_at < cutoff, Worker.job_id.is_not(None))):
+        changed = db.execute(update(Job).where(Job.id == worker.job_id, Job.status == "running").values(
+            status="failed", finished_at=utcnow(), pid=None,
+            log=Job.log + f"\n--- worker {worker.id} ({worker.host}, pid {worker.pid}) stopped sending heartbeats; "
+                          f"queue the job again to resume ---\n")).rowcount
+        worker.job_id = None
+        failed += changed
+    db.commit()
+    return failed
+
+
 def claim_next_job(db: Session) -> Job | None:
     """Take the oldest queued job; the conditional UPDATE makes the claim safe among several workers."""
     for job_id in db.scalars(select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(10)).all():
@@ -268,7 +315,7 @@ class _Child:
 
 
 def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
-            settings: JobSettings = JOBS) -> str:
+            settings: JobSettings = JOBS, worker_id: int | None = None) -> str:
     """Run a claimed job's steps to the end, reporting as it goes; returns its final status."""
     with sessions() as db:
         job = db.get(Job, job_id)
@@ -279,7 +326,7 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
     for number, step in enumerate(steps):
         log += f"$ ambient {' '.join(step.argv)}\n"
         child = _Child(step.argv, db_url)
-        status = _watch(sessions, job_id, child, step, number, len(steps), log, settings)
+        status = _watch(sessions, job_id, child, step, number, len(steps), log, settings, worker_id)
         code = child.finish()
         log = clean_log(log + child.output)
         if status == "cancelled":
@@ -294,7 +341,7 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
 
 
 def _watch(sessions: sessionmaker, job_id: int, child: _Child, step: Step, number: int, count: int,
-           log: str, settings: JobSettings) -> str:
+           log: str, settings: JobSettings, worker_id: int | None) -> str:
     """Report the child's progress, metrics and log until it exits; kill it if the job is cancelled."""
     while True:
         exited = child.process.poll() is not None
@@ -305,6 +352,8 @@ def _watch(sessions: sessionmaker, job_id: int, child: _Child, step: Step, numbe
             values["metrics"] = metrics
         with sessions() as db:
             db.execute(update(Job).where(Job.id == job_id).values(**values))
+            if worker_id is not None:
+                heartbeat(db, worker_id)
             db.commit()
             status = db.scalar(select(Job.status).where(Job.id == job_id))
         if status != "running":
@@ -348,14 +397,23 @@ def run_worker(sessions: sessionmaker, db_url: str, jobs_dir: Path, once: bool =
     """Claim and run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run."""
     with sessions() as db:
         recover_orphans(db)
-    done = 0
+        worker_id = register_worker(db)
+    done, last_beat = 0, 0.0
     while True:
         with sessions() as db:
+            if time.monotonic() - last_beat >= settings.heartbeat_seconds:   # idle: a write every few seconds
+                heartbeat(db, worker_id, job_id=None)
+                db.commit()
+                fail_jobs_of_dead_workers(db, settings)
+                last_beat = time.monotonic()
             job = claim_next_job(db)
+            if job is not None:
+                heartbeat(db, worker_id, job_id=job.id)
+                db.commit()
         if job is None:
             if once:
                 return done
             time.sleep(settings.poll_seconds)
             continue
-        run_job(sessions, job.id, db_url, jobs_dir, settings)
-        done += 1
+        run_job(sessions, job.id, db_url, jobs_dir, settings, worker_id)
+        done, last_beat = done + 1, 0.0

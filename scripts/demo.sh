@@ -34,5 +34,5 @@ echo "Demo output: world $DEMO/world, dataset $DEMO/data, run $DEMO/run, databas
 echo "Accounts (name password), also in $DEMO/accounts.txt:"
 cat "$DEMO/accounts.txt"
 PORT=${PORT:-8000}
-echo "== serving the annotation app on http://127.0.0.1:$PORT (Ctrl-C to stop)"
-exec $AMBIENT serve --db "$DB" --host 127.0.0.1 --port "$PORT"
+echo "== serving the annotation app on http://127.0.0.1:$PORT with a worker for the admin page's jobs (Ctrl-C to stop)"
+exec env AMBIENT_JOBS_DIR="$(realpath "$DEMO")/jobs" $AMBIENT serve --db "$DB" --host 127.0.0.1 --port "$PORT" --worker

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +21,7 @@ from backend.db.models import Job
 from backend.db.session import upgrade_db, session_factory
 from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
                           run_worker, tqdm_fraction)
-from backend.config import JobSettings
+from backend.config import JOBS, JobSettings
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 
@@ -164,11 +165,15 @@ def test_only_admins_reach_jobs_and_bad_paths_are_refused(url, tmp_path):
     assert client.get("/api/jobs").status_code == 403
     assert client.get("/admin/jobs", headers={"accept": "text/html"}).status_code == 403
 
-    client = TestClient(create_app(Settings(database_url=url)))
+    client = TestClient(create_app(Settings(database_url=url, data_roots=f"{tmp_path}:/etc")))
     token = login(client, "boss")
     response = client.post("/api/jobs", json={"kind": "ingest", "videos_dir": str(tmp_path / "nope")},
                            headers={"x-csrf-token": token})
     assert response.status_code == 422 and "does not exist" in response.json()["detail"]
+    outside = client.post("/api/jobs", json={"kind": "ingest", "videos_dir": "/usr/share"},
+                          headers={"x-csrf-token": token})
+    assert outside.status_code == 422 and "outside the data roots" in outside.json()["detail"]
+    assert str(tmp_path) in outside.json()["detail"]
     page = client.post("/admin/jobs", data={"kind": "ingest", "videos_dir": "/etc/hostname", "csrf_token": token},
                        headers={"accept": "text/html"})
     assert page.status_code == 422 and "is not a directory" in page.text
@@ -184,3 +189,79 @@ def test_only_admins_reach_jobs_and_bad_paths_are_refused(url, tmp_path):
     assert resumed["status"] == "queued" and "resuming" in resumed["log"]
     assert client.post(f"/api/jobs/{job['id']}/extract-units", headers={"x-csrf-token": token}).status_code == 409
     assert f'href="/admin/jobs/{job["id"]}"' in client.get("/admin/jobs", headers={"accept": "text/html"}).text
+
+
+def test_queued_jobs_say_when_no_worker_is_alive_and_workers_are_listed(url, tmp_path):
+    from datetime import timedelta
+
+    from backend.db.models import Worker
+    from backend.jobs import heartbeat, live_workers, register_worker, utcnow
+
+    add_user(url, "boss", is_admin=True)
+    client = TestClient(create_app(Settings(database_url=url)))
+    token = login(client, "boss")
+    job = client.post("/api/jobs", json={"kind": "world", "world_preset": "tiny"}, headers={"x-csrf-token": token}).json()
+    assert job["waiting"] == "waiting: no worker is running; start one with `ambient worker`"
+    assert "no worker is running" in client.get("/admin/jobs", headers={"accept": "text/html"}).text
+    with sessions_of(url)() as db:
+        worker_id = register_worker(db)
+        assert [w.id for w in live_workers(db)] == [worker_id]
+    job = client.get(f"/api/jobs/{job['id']}").json()
+    assert job["waiting"] is None and job["device"] == "cpu"          # world generation runs on the CPU
+    (listed,) = client.get("/api/jobs/workers").json()
+    assert (listed["pid"], listed["device"]) == (os.getpid(), "cpu") and listed["host"] == HOST
+    with sessions_of(url)() as db:     # silent for a minute: no longer live
+        db.query(Worker).update({"last_seen_at": utcnow() - timedelta(minutes=1)})
+        db.commit()
+        assert live_workers(db) == []
+        heartbeat(db, worker_id)
+        db.commit()
+        assert len(live_workers(db)) == 1
+
+
+def test_a_killed_worker_s_job_is_failed_by_another_process_with_its_log(url, tmp_path):
+    """SIGKILL the worker itself (its child dies with it): once its heartbeat is older than the timeout,
+    the server (or any worker) fails the job and keeps its log."""
+    from backend.jobs import fail_jobs_of_dead_workers
+
+    job_id = _long_job(url)
+    worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--db", url, "--jobs-dir",
+                               str(tmp_path / "jobs")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_child(url, job_id, timeout=60)
+    finally:
+        worker.kill()
+        worker.wait()
+    quick = JobSettings(worker_timeout_seconds=1.0)
+    with sessions_of(url)() as db:
+        assert fail_jobs_of_dead_workers(db, JOBS) == 0          # not silent long enough yet
+    time.sleep(1.5)
+    with sessions_of(url)() as db:
+        assert fail_jobs_of_dead_workers(db, quick) == 1
+        job = db.get(Job, job_id)
+        assert job.status == "failed" and "$ ambient world" in job.log and "stopped sending heartbeats" in job.log
+
+
+def test_three_workers_racing_never_take_the_same_job(url):
+    from backend.jobs import claim_next_job
+
+    with sessions_of(url)() as db:
+        for _ in range(30):
+            db.add(Job(kind="world", params={}, status="queued", progress=0.0, stage="", metrics=[], log=""))
+        db.commit()
+    taken: list[list[int]] = [[], [], []]
+    start = threading.Barrier(3)
+
+    def claim(mine):
+        start.wait()
+        with sessions_of(url)() as db:
+            while (job := claim_next_job(db)) is not None:
+                mine.append(job.id)
+
+    threads = [threading.Thread(target=claim, args=(mine,)) for mine in taken]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    claimed = [job for mine in taken for job in mine]
+    assert sorted(claimed) == list(range(1, 31))          # every job once, none twice

@@ -16,6 +16,8 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
         port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+        worker: bool = typer.Option(False, "--worker", help="Also run one `ambient worker` beside the server, "
+                                    "so jobs queued from the admin page run (AMBIENT_START_WORKER)."),
     ) -> None:
         """Serve the annotation app: annotators label units, admins see results and exports."""
         import uvicorn
@@ -23,7 +25,7 @@ def register(app: typer.Typer) -> None:
         from backend.app import create_app
         from backend.config import Settings
 
-        settings = Settings(database_url=db) if db else Settings()
+        settings = Settings(**({"database_url": db} if db else {}), **({"start_worker": True} if worker else {}))
         try:
             web_app = create_app(settings)
         except Exception as error:   # an unreachable or unmigratable database: say which, no traceback

@@ -9,6 +9,7 @@
     $("status").textContent = job.status;
     $("status").className = "status-" + job.status;
     $("stage").textContent = job.stage;
+    $("waiting").textContent = job.waiting || "";
     $("bar").style.width = (100 * job.progress).toFixed(1) + "%";
     $("percent").textContent = Math.round(100 * job.progress) + "%";
     const log = $("log");

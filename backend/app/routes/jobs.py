@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, render
+from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
 from backend.db.models import Annotator, Job
-from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, requeue_job,
-                          units_fields)
+from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, live_workers,
+                          requeue_job, units_fields)
 from model.labels import KINDS as LABEL_KINDS
 from model.device import DEVICE_CHOICES
 from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
@@ -25,6 +25,7 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(admin_user)])
 api = APIRouter(prefix="/api/jobs", tags=["jobs"], dependencies=[Depends(admin_user)])
 LOG_TAIL = 20_000       # characters of the log sent with each poll
 RESUMABLE = ("failed", "cancelled")
+NO_WORKER = "waiting: no worker is running; start one with `ambient worker`"
 
 
 class JobState(BaseModel):
@@ -40,12 +41,34 @@ class JobState(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    device: str                 # where it runs: the job's device choice (auto, cpu, cuda, cuda:N)
+    waiting: str | None         # why a queued job does not start, when nothing will start it
 
 
-def job_state(job: Job) -> JobState:
+class WorkerState(BaseModel):
+    id: int
+    host: str
+    pid: int
+    device: str
+    gpu_name: str | None
+    started_at: datetime
+    last_seen_at: datetime
+    job_id: int | None
+
+
+def job_state(job: Job, workers_alive: bool = True) -> JobState:
     return JobState(id=job.id, kind=job.kind, status=job.status, progress=job.progress, stage=job.stage,
                     params=job.params, metrics=job.metrics, log=job.log[-LOG_TAIL:], run_id=job.run_id,
-                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at)
+                    created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+                    device=str(job.params.get("device", "cpu")),
+                    waiting=NO_WORKER if job.status == "queued" and not workers_alive else None)
+
+
+def _states(db: Session, jobs) -> list[JobState]:
+    """The jobs' states after failing those of dead workers; queued ones say when no worker is alive."""
+    fail_jobs_of_dead_workers(db)
+    alive = bool(live_workers(db))
+    return [job_state(job, alive) for job in jobs]
 
 
 def _job(db: Session, job_id: int) -> Job:
@@ -57,8 +80,10 @@ def _job(db: Session, job_id: int) -> Job:
 
 def _jobs_page(request: Request, user: Annotator, db: Session, error: str | None = None,
                fields: dict | None = None, status_code: int = 200):
+    fail_jobs_of_dead_workers(db)
     jobs = db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all()
-    return render(request, "jobs.html", user=user, jobs=jobs, error=error, fields=fields or {},
+    return render(request, "jobs.html", user=user, jobs=jobs, workers=live_workers(db), error=error,
+                  fields=fields or {}, no_worker=NO_WORKER,
                   status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
                   train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICE_CHOICES, objects=OBJECT_MODES,
                   default_k=LABELS.clusters)
@@ -74,7 +99,7 @@ def new_job(request: Request, form: FormData = Depends(form_fields), user: Annot
             db: Session = Depends(get_db)):
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
     try:
-        job = create_job(db, fields.get("kind", ""), fields)
+        job = create_job(db, fields.get("kind", ""), fields, get_settings(request).allowed_roots())
     except JobError as error:
         return _jobs_page(request, user, db, error=str(error), fields=fields, status_code=422)
     flash(request, f"Job {job.id} ({job.kind}) is queued.")
@@ -84,7 +109,8 @@ def new_job(request: Request, form: FormData = Depends(form_fields), user: Annot
 @router.get("/admin/jobs/{job_id}")
 def job_page(job_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
     job = _job(db, job_id)
-    return render(request, "jobs_job.html", user=user, job=job, state=job_state(job).model_dump(mode="json"),
+    (state,) = _states(db, [job])
+    return render(request, "jobs_job.html", user=user, job=job, state=state.model_dump(mode="json"),
                   resumable=RESUMABLE)
 
 
@@ -116,19 +142,25 @@ def extract_units_page(job_id: int, request: Request, db: Session = Depends(get_
 def _extract_units(db: Session, job: Job) -> Job:
     if job.kind != "train" or job.status != "done":
         raise JobError(f"job {job.id} is not a finished training job")
-    return create_job(db, "units", units_fields(job))
+    return create_job(db, "units", units_fields(job))      # the finished job's own folders
 
 
 @api.get("", response_model=list[JobState])
 def list_jobs(db: Session = Depends(get_db)) -> list[JobState]:
     """Every job, newest first (the last 200)."""
-    return [job_state(job) for job in db.scalars(select(Job).order_by(Job.id.desc()).limit(200))]
+    return _states(db, db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all())
+
+
+@api.get("/workers", response_model=list[WorkerState])
+def list_workers(db: Session = Depends(get_db)) -> list[WorkerState]:
+    """The workers that sent a heartbeat recently (host, pid, device, GPU, current job)."""
+    return [WorkerState.model_validate(worker, from_attributes=True) for worker in live_workers(db)]
 
 
 @api.get("/{job_id}", response_model=JobState)
 def get_job(job_id: int, db: Session = Depends(get_db)) -> JobState:
     """One job's status, progress (0..1), training metrics so far and the tail of its log."""
-    return job_state(_job(db, job_id))
+    return _states(db, [_job(db, job_id)])[0]
 
 
 @api.post("", response_model=JobState, status_code=201, dependencies=[Depends(check_csrf)])
@@ -141,9 +173,10 @@ async def post_job(request: Request, db: Session = Depends(get_db)) -> JobState:
     if not isinstance(fields, dict):
         raise HTTPException(422, "The body must be a JSON object.")
     try:
-        return job_state(create_job(db, str(fields.get("kind", "")), fields))
+        job = create_job(db, str(fields.get("kind", "")), fields, get_settings(request).allowed_roots())
     except JobError as error:
         raise HTTPException(422, str(error)) from None
+    return _states(db, [job])[0]
 
 
 @api.post("/{job_id}/cancel", response_model=JobState, dependencies=[Depends(check_csrf)])
