@@ -13,6 +13,7 @@ One row per seed, median and range over seeds, and the issue's targets checked o
 - over all seeds, detectors for >= 6 different categories.
 
     .venv/bin/python benchmarks/bench_science.py [--seeds 0 1 2 3 4] [--out DIR] [--no-controls]
+    .venv/bin/python benchmarks/bench_science.py --out DIR --report-only    # the table from a kept --out
 """
 from __future__ import annotations
 
@@ -176,12 +177,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the worlds, datasets and runs here")
     parser.add_argument("--no-controls", action="store_true", help="skip the untrained and scene controls")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the seeds' science.json already in --out")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
-        root = args.out or Path(tmp)
-        rows = [run_seed(seed, root, not args.no_controls) for seed in args.seeds]
-    text = report(rows, time.perf_counter() - started)
+    if args.report_only:
+        if args.out is None:
+            parser.error("--report-only needs --out")
+        rows = [json.loads((args.out / f"seed{seed}" / "science.json").read_text()) for seed in args.seeds
+                if (args.out / f"seed{seed}" / "science.json").exists()]
+        if not rows:
+            parser.error(f"no seed{{S}}/science.json in {args.out}")
+        seconds = sum(row["minutes"] for row in rows) * 60
+    else:
+        with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
+            root = args.out or Path(tmp)
+            rows = [run_seed(seed, root, not args.no_controls) for seed in args.seeds]
+        seconds = time.perf_counter() - started
+    text = report(rows, seconds)
     print(text)
     if not args.no_write:
         write_section("Science", text)
