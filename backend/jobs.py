@@ -112,6 +112,8 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     if kind in ("demo", "train"):
         params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])
         params["epochs"] = _integer(fields, "epochs", DEMO["epochs"])
+    if kind == "train":
+        params["gpus"] = _integer(fields, "gpus", 1)     # > 1: DDP under torchrun, one process per GPU
     if kind in ("demo", "train", "units"):
         device = str(fields.get("device") or DEMO["device"])
         # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
@@ -141,6 +143,22 @@ def create_job(db: Session, kind: str, fields: dict, roots: list[Path] | None = 
     db.add(job)
     db.commit()
     return job
+
+
+def training_warning(params: dict) -> str | None:
+    """The few-steps warning `ambient train` would print for a train job's params (None: enough data)."""
+    from dataclasses import replace
+
+    from model.train import few_steps_warning, planned_steps
+
+    settings = TRAIN_PRESETS[params["preset"]]
+    if params.get("epochs"):
+        settings = replace(settings, epochs=params["epochs"])
+    try:
+        frames, _ = planned_steps(params["data_dir"], params["label_kind"], settings)
+    except (FileNotFoundError, ValueError, KeyError):
+        return None          # no labels yet: the job makes them first (given k), and train warns in its log
+    return few_steps_warning(frames, settings, params["preset"])
 
 
 def cancel_job(db: Session, job_id: int) -> bool:
@@ -287,10 +305,10 @@ def _die_with_parent() -> None:
 class _Child:
     """A child `ambient` process whose merged output is collected by a reader thread."""
 
-    def __init__(self, argv: list[str], db_url: str):
+    def __init__(self, step: Step, db_url: str):
         # The URL (and any password in it) goes through the environment, not the command line or the log.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMBIENT_DATABASE_URL": db_url}
-        self.process = subprocess.Popen([sys.executable, "-m", "backend.cli", *argv], stdout=subprocess.PIPE,
+        self.process = subprocess.Popen(step.command(sys.executable), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         self.output = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -325,7 +343,7 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
     log = base_log
     for number, step in enumerate(steps):
         log += f"$ ambient {' '.join(step.argv)}\n"
-        child = _Child(step.argv, db_url)
+        child = _Child(step, db_url)
         status = _watch(sessions, job_id, child, step, number, len(steps), log, settings, worker_id)
         code = child.finish()
         log = clean_log(log + child.output)

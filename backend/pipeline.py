@@ -28,6 +28,14 @@ class Step:
     argv: list[str]               # arguments of the `ambient` CLI
     run_dir: Path | None = None   # a training step's run folder: its metrics.jsonl drives the progress
     epochs: int | None = None
+    processes: int = 1            # > 1: one process per GPU under torchrun (DDP)
+
+    def command(self, python: str) -> list[str]:
+        """The command line that runs this step with ``python``."""
+        if self.processes > 1:
+            return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.processes}",
+                    "-m", "backend.cli", *self.argv]
+        return [python, "-m", "backend.cli", *self.argv]
 
 
 def demo_folders(root: str | Path) -> dict[str, str]:
@@ -61,7 +69,8 @@ def plan(kind: str, params: dict) -> list[Step]:
         if params.get("device") not in (None, "auto"):
             argv += ["--device", params["device"]]
         epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
-        steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs))
+        steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
+                          params.get("gpus") or 1))
     if kind in ("demo", "units"):
         argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto"]
         steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))

@@ -265,3 +265,38 @@ def test_three_workers_racing_never_take_the_same_job(url):
         thread.join(60)
     claimed = [job for mine in taken for job in mine]
     assert sorted(claimed) == list(range(1, 31))          # every job once, none twice
+
+
+def test_a_train_job_on_small_data_shows_the_few_steps_warning_before_it_is_queued(url, tmp_path):
+    import numpy as np
+
+    from model import dataset
+    from model.labels import make_labels
+
+    data = tmp_path / "data"
+    data.mkdir()
+    records = [dataset.FrameRecord(i, f"v{i // 10}", f"v{i // 10}.mp4", i % 10, float(i % 10), f"f{i}.jpg", f"c{i}.mp3",
+                                   "test" if i >= 40 else "train", False) for i in range(50)]
+    dataset.write_manifest(data, records, np.random.default_rng(0).random((50, 502)), np.zeros((50, 32)))
+    make_labels(data, "cluster", k=2)
+    add_user(url, "boss", is_admin=True)
+    client = TestClient(create_app(Settings(database_url=url, data_roots=str(tmp_path))))
+    token = login(client, "boss")
+    fields = {"kind": "train", "data_dir": str(data), "label_kind": "cluster", "preset": "demo", "csrf_token": token}
+    page = client.post("/admin/jobs", data=fields, headers={"accept": "text/html"})
+    assert page.status_code == 200 and "training steps on this data" in page.text and "Queue it anyway" in page.text
+    with sessions_of(url)() as db:
+        assert db.query(Job).count() == 0                  # nothing queued until the admin confirms
+    queued = client.post("/admin/jobs", data={**fields, "confirm": "1"}, follow_redirects=False)
+    assert queued.status_code == 303
+    with sessions_of(url)() as db:
+        assert db.query(Job).count() == 1
+
+
+def test_a_training_job_on_several_gpus_runs_under_torchrun(tmp_path):
+    params = {**job_params("demo", {}), "gpus": 4, "k": None}     # existing labels: training only
+    _, steps = job_steps(3, "train", {**params, "data_dir": str(tmp_path)}, tmp_path)
+    (train,) = steps
+    assert train.command("python")[:5] == ["python", "-m", "torch.distributed.run", "--standalone",
+                                           "--nproc_per_node=4"]
+    assert train.command("python")[5:8] == ["-m", "backend.cli", "train"]

@@ -15,8 +15,9 @@ from starlette.datastructures import FormData
 
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
 from backend.db.models import Annotator, Job
-from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, live_workers,
-                          requeue_job, units_fields)
+from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, job_params,
+                          live_workers, requeue_job, training_warning, units_fields)
+from backend.pipeline import DEMO
 from model.labels import KINDS as LABEL_KINDS
 from model.device import DEVICE_CHOICES
 from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
@@ -79,11 +80,11 @@ def _job(db: Session, job_id: int) -> Job:
 
 
 def _jobs_page(request: Request, user: Annotator, db: Session, error: str | None = None,
-               fields: dict | None = None, status_code: int = 200):
+               fields: dict | None = None, status_code: int = 200, warning: str | None = None):
     fail_jobs_of_dead_workers(db)
     jobs = db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all()
     return render(request, "jobs.html", user=user, jobs=jobs, workers=live_workers(db), error=error,
-                  fields=fields or {}, no_worker=NO_WORKER,
+                  fields=fields or {}, no_worker=NO_WORKER, warning=warning, demo=DEMO,
                   status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
                   train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICE_CHOICES, objects=OBJECT_MODES,
                   default_k=LABELS.clusters)
@@ -98,8 +99,14 @@ def jobs_page(request: Request, user: Annotator = Depends(admin_user), db: Sessi
 def new_job(request: Request, form: FormData = Depends(form_fields), user: Annotator = Depends(admin_user),
             db: Session = Depends(get_db)):
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    roots = get_settings(request).allowed_roots()
     try:
-        job = create_job(db, fields.get("kind", ""), fields, get_settings(request).allowed_roots())
+        if fields.get("kind") == "train" and not fields.get("confirm"):
+            # Too little data for the preset: say so, with what to change, before anything is queued.
+            warning = training_warning(job_params("train", fields, roots))
+            if warning:
+                return _jobs_page(request, user, db, fields=fields, warning=warning)
+        job = create_job(db, fields.get("kind", ""), fields, roots)
     except JobError as error:
         return _jobs_page(request, user, db, error=str(error), fields=fields, status_code=422)
     flash(request, f"Job {job.id} ({job.kind}) is queued.")
