@@ -51,23 +51,26 @@ class Video(Base):
 
 
 class Frame(Base):
-    """A frame and its 3.75 s clip; ``row`` is its line in the dataset's manifest.jsonl."""
+    """A frame and its 3.75 s clip; ``row`` is its line in the dataset's manifest.jsonl.
+
+    A still image of an image-folder pool (model/pool.py) has no video and no clip; ``row`` is its
+    place in the folder's sorted image list."""
 
     __tablename__ = "frames"
     __table_args__ = (UniqueConstraint("dataset_id", "row"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = _parent("datasets")
-    video_id: Mapped[int] = _parent("videos")
+    video_id: Mapped[int | None] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     row: Mapped[int] = mapped_column(Integer)
     frame_index: Mapped[int] = mapped_column(Integer)
     time: Mapped[float] = mapped_column(Float)
-    image_path: Mapped[str] = mapped_column(String(1000))    # relative to DATA_DIR
-    clip_path: Mapped[str] = mapped_column(String(1000))     # relative to DATA_DIR
+    image_path: Mapped[str] = mapped_column(String(1000))    # relative to DATA_DIR (or the image folder)
+    clip_path: Mapped[str | None] = mapped_column(String(1000))     # relative to DATA_DIR; None: a still image
     split: Mapped[str] = mapped_column(String(10))
     silent: Mapped[bool]
     texture: Mapped[bytes | None] = mapped_column(LargeBinary)   # float32 (502,) sound texture
 
-    video: Mapped[Video] = relationship()
+    video: Mapped[Video | None] = relationship()
 
 
 class Run(Base):
@@ -102,13 +105,17 @@ class Unit(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     layer_id: Mapped[int] = _parent("layers")
     index: Mapped[int]
-    # Automatic label from the demo world's truth (``ambient dissect --truth``), beside the human ones.
+    # Automatic label (``ambient dissect --truth`` or ``--masks``), beside the human ones: the paper's score.
     auto_category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
     auto_precision: Mapped[float | None]
     auto_iou: Mapped[float | None]
+    # Network Dissection's label (``ambient dissect --masks``): the class of best IoU over the pool, when > 0.04.
+    auto_netdissect_category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    auto_netdissect_iou: Mapped[float | None]
 
     layer: Mapped[Layer] = relationship()
-    auto_category: Mapped[Category | None] = relationship()
+    auto_category: Mapped[Category | None] = relationship(foreign_keys=[auto_category_id])
+    auto_netdissect_category: Mapped[Category | None] = relationship(foreign_keys=[auto_netdissect_category_id])
     images: Mapped[list[UnitImage]] = relationship(order_by="UnitImage.rank", back_populates="unit",
                                                    passive_deletes=True)
 
