@@ -18,6 +18,9 @@ _MP3_OPTIONS = {"compression_level": "7"}   # LAME's faster search: half the enc
 # read_frames decodes straight on to a frame less than this far ahead: cheaper than a seek back
 # to a keyframe (x264's default GOP is 250 frames, so most seeks land far back).
 _SEEK_GAP_S = 5.0
+# Audio timestamps that disagree with the sample count by more than this mark a repeat or a gap
+# (well above Matroska's 1 ms rounding and AVI's jitter; repeats and gaps are whole frames, ~20-70 ms).
+_RESYNC_S = 0.01
 _VIDEO_ENCODERS = {".mp4": ("libx264", "aac"), ".mov": ("libx264", "aac"), ".mkv": ("libx264", "aac"),
                    ".webm": ("libvpx-vp9", "libopus"), ".avi": ("mpeg4", "mp3")}
 
@@ -181,6 +184,13 @@ def _packet_seconds(packet, stream) -> float:
     return 1.0 / float(rate) if rate else 0.0
 
 
+def _seek(container, stream, seconds: float) -> None:
+    """Seek `stream` to the last keyframe at or before `seconds` on its timeline, dropping what the
+    decoder still holds from before (PyAV does not flush it: a stale frame would carry an old time)."""
+    container.seek(max(0, int(seconds / stream.time_base)), stream=stream, backward=True)
+    stream.codec_context.flush_buffers()
+
+
 def _data_end(container, stream, from_time: float | None) -> tuple[float | None, str | None]:
     """(End of the stream's last frame, the error that stopped reading or None), read from `from_time`
     on (None: from the start).
@@ -189,7 +199,7 @@ def _data_end(container, stream, from_time: float | None) -> tuple[float | None,
     slow part of reading a video). Audio: decoded frames, so priming and padding the decoder drops
     are not counted. Data that stops being readable (corrupt, or a file cut short) ends the stream there.
     """
-    container.seek(max(0, int(from_time / stream.time_base)) if from_time else 0, stream=stream, backward=True)
+    _seek(container, stream, from_time or 0.0)
     end, error = None, None
     try:
         for packet in container.demux(stream):
@@ -256,22 +266,30 @@ def _read_waveform(path, container, stream, start: float | None, duration: float
     """Mono samples of `stream` from `start` s on its timeline (None: its first sample) for
     `duration` s (None: to the end).
 
-    Trimming uses each decoded frame's timestamp (not a running sample count from the stream's
-    first packet) because AAC/MP3/Opus pad the start: sample 0 of the stream is not time 0.
+    Samples are placed by a running count from the first decoded frame's timestamp (not from the
+    stream's first packet: AAC/MP3/Opus pad the start, so sample 0 of the stream is not time 0),
+    re-anchored on a frame whose timestamp disagrees with the count by more than _RESYNC_S: audio
+    already placed is dropped (Ogg re-sends packets after a seek), a gap is filled with silence.
     """
     rate = stream.codec_context.sample_rate
     if start is not None:
         # Seek a little early (audio packets are all keyframes; the decoder needs a frame to settle) and trim.
-        container.seek(max(0, int((start - 0.5) / stream.time_base)), stream=stream, backward=True)
+        _seek(container, stream, start - 0.5)
     chunks, first_time, n_samples = [], None, 0
     try:
         for frame in container.decode(stream):
             if frame.time is None:
                 continue
+            samples = _frame_samples(frame).mean(axis=0)   # every channel -> mono
             if first_time is None:
                 first_time = frame.time
-            chunks.append(_frame_samples(frame).mean(axis=0))   # every channel -> mono
-            n_samples += frame.samples
+            drift = frame.time - (first_time + n_samples / rate)
+            if drift < -_RESYNC_S:
+                samples = samples[round(-drift * rate):]
+            elif drift > _RESYNC_S:
+                samples = np.concatenate([np.zeros(round(drift * rate), np.float32), samples])
+            chunks.append(samples)
+            n_samples += samples.size
             if duration is not None and first_time + n_samples / rate >= start + duration:
                 break
     except av.FFmpegError as e:
@@ -341,14 +359,15 @@ def read_frames(path: str | Path, times: list[float]) -> list[Image.Image]:
                 if upcoming is not None and upcoming.time is not None and upcoming.time <= t + 1e-6:
                     shown = upcoming
                 if decoded is None or t - (shown.time or 0.0) > _SEEK_GAP_S:
-                    container.seek(max(0, int(t / stream.time_base)), stream=stream, backward=True)
+                    _seek(container, stream, t)
                     decoded, shown = container.decode(stream), None
                 upcoming = None
                 for frame in decoded:
                     if shown is not None and frame.time is not None and frame.time > t + 1e-6:
                         upcoming = frame
                         break
-                    shown = frame
+                    if shown is None or frame.time is None or shown.time is None or frame.time >= shown.time:
+                        shown = frame      # not a frame the demuxer sends again after a seek (Ogg)
                 if shown is None:
                     raise MediaError(path, f"no video frame at {t:.3f} s")
                 if shown.time is not None and t - shown.time > allowed_gap:

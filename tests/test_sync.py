@@ -20,7 +20,7 @@ from model.media import read_audio
 from model.settings import INGEST, TEXTURE
 
 FPS = 30
-TICKS = Fraction(1, 600)          # video time base: every VFR frame duration below is a whole number of ticks
+TICKS = Fraction(1, 600)          # frame times and durations are whole numbers of these (20 = 1/30 s)
 HALF = TEXTURE.clip_seconds / 2
 SYNC_TOLERANCE_S = 0.02           # the bound: the click within 20 ms of the clip's middle
 
@@ -107,7 +107,9 @@ def write_flash_click(path: Path, quirk: Quirk, events: list[float]) -> None:
         video = container.add_stream(quirk.video_codec, rate=FPS)
         video.height, video.width = _stored_image(quirk, False).shape[:2]
         video.pix_fmt = "yuv420p"
-        video.codec_context.time_base = TICKS
+        # Constant frame rate in 1/FPS units, as AVI (no timestamps, one tick a frame) needs; VFR in TICKS.
+        time_base = TICKS if len(quirk.frame_ticks) > 1 else Fraction(1, FPS)
+        video.codec_context.time_base = time_base
         if quirk.video_codec == "libx264" and not quirk.bframes:
             video.codec_context.options = {"bf": "0"}
         if quirk.rotation:
@@ -124,7 +126,8 @@ def write_flash_click(path: Path, quirk: Quirk, events: list[float]) -> None:
         for pts, duration in _frames(quirk):
             covers = any(pts * TICKS <= e < (pts + duration) * TICKS for e in events)
             frame = av.VideoFrame.from_ndarray((flash if covers else plain).to_ndarray(), format="rgb24")
-            frame.pts, frame.time_base = pts, TICKS
+            frame.pts, frame.duration = int(pts * TICKS / time_base), int(duration * TICKS / time_base)
+            frame.time_base = time_base
             packets += video.encode(frame)
         packets += video.encode(None)
         for packet in sorted(packets, key=lambda p: float((p.dts if p.dts is not None else p.pts) * p.time_base)):
@@ -136,10 +139,12 @@ def decoded_span(path: Path) -> tuple[float, float]:
     starts, ends = [], []
     for kind in ("video", "audio"):
         with av.open(str(path)) as container:
+            audio = container.streams.audio      # the default track; Ogg and AVI mark none: the first
             stream = (container.streams.video[0] if kind == "video" else
-                      next(s for s in container.streams.audio if s.disposition & av.stream.Disposition.default))
-            times = [(f.time, float(f.duration * f.time_base) if kind == "video" else f.samples / f.sample_rate)
-                     for f in container.decode(stream)]
+                      next((s for s in audio if s.disposition & av.stream.Disposition.default), audio[0]))
+            frame_seconds = 1 / float(stream.average_rate or FPS) if kind == "video" else 0.0   # AVI frames say 0
+            times = [(f.time, float(f.duration * f.time_base) or frame_seconds if kind == "video"
+                      else f.samples / f.sample_rate) for f in container.decode(stream)]
             own_end = (float((stream.duration + stream.start_time) * stream.time_base)
                        if stream.duration is not None else np.inf)    # an MP4 edit list's end trims padding
         starts.append(times[0][0])
