@@ -166,13 +166,17 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
 
 
 @contextmanager
-def running_server(url: str):
-    """`ambient serve` on a free loopback port, as its own process; yields the base URL."""
+def running_server(url: str, env: dict[str, str] | None = None, process_out: list | None = None):
+    """`ambient serve` on a free loopback port, as its own process (`env`: extra AMBIENT_ settings);
+    yields the base URL, and appends the process to `process_out` when given."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--db", url, "--port", str(port)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env={**os.environ, **(env or {})})
+    if process_out is not None:
+        process_out.append(process)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +29,16 @@ def chromium_page(*extra_args: str):
             yield browser.new_page(viewport={"width": 1280, "height": 900})
         finally:
             browser.close()
+
+
+def wait_until(page, expression: str, timeout: float = 30_000) -> None:
+    """Playwright's wait_for_function, by polling page.evaluate: wait_for_function evaluates its predicate
+    with eval(), which the app's Content-Security-Policy (no 'unsafe-eval') refuses, as it should."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"still false after {timeout / 1000:.0f} s: {expression}")
+        time.sleep(0.1)
 
 
 def log_in(page, base: str, name: str) -> None:

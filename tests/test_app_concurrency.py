@@ -38,7 +38,7 @@ def annotate(base: str, name: str, until: float, saved: list, errors: list) -> N
         client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": token})
         token = csrf_of(client.get("/login").text)
         while time.monotonic() < until:
-            page = client.get("/annotate", follow_redirects=True)
+            page = client.post("/annotate", data={"csrf_token": token}, follow_redirects=True)
             match = re.search(r"/units/(\d+)$", str(page.url))
             if match is None:
                 return                                   # the queue is empty for this annotator

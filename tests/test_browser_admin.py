@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app_helpers import add_user, database_url, running_server
-from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
+from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
@@ -41,8 +41,8 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
     form.locator("button[type=submit]").click()
     page.wait_for_url(f"{base}/admin/jobs/1")
 
-    page.wait_for_function("document.getElementById('status').textContent === 'running'", timeout=30_000)
-    page.wait_for_function("parseInt(document.getElementById('percent').textContent) > 0", timeout=60_000)
+    wait_until(page, "document.getElementById('status').textContent === 'running'", timeout=30_000)
+    wait_until(page, "parseInt(document.getElementById('percent').textContent) > 0", timeout=60_000)
     page.wait_for_selector("#metrics-chart.js-plotly-plot", timeout=90_000)   # drawn from the first epoch
     assert "loss" in page.inner_text("#current")
     page.wait_for_selector("#annotate", timeout=120_000)                       # done: the page reloads
@@ -50,6 +50,7 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
     assert "$ ambient dissect" in page.inner_text("#log")
     page.screenshot(path=str(SCREENSHOTS / "jobs.png"), full_page=True)
     page.click("#annotate")
+    page.click("#next-unit")                                                  # a POST hands out the unit
     page.wait_for_url(f"{base}/units/*")                                      # the new run's units
     assert page.locator("#grid img").count() > 0
 
@@ -60,8 +61,8 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
     page.wait_for_selector(".cluster .js-plotly-plot")
     image = page.locator(".frames img").first
     image.click()                                                             # hear its clip
-    page.wait_for_function("""() => { const a = document.querySelector('.frames audio');
+    wait_until(page, """() => { const a = document.querySelector('.frames audio');
                                       return a.readyState >= 1 && a.duration > 3; }""", timeout=20_000)
     assert page.locator(".sources").count() > 0                               # the world's true sources
-    page.wait_for_function("[...document.querySelectorAll('img.cochleagram')].every(i => i.complete)")
+    wait_until(page, "[...document.querySelectorAll('img.cochleagram')].every(i => i.complete)")
     page.screenshot(path=str(SCREENSHOTS / "clusters.png"), full_page=False)

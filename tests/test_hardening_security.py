@@ -214,3 +214,59 @@ def test_login_replaces_the_session_so_a_planted_one_is_worthless(app):
         assert as_victim("GET", "/api/runs", planted).status_code == 401   # ... the planted session is not
         # The CSRF token rotated too: the one the attacker saw no longer works in the victim's session.
         assert as_victim("POST", "/logout", after, data={"csrf_token": planted_token}).status_code == 403
+
+
+# --- issue 16: headers, no inline scripts, asset URLs, malformed bodies, paths in 404s
+
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)(?![^>]*type=\"application/json\")[^>]*>", re.I)
+
+
+def test_every_page_sends_the_security_headers_and_has_no_inline_script(client, app_url):
+    login(client, "boss")
+    for path in ("/login", "/results", "/results/1", "/admin/review", "/admin/categories", "/admin/users",
+                 "/admin/jobs", "/docs", "/annotate", "/sound", "/no-such-page", "/static/style.css"):
+        response = client.get(path, headers={"accept": "text/html"})
+        headers = response.headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert "script-src 'self'" in headers["content-security-policy"] and "unsafe-inline'" not in \
+            headers["content-security-policy"].split("script-src")[1].split(";")[0], path
+        assert headers["x-frame-options"] == "DENY" and headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "same-origin", path
+        if "text/html" in headers["content-type"]:
+            assert not INLINE_SCRIPT.search(response.text), (path, INLINE_SCRIPT.search(response.text))
+
+
+def test_asset_urls_do_not_come_from_the_host_header(client):
+    for path in ("/login", "/no-such-page"):
+        page = client.get(path, headers={"host": "evil.example", "accept": "text/html"})
+        assert "evil.example" not in page.text and 'href="/static/style.css"' in page.text
+
+
+def test_json_nested_a_thousand_deep_is_a_422(client):
+    token = login(client, "boss")
+    for body in ("[" * 1000 + "]" * 1000, '{"a":' * 1000 + "1" + "}" * 1000):
+        response = client.post("/api/jobs", content=body,
+                               headers={"x-csrf-token": token, "content-type": "application/json"})
+        assert response.status_code == 422 and "nested too deeply" in response.json()["detail"]
+
+
+def test_a_form_body_on_a_json_route_is_a_422_and_the_connection_lives_on(app_url):
+    import httpx
+
+    from app_helpers import running_server
+    with running_server(app_url) as base, httpx.Client(base_url=base) as http:
+        http.post("/login", data={"name": "boss", "password": PASSWORD, "csrf_token": csrf_of(http.get("/login").text)})
+        token = csrf_of(http.get("/login").text)
+        for headers in ({}, {"x-csrf-token": token}):
+            response = http.post("/api/jobs", data={"kind": "demo", "csrf_token": token}, headers=headers)
+            assert response.status_code == 422 and "JSON object" in response.json()["detail"]
+            assert http.get("/api/runs").status_code == 200          # the same keep-alive connection
+
+
+def test_a_missing_clip_does_not_say_where_the_server_keeps_its_files(client, app_url, tmp_path):
+    with session_factory(upgrade_db(app_url))() as db:
+        db.execute(update(Frame).values(clip_path="clips/gone.wav"))
+        db.commit()
+    login(client, "ann")
+    response = client.get("/clips/1")
+    assert response.status_code == 404 and str(tmp_path) not in response.text and "/data" not in response.text

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
 from starlette.datastructures import FormData
 from sqlalchemy.orm import Session
 
 from backend.app.auth import session_user
+from backend.app.reservations import Queue, current_reservation, held_for, utcnow
 from backend.app.security import CSRF_FIELD, CSRF_HEADER, csrf_matches, new_csrf_token
 from backend.config import Settings
-from backend.db.models import Annotator
+from backend.db.models import Annotator, Unit
 
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -67,6 +69,10 @@ async def check_csrf(request: Request) -> None:
     """Every state-changing request must echo the session's token (form field or header)."""
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(_FORM_TYPES):
+        try:
+            await request.body()     # kept, so that a JSON route can still read its body after this parse
+        except RuntimeError:         # "Stream consumed": the route's own form was parsed, and form() has it
+            pass
         form = await request.form()
         given = form.get(CSRF_FIELD)
     if not csrf_matches(request.session.get("csrf"), given if isinstance(given, str) else None):
@@ -101,3 +107,49 @@ def figure_html(figure, **config) -> Markup:
     attribute, so pages need no inline script (the Content-Security-Policy allows none)."""
     return Markup(f'<div class="plotly-figure" data-figure="{escape(figure.to_json())}" '
                   f'data-config="{escape(json.dumps({"responsive": True, **config}))}"></div>')
+
+
+
+@dataclass(frozen=True)
+class TaskPages:
+    """The queue pages of one annotation task. GET `path` shows the unit held for the annotator, else a
+    page whose button takes one: only POSTs hand out units (a GET, which another site can make a
+    browser send, changes nothing)."""
+
+    queue: Queue
+    path: str                                        # "/annotate": the queue
+    unit_path: str                                   # "/units": a unit's page is unit_path/{id}
+    reserve: Callable[[Session, int], object]        # (db, annotator id) -> a reservation, or None
+    can_undo: Callable[[Session, int], bool]
+    start: dict[str, str]                            # queue_start.html: title, message, button, button_id
+    empty: str                                       # what queue_empty.html says when nothing is left
+
+    def next_unit(self, request: Request, user: Annotator, db: Session) -> Response:
+        """Hand out the annotator's next unit: its page, or the page saying nothing is left."""
+        reservation = self.reserve(db, user.id)
+        if reservation is None:
+            return render(request, "queue_empty.html", user=user, message=self.empty,
+                          can_undo=self.can_undo(db, user.id))
+        return RedirectResponse(f"{self.unit_path}/{reservation.unit_id}", status_code=303)
+
+    def held(self, request: Request, user: Annotator, db: Session, unit_id: int):
+        """The user's live reservation of `unit_id`; None (with a message for the next page) when there is
+        none: its page is not shown, so nobody works on a unit the queue did not hand them."""
+        if db.get(Unit, unit_id) is None:
+            raise HTTPException(404, f"There is no unit {unit_id}.")
+        held = held_for(db, self.queue, unit_id, user.id, utcnow())
+        if held is None:
+            flash(request, f"Unit {unit_id} is not held for you: here is the queue.")
+        return held
+
+    def add_routes(self, router: APIRouter) -> None:
+        @router.get(self.path)
+        def queue(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+            held = current_reservation(db, self.queue, user.id, utcnow())
+            if held is not None:
+                return RedirectResponse(f"{self.unit_path}/{held.unit_id}", status_code=303)
+            return render(request, "queue_start.html", user=user, action=self.path, **self.start)
+
+        @router.post(self.path, dependencies=[Depends(check_csrf)])
+        def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+            return self.next_unit(request, user, db)

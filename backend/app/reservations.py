@@ -16,9 +16,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from contextlib import contextmanager
 from functools import wraps
 
 from sqlalchemy import Select, delete, func, or_, select, union_all
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.app.errors import TaskError
@@ -140,3 +142,18 @@ def check_held(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: 
     if held_for(db, queue, unit_id, annotator_id, now) is None:
         raise TaskError(f"Unit {unit_id} is not held for you in the {queue.name} task (or your hold on it ran "
                         "out): your next unit is waiting.", 409)
+
+
+@contextmanager
+def filling_a_slot(db: Session, replayed: str):
+    """Commit what the block writes, or none of it: a TaskError rolls back, and so does an IntegrityError
+    (the unique constraints meeting a replayed form), answered as a 409 saying `replayed`."""
+    try:
+        yield
+        db.commit()
+    except TaskError:
+        db.rollback()
+        raise
+    except IntegrityError:
+        db.rollback()
+        raise TaskError(replayed, 409) from None

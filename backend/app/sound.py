@@ -4,12 +4,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import AUDIBLE
 from backend.app.errors import TaskError
-from backend.app.reservations import Queue, check_held, lock, one_writer_at_a_time, reserve_next, utcnow
+from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, reserve_next,
+                                      utcnow)
 from backend.app.results import complete_units, detector_units
 from backend.db.models import SoundJudgement, SoundReservation, UnitImage
 from model.settings import ANNOTATION, AnnotationSettings
@@ -59,20 +59,14 @@ def submit_sound_judgements(db: Session, annotator_id: int, unit_id: int, judgem
     if missing:
         raise TaskError(f"{missing} of the {len(clips)} clips are not judged yet.")
     lock(db, SOUND_QUEUE, unit_id, now)
-    try:
+    twice = f"You have already judged unit {unit_id}'s clips (was the form sent twice?)."
+    with filling_a_slot(db, twice):
         if db.scalar(select(SoundJudgement.id).join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
                      .where(UnitImage.unit_id == unit_id, SoundJudgement.annotator_id == annotator_id).limit(1)):
-            raise TaskError(f"You have already judged unit {unit_id}'s clips (was the form sent twice?).", 409)
+            raise TaskError(twice, 409)
         check_held(db, SOUND_QUEUE, unit_id, annotator_id, now)
         db.execute(insert(SoundJudgement), [{"annotator_id": annotator_id, "unit_image_id": image_id,
                                              "audible": audible} for image_id, audible in judgements.items()])
         db.execute(delete(SoundReservation).where(SoundReservation.unit_id == unit_id,
                                                   SoundReservation.annotator_id == annotator_id))
-        db.commit()
-    except TaskError:
-        db.rollback()
-        raise
-    except IntegrityError:
-        db.rollback()
-        raise TaskError(f"You have already judged unit {unit_id}'s clips (was the form sent twice?).", 409) from None
     return len(judgements)

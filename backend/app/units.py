@@ -5,13 +5,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import UnitAnswer
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import Queue, check_held, lock, one_writer_at_a_time, reserve_next, utcnow
+from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, reserve_next,
+                                      utcnow)
 from backend.db.models import Annotation, Annotator, ImageMark, Unit, UnitImage, UnitReservation
 from model.settings import ANNOTATION, AnnotationSettings
 
@@ -54,7 +54,7 @@ def submit_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
         raise TaskError(f"Your answer was not saved: {error}{hint}.") from None
 
     lock(db, UNIT_QUEUE, unit_id, now)
-    try:
+    with filling_a_slot(db, f"Unit {unit_id} changed while you answered it; it was not saved twice."):
         if db.scalar(select(Annotation.id).where(Annotation.unit_id == unit_id,
                                                  Annotation.annotator_id == annotator_id)):
             raise TaskError(f"You have already labelled unit {unit_id} (was the form sent twice?).", 409)
@@ -68,13 +68,6 @@ def submit_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
             db.execute(insert(ImageMark), [{"annotation_id": annotation_id, "unit_image_id": i} for i in marked])
         db.execute(delete(UnitReservation).where(UnitReservation.unit_id == unit_id,
                                                  UnitReservation.annotator_id == annotator_id))
-        db.commit()
-    except TaskError:
-        db.rollback()
-        raise
-    except IntegrityError:
-        db.rollback()
-        raise TaskError(f"Unit {unit_id} changed while you answered it; it was not saved twice.", 409) from None
     return Submission(unit_id, answer, category.name if category else None, len(marked))
 
 

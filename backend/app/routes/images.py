@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -13,6 +14,7 @@ from backend.app.deps import current_user, get_db
 from backend.db.models import Dataset, Frame, UnitImage
 
 router = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
+log = logging.getLogger("ambient")
 
 
 @router.get("/images/{image_id}", response_class=Response,
@@ -41,5 +43,7 @@ def clip(image_id: int, db: Session = Depends(get_db)) -> FileResponse:
     data_dir = Path(row.data_dir).resolve()
     path = (data_dir / row.clip_path).resolve()
     if not path.is_relative_to(data_dir) or not path.is_file():
-        raise HTTPException(404, f"The clip of image {image_id} is missing from {data_dir}.")
+        # The folder goes to the log, not into the answer: server paths are no business of the client's.
+        log.warning("clip of image %s not found: %s", image_id, path)
+        raise HTTPException(404, f"The clip of image {image_id} is missing from its dataset.")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})

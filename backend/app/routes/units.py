@@ -8,8 +8,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from backend.app.deps import check_csrf, current_user, flash, get_db, get_settings, render, wants_html
-from backend.app.reservations import current_reservation, held_for, utcnow
+from backend.app.deps import TaskPages, check_csrf, current_user, flash, get_db, get_settings, render, wants_html
 from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
                                undo_last_annotation)
 from backend.config import Settings
@@ -19,45 +18,25 @@ from model.categories import category_by_name
 router = APIRouter(include_in_schema=False)
 
 
-def _next_unit(request: Request, user: Annotator, db: Session):
-    reservation = reserve_next_unit(db, user.id)
-    if reservation is None:
-        return render(request, "queue_empty.html", user=user, can_undo=has_submissions(db, user.id),
-                      message="Every unit has all its annotators or has been labelled by you. Thank you!")
-    return RedirectResponse(f"/units/{reservation.unit_id}", status_code=303)
-
-
-@router.get("/annotate")
-def queue(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
-    held = current_reservation(db, UNIT_QUEUE, user.id, utcnow())
-    if held is not None:
-        return RedirectResponse(f"/units/{held.unit_id}", status_code=303)
-    return render(request, "queue_start.html", user=user, title="Label units", action="/annotate",
-                  button_id="next-unit", button="Label the next unit",
-                  message="Each unit is held for you while you label it; then the next one comes.")
-
-
-@router.post("/annotate", dependencies=[Depends(check_csrf)])
-def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
-    return _next_unit(request, user, db)
+PAGES = TaskPages(UNIT_QUEUE, "/annotate", "/units", reserve_next_unit, has_submissions,
+                  start={"title": "Label units", "button_id": "next-unit", "button": "Label the next unit",
+                         "message": "Each unit is held for you while you label it; then the next one comes."},
+                  empty="Every unit has all its annotators or has been labelled by you. Thank you!")
+PAGES.add_routes(router)
 
 
 @router.get("/units/{unit_id}")
 def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_user),
               db: Session = Depends(get_db)):
-    unit = db.get(Unit, unit_id)
-    if unit is None:
-        raise HTTPException(404, f"There is no unit {unit_id}.")
-    held = held_for(db, UNIT_QUEUE, unit_id, user.id, utcnow())
+    held = PAGES.held(request, user, db, unit_id)
     if held is None:
-        flash(request, f"Unit {unit_id} is not held for you.")
-        return RedirectResponse("/annotate", status_code=303)
+        return RedirectResponse(PAGES.path, status_code=303)
     # The page only links the pictures (/images/{id}): loading 60 JPEG blobs here would waste the time.
     images = db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg))
                         .where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)).all()
     # Only the project's list: names other annotators invented would reveal their answers.
     names = sorted(category_by_name())
-    return render(request, "unit.html", user=user, unit=unit, images=images, category_names=names,
+    return render(request, "unit.html", user=user, unit=db.get(Unit, unit_id), images=images, category_names=names,
                   expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
                   can_undo=has_submissions(db, user.id))
 
@@ -75,7 +54,7 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
     saved = f" ({done.category}, {done.marked} images marked)" if done.category else ""
     flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
-    return _next_unit(request, user, db)
+    return PAGES.next_unit(request, user, db)
 
 
 @router.post("/annotations/undo", dependencies=[Depends(check_csrf)])
