@@ -2,7 +2,7 @@
 
 Layout of DATA_DIR (written by ``ambient ingest``)::
 
-    videos/<video_id>/video.json      per-video record: source path, duration, frames (see FrameRecord)
+    videos/<video_id>/video.json      per-video record: source path, duration, frames (see FrameRecord), warnings
     videos/<video_id>/features.npz    textures (10, 502) float32, spectrum (10, 32) float32, silent (10,) bool
     videos/<video_id>/frame_XX.jpg    256x256 frames
     videos/<video_id>/clip_XX.mp3     the 3.75 s around each frame
@@ -10,7 +10,8 @@ Layout of DATA_DIR (written by ``ambient ingest``)::
     manifest.jsonl                    every frame of every finished video, one JSON object a line
     textures.npy                      (N, 502) float32, row i = line i of manifest.jsonl
     spectrum.npy                      (N, 32) float32, same order
-    ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames"}
+    ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames",
+                                       "warnings": [{"path", "warning"}]} (see model.ingest.report_table)
     labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
 
 A video directory is complete only when ``video.json`` exists: it is written last,
@@ -38,7 +39,7 @@ class FrameRecord:
     video_id: str        # stable id derived from the video's relative path
     video: str           # path of the source video relative to the videos folder
     frame_index: int     # 0..frames_per_video-1 within the video
-    time: float          # seconds from the start of the video
+    time: float          # seconds on the video's timeline (its timestamps; most files start at 0)
     image: str           # path relative to DATA_DIR
     clip: str            # path relative to DATA_DIR
     split: str           # "train" or "test"
@@ -66,6 +67,12 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+def load_report(data_dir: str | Path) -> dict | None:
+    """DATA_DIR's ingest_report.json, or None where no ingest has finished there."""
+    path = Path(data_dir) / REPORT
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def load_manifest(data_dir: str | Path) -> list[FrameRecord]:

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import re
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -251,6 +252,22 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
                            np.concatenate(spectrum) if spectrum else np.zeros((0, N_CHANNELS)))
     dataset.write_json_atomic(out_dir / dataset.REPORT, asdict(report))
     return report
+
+
+def reason_kind(text: str) -> str:
+    """What a skip reason or warning says without its particulars (numbers, error details), so
+    that videos skipped for the same cause count together."""
+    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text)           # "(0.50 s)", "(InvalidDataError: ...)"
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def report_table(report: IngestReport | dict) -> list[tuple[str, str, int]]:
+    """(kind "skipped" or "warning", reason, videos) rows, most frequent first: the end of an ingest."""
+    report = report if isinstance(report, dict) else asdict(report)
+    counts = Counter([("skipped", reason_kind(s["reason"])) for s in report["skipped"]]
+                     + [("warning", reason_kind(w["warning"])) for w in report.get("warnings", [])])
+    return [(kind, reason, count) for (kind, reason), count in
+            sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))]
 
 
 def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | None = None,

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 from backend.cli import app
 from model import dataset
 from model.audio import sound_textures
-from model.ingest import SKIPPED_RECORD, VIDEO_RECORD, frame_times, ingest, split_of, video_id
+from model.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, report_table, split_of,
+                          video_id)
 from model.media import read_audio, write_video
 
 RATE = 22_050
@@ -139,7 +140,10 @@ def test_shards_then_merge_equal_one_run(videos, ingested, tmp_path):
         assert not (out / dataset.MANIFEST).exists()
     result = runner.invoke(app, ["ingest", "--merge", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "3 videos ingested (30 frames), 4 skipped" in result.output
+    assert "3 videos ingested (30 frames), 4 skipped, 0 with warnings" in result.output
+    table = result.output.split("reason")[-1].splitlines()[1:]      # the table of reasons ends the output
+    assert [line.split()[0] for line in table] == ["skipped"] * 4
+    assert any(line.split()[-1] == "1" and "silent audio track" in line for line in table)
     assert dataset.load_manifest(out) == dataset.load_manifest(ingested[0])
     np.testing.assert_allclose(dataset.load_features(out)[0], dataset.load_features(ingested[0])[0])
 
@@ -155,3 +159,19 @@ def test_cli_bad_input_is_a_clear_error(args, message):
     assert result.exit_code != 0
     assert message in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_report_table_counts_each_reason_once_whatever_its_numbers():
+    report = IngestReport(videos_dir=None, skipped=[
+        dict(path="a.mp4", reason="shorter than 3.75 s (0.50 s)"),
+        dict(path="b.mp4", reason="shorter than 3.75 s (3.01 s)"),
+        dict(path="c.mp4", reason="cannot be opened (InvalidDataError: [Errno 1094995529] Invalid data: 'c.mp4')"),
+        dict(path="d.mp4", reason="frames of 16x16 are smaller than 32 pixels a side")],
+        warnings=[dict(path="e.webm", warning="audio decodes to 3.77 s of the 8.01 s its header promises "
+                                                "(file cut short?); ingested 0.00-3.77 s")])
+    assert report_table(report) == [
+        ("skipped", "shorter than N s", 2),
+        ("skipped", "cannot be opened", 1),
+        ("skipped", "frames of NxN are smaller than N pixels a side", 1),
+        ("warning", "audio decodes to N s of the N s its header promises (file cut short?); ingested N-N s", 1)]
+    assert report_table(IngestReport(videos_dir=None)) == []

@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         Resumable: re-running skips finished videos. Unusable videos (corrupt, no audio, too short,
         silent) are skipped and listed in DATA_DIR/ingest_report.json.
         """
-        from model.ingest import ingest
+        from model.ingest import ingest, report_table
 
         if merge:
             data_dir = out or videos_dir
@@ -65,10 +65,18 @@ def register(app: typer.Typer) -> None:
             data_dir = out
 
         typer.echo(f"{len(report.ingested)} videos ingested ({report.frames} frames), "
-                   f"{len(report.skipped)} skipped")
+                   f"{len(report.skipped)} skipped, {len(report.warnings)} with warnings")
         for skip in report.skipped:
             typer.echo(f"  skipped {skip['path']}: {skip['reason']}")
+        for warning in report.warnings:
+            typer.echo(f"  warning {warning['path']}: {warning['warning']}")
         if shard:
             typer.echo(f"shard {shard} done; merge with: ambient ingest --merge --out {data_dir}")
         else:
             typer.echo(f"dataset: {data_dir} (manifest.jsonl, ingest_report.json)")
+        rows = report_table(report)
+        if rows:
+            width = max(len(reason) for _, reason, _ in rows)
+            typer.echo(f"\n{'':8}{'reason':<{width}}  videos")
+            for kind, reason, count in rows:
+                typer.echo(f"{kind:<8}{reason:<{width}}  {count:>6}")
