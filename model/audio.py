@@ -15,7 +15,7 @@ from math import gcd
 import numpy as np
 import scipy.fft
 import scipy.signal
-import torch
+from threadpoolctl import threadpool_limits
 
 from model.settings import TEXTURE, TextureSettings
 
@@ -138,29 +138,23 @@ def _polyphase_taps(factor: int) -> np.ndarray:
     return padded.reshape(blocks, factor).astype(np.float32)
 
 
-def _decimation_buffer(leading_shape: tuple[int, ...], n_samples: int, factor: int) -> tuple[np.ndarray, slice]:
-    """Buffer for signals to be decimated, and where the signal goes in it: between zeros as
-    resample_poly pads (only the padding is zeroed; the caller fills the signal part)."""
+def _decimation_layout(n_samples: int, factor: int) -> tuple[int, slice]:
+    """Length of a buffer for a signal to be decimated, and where the signal goes in it: between
+    zeros as resample_poly pads."""
     n_out = -(-n_samples // factor)
     rows = n_out + _polyphase_taps(factor).shape[0] - 1
-    signal = slice(_half_length(factor), _half_length(factor) + n_samples)
-    buffer = np.empty((*leading_shape, rows * factor), np.float32)
-    buffer[..., :signal.start] = 0
-    buffer[..., signal.stop:] = 0
-    return buffer, signal
+    return rows * factor, slice(_half_length(factor), _half_length(factor) + n_samples)
 
 
 def _decimate(buffer: np.ndarray, n_samples: int, factor: int) -> np.ndarray:
-    """``resample_poly(signal, 1, factor)`` for signals laid out by ``_decimation_buffer``.
+    """``resample_poly(signal, 1, factor)`` for signals laid out by ``_decimation_layout``.
 
-    Why not resample_poly itself: its polyphase loop is ~10x slower than this one matrix product
-    (done by torch, whose CPU sgemm is ~2x numpy's OpenBLAS on this skinny shape).
+    Why not resample_poly itself: its polyphase loop is ~10x slower than this one matrix product.
     Output frame m is sum_j block[m + j] . taps_row[j] over the buffer cut into factor-sample blocks.
     """
     taps = _polyphase_taps(factor)
     n_out = -(-n_samples // factor)
-    partial = (torch.from_numpy(taps) @ torch.from_numpy(buffer.reshape(-1, factor)).T).numpy()
-    partial = partial.reshape(taps.shape[0], *buffer.shape[:-1], -1)
+    partial = (taps @ buffer.reshape(-1, factor).T).reshape(taps.shape[0], *buffer.shape[:-1], -1)
     frames = partial[0, ..., :n_out].copy()
     for j in range(1, taps.shape[0]):
         frames += partial[j, ..., j:j + n_out]
@@ -186,28 +180,38 @@ def _analytic_bands(n_samples: int, settings: TextureSettings) -> list[tuple[int
     return bands
 
 
-def _compressed_envelopes(waveform: np.ndarray, sample_rate: int, settings: TextureSettings) -> np.ndarray:
-    """One clip -> (32, T) compressed envelopes at the envelope rate."""
-    audio = _resample(to_mono_float(waveform), sample_rate, settings.sample_rate)
-    n_samples = audio.size
-    spectrum = scipy.fft.rfft(audio.astype(np.float32, copy=False), workers=1)
-    analytic = np.zeros((N_CHANNELS, n_samples), np.complex64)
-    for channel, (first, end, response) in enumerate(_analytic_bands(n_samples, settings)):
-        analytic[channel, first:end] = spectrum[first:end] * response
-    analytic = scipy.fft.ifft(analytic, axis=-1, workers=1, overwrite_x=True)
+def _compressed_envelopes(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings) -> np.ndarray:
+    """Clips -> (n, 32, T) compressed envelopes at the envelope rate, one clip at a time in one thread.
+
+    The two big work arrays (~30 MB) are made once and reused: fresh ones would cost a page fault
+    per 4 KB touched, which took as long as the inverse FFT itself.
+    """
     factor = settings.sample_rate // settings.envelope_rate
-    buffer, signal = _decimation_buffer((N_CHANNELS,), n_samples, factor)
-    envelopes = buffer[..., signal]
-    np.abs(analytic, out=envelopes)
-    del analytic
-    # envelope ** 0.3 as exp2(0.3 log2 envelope): numpy's SIMD log2/exp2 take half np.power's time;
-    # a zero envelope goes to log2 = -inf and back to exactly 0.
-    with np.errstate(divide="ignore"):
-        np.log2(envelopes, out=envelopes)
-    envelopes *= settings.compression
-    np.exp2(envelopes, out=envelopes)
-    envelopes = _decimate(buffer, n_samples, factor)
-    return np.maximum(envelopes, 0, out=envelopes)   # the resampler's ringing can dip below 0
+    analytic = buffer = signal = None
+    out = []
+    for waveform in waveforms:
+        audio = _resample(to_mono_float(waveform), sample_rate, settings.sample_rate)
+        n_samples = audio.size
+        if analytic is None:
+            analytic = np.empty((N_CHANNELS, n_samples), np.complex64)
+            length, signal = _decimation_layout(n_samples, factor)
+            buffer = np.zeros((N_CHANNELS, length), np.float32)     # only the signal part is rewritten
+        spectrum = scipy.fft.rfft(audio.astype(np.float32, copy=False), workers=1)
+        analytic.fill(0)
+        for channel, (first, end, response) in enumerate(_analytic_bands(n_samples, settings)):
+            np.multiply(spectrum[first:end], response, out=analytic[channel, first:end])
+        scipy.fft.ifft(analytic, axis=-1, workers=1, overwrite_x=True)     # in place: the analytic signals
+        envelopes = buffer[..., signal]
+        np.abs(analytic, out=envelopes)
+        # envelope ** 0.3 as exp2(0.3 log2 envelope): numpy's SIMD log2/exp2 take half np.power's time;
+        # a zero envelope goes to log2 = -inf and back to exactly 0.
+        with np.errstate(divide="ignore"):
+            np.log2(envelopes, out=envelopes)
+        envelopes *= settings.compression
+        np.exp2(envelopes, out=envelopes)
+        decimated = _decimate(buffer, n_samples, factor)
+        out.append(np.maximum(decimated, 0, out=decimated))   # the resampler's ringing can dip below 0
+    return np.stack(out)
 
 
 def cochleagrams(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings = TEXTURE) -> np.ndarray:
@@ -224,11 +228,13 @@ def cochleagrams(waveforms: np.ndarray, sample_rate: int, settings: TextureSetti
     if waveforms.shape[-1] < 0.1 * sample_rate:
         raise ValueError(f"clips of {waveforms.shape[-1]} samples at {sample_rate} Hz are too short "
                          "for a sound texture (need at least 0.1 s)")
-    # One clip per task: numpy and scipy.fft release the GIL, so threads put every core on every
-    # stage, and one clip's ~20 MB arrays are small enough for malloc to recycle (no page faults).
-    with ThreadPoolExecutor(max_workers=min(len(waveforms), _CORES)) as pool:
-        return np.stack(list(pool.map(lambda clip: _compressed_envelopes(clip, sample_rate, settings),
-                                      waveforms)))
+    # One share of the clips per core: numpy and scipy.fft release the GIL, so threads put every core
+    # on every stage. BLAS runs single-threaded inside them: its own threads would fight these for
+    # the cores (on 2 cores its spinning made the decimation 8x slower).
+    shares = [share for share in np.array_split(np.arange(len(waveforms)), _CORES) if share.size]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=len(shares)) as pool:
+        return np.concatenate(list(pool.map(
+            lambda share: _compressed_envelopes(waveforms[share], sample_rate, settings), shares)))
 
 
 def cochleagram(waveform: np.ndarray, sample_rate: int, settings: TextureSettings = TEXTURE) -> np.ndarray:
@@ -254,7 +260,7 @@ def textures_from_cochleagrams(envelopes: np.ndarray, settings: TextureSettings 
     variance = (centred ** 2).mean(axis=-1)                                  # divides by N, as the toolbox
     sigma = _divide(np.sqrt(variance), mean)
 
-    covariance = np.einsum("nct,ndt->ncd", centred, centred) / n_frames
+    covariance = centred @ centred.transpose(0, 2, 1) / n_frames
     correlation = _divide(covariance, np.sqrt(variance[:, :, None] * variance[:, None, :]))
     rho = np.concatenate([np.diagonal(correlation, offset, axis1=1, axis2=2)
                           for offset in settings.correlation_offsets], axis=1)
