@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from backend.db.models import SoundReservation, Unit, UnitReservation
 from model.settings import ANNOTATION, AnnotationSettings
 
 _SQLITE_WRITER = threading.Lock()
-_BATCH = 20     # candidate units looked at per query while finding the next one
+BATCH = 20      # candidate units looked at per query while finding the next one
 
 
 def one_writer_at_a_time(function):
@@ -98,33 +97,37 @@ def held_for(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: da
         queue.reservation.expires_at >= now))
 
 
-def reserve_next(db: Session, queue: Queue, annotator_id: int, candidates, now: datetime,
-                 settings: AnnotationSettings = ANNOTATION, keep: Callable[[list[int]], set[int]] | None = None):
-    """The unit (of `candidates`: ids or a select of them) this annotator should do next, held for
-    them; None when nothing is left for them. `keep`, if given, says which of a batch of candidates
-    qualify (the sound task: which are detectors), so only the units looked at are checked.
+def open_units(queue: Queue, annotator_id: int, candidates, now: datetime,
+               settings: AnnotationSettings = ANNOTATION) -> Select:
+    """A select of the `candidates` (ids or a select of them) this annotator has not answered and that
+    have a free slot, most nearly complete first (so units reach their full count soonest)."""
+    taken = _slots_taken(queue, None, annotator_id, now).subquery()
+    answers = queue.answers.subquery()
+    answered = select(answers.c.unit_id).where(answers.c.annotator_id == annotator_id)
+    return (select(Unit.id).outerjoin(taken, taken.c.unit_id == Unit.id)
+            .where(Unit.id.in_(candidates), Unit.id.not_in(answered),
+                   or_(taken.c.taken.is_(None), taken.c.taken < settings.annotators_per_unit))
+            .order_by(func.coalesce(taken.c.taken, 0).desc(), Unit.id))
 
-    A unit they already hold comes back (a reloaded page). Otherwise the most nearly complete unit
-    they have not answered and that still has a free slot, so units reach their full count soonest.
-    """
+
+@one_writer_at_a_time
+def reserve_next(db: Session, queue: Queue, annotator_id: int, candidates, now: datetime,
+                 settings: AnnotationSettings = ANNOTATION):
+    """The first of `open_units` held for this annotator; None when none is left for them.
+
+    A unit they already hold comes back (a reloaded page)."""
     lock(db, queue, None, now)
     held = current_reservation(db, queue, annotator_id, now)
     if held is not None:
         db.commit()
         return held
-    taken = _slots_taken(queue, None, annotator_id, now).subquery()
-    answers = queue.answers.subquery()
-    answered = select(answers.c.unit_id).where(answers.c.annotator_id == annotator_id)
-    open_units = (select(Unit.id).outerjoin(taken, taken.c.unit_id == Unit.id)
-                  .where(Unit.id.in_(candidates), Unit.id.not_in(answered),
-                         or_(taken.c.taken.is_(None), taken.c.taken < settings.annotators_per_unit))
-                  .order_by(func.coalesce(taken.c.taken, 0).desc(), Unit.id))
-    for offset in itertools.count(0, _BATCH):
-        unit_ids = db.scalars(open_units.offset(offset).limit(_BATCH)).all()
+    query = open_units(queue, annotator_id, candidates, now, settings)
+    for offset in itertools.count(0, BATCH):
+        unit_ids = db.scalars(query.offset(offset).limit(BATCH)).all()
         if not unit_ids:
-            break
-        kept = keep(unit_ids) if keep else set(unit_ids)
-        for unit_id in (u for u in unit_ids if u in kept):
+            db.commit()
+            return None
+        for unit_id in unit_ids:
             db.execute(select(Unit.id).where(Unit.id == unit_id).with_for_update())
             if free_slot(db, queue, unit_id, annotator_id, now, settings.annotators_per_unit):
                 reservation = queue.reservation(unit_id=unit_id, annotator_id=annotator_id,
@@ -132,8 +135,6 @@ def reserve_next(db: Session, queue: Queue, annotator_id: int, candidates, now: 
                 db.add(reservation)
                 db.commit()
                 return reservation
-    db.commit()
-    return None
 
 
 def check_held(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: datetime) -> None:

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from sqlalchemy import func, select, union
+from sqlalchemy import case, func, select, union
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, UnitVerdict, aggregate_unit,
@@ -149,11 +149,14 @@ def detector_units(db: Session, unit_ids, settings: AnnotationSettings = ANNOTAT
     return {v.unit: v.category for v in verdicts if v is not None and v.is_detector}
 
 
-def complete_units(settings: AnnotationSettings = ANNOTATION):
-    """A select of the units with all their annotators or a settlement: those that have a verdict."""
+def maybe_detectors(settings: AnnotationSettings = ANNOTATION):
+    """A select of the units that may be detectors: all their annotators and at least two (or all) of
+    them saying yes, else an admin's yes. Fewer yeses cannot win the vote; `detector_units` decides."""
+    yes_needed = min(2, settings.annotators_per_unit)
     answered = (select(Annotation.unit_id).group_by(Annotation.unit_id)
-                .having(func.count() >= settings.annotators_per_unit))
-    return union(answered, select(UnitSettlement.unit_id))
+                .having(func.count() >= settings.annotators_per_unit,
+                        func.sum(case((Annotation.answer == "yes", 1), else_=0)) >= yes_needed))
+    return union(answered, select(UnitSettlement.unit_id).where(UnitSettlement.answer == "yes"))
 
 
 def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:

@@ -1,6 +1,7 @@
 """The sound task: its queue of detector units (backend/app/reservations.py) and the judgements."""
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
@@ -8,15 +9,16 @@ from sqlalchemy.orm import Session
 
 from annotation.aggregate import AUDIBLE
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, reserve_next,
-                                      utcnow)
-from backend.app.results import complete_units, detector_units
+from backend.app.reservations import (Queue, check_held, current_reservation, filling_a_slot, lock,
+                                      one_writer_at_a_time, open_units, reserve_next, utcnow)
+from backend.app.results import detector_units, maybe_detectors
 from backend.db.models import SoundJudgement, SoundReservation, UnitImage
 from model.settings import ANNOTATION, AnnotationSettings
 
 SOUND_QUEUE = Queue("sound", SoundReservation,
                     select(UnitImage.unit_id, SoundJudgement.annotator_id)
                     .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).distinct())
+DETECTOR_BATCH = 5      # candidates whose verdicts are worked out at a time: each reads its answers and marks
 
 
 def sound_clips(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> list[UnitImage]:
@@ -33,15 +35,28 @@ def detector_category(db: Session, unit_id: int, settings: AnnotationSettings = 
     return category
 
 
-@one_writer_at_a_time
 def reserve_next_sound_unit(db: Session, annotator_id: int, now: datetime | None = None,
                             settings: AnnotationSettings = ANNOTATION) -> SoundReservation | None:
-    """A detector unit this annotator has not judged, held for them; None when none is left for them."""
-    return reserve_next(db, SOUND_QUEUE, annotator_id, complete_units(settings), now or utcnow(), settings,
-                        keep=lambda unit_ids: set(detector_units(db, unit_ids, settings)))
+    """A detector unit this annotator has not judged, held for them; None when none is left for them.
+
+    Which units are detectors is worked out before the writer lock, a few candidates at a time: it is
+    the slow part, and it depends on the units' answers, which the sound task does not write."""
+    now = now or utcnow()
+    held = current_reservation(db, SOUND_QUEUE, annotator_id, now)
+    if held is not None:
+        return held
+    candidates = open_units(SOUND_QUEUE, annotator_id, maybe_detectors(settings), now, settings)
+    for offset in itertools.count(0, DETECTOR_BATCH):
+        unit_ids = db.scalars(candidates.offset(offset).limit(DETECTOR_BATCH)).all()
+        if not unit_ids:
+            return None
+        detectors = sorted(detector_units(db, unit_ids, settings))
+        if detectors:
+            reservation = reserve_next(db, SOUND_QUEUE, annotator_id, detectors, now, settings)
+            if reservation is not None:
+                return reservation
 
 
-@one_writer_at_a_time
 def submit_sound_judgements(db: Session, annotator_id: int, unit_id: int, judgements: dict[int, str],
                             now: datetime | None = None, settings: AnnotationSettings = ANNOTATION) -> int:
     """Store one annotator's audibility judgement of each of the unit's clips, all or none; the unit
@@ -58,6 +73,12 @@ def submit_sound_judgements(db: Session, annotator_id: int, unit_id: int, judgem
     missing = len(clips) - len(judgements)
     if missing:
         raise TaskError(f"{missing} of the {len(clips)} clips are not judged yet.")
+    return _store_judgements(db, annotator_id, unit_id, judgements, now)
+
+
+@one_writer_at_a_time
+def _store_judgements(db: Session, annotator_id: int, unit_id: int, judgements: dict[int, str], now: datetime) -> int:
+    # Under the writer lock only what must be: the checks of the slot and the writes.
     lock(db, SOUND_QUEUE, unit_id, now)
     twice = f"You have already judged unit {unit_id}'s clips (was the form sent twice?)."
     with filling_a_slot(db, twice):

@@ -18,7 +18,6 @@ from model.settings import ANNOTATION, AnnotationSettings
 UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))
 
 
-@one_writer_at_a_time
 def reserve_next_unit(db: Session, annotator_id: int, now: datetime | None = None,
                       settings: AnnotationSettings = ANNOTATION) -> UnitReservation | None:
     """The unit this annotator should label next, held for them; None when nothing is left for them."""
@@ -33,7 +32,6 @@ class Submission:
     marked: int
 
 
-@one_writer_at_a_time
 def submit_annotation(db: Session, annotator_id: int, unit_id: int, answer: str, category_name: str | None,
                       marked_image_ids: list[int], now: datetime | None = None) -> Submission:
     """Store one answer for a unit held for the annotator, committed before returning.
@@ -52,7 +50,14 @@ def submit_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
     except ValueError as error:
         hint = " (say which object: pick from the list or type a new name)" if answer == "yes" else ""
         raise TaskError(f"Your answer was not saved: {error}{hint}.") from None
+    return _store_annotation(db, annotator_id, unit_id, answer, category_name, marked_image_ids, now)
 
+
+@one_writer_at_a_time
+def _store_annotation(db: Session, annotator_id: int, unit_id: int, answer: str, category_name: str | None,
+                      marked_image_ids: list[int], now: datetime) -> Submission:
+    # The checks of the slot and the writes, in one transaction under the writer lock; the checks of
+    # the answer itself came before it, so that waiting writers are not held up by them.
     lock(db, UNIT_QUEUE, unit_id, now)
     with filling_a_slot(db, f"Unit {unit_id} changed while you answered it; it was not saved twice."):
         if db.scalar(select(Annotation.id).where(Annotation.unit_id == unit_id,
