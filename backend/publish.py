@@ -4,12 +4,14 @@ The pipeline (model/) writes only files; this reads them through model/run.py an
 and writes the database in short transactions, so annotators keep submitting while a run is
 published (SQLite has one write lock):
 
-1. categories, then the pool's and the training set's frames, a chunk of frames per transaction;
+1. categories, then the pool's and the training set's frames, a chunk of frames per transaction (a
+   folder of still images is registered as a dataset whose frames have no video or clip);
 2. the run row (kind, labels, last metrics);
 3. each analysed layer's units with their masked images, one transaction per layer. A layer whose
    units file is unchanged (same digest) is left alone, with its annotations; a changed one replaces
    the old units only while nobody has annotated them, else publishing stops and says why;
-4. the automatic labels of dissection.json;
+4. the automatic labels of dissection.json (the paper's and, from masks, Network Dissection's; a
+   mask class the categories table lacks is added, with its characteristic-sound flag);
 5. the sound clusters (or code bits) of the run's labels, with their member frames.
 
 Publishing is idempotent: the same files give the same database.
@@ -29,7 +31,9 @@ from backend.db import store
 from backend.db.models import Category, Dataset
 from backend.db.session import session_factory
 from model import dataset as ds
+from model import pool as pl
 from model import run as rd
+from model.categories import Category as CategoryInfo
 from model.categories import load_categories
 from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
 
@@ -59,17 +63,21 @@ def units_digest(path: Path) -> str:
 
 
 def _register_frames(sessions, data_dir: Path) -> int:
-    """The dataset of DATA_DIR with all its frames, added a chunk per transaction; returns its id."""
-    records = ds.load_manifest(data_dir)
+    """The dataset of DATA_DIR (or the image folder) with all its frames, added a chunk per transaction;
+    returns its id."""
+    records = pl.load_pool(data_dir)
     textures = np.load(Path(data_dir) / ds.TEXTURES, mmap_mode="r") if (Path(data_dir) / ds.TEXTURES).exists() \
         else None
     videos_dir = ds.read_report(data_dir).get("videos_dir")
     dataset_id = None
     for start in range(0, max(len(records), 1), FRAMES_PER_TRANSACTION):
-        with sessions.begin() as session:
-            dataset = store.register_dataset(session, data_dir, records[start:start + FRAMES_PER_TRANSACTION],
-                                             textures, videos_dir)
-            dataset_id = dataset.id
+        try:
+            with sessions.begin() as session:
+                dataset = store.register_dataset(session, data_dir, records[start:start + FRAMES_PER_TRANSACTION],
+                                                 textures, videos_dir)
+                dataset_id = dataset.id
+        except ValueError as error:
+            raise PublishError(str(error)) from None
     return dataset_id
 
 
@@ -97,7 +105,11 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     pool_dir = Path(metas[layers[0]]["data_dir"])
     if any(Path(meta["data_dir"]) != pool_dir for meta in metas.values()):
         raise PublishError(f"{run_dir}: its layers were analysed on different pools; publish one pool per run folder")
-    if not ds.is_dataset(pool_dir):
+    if metas[layers[0]].get("pool") == "images":
+        if not pool_dir.is_dir() or pl.pool_digest(pl.load_pool(pool_dir)) != metas[layers[0]].get("pool_digest"):
+            raise PublishError(f"{run_dir}: its units come from the image folder {pool_dir}, whose images have "
+                               f"changed since (or which is gone); run `ambient units` again")
+    elif not ds.is_dataset(pool_dir):
         raise PublishError(f"{run_dir}: its units come from {pool_dir}, which is no longer a dataset folder")
 
     with sessions.begin() as session:
@@ -146,9 +158,17 @@ def _publish_auto_labels(sessions, run_dir: Path, layers: list[str]) -> int | No
     layer = labels[0].get("layer", layers[0]) if labels else layers[0]
     if layer not in layers:
         return None
+    scores = rd.dissection_scores_file(run_dir, layer)
+    mask_classes = []
+    if scores.exists():
+        with np.load(scores) as data:
+            mask_classes = [CategoryInfo(str(name), (), False, bool(sound))
+                            for name, sound in zip(data["classes"].tolist(), data["class_sounds"].tolist())]
     with sessions.begin() as session:
+        store.seed_categories(session, mask_classes)
         return store.write_auto_labels(session, run_dir, layer, [
-            store.AutoLabel(row["unit"], row["category"], row["precision"], row["iou"]) for row in labels])
+            store.AutoLabel(row["unit"], row["category"], row["precision"], row["iou"],
+                            row.get("netdissect_category"), row.get("netdissect_iou")) for row in labels])
 
 
 def _publish_sound_groups(sessions, run_dir: Path, labels_kind: str | None, pool_dir: Path, pool_id: int,

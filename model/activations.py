@@ -86,6 +86,59 @@ def _best_per_video(scores: torch.Tensor, video_ids: torch.Tensor) -> torch.Tens
     return scores.masked_fill(duplicate, -math.inf)
 
 
+class RunningQuantile:
+    """Each unit's ``q`` quantile of its activations (every position of every image) while batches
+    stream past, in memory fixed by ``relative_error`` and the value range, whatever the pool size
+    (Network Dissection's threshold; NetDissect-Lite's vecquantile plays this part there).
+
+    A log-bucketed histogram per unit (DDSketch, Masson et al. 2019): bucket k holds the values in
+    (gamma^(k-1), gamma^k], gamma = (1 + e) / (1 - e), mirrored for negative values. The returned
+    quantile is within relative error e of the activation whose rank is ``q (n - 1)`` (rounded down),
+    with two caveats: values of magnitude below ``min_value`` count as 0 and above ``max_value`` as
+    ``max_value``. At e = 0.005 over [1e-6, 1e8]: 6,449 int64 counts per unit (26 MB for 512 units).
+    """
+
+    def __init__(self, q: float, relative_error: float = 0.005, min_value: float = 1e-6, max_value: float = 1e8):
+        self.q = q
+        self.gamma = (1 + relative_error) / (1 - relative_error)
+        self.min_value, self.max_value = min_value, max_value
+        self._log_gamma = math.log(self.gamma)
+        self._k_min = math.ceil(math.log(min_value) / self._log_gamma)
+        self._k_max = math.ceil(math.log(max_value) / self._log_gamma)
+        self._side = self._k_max - self._k_min + 1             # buckets per sign
+        self._counts: torch.Tensor | None = None               # (units, 2 * side + 1): negatives, zero, positives
+
+    @property
+    def buckets(self) -> int:
+        return 2 * self._side + 1
+
+    def update(self, maps: torch.Tensor) -> None:
+        """Count a batch: ``maps`` (B, units, H, W) activations."""
+        units = maps.shape[1]
+        values = maps.float().transpose(0, 1).reshape(units, -1)
+        magnitude = values.abs()
+        k = torch.ceil(torch.log(magnitude.clamp(self.min_value, self.max_value)) / self._log_gamma)
+        offset = (k.long() - self._k_min).clamp(0, self._side - 1) + 1
+        bucket = self._side + torch.sign(values).long() * offset                  # zero bucket: self._side
+        bucket = torch.where(magnitude < self.min_value, self._side, bucket)
+        flat = (bucket + self.buckets * torch.arange(units, device=maps.device)[:, None]).flatten()
+        counts = torch.bincount(flat, minlength=units * self.buckets).view(units, self.buckets)
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def result(self) -> torch.Tensor:
+        """(units,) float32: each unit's quantile."""
+        if self._counts is None:
+            raise ValueError("no activations were seen")
+        cumulative = self._counts.cumsum(dim=1)
+        rank = torch.floor(self.q * (cumulative[:, -1] - 1))                       # the rank asked for, 0-based
+        bucket = torch.searchsorted(cumulative, rank[:, None].long(), right=True)[:, 0]
+        offset = (bucket - self._side).abs()
+        # The bucket's value closest (relatively) to all of its values: 2 gamma^k / (gamma + 1).
+        magnitude = 2 * self.gamma ** (offset - 1 + self._k_min).double() / (self.gamma + 1)
+        value = torch.sign(bucket - self._side).double() * magnitude
+        return value.float().cpu()
+
+
 @dataclass(frozen=True)
 class LayerGeometry:
     """Where a layer's map positions sit in the input image: position i is centred on pixel
@@ -101,7 +154,9 @@ def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
     model, for a TorchScript trunk whose output is the layer).
 
     Modules are taken in registration order, which is execution order for feed-forward
-    networks such as CaffeNet and torchvision's AlexNet/VGG.
+    networks such as CaffeNet and torchvision's AlexNet/VGG. Residual networks' shortcut projections
+    (torchvision's ``downsample`` branches) run beside the block's convolutions, not after them: they
+    are skipped, so ResNet's geometry is its main path's.
     """
     rf, stride, offset = 1.0, 1.0, 0.0
     found = layer is None
@@ -110,6 +165,8 @@ def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
             break
         if name == layer:
             found = True
+        if "downsample" in name.split("."):
+            continue
         # Scripted modules (TorchScript files) keep their class name in ``original_name``.
         if getattr(module, "original_name", type(module).__name__) in ("Conv2d", "MaxPool2d", "AvgPool2d"):
             kernel, step, padding, dilation = (_first(getattr(module, attr, 1))

@@ -1,4 +1,6 @@
-"""Automatic unit labels from the demo world's ground truth (``ambient dissect RUN_DIR --truth``).
+"""Automatic unit labels: from the demo world's ground truth (``ambient dissect RUN_DIR --truth``,
+``dissect``) or from segmentation masks of any pool (``--masks MASKS_DIR --classes CLASSES.csv``,
+``dissect_masks``; the format is in model/segmentation.py).
 
 An image counts as containing a category when the unit's masked region (the paper's receptive-field
 circles) and the category's pixels overlap by at least ``overlap_fraction`` of the smaller of the two:
@@ -8,6 +10,14 @@ would see the object, which is what the paper's annotators were asked. A unit's 
 category is the fraction of its top images containing it (the paper's 60% rule for detectors);
 its IoU is Network Dissection's: the unit's thresholded, upsampled activation against the category's
 masks, intersections and unions summed over the top images.
+
+With masks, both scores are computed for every unit and class, over the whole pool for the IoU:
+the paper's precision (the share of the unit's top images, those with a mask, whose region
+contains the class) and Network Dissection's IoU (pixels where the unit's map, upsampled to the
+image, exceeds the unit's top-0.5% activation quantile over the pool, against the class's pixels,
+summed over every pool image with a mask). A unit's ``category`` is the paper's (best precision,
+IoU breaking ties), as with the truth; ``netdissect_category`` is Network Dissection's (best IoU,
+when it exceeds 0.04). The pass streams the pool: memory does not depend on its size.
 """
 from __future__ import annotations
 
@@ -18,13 +28,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from model import dataset as ds
+from model import pool as pl
 from model.activations import LayerGeometry, receptive_field_masks
 from model.categories import category_by_name
 from model.media import resize_center_crop
-from model.run import dissection_file, units_file
+from model.run import dissection_file, dissection_scores_file, save_npz_atomic, units_file
+from model.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
+                                read_label_map)
 from model.settings import UNITS, UnitSettings
+from model.units import _pool_crops, load_network
+
+# Upsampled maps are handled this many (unit x pixel) values at a time: bounds memory at any image size.
+VALUES_PER_CHUNK = 1 << 24
 
 @dataclass(frozen=True)
 class UnitLabel:
@@ -33,6 +51,14 @@ class UnitLabel:
     precision: float
     iou: float
     sounding: bool             # the category has a characteristic sound
+
+
+@dataclass(frozen=True)
+class MaskUnitLabel(UnitLabel):
+    """A unit's labels from segmentation masks: the paper's (above) and Network Dissection's."""
+
+    netdissect_category: str | None = None    # the class of best IoU over the pool, when > min_iou
+    netdissect_iou: float = 0.0
 
 
 def contains(region: np.ndarray, mask: np.ndarray, overlap_fraction: float) -> bool:
@@ -69,18 +95,23 @@ def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[st
     return best[2], best[0], best[1]
 
 
-def upsampled_activation(maps: torch.Tensor, geometry: LayerGeometry, image_size: int,
-                         fraction: float) -> torch.Tensor:
-    """(N, H, W) maps -> (N, S, S) bool: bilinear interpolation between the positions' centres in the
-    image (Network Dissection upsamples the same way), thresholded at ``fraction`` of each image's maximum."""
+def upsample_maps(maps: torch.Tensor, geometry: LayerGeometry, image_size: int) -> torch.Tensor:
+    """(N, H, W) maps -> (N, S, S) float32: bilinear interpolation between the positions' centres in the
+    image (Network Dissection upsamples the same way), the border values beyond the outermost centres."""
     n, height, width = maps.shape
-    pixels = torch.arange(image_size, dtype=torch.float32)
+    pixels = torch.arange(image_size, dtype=torch.float32, device=maps.device)
     # Map pixel p to the fractional map index (p - offset) / stride, then to grid_sample's [-1, 1].
     gy = 2 * ((pixels - geometry.offset) / geometry.stride) / max(height - 1, 1) - 1
     gx = 2 * ((pixels - geometry.offset) / geometry.stride) / max(width - 1, 1) - 1
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).expand(n, -1, -1, -1)
-    up = torch.nn.functional.grid_sample(maps[:, None].float(), grid, mode="bilinear", padding_mode="border",
-                                         align_corners=True)[:, 0]
+    return torch.nn.functional.grid_sample(maps[:, None].float(), grid, mode="bilinear", padding_mode="border",
+                                           align_corners=True)[:, 0]
+
+
+def upsampled_activation(maps: torch.Tensor, geometry: LayerGeometry, image_size: int,
+                         fraction: float) -> torch.Tensor:
+    """(N, H, W) maps -> (N, S, S) bool: the upsampled maps at or above ``fraction`` of each image's maximum."""
+    up = upsample_maps(maps, geometry, image_size)
     peak = maps.float().amax(dim=(1, 2))[:, None, None]
     return (up >= fraction * peak) & (peak > 0)
 
@@ -131,9 +162,121 @@ def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: st
     return labels
 
 
+@dataclass(frozen=True)
+class MaskScores:
+    """Both scores of every (unit, class) over a pool with masks (``score_units``)."""
+
+    classes: list[SegmentationClass]
+    precision: np.ndarray       # (units, classes): share of the unit's top images with a mask that contain the class
+    iou: np.ndarray             # (units, classes): Network Dissection's IoU over every pool image with a mask
+    top_with_masks: np.ndarray  # (units,): how many of the unit's top images have a mask
+    images: int                 # pool images with a mask
+    missing: int                # pool images without one (left out of both scores)
+
+
+def score_units(network, meta: dict, frame_ids: np.ndarray, top_maps: torch.Tensor, thresholds: torch.Tensor,
+                records: Sequence[ds.FrameRecord], masks: dict[int, Path], classes: Sequence[SegmentationClass],
+                settings: UnitSettings = UNITS, device: str | torch.device = "cpu",
+                progress: Callable[[int], None] = lambda n: None) -> MaskScores:
+    """One pass over the pool images that have masks (see the module docstring).
+
+    ``frame_ids`` (units, k) and ``top_maps`` (units, k, H, W) are the units file's top images;
+    ``thresholds`` (units,) each unit's activation quantile over the pool.
+    """
+    geometry = LayerGeometry(meta["rf_size"], meta["stride"], meta["offset"])
+    size, units, num_classes = meta["input_size"], frame_ids.shape[0], len(classes)
+    tally = IouTally(units, num_classes)
+    hits = torch.zeros((units, num_classes), dtype=torch.float64)
+    top_counts = torch.zeros(units, dtype=torch.float64)
+    slots: dict[int, list[tuple[int, int]]] = {}          # pool row -> (unit, rank) of the top images it is
+    for unit, rank in zip(*np.nonzero(frame_ids >= 0)):
+        slots.setdefault(int(frame_ids[unit, rank]), []).append((int(unit), int(rank)))
+    with_masks = [r for r in records if r.frame_id in masks]
+    thresholds = thresholds.to(device)[:, None, None]
+    per_chunk = max(1, VALUES_PER_CHUNK // (units * size * size))
+    for crops, positions in _pool_crops(Path(meta["data_dir"]), with_masks, network, settings, device):
+        maps = network.activations(crops)                                             # (B, U, h, w)
+        rows = [with_masks[p].frame_id for p in positions.tolist()]
+        labels = torch.from_numpy(np.stack([read_label_map(masks[row], classes, meta["frame_size"], size)
+                                            for row in rows])).to(device)             # (B, S, S)
+        for start in range(0, len(rows), per_chunk):
+            part = maps[start:start + per_chunk]
+            up = upsample_maps(part.flatten(0, 1), geometry, size).view(*part.shape[:2], size, size)
+            tally.update(up > thresholds, labels[start:start + per_chunk])
+        pairs = [(b, unit, rank) for b, row in enumerate(rows) for unit, rank in slots.get(row, ())]
+        if pairs:
+            images, pair_units, pair_ranks = (torch.tensor(column) for column in zip(*pairs))
+            regions = receptive_field_masks(top_maps[pair_units, pair_ranks].to(device), geometry, size,
+                                            meta["rf_radius"], meta["activation_fraction"])
+            shown = contains_classes(regions, labels[images.to(device)], num_classes, settings.overlap_fraction)
+            hits.index_add_(0, pair_units, shown.double().cpu())
+            top_counts.index_add_(0, pair_units, torch.ones(len(pairs), dtype=torch.float64))
+        progress(len(rows))
+    precision = torch.where(top_counts[:, None] > 0, hits / top_counts.clamp(min=1)[:, None], 0.0)
+    return MaskScores(list(classes), precision.numpy(), tally.iou(), top_counts.numpy().astype(int),
+                      len(with_masks), len(records) - len(with_masks))
+
+
+def label_units(scores: MaskScores, settings: UnitSettings = UNITS) -> list[MaskUnitLabel]:
+    """Each unit's two labels from its scores: the paper's (best precision, IoU breaking ties; None when
+    both are 0 for every class) and Network Dissection's (best IoU, when above ``settings.min_iou``)."""
+    names = [c.name for c in scores.classes]
+    sounding = {c.name: c.characteristic_sound for c in scores.classes}
+    labels = []
+    for unit, (precision, iou) in enumerate(zip(scores.precision, scores.iou)):
+        best = max(range(len(names)), key=lambda c: (precision[c], iou[c]))
+        category = names[best] if (precision[best], iou[best]) > (0.0, 0.0) else None
+        top_iou = int(np.argmax(iou))
+        labels.append(MaskUnitLabel(unit, category, float(precision[best]) if category else 0.0,
+                                    float(iou[best]) if category else 0.0, sounding.get(category, False),
+                                    names[top_iou] if iou[top_iou] > settings.min_iou else None,
+                                    float(iou[top_iou])))
+    return labels
+
+
+def dissect_masks(run_dir: Path, masks_dir: Path, classes_csv: Path, layer: str | None = None,
+                  settings: UnitSettings = UNITS, device: str | torch.device = "cpu",
+                  show_progress: bool = True) -> tuple[list[MaskUnitLabel], MaskScores]:
+    """Label every unit of RUN_DIR/units_<layer>.npz against the label maps of MASKS_DIR (one pass over
+    the pool with the network the units file names); ValueError / FileNotFoundError name bad input."""
+    path = units_file(run_dir, layer or settings.layer)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; run `ambient units {run_dir} --pool DIR` first")
+    with np.load(path) as data:
+        if "thresholds" not in data.files:
+            raise ValueError(f"{path}: written before activation quantiles were kept; run `ambient units` again")
+        frame_ids, thresholds = data["frame_ids"], torch.from_numpy(data["thresholds"])
+        top_maps, meta = torch.from_numpy(data["maps"].astype(np.float32)), json.loads(str(data["meta"]))
+    classes = read_classes(classes_csv)
+    records = pl.pool_records(meta["data_dir"], meta.get("split", "all"))
+    if pl.pool_digest(pl.load_pool(meta["data_dir"])) != meta.get("pool_digest"):
+        raise ValueError(f"{meta['data_dir']}: its images have changed since `ambient units` analysed it "
+                         f"(rows would name other images); run `ambient units` again")
+    masks = match_masks(records, masks_dir)
+    if not masks:
+        raise ValueError(f"{masks_dir}: no label map matches any of the {len(records)} pool images of "
+                         f"{meta['data_dir']} (by relative path or file stem)")
+    network = load_network(Path(run_dir), meta["layer"], meta.get("model_spec"),
+                           Path(meta["weights"]) if meta.get("weights") else None, device)
+    with tqdm(total=len(masks), desc="masks", unit="image", disable=not show_progress) as bar:
+        scores = score_units(network, meta, frame_ids, top_maps, thresholds, records, masks, classes, settings,
+                             device, bar.update)
+    return label_units(scores, settings), scores
+
+
 def write_dissection(run_dir: Path, labels: Sequence[UnitLabel], layer: str) -> Path:
     path = dissection_file(run_dir)
     ds.write_json_atomic(path, [{**asdict(label), "layer": layer} for label in labels])
+    return path
+
+
+def write_mask_scores(run_dir: Path, layer: str | None, scores: MaskScores) -> Path:
+    """Both scores of every unit and class (RUN_DIR/dissection_<layer>.npz, see model/run.py)."""
+    path = dissection_scores_file(run_dir, layer)
+    save_npz_atomic(path, classes=np.array([c.name for c in scores.classes]),
+                    class_indices=np.array([c.index for c in scores.classes]),
+                    class_sounds=np.array([c.characteristic_sound for c in scores.classes]), precision=scores.precision,
+                    iou=scores.iou, top_with_masks=scores.top_with_masks)
     return path
 
 

@@ -14,7 +14,11 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
     units_<layer>.npz   each unit's top images: scores, frame_ids (manifest rows of the pool, -1 = none),
                         maps (their activation maps), meta (JSON: pool, geometry, network), and their
                         masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit)
-    dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding"}, ...]
+    dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding", "layer"}, ...];
+                        from masks also "netdissect_category", "netdissect_iou" (model/dissect.py)
+    dissection_<layer>.npz  from masks: both scores of every unit and class: classes (names),
+                        class_indices, class_sounds (characteristic sound flags), precision (units, classes),
+                        iou (units, classes), top_with_masks (units,)
 
 This module owns every path in RUN_DIR and every reader of these files; ``ambient publish`` loads them
 into the database.
@@ -145,6 +149,10 @@ def read_units_meta(path: Path) -> dict:
 
 def dissection_file(run_dir: str | Path) -> Path:
     return Path(run_dir) / DISSECTION
+
+
+def dissection_scores_file(run_dir: str | Path, layer: str | None) -> Path:
+    return Path(run_dir) / f"dissection_{layer or 'output'}.npz"
 
 
 def read_dissection(run_dir: str | Path) -> list[dict]:

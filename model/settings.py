@@ -169,6 +169,12 @@ class UnitSettings:
     # Dissection: an image contains a category when the category's pixels and the unit's region
     # overlap by at least this fraction of the smaller of the two (see model/dissect.py).
     overlap_fraction: float = 0.5
+    # Network Dissection (Bau et al. 2017): a unit's activation threshold is its top 0.5% quantile over the
+    # whole pool, and the unit is labelled with its best class when that class's IoU exceeds 0.04.
+    top_quantile: float = 0.005
+    min_iou: float = 0.04
+    # The streaming quantile's relative error (model.activations.RunningQuantile): fixed memory per unit.
+    quantile_error: float = 0.005
 
 
 UNITS = UnitSettings()

@@ -1,9 +1,11 @@
-"""Extract a layer's units (paper 4.1): each unit's top images over a frame pool, masked to its
-receptive field, written to RUN_DIR/units_<layer>.npz and RUN_DIR/unit_images_<layer>.npz (files only:
-``ambient publish`` loads them into the database).
+"""Extract a layer's units (paper 4.1): each unit's top images over a pool, masked to its receptive
+field, with its top-0.5% activation quantile over the pool (Network Dissection's threshold, which
+``ambient dissect --masks`` uses), written to RUN_DIR/units_<layer>.npz (files only: ``ambient
+publish`` loads them into the database).
 
-Entry point: ``extract_units``. Any network can be analysed: our trained run, a torchvision
-architecture with the user's weights, or a TorchScript trunk whose output is the layer.
+Entry point: ``extract_units``. The pool is an ingested dataset or a folder of still images
+(model/pool.py). Any network can be analysed: our trained run, a torchvision architecture with the
+user's weights, or a TorchScript trunk whose output is the layer.
 """
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ from torchvision.io import encode_jpeg
 from tqdm import tqdm
 
 from model import dataset as ds
-from model.activations import (LayerGeometry, RunningTopK, TopImages, darken_outside, layer_geometry,
-                               receptive_field_masks)
-from model.frames import stream_frames
+from model import pool as pl
+from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, darken_outside,
+                               layer_geometry, receptive_field_masks)
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
 from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
@@ -43,6 +45,8 @@ class Network:
     input_size: int
     mean: tuple[float, float, float] = IMAGE_MEAN
     std: tuple[float, float, float] = IMAGE_STD
+    spec: str | None = None      # how to load it again (``load_network``): None for our run
+    weights: str | None = None
 
     @torch.inference_mode()
     def activations(self, crops: torch.Tensor) -> torch.Tensor:
@@ -94,14 +98,16 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
         model = torchvision.models.get_model(name, weights=None)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state.get("model", state)))
-        network = Network(model.to(device).eval(), layer, model_spec, None, INGEST.frame_size, TORCHVISION_INPUT)
+        network = Network(model.to(device).eval(), layer, model_spec, None, INGEST.frame_size, TORCHVISION_INPUT,
+                          spec=model_spec, weights=str(Path(weights).resolve()))
     elif model_spec.startswith("torchscript:"):
         path = Path(model_spec.split(":", 1)[1])
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such TorchScript file")
         model = torch.jit.load(str(path), map_location=device).eval()
         # get_submodule is unavailable on scripted modules: the file's output is the layer.
-        network = Network(model, None, "torchscript", None, INGEST.frame_size, TORCHVISION_INPUT)
+        network = Network(model, None, "torchscript", None, INGEST.frame_size, TORCHVISION_INPUT,
+                          spec=f"torchscript:{path.resolve()}")
     else:
         raise ValueError(f"{model_spec}: use torchvision:<name> or torchscript:<file>")
     layer_geometry(network.module, network.layer)     # fails early, naming the layer, if it is absent
@@ -110,36 +116,36 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
 
 def _pool_crops(data_dir: Path, records: Sequence[ds.FrameRecord], network: Network, settings: UnitSettings,
                 device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(uint8 network-input crops on ``device``, positions in ``records``) per batch, with the
-    project's one JPEG decoder (model.frames): the same pixels training saw."""
-    paths = [data_dir / r.image for r in records]
-    for positions, frames in stream_frames(paths, network.frame_size, settings.batch_size, device,
-                                           depth=max(2, settings.workers)):
+    """(uint8 network-input crops on ``device``, positions in ``records``) per batch: a dataset's frames
+    with the project's one JPEG decoder (model.frames), the same pixels training saw; still images
+    scaled and cropped as ingest does (model/pool.py)."""
+    for positions, frames in pl.stream_pool(data_dir, records, network.frame_size, settings.batch_size, device,
+                                            depth=max(2, settings.workers)):
         yield center_crop(frames, network.input_size), torch.from_numpy(positions)
 
 
-def pool_records(data_dir: Path, split: str) -> list[ds.FrameRecord]:
-    """The frames of ``split`` ("test", "train" or "all") in manifest order."""
-    records = ds.load_manifest(data_dir)
-    pool = [r for r in records if split == "all" or r.split == split]
-    if not pool:
-        raise ValueError(f"{data_dir}: no frames in split {split!r}")
-    return pool
+pool_records = pl.pool_records
 
 
 def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
                one_per_video: bool = False, device: str | torch.device = "cpu",
-               progress: Callable[[int], None] = lambda n: None) -> TopImages:
-    """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are manifest rows."""
-    videos = {v: i for i, v in enumerate(dict.fromkeys(r.video_id for r in records))}
+               progress: Callable[[int], None] = lambda n: None, quantile: RunningQuantile | None = None) -> TopImages:
+    """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are pool rows.
+
+    ``quantile``, when given, counts every activation on the way (the same pass).
+    """
+    # A still image is its own "video": --one-per-video changes nothing for an image folder.
+    videos = {v: i for i, v in enumerate(dict.fromkeys(r.video_id or r.image for r in records))}
     rows = torch.tensor([r.frame_id for r in records])
-    video_index = torch.tensor([videos[r.video_id] for r in records])
+    video_index = torch.tensor([videos[r.video_id or r.image] for r in records])
     running = RunningTopK(settings.top, one_per_video)
     for crops, positions in _pool_crops(data_dir, records, network, settings, device):
         maps = network.activations(crops)
         if maps.ndim != 4:
             raise ValueError(f"layer {network.layer!r} gives {tuple(maps.shape)} outputs, not spatial maps")
         running.update(maps, rows[positions], video_index[positions])
+        if quantile is not None:
+            quantile.update(maps)
         progress(len(positions))
     return running.result()
 
@@ -184,16 +190,22 @@ def _jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
 
 
 def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: LayerGeometry, network: Network,
-               data_dir: Path, settings: UnitSettings) -> None:
-    """The top images, their maps, how to place them on the frames (``ambient dissect`` reads these) and
-    their masked JPEGs (``ambient publish``), in one file written at once."""
+               data_dir: Path, settings: UnitSettings, thresholds: torch.Tensor | None = None) -> None:
+    """The top images, their maps, how to place them on the frames, the network and pool they came from
+    and each unit's activation threshold (``ambient dissect`` reads these), and their masked JPEGs
+    (``ambient publish``), in one file written at once."""
+    all_records = pl.load_pool(data_dir)
     meta = {"data_dir": str(Path(data_dir).resolve()), "layer": network.layer, "kind": network.kind,
             "frame_size": network.frame_size, "input_size": network.input_size,
             "rf_size": geometry.rf_size, "stride": geometry.stride, "offset": geometry.offset,
             "rf_radius": rf_radius(geometry, settings), "activation_fraction": settings.activation_fraction,
-            "labels_kind": network.labels_kind}
+            "labels_kind": network.labels_kind, "model_spec": network.spec, "weights": network.weights,
+            "pool": "images" if pl.is_image_folder(data_dir) else "dataset", "split": settings.split,
+            "pool_size": len(all_records), "pool_digest": pl.pool_digest(all_records),
+            "top_quantile": settings.top_quantile}
+    extra = {} if thresholds is None else {"thresholds": thresholds.numpy().astype(np.float32)}
     save_npz_atomic(path, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
-                    maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta), **pack_jpegs(jpegs))
+                    maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta), **pack_jpegs(jpegs), **extra)
 
 
 def pool_warning(pool_size: int, top: int) -> str | None:
@@ -216,14 +228,17 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
     network = load_network(run_dir, settings.layer, model_spec, weights, device)
     geometry = layer_geometry(network.module, network.layer)
     records = pool_records(data_dir, settings.split)
+    quantile = RunningQuantile(1 - settings.top_quantile, settings.quantile_error)
     with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
-        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update)
+        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update, quantile)
     run_dir.mkdir(parents=True, exist_ok=True)
     num_units = top.scores.shape[0]
-    all_records = {r.frame_id: r for r in ds.load_manifest(data_dir)}
+    all_records = {r.frame_id: r for r in pl.load_pool(data_dir)}
     masked = masked_units(network, geometry, top, data_dir, all_records, settings, device)
     jpegs = [[jpeg for _row, _score, jpeg in images]
              for _unit, images in tqdm(masked, total=num_units, desc="masks", unit="unit", disable=not show_progress)]
-    save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings)
+    save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings,
+               thresholds=quantile.result())
     return {"units": num_units, "pool": len(records), "layer": network.layer or "output",
-            "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings)}
+            "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings),
+            "still_images": pl.is_image_folder(data_dir)}

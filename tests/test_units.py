@@ -121,8 +121,10 @@ def test_torchscript_trunk_is_analysed_like_any_layer(pool, tmp_path):
 
 def test_cli_reports_bad_input_without_traceback(pool, tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["units", str(pool.run), "--pool", str(tmp_path)])
-    assert result.exit_code == 2 and "manifest.jsonl" in result.output
+    result = runner.invoke(app, ["units", str(pool.run), "--pool", str(tmp_path)])     # no dataset, no images
+    assert result.exit_code == 1 and "manifest.jsonl" in result.output and "images" in result.output
+    result = runner.invoke(app, ["units", str(pool.run), "--pool", str(tmp_path / "absent")])
+    assert result.exit_code == 2 and "absent" in result.output
     result = runner.invoke(app, ["units", str(pool.run), "--pool", str(pool.data), "--layer", "conv9",
                                  "--db", database_url(tmp_path, "d.db")])
     assert result.exit_code == 1 and "conv9" in result.output and "Traceback" not in result.output

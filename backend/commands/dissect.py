@@ -1,4 +1,5 @@
-"""`ambient dissect`: automatic unit labels from the demo world's ground truth, then published."""
+"""`ambient dissect`: automatic unit labels from the demo world's ground truth (--truth) or from
+segmentation masks of any pool (--masks, --classes), then published."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,40 +19,45 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="Run folder that `ambient units` has analysed."),
         truth: bool = typer.Option(False, "--truth", help="Label units from the generated world's ground truth "
                                    "(the pool's videos must come from `ambient world`)."),
+        masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of label-map PNGs, one per pool image "
+                                             "(pixel value = class index), matched by relative path or file stem."),
+        classes: Optional[Path] = typer.Option(None, "--classes", help="CSV with index,name[,characteristic_sound] "
+                                               "of the label maps' classes (other values are ignored)."),
         layer: str = typer.Option(UNITS.layer, help="Layer whose units to label."),
+        device: str = typer.Option("auto", help="Torch device for --masks: auto, cpu, cuda:N."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         publish: bool = typer.Option(True, "--publish/--no-publish",
                                      help="Publish the run into the database at the end (`ambient publish`)."),
     ) -> None:
-        """Label each unit with the category its top images show most, as the paper's annotators did."""
+        """Label each unit with the category its top images show most, as the paper's annotators did
+        (and, with --masks, with Network Dissection's best-IoU class too)."""
         from backend.commands.publish import publish_or_exit
-        from model import dataset as ds
-        from model.dissect import detector_counts, dissect as dissect_units, write_dissection
-        from model.run import read_units_meta, units_file
-        from model.world.truth import find_world_dir, frame_truth
+        from model.dissect import detector_counts, write_dissection
+        from model.run import units_file
 
-        if not truth:
-            raise typer.BadParameter("only ground-truth dissection exists: pass --truth", param_hint="--truth")
+        if truth == (masks is not None):
+            raise typer.BadParameter("pass --truth (the demo world) or --masks MASKS_DIR --classes CLASSES.csv",
+                                     param_hint="--truth / --masks")
+        if masks is not None and classes is None:
+            raise typer.BadParameter("--masks needs --classes CLASSES.csv (index,name[,characteristic_sound])",
+                                     param_hint="--classes")
         path = units_file(run_dir, layer)
         if not path.exists():
             raise typer.BadParameter(f"{path} is missing; run `ambient units {run_dir}` first",
                                      param_hint="RUN_DIR")
-        try:
-            data_dir = Path(read_units_meta(path)["data_dir"])
-            videos_dir = ds.read_report(data_dir).get("videos_dir")
-            if not videos_dir:
-                raise FileNotFoundError(f"{data_dir / ds.REPORT}: records no videos folder to find the world in")
-            world_dir = find_world_dir(videos_dir)
-            labels = dissect_units(run_dir, lambda r: frame_truth(world_dir, r.video, r.time).objects, layer)
-            out = write_dissection(run_dir, labels, layer)
-        except (FileNotFoundError, LookupError) as error:
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(1)
+        labels = _mask_labels(run_dir, masks, classes, layer, device) if masks is not None \
+            else _truth_labels(run_dir, path, layer)
+        out = write_dissection(run_dir, labels, layer)
         counts = detector_counts(labels, DETECTOR_PRECISION)
+        if masks is not None:
+            named = [label for label in labels if label.netdissect_category]
+            typer.echo(f"Network Dissection: {len(named)} of {len(labels)} units have IoU > {UNITS.min_iou} with a "
+                       f"class ({len({label.netdissect_category for label in named})} classes)")
         typer.echo(f"wrote {out}: {counts['detectors']} of {len(labels)} units have precision >= "
                    f"{DETECTOR_PRECISION:.0%} for a category ({counts['categories']} categories): "
                    f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones "
-                   f"(characteristic sounds as model/data/object_categories.csv has them)")
+                   f"(characteristic sounds as {classes if masks is not None else 'model/data/object_categories.csv'} "
+                   f"has them)")
         if publish:
             publish_or_exit(run_dir, db)
             # The pages count with the database's flags, which admins may have edited: say so when they differ.
@@ -67,3 +73,40 @@ def register(app: typer.Typer) -> None:
             if published != counts:
                 typer.echo(f"with the database's characteristic sounds (as the results pages count): "
                            f"{published['sounding']} sounding, {published['silent']} silent")
+
+
+def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
+    from model import dataset as ds
+    from model.dissect import dissect as dissect_units
+    from model.run import read_units_meta
+    from model.world.truth import find_world_dir, frame_truth
+
+    try:
+        data_dir = Path(read_units_meta(path)["data_dir"])
+        videos_dir = ds.read_report(data_dir).get("videos_dir")
+        if not videos_dir:
+            raise FileNotFoundError(f"{data_dir / ds.REPORT}: records no videos folder to find the world in")
+        world_dir = find_world_dir(videos_dir)
+        return dissect_units(run_dir, lambda r: frame_truth(world_dir, r.video, r.time).objects, layer)
+    except (FileNotFoundError, LookupError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+
+
+def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: str) -> list:
+    from model.device import resolve_device
+    from model.dissect import dissect_masks, write_mask_scores
+
+    try:
+        torch_device = resolve_device(device)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
+    try:
+        labels, scores = dissect_masks(run_dir, masks, classes, layer, device=torch_device)
+    except (FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+    write_mask_scores(run_dir, layer, scores)
+    typer.echo(f"{scores.images} pool images with a label map"
+               + (f"; {scores.missing} without one, left out of both scores" if scores.missing else ""))
+    return labels

@@ -17,11 +17,13 @@ def register(app: typer.Typer) -> None:
     @app.command("units")
     def units(
         run_dir: Path = typer.Argument(..., help="Training run (or, with --model, a folder for this analysis)."),
-        pool: Path = typer.Option(..., "--pool", help="Dataset folder (DATA_DIR) whose frames form the pool."),
+        pool: Path = typer.Option(..., "--pool", help="Dataset folder (DATA_DIR) whose frames form the pool, or a "
+                                  "folder of still images (JPEG/PNG, found recursively; no clips, so no sound task)."),
         layer: str = typer.Option(UNITS.layer, help="Layer to analyse: conv5, or a module name such as "
                                   "features.10 for a torchvision model."),
         top: int = typer.Option(UNITS.top, min=1, help="Images kept per unit."),
-        split: str = typer.Option(UNITS.split, help="Pool frames from this split: test, train or all."),
+        split: str = typer.Option(UNITS.split, help="Pool frames from this split: test, train or all "
+                                  "(a folder of still images is pooled whole)."),
         one_per_video: bool = typer.Option(False, "--one-per-video", help="At most one frame per video per unit."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         publish: bool = typer.Option(True, "--publish/--no-publish",
@@ -41,9 +43,9 @@ def register(app: typer.Typer) -> None:
 
         if split not in POOL_SPLITS:
             raise typer.BadParameter(f"{split!r}: choose {', '.join(POOL_SPLITS)}", param_hint="--split")
-        if not ds.is_dataset(pool):
-            raise typer.BadParameter(f"{pool}: not a dataset folder (no {ds.MANIFEST}); run `ambient ingest`",
-                                     param_hint="--pool")
+        if not pool.is_dir():
+            raise typer.BadParameter(f"{pool}: no such folder; give a dataset folder (with {ds.MANIFEST}, from "
+                                     f"`ambient ingest`) or a folder of JPEG/PNG images", param_hint="--pool")
         if model is None and not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
         try:
@@ -62,5 +64,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{summary['units']} units of {summary['layer']} from {summary['pool']} frames "
                    f"(receptive field {summary['rf_size']:.0f} px, circles of radius {summary['rf_radius']:.1f} px) "
                    f"written to {run_dir}")
+        if summary["still_images"]:
+            typer.echo("the pool is a folder of still images: they have no clips, so the sound task skips this run")
         if publish:
             publish_or_exit(run_dir, db)

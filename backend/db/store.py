@@ -43,9 +43,11 @@ class LayerRecord:
 @dataclass(frozen=True)
 class AutoLabel:
     unit: int
-    category: str | None
+    category: str | None               # the paper's score: precision over the unit's top images
     precision: float
     iou: float
+    netdissect_category: str | None = None    # Network Dissection's: best IoU over the pool (masks only)
+    netdissect_iou: float | None = None
 
 
 def seed_categories(session: Session, categories: Iterable[CategoryInfo]) -> None:
@@ -59,7 +61,11 @@ def seed_categories(session: Session, categories: Iterable[CategoryInfo]) -> Non
 
 def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRecord],
                      textures: np.ndarray | None, videos_dir: str | None) -> Dataset:
-    """The dataset of ``data_dir`` with all its videos and frames (only missing rows are added)."""
+    """The dataset of ``data_dir`` with all its videos and frames (only missing rows are added).
+
+    Still images (``clip == ""``, model/pool.py) have no video or clip. Their rows are places in a folder's
+    sorted image list: rows already stored under other images mean the folder changed, and are refused.
+    """
     data_dir = Path(data_dir).resolve()
     dataset = session.scalar(select(Dataset).where(Dataset.data_dir == str(data_dir)))
     if dataset is None:
@@ -67,14 +73,20 @@ def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRe
         session.add(dataset)
         session.flush()
     videos = dict(session.execute(select(Video.key, Video.id).where(Video.dataset_id == dataset.id)).all())
-    new_videos = {r.video_id: r.video for r in records if r.video_id not in videos}
+    new_videos = {r.video_id: r.video for r in records if r.clip and r.video_id not in videos}
     if new_videos:
         session.execute(insert(Video), [{"dataset_id": dataset.id, "key": key, "path": path}
                                         for key, path in new_videos.items()])
         videos = dict(session.execute(select(Video.key, Video.id).where(Video.dataset_id == dataset.id)).all())
-    rows = set(session.scalars(select(Frame.row).where(Frame.dataset_id == dataset.id)))
-    new_frames = [{"dataset_id": dataset.id, "video_id": videos[r.video_id], "row": r.frame_id,
-                   "frame_index": r.frame_index, "time": r.time, "image_path": r.image, "clip_path": r.clip,
+    stored = dict(session.execute(select(Frame.row, Frame.image_path).where(Frame.dataset_id == dataset.id)).all())
+    moved = [r for r in records if not r.clip and stored.get(r.frame_id, r.image) != r.image]
+    if moved:
+        raise ValueError(f"{data_dir}: image {moved[0].image} is row {moved[0].frame_id}, which the database holds as "
+                         f"{stored[moved[0].frame_id]}: the folder's images changed since it was first published; "
+                         f"publish the new images from another folder")
+    rows = set(stored)
+    new_frames = [{"dataset_id": dataset.id, "video_id": videos[r.video_id] if r.clip else None, "row": r.frame_id,
+                   "frame_index": r.frame_index, "time": r.time, "image_path": r.image, "clip_path": r.clip or None,
                    "split": r.split, "silent": r.silent,
                    "texture": None if textures is None else textures[r.frame_id].astype(np.float32).tobytes()}
                   for r in records if r.frame_id not in rows]
@@ -141,7 +153,7 @@ def replace_units(session: Session, run: Run, dataset: Dataset, layer: LayerReco
 
 
 def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Iterable[AutoLabel]) -> int:
-    """Store truth-based labels on the run's units; returns how many units were labelled."""
+    """Store automatic labels on the run's units; returns how many units were labelled (the paper's score)."""
     run = find_run(session, run_dir)
     if run is None:
         raise LookupError(f"{run_dir}: no such run in the database; run `ambient units` with this --db first")
@@ -155,6 +167,8 @@ def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Itera
         unit = units[label.unit]
         unit.auto_category_id = categories.get(label.category) if label.category else None
         unit.auto_precision, unit.auto_iou = label.precision, label.iou
+        unit.auto_netdissect_category_id = categories.get(label.netdissect_category)
+        unit.auto_netdissect_iou = label.netdissect_iou
         count += unit.auto_category_id is not None
     session.flush()
     return count
