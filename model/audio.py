@@ -340,18 +340,142 @@ def spectrum_features(waveform: np.ndarray, sample_rate: int, at_seconds: float,
     return batch_spectrum_features(to_mono_float(waveform)[None], sample_rate, at_seconds, settings)[0]
 
 
-def clip_features(waveforms: np.ndarray, sample_rate: int,
-                  settings: TextureSettings = TEXTURE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def clip_features(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings = TEXTURE,
+                  torch_device: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(textures (n, 502), Spectrum features at each clip's middle (n, 32), silent (n,) bool).
 
     What ingest stores per frame; one cochleagram per clip serves both features. A silent clip
-    (``is_silent``) gets zeros for every texture statistic but its loudness.
+    (``is_silent``) gets zeros for every texture statistic but its loudness. ``torch_device`` (e.g.
+    "cuda") computes the same with the torch implementation on that device (it agrees with numpy and
+    scipy, the default, to 1e-4); ingest uses it on a GPU (``resolve_device``).
     """
     waveforms = np.asarray(waveforms)
-    envelopes = cochleagrams(waveforms, sample_rate, settings)
-    textures = textures_from_cochleagrams(envelopes, settings)
+    if torch_device is None:
+        envelopes = cochleagrams(waveforms, sample_rate, settings)
+        textures = textures_from_cochleagrams(envelopes, settings)
+    else:
+        envelopes, textures = _torch_features(waveforms, sample_rate, settings, torch_device)
     silent = np.array([is_silent(w, settings) for w in waveforms], dtype=bool)
     textures[silent, :TEXTURE_GROUPS["loudness"].start] = 0.0
     middle = waveforms.shape[-1] / sample_rate / 2
     spectra = envelopes[..., spectrum_frames(envelopes.shape[-1], middle, settings)].mean(axis=-1)
     return textures, spectra, silent
+
+
+def resolve_device(name: str) -> str:
+    """``ambient ingest --device``: "auto" is "cuda" where torch sees a GPU, else "cpu"."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device {name!r}: use auto, cpu or cuda")
+    if name == "cpu":
+        return name
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda: torch sees no GPU (use --device cpu or auto)")
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# The torch implementation: the same steps as the numpy one, as whole-batch tensor operations
+# (float32 signal processing, float64 statistics), for a GPU. Imported lazily: ingest workers on
+# the CPU path never load torch.
+
+@lru_cache(maxsize=8)
+def _resampling_gather(n_in: int, rate_in: int, rate_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, weights), each (n_out, taps): resample_poly(x, up, down)[m] = sum_j weights[m, j] * x[indices[m, j]].
+
+    The same Kaiser low-pass, padding and alignment as scipy.signal.resample_poly, as a gather.
+    """
+    common = gcd(int(rate_in), int(rate_out))
+    up, down = rate_out // common, rate_in // common
+    half_len = 10 * max(up, down)
+    h = scipy.signal.firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+    n_pre_pad = down - half_len % down
+    h = np.concatenate([np.zeros(n_pre_pad), h])
+    n_pre_remove = (half_len + n_pre_pad) // down
+    n_out = -(-n_in * up // down)
+    position = (np.arange(n_out) + n_pre_remove) * down                 # in the upsampled signal
+    indices = position[:, None] // up - np.arange(-(-h.size // up) + 1)[None, :]
+    offsets = position[:, None] - indices * up
+    valid = (indices >= 0) & (indices < n_in) & (offsets >= 0) & (offsets < h.size)
+    weights = np.where(valid, h[np.clip(offsets, 0, h.size - 1)], 0.0)
+    return np.clip(indices, 0, n_in - 1), weights.astype(np.float32)
+
+
+def _torch_features(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings,
+                    device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(cochleagrams (n, 32, T) float32, textures (n, 502) float64) computed with torch on `device`."""
+    import torch
+
+    clips = np.stack([to_mono_float(w) for w in waveforms])
+    chunk = 256 if device.startswith("cuda") else 16          # (chunk, 32, samples) complex64 at once
+    envelopes, textures = [], []
+    with torch.no_grad():
+        for first in range(0, len(clips), chunk):
+            batch = torch.from_numpy(clips[first:first + chunk]).to(device)
+            cochleagram = _torch_cochleagrams(batch, sample_rate, settings)
+            envelopes.append(cochleagram.cpu().numpy())
+            textures.append(_torch_textures(cochleagram.double(), settings).cpu().numpy())
+    return np.concatenate(envelopes), np.concatenate(textures)
+
+
+def _torch_cochleagrams(clips, sample_rate: int, settings: TextureSettings):
+    """(n, samples) float32 tensor -> (n, 32, T) compressed envelopes, as ``cochleagrams``."""
+    import torch
+
+    device = clips.device
+    if sample_rate != settings.sample_rate:
+        indices, weights = _resampling_gather(clips.shape[-1], sample_rate, settings.sample_rate)
+        clips = (clips[:, torch.from_numpy(indices).to(device)] * torch.from_numpy(weights).to(device)).sum(-1)
+    n_clips, n_samples = clips.shape
+    spectrum = torch.fft.rfft(clips)
+    bands = _analytic_bands(n_samples, settings)
+    analytic = torch.zeros((n_clips, N_CHANNELS, n_samples), dtype=torch.complex64, device=device)
+    for channel, (first, end, response) in enumerate(bands):
+        analytic[:, channel, first:end] = spectrum[:, first:end] * torch.from_numpy(response).to(device)
+    envelopes = torch.fft.ifft(analytic, dim=-1).abs().pow_(settings.compression)
+    del analytic
+    factor = settings.sample_rate // settings.envelope_rate
+    length, signal = _decimation_layout(n_samples, factor)
+    buffer = torch.zeros((n_clips, N_CHANNELS, length), dtype=torch.float32, device=device)
+    buffer[..., signal] = envelopes
+    del envelopes
+    taps = torch.from_numpy(_polyphase_taps(factor)).to(device)
+    n_out = -(-n_samples // factor)
+    partial = (taps @ buffer.reshape(-1, factor).T).reshape(taps.shape[0], n_clips, N_CHANNELS, -1)
+    frames = partial[0, ..., :n_out].clone()
+    for j in range(1, taps.shape[0]):
+        frames += partial[j, ..., j:j + n_out]
+    return frames.clamp_(min=0)
+
+
+def _torch_divide(numerator, denominator):
+    """numerator / denominator, 0 where the denominator carries no energy (as ``_divide``)."""
+    import torch
+
+    denominator = denominator.expand_as(numerator) if denominator.dim() == numerator.dim() else denominator
+    safe = denominator > _TINY
+    return torch.where(safe, numerator / torch.where(safe, denominator, torch.ones_like(denominator)),
+                       torch.zeros_like(numerator))
+
+
+def _torch_textures(envelopes, settings: TextureSettings):
+    """(n, 32, T) float64 tensor -> (n, 502) textures, as ``textures_from_cochleagrams``."""
+    import torch
+
+    n_clips, _, n_frames = envelopes.shape
+    loudness = torch.quantile(torch.linalg.vector_norm(envelopes, dim=1), 0.5, dim=-1)   # numpy's median
+    normalised = _torch_divide(envelopes, loudness[:, None, None].expand_as(envelopes))
+    mean = normalised.mean(dim=-1)
+    centred = normalised - mean[..., None]
+    variance = (centred ** 2).mean(dim=-1)
+    sigma = _torch_divide(variance.sqrt(), mean)
+    covariance = centred @ centred.transpose(1, 2) / n_frames
+    correlation = _torch_divide(covariance, (variance[:, :, None] * variance[:, None, :]).sqrt())
+    rho = torch.cat([torch.diagonal(correlation, offset, dim1=1, dim2=2)
+                     for offset in settings.correlation_offsets], dim=1)
+    spectrum_power = torch.fft.rfft(normalised, dim=-1).abs() ** 2
+    spectrum_power[..., 1:(n_frames + 1) // 2] *= 2
+    filters = torch.from_numpy(modulation_filters(n_frames, settings) ** 2).to(envelopes.device)
+    band_power = spectrum_power @ filters.T / n_frames ** 2
+    modulation = _torch_divide(band_power, variance[..., None].expand_as(band_power)).sqrt()
+    return torch.cat([mean, sigma, rho, modulation.reshape(n_clips, -1), loudness[:, None]], dim=1)

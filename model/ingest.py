@@ -11,14 +11,14 @@ import json
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from model import dataset
-from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features
+from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
 from model.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
                          stream_spans, write_audio_clip)
 from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
@@ -139,7 +139,9 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
     # The last clip can end a few samples early when the audio stream is shorter than the video.
     length = round(clip_seconds * rate)
     clips = np.stack([np.pad(c[:length], (0, length - len(c[:length]))) for c in clips])
-    textures, spectrum, silent = clip_features(clips, rate)   # spectrum at each clip's middle = the frame
+    # spectrum at each clip's middle = the frame
+    textures, spectrum, silent = clip_features(clips, rate, torch_device=None if settings.device == "cpu"
+                                               else settings.device)
     if silent.all():
         raise SkipVideo("silent audio track")
 
@@ -282,6 +284,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     out_dir = Path(out_dir)
     if merge:
         return merge_videos(out_dir)
+    settings = replace(settings, device=resolve_device(settings.device))    # once, not in every worker
     videos_dir = Path(videos_dir)
     relative_paths = find_videos(videos_dir)
     if shard is not None:

@@ -39,6 +39,7 @@ class IngestSettings:
     test_fraction: float = 0.2         # train/test split by video, deterministic by hash
     clip_format: str = "mp3"           # every browser plays mp3
     clip_sample_rate: int = 22_050
+    device: str = "auto"               # sound textures: "cpu" (numpy/scipy), "cuda" (torch), "auto": cuda if present
 
 
 TEXTURE = TextureSettings()

@@ -153,6 +153,7 @@ def test_shards_then_merge_equal_one_run(videos, ingested, tmp_path):
     (["ingest", ".", "--out", "x", "--shard", "3/2"], "0 <= i < n"),
     (["ingest", ".", "--out", "x", "--shard", "half"], "expected i/n"),
     (["ingest", "--merge", "--out", "/no/such/data"], "not an ingest output"),
+    (["ingest", ".", "--out", "x", "--device", "tpu"], "use auto, cpu or cuda"),
 ])
 def test_cli_bad_input_is_a_clear_error(args, message):
     result = CliRunner().invoke(app, args)

@@ -34,13 +34,19 @@ def register(app: typer.Typer) -> None:
                        "run `ambient ingest --merge --out DATA_DIR` when all shards are done."),
         merge: bool = typer.Option(False, "--merge", help="Only join finished videos into the manifest."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
+        device: str = typer.Option("auto", "--device", help="Sound textures on: auto (the GPU if torch sees "
+                                   "one), cpu (numpy/scipy) or cuda (torch)."),
     ) -> None:
         """Sample 10 frames per video with their 3.75 s sound clips, textures and spectra.
 
         Resumable: re-running skips finished videos. Unusable videos (corrupt, no audio, too short,
         silent) are skipped and listed in DATA_DIR/ingest_report.json.
         """
+        from dataclasses import replace
+
+        from model.audio import resolve_device
         from model.ingest import ingest, report_table
+        from model.settings import INGEST
 
         if merge:
             data_dir = out or videos_dir
@@ -57,7 +63,12 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(f"{out}: exists and is not a folder", param_hint="--out")
             shard_pair = _parse_shard(shard) if shard else None
             try:
-                report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress)
+                settings = replace(INGEST, device=resolve_device(device))
+            except ValueError as error:
+                raise typer.BadParameter(str(error), param_hint="--device") from None
+            try:
+                report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress,
+                                settings=settings)
             except OSError as error:   # a full or read-only disk stops the run: say so, no traceback
                 typer.echo(f"cannot write to {out}: {error.strerror or error}; free space or fix the "
                            "folder's permissions, then run the same command again to resume", err=True)
