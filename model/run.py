@@ -20,6 +20,11 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
                         class_indices, class_sounds (characteristic sound flags), precision (units, classes),
                         iou (units, classes), top_with_masks (units,)
 
+Written by ``ambient probe`` (model/probe.py)::
+
+    probe_<dataset>.json  linear-probe results (Table 2): dataset, format, layers, tasks, networks
+                          [{"name", "run_dir", "label_kind", "k", "trained", "results": {task: {layer: {"score", ...}}}}]
+
 This module owns every path in RUN_DIR and every reader of these files; ``ambient publish`` loads them
 into the database.
 
@@ -157,6 +162,32 @@ def dissection_scores_file(run_dir: str | Path, layer: str | None) -> Path:
 
 def read_dissection(run_dir: str | Path) -> list[dict]:
     return json.loads(dissection_file(run_dir).read_text())
+
+
+def probe_file(run_dir: str | Path, dataset: str) -> Path:
+    """RUN_DIR/probe_<dataset>.json; ``dataset`` is reduced to letters, digits, '-' and '_'."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
+    return Path(run_dir) / f"probe_{name}.json"
+
+
+def write_probe(run_dir: str | Path, result: dict) -> Path:
+    """Store a probe result as RUN_DIR/probe_<its dataset>.json (atomically); returns the path."""
+    path = probe_file(run_dir, result["dataset"])
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_probes(run_dir: str | Path) -> list[dict]:
+    """Every probe result in RUN_DIR, by dataset name; a file that does not parse is skipped."""
+    results = []
+    for path in sorted(Path(run_dir).glob("probe_*.json")):
+        try:
+            results.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    return results
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:

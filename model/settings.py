@@ -200,3 +200,39 @@ class MediaLimits:
 
 
 MEDIA_LIMITS = MediaLimits()
+
+
+@dataclass(frozen=True)
+class TextonSettings:
+    """Visual texton histograms (the paper's Texton-CNN control, 4.2; Leung & Malik 2001, SUN's parameters)."""
+
+    frame_size: int = 128              # frames are filtered at this side (texture needs no more)
+    orientations: int = 8              # SUN (Xiao et al. 2010): 8 orientations ...
+    sigmas: tuple[float, ...] = (1.0, 2.0)   # ... and 2 scales of oriented first and second Gaussian derivatives
+    elongation: float = 3.0            # the filters are this much longer along their orientation
+    textons: int = 512                 # paper: 512-dimensional texton histograms
+    stride: int = 2                    # responses sampled every 2 pixels for the histograms
+    learn_pixels: int = 100_000        # texton k-means runs on this many responses from training frames
+    batch_size: int = 32
+    seed: int = 0
+
+
+TEXTON = TextonSettings()
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Linear probes of a network's layers (paper 4.2, Table 2)."""
+
+    layers: tuple[str, ...] = ("max5", "pool5", "fc6", "fc7")
+    c_grid: tuple[float, ...] = tuple(0.5 ** k for k in range(4, 20))   # paper: {0.5^k | 4 <= k < 20}
+    folds: int = 3                     # C by 3-fold cross-validation
+    per_class: int = 20                # imagefolder: SUN397's 20 training images per class ...
+    splits: int = 3                    # ... over 3 splits
+    world_test_fraction: float = 0.5   # world tasks: this share of the held-out videos scores the SVMs
+    batch_size: int = 64
+    max_iter: int = 10_000             # LinearSVC iterations
+    seed: int = 0
+
+
+PROBE = ProbeSettings()
