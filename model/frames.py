@@ -61,7 +61,7 @@ def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRec
         raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")
     saved = np.load(path)
     split = np.array([r.split for r in records])
-    if kind in ("cluster", "scene"):      # one class per frame (scene: the control, see model/labels.py)
+    if kind in ("cluster", "scene", "texton"):   # one class per frame (scene, texton: controls, see model/labels.py)
         targets = torch.as_tensor(saved["labels"], dtype=torch.long)
         train_mask, num_outputs = saved["keep"], int(saved["k"])
     else:

@@ -17,7 +17,8 @@ def register(app: typer.Typer) -> None:
         data_dir: Path = typer.Argument(..., help="Dataset directory written by `ambient ingest`."),
         kind: str = typer.Option("cluster", "--kind", help="cluster (k-means of textures), binary "
                                  "(30-bit PCA code of textures), spectrum (PCA code of 33 ms spectra) or scene "
-                                 "(not sound: each frame's scene from a generated world's truth, the control)."),
+                                 "(not sound: each frame's scene from a generated world's truth, the control) or texton (not sound: "
+                                 "k-means of visual texton histograms, the paper's Texton-CNN control)."),
         k: int = typer.Option(LABELS.clusters, "--k", min=1, help="Number of clusters (cluster kind)."),
         restarts: int = typer.Option(LABELS.restarts, "--restarts", min=1, help="k-means++ restarts."),
         seed: int = typer.Option(LABELS.seed, "--seed", help="Random seed of the k-means initialisation."),
