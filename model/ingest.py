@@ -11,7 +11,7 @@ import json
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +139,9 @@ def ingest_video(videos_dir: Path, relative_path: str, out_dir: Path,
     # The last clip can end a few samples early when the audio stream is shorter than the video.
     length = round(clip_seconds * rate)
     clips = np.stack([np.pad(c[:length], (0, length - len(c[:length]))) for c in clips])
+    device = resolve_device(settings.device)
     # spectrum at each clip's middle = the frame
-    textures, spectrum, silent = clip_features(clips, rate, torch_device=None if settings.device == "cpu"
-                                               else settings.device)
+    textures, spectrum, silent = clip_features(clips, rate, torch_device=None if device == "cpu" else device)
     if silent.all():
         raise SkipVideo("silent audio track")
 
@@ -284,7 +284,6 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     out_dir = Path(out_dir)
     if merge:
         return merge_videos(out_dir)
-    settings = replace(settings, device=resolve_device(settings.device))    # once, not in every worker
     videos_dir = Path(videos_dir)
     relative_paths = find_videos(videos_dir)
     if shard is not None:

@@ -1,5 +1,8 @@
+import io
 import json
 import shutil
+
+import av
 
 import numpy as np
 import pytest
@@ -7,10 +10,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset
+from model import dataset, media
 from model.audio import sound_textures
-from model.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, report_table, split_of,
-                          video_id)
+from model.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, ingest_video,
+                          report_table, split_of, video_id)
 from model.media import read_audio, write_video
 
 RATE = 22_050
@@ -176,3 +179,61 @@ def test_report_table_counts_each_reason_once_whatever_its_numbers():
         ("skipped", "frames of NxN are smaller than N pixels a side", 1),
         ("warning", "audio decodes to N s of the N s its header promises (file cut short?); ingested N-N s", 1)]
     assert report_table(IngestReport(videos_dir=None)) == []
+
+
+class _RangeRecordingFile(io.FileIO):
+    """A file that records which byte ranges were read from it."""
+
+    def __init__(self, path, ranges: list):
+        super().__init__(path)
+        self.ranges = ranges
+
+    def read(self, size=-1):
+        at, data = self.tell(), super().read(size)
+        self.ranges.append((at, at + len(data)))
+        return data
+
+    def readinto(self, buffer):
+        at, count = self.tell(), super().readinto(buffer)
+        self.ranges.append((at, at + count))
+        return count
+
+
+def _share_read(ranges: list, size: int) -> float:
+    covered, end = 0, 0
+    for first, last in sorted(ranges):
+        covered += max(0, last - max(first, end))
+        end = max(end, last)
+    return covered / size
+
+
+def test_long_video_is_read_by_seeking(tmp_path, monkeypatch):
+    # 5 minutes of pixel noise (so the video is most of the file) with a keyframe every 2 s.
+    path = tmp_path / "long.mp4"
+    rng = np.random.default_rng(0)
+    noise_rows = rng.integers(0, 256, (64 + 300, 96, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS, options={"g": "20", "preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=RATE, layout="mono")
+        for i in range(300 * FPS):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(noise_rows[i % 300:i % 300 + 64]), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        wave = av.AudioFrame.from_ndarray((0.1 * rng.standard_normal((1, 300 * RATE))).astype(np.float32),
+                                          format="flt", layout="mono")
+        wave.sample_rate, wave.pts = RATE, 0
+        for packet in [*audio.encode(wave), *audio.encode(None)]:
+            container.mux(packet)
+    ranges = []
+    monkeypatch.setattr(media, "_open", lambda p: av.open(_RangeRecordingFile(str(p), ranges)))
+    frames, warnings = ingest_video(tmp_path, "long.mp4", tmp_path / "data")
+    assert (frames, warnings) == (10, [])
+    # Each frame needs its GOP (<= 2 s) and its clip (3.75 s, read with the video interleaved beside
+    # it), the span's ends a few seconds more: a quarter of the file. Decoding it all reads all of it.
+    assert _share_read(ranges, path.stat().st_size) < 0.35
+    times = [r["time"] for r in json.loads((tmp_path / "data" / "videos" / video_id("long.mp4") /
+                                            VIDEO_RECORD).read_text())["frames"]]
+    np.testing.assert_allclose(times, frame_times(0.0, 300.0), atol=0.01)
