@@ -1,5 +1,6 @@
 """Sound-texture speed: clips/s of 3.75 s at 22.05 kHz, batched `sound_textures` vs a plain
-one-clip-at-a-time scipy pipeline in the same process (median of 5 repeats)."""
+one-clip-at-a-time scipy pipeline in the same process (median of 5 repeats); with a GPU, also the
+torch implementation (`clip_features(..., torch_device="cuda")`, what `ambient ingest --device cuda` uses)."""
 from __future__ import annotations
 
 import datetime
@@ -15,11 +16,11 @@ import scipy.fft
 import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.audio import cochlear_filters, sound_textures, textures_from_cochleagrams  # noqa: E402
+from model.audio import clip_features, cochlear_filters, sound_textures, textures_from_cochleagrams  # noqa: E402
 from model.settings import TEXTURE  # noqa: E402
 from report import write_section
 
-RATE, BATCHED_CLIPS, PLAIN_CLIPS, REPEATS = 22_050, 128, 12, 5
+RATE, BATCHED_CLIPS, PLAIN_CLIPS, GPU_CLIPS, REPEATS = 22_050, 128, 12, 4096, 5
 
 
 def plain_scipy_texture(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -56,9 +57,18 @@ def main() -> None:
     batched, batched_cpu = clips_per_second(lambda: sound_textures(clips, RATE), BATCHED_CLIPS)
     plain, plain_cpu = clips_per_second(lambda: [plain_scipy_texture(c, RATE) for c in clips[:PLAIN_CLIPS]],
                                         PLAIN_CLIPS)
+    gpu_row = "| torch on a GPU (`--device cuda`) | not measured: no GPU on this machine | |"
+    import torch
+
+    if torch.cuda.is_available():
+        many = np.concatenate([clips] * (GPU_CLIPS // BATCHED_CLIPS))
+        clip_features(many[:256], RATE, torch_device="cuda")          # warm up: CUDA context, FFT plans
+        on_gpu, _ = clips_per_second(lambda: (clip_features(many, RATE, torch_device="cuda"),
+                                              torch.cuda.synchronize()), GPU_CLIPS)
+        gpu_row = f"| torch on {torch.cuda.get_device_name()} (`--device cuda`), {GPU_CLIPS} clips | {on_gpu:.0f} | |"
     print(f"sound textures: batched {batched:.1f} clips/s ({batched_cpu:.1f} CPU ms/clip), "
           f"plain scipy one at a time {plain:.1f} clips/s ({plain_cpu:.1f} CPU ms/clip), "
-          f"load {load:.1f}")
+          f"load {load:.1f}; {gpu_row}")
     write_section("Sound textures", f"""\
 `benchmarks/bench_texture.py`: 502-d textures of 3.75 s clips at 22.05 kHz (amplitude-modulated noise),
 median of {REPEATS} repeats in one process. Batched = `model.audio.sound_textures` on {BATCHED_CLIPS} clips;
@@ -68,6 +78,7 @@ plain = resample_poly, FFT filtering, `scipy.signal.hilbert`, resample_poly, one
 |---|---|---|
 | batched `sound_textures` | {batched:.1f} | {batched_cpu:.1f} |
 | plain scipy, one clip at a time | {plain:.1f} | {plain_cpu:.1f} |
+{gpu_row}
 
 Batched at {batched_cpu:.1f} CPU ms per clip is about {os.cpu_count() * 1000 / batched_cpu:.0f} clips/s on {os.cpu_count()} idle cores
 (target: >= 100); the wall-clock figures share the cores with whatever else runs (load average below).
