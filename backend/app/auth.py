@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from backend.app.errors import TaskError
+from backend.app.reservations import one_writer_at_a_time
 from backend.app.security import hash_password, verify_password
 from backend.config import Settings
 from backend.db.models import Annotator, LoginSession
@@ -70,12 +71,19 @@ def session_user(db: Session, annotator_id: object, token: object, settings: Set
         return None
     user, session_id, last_seen = row
     if last_seen.replace(tzinfo=timezone.utc) < now - timedelta(seconds=_TOUCH_SECONDS):
-        try:
-            db.execute(update(LoginSession).where(LoginSession.id == session_id).values(last_seen_at=now))
-            db.commit()
-        except OperationalError:   # a read-only or busy database: reading pages goes on, the next request retries
-            db.rollback()
+        _touch(db, session_id, now)
     return user
+
+
+@one_writer_at_a_time
+def _touch(db: Session, session_id: int, now: datetime) -> None:
+    # Queued with the annotation writes: in SQLite's busy handler it would wait in growing sleeps.
+    try:
+        db.commit()      # a fresh transaction: upgrading the read one fails if another write came since
+        db.execute(update(LoginSession).where(LoginSession.id == session_id).values(last_seen_at=now))
+        db.commit()
+    except OperationalError:   # a read-only or busy database: reading pages goes on, the next request retries
+        db.rollback()
 
 
 def end_session(db: Session, token: object) -> None:

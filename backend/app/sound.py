@@ -5,7 +5,7 @@ import itertools
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from annotation.aggregate import AUDIBLE
 from backend.app.errors import TaskError
@@ -22,9 +22,10 @@ DETECTOR_BATCH = 5      # candidates whose verdicts are worked out at a time: ea
 
 
 def sound_clips(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> list[UnitImage]:
-    """The unit's top images whose clips the sound task plays."""
-    return list(db.scalars(select(UnitImage).where(UnitImage.unit_id == unit_id)
-                           .order_by(UnitImage.rank).limit(settings.sound_clips_per_unit)))
+    """The unit's top images whose clips the sound task plays (without their JPEGs: pages link them)."""
+    return list(db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg))
+                           .where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)
+                           .limit(settings.sound_clips_per_unit)))
 
 
 def detector_category(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> str:
