@@ -251,6 +251,12 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 def textures_from_cochleagrams(envelopes: np.ndarray, settings: TextureSettings = TEXTURE) -> np.ndarray:
     """(n, 32, T) compressed envelopes -> (n, 502) texture vectors [mu, sigma~, rho, b~, l]."""
+    # Small matrix products: BLAS's own threads cost more than they give (on 2 busy cores, 100x more).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _textures(envelopes, settings)
+
+
+def _textures(envelopes: np.ndarray, settings: TextureSettings) -> np.ndarray:
     envelopes = np.asarray(envelopes, dtype=np.float64)
     n_clips, _, n_frames = envelopes.shape
     loudness = np.median(np.linalg.norm(envelopes, axis=1), axis=-1)         # median over time of ||c(t)||
