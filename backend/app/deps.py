@@ -1,4 +1,5 @@
-"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks, page rendering."""
+"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks; page
+rendering, figures, and the annotation tasks' queue pages."""
 from __future__ import annotations
 
 import json
@@ -107,7 +108,6 @@ def figure_html(figure, **config) -> Markup:
     attribute, so pages need no inline script (the Content-Security-Policy allows none)."""
     return Markup(f'<div class="plotly-figure" data-figure="{escape(figure.to_json())}" '
                   f'data-config="{escape(json.dumps({"responsive": True, **config}))}"></div>')
-
 
 
 @dataclass(frozen=True)
