@@ -108,6 +108,20 @@ def upsample_maps(maps: torch.Tensor, geometry: LayerGeometry, image_size: int) 
                                            align_corners=True)[:, 0]
 
 
+def bilinear_weights(positions: int, geometry: LayerGeometry, image_size: int, device=None) -> torch.Tensor:
+    """(image_size, positions) weights: row p interpolates pixel p between the map positions whose centres
+    surround it, the border value beyond the outermost centres (``upsample_maps``' interpolation, separable)."""
+    where = ((torch.arange(image_size, dtype=torch.float32, device=device) - geometry.offset) / geometry.stride)
+    where = where.clamp(0, positions - 1)
+    low = where.floor().long().clamp(max=max(positions - 2, 0))
+    high_weight = where - low
+    weights = torch.zeros((image_size, positions), device=device)
+    weights.scatter_(1, low[:, None], (1 - high_weight)[:, None])
+    if positions > 1:
+        weights.scatter_add_(1, (low + 1)[:, None], high_weight[:, None])
+    return weights
+
+
 def upsampled_activation(maps: torch.Tensor, geometry: LayerGeometry, image_size: int,
                          fraction: float) -> torch.Tensor:
     """(N, H, W) maps -> (N, S, S) bool: the upsampled maps at or above ``fraction`` of each image's maximum."""
@@ -194,23 +208,27 @@ def score_units(network, meta: dict, frame_ids: np.ndarray, top_maps: torch.Tens
     with_masks = [r for r in records if r.frame_id in masks]
     thresholds = thresholds.to(device)[:, None, None]
     per_chunk = max(1, VALUES_PER_CHUNK // (units * size * size))
+    weights_y = weights_x = None
     for crops, positions in _pool_crops(Path(meta["data_dir"]), with_masks, network, settings, device):
         maps = network.activations(crops)                                             # (B, U, h, w)
+        if weights_y is None:
+            weights_y = bilinear_weights(maps.shape[2], geometry, size, maps.device)
+            weights_x = bilinear_weights(maps.shape[3], geometry, size, maps.device)
         rows = [with_masks[p].frame_id for p in positions.tolist()]
         labels = torch.from_numpy(np.stack([read_label_map(masks[row], classes, meta["frame_size"], size)
                                             for row in rows])).to(device)             # (B, S, S)
         for start in range(0, len(rows), per_chunk):
-            part = maps[start:start + per_chunk]
-            up = upsample_maps(part.flatten(0, 1), geometry, size).view(*part.shape[:2], size, size)
+            up = weights_y @ maps[start:start + per_chunk].float() @ weights_x.T       # (b, U, S, S)
             tally.update(up > thresholds, labels[start:start + per_chunk])
-        pairs = [(b, unit, rank) for b, row in enumerate(rows) for unit, rank in slots.get(row, ())]
-        if pairs:
-            images, pair_units, pair_ranks = (torch.tensor(column) for column in zip(*pairs))
+        for b, row in enumerate(rows):
+            if row not in slots:
+                continue
+            pair_units, pair_ranks = (torch.tensor(column) for column in zip(*slots[row]))
             regions = receptive_field_masks(top_maps[pair_units, pair_ranks].to(device), geometry, size,
                                             meta["rf_radius"], meta["activation_fraction"])
-            shown = contains_classes(regions, labels[images.to(device)], num_classes, settings.overlap_fraction)
+            shown = contains_classes(regions, labels[b], num_classes, settings.overlap_fraction)
             hits.index_add_(0, pair_units, shown.double().cpu())
-            top_counts.index_add_(0, pair_units, torch.ones(len(pairs), dtype=torch.float64))
+            top_counts.index_add_(0, pair_units, torch.ones(len(pair_units), dtype=torch.float64))
         progress(len(rows))
     precision = torch.where(top_counts[:, None] > 0, hits / top_counts.clamp(min=1)[:, None], 0.0)
     return MaskScores(list(classes), precision.numpy(), tally.iou(), top_counts.numpy().astype(int),

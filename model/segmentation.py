@@ -127,10 +127,7 @@ def read_label_map(path: Path, classes: Sequence[SegmentationClass], frame_size:
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(N, S, S) class positions (IGNORED allowed) -> (N, S*S, C) float32, all zeros on ignored pixels."""
     flat = labels.reshape(labels.shape[0], -1)
-    out = torch.zeros((*flat.shape, num_classes), dtype=torch.float32, device=labels.device)
-    labelled = flat >= 0
-    out[labelled, flat[labelled]] = 1.0
-    return out
+    return (flat[..., None] == torch.arange(num_classes, device=labels.device)).float()
 
 
 class IouTally:
@@ -146,9 +143,11 @@ class IouTally:
     def update(self, active: torch.Tensor, labels: torch.Tensor) -> None:
         """``active`` (N, units, S, S) bool, ``labels`` (N, S, S) class positions."""
         classes = one_hot(labels, self.labelled.shape[0])                               # (N, P, C)
-        counted = active.flatten(2).float() * (labels.flatten(1) >= 0)[:, None, :]      # (N, U, P)
-        self.intersection += torch.bmm(counted, classes).sum(dim=0).double().cpu()
-        self.active += counted.sum(dim=(0, 2)).double().cpu()
+        # One product gives both: the classes' columns, and a last column "any class" (the labelled pixels).
+        columns = torch.cat([classes, (labels.flatten(1) >= 0).float()[..., None]], dim=2)
+        counts = torch.bmm(active.flatten(2).float(), columns).sum(dim=0).double().cpu()   # (U, C + 1)
+        self.intersection += counts[:, :-1]
+        self.active += counts[:, -1]
         self.labelled += classes.sum(dim=(0, 1)).double().cpu()
 
     def iou(self) -> np.ndarray:
@@ -159,9 +158,11 @@ class IouTally:
 
 def contains_classes(regions: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      overlap_fraction: float) -> torch.Tensor:
-    """(N, C) bool: whether each image's region shows each class (``model.dissect.contains`` for all classes
-    at once): their overlap is at least ``overlap_fraction`` of the smaller of region and class mask."""
-    classes = one_hot(labels, num_classes)                                            # (N, P, C)
-    overlap = torch.bmm(regions.flatten(1)[:, None, :].float(), classes)[:, 0]        # (N, C)
-    smaller = torch.minimum(regions.flatten(1).sum(dim=1, keepdim=True).float(), classes.sum(dim=1))
+    """(K, C) bool: whether each of K regions (K, S, S) of one image with ``labels`` (S, S) shows each class
+    (``model.dissect.contains`` for all classes at once): their overlap is at least ``overlap_fraction`` of
+    the smaller of region and class mask."""
+    classes = one_hot(labels[None], num_classes)[0]                                   # (P, C)
+    flat = regions.flatten(1).float()                                                 # (K, P)
+    overlap = flat @ classes                                                          # (K, C)
+    smaller = torch.minimum(flat.sum(dim=1, keepdim=True), classes.sum(dim=0, keepdim=True))
     return (smaller > 0) & (overlap >= overlap_fraction * smaller)

@@ -47,9 +47,20 @@ def test_contains_classes_is_contains_for_every_class():
     labels[0, :2], labels[0, 2] = 0, 1
     regions = torch.zeros((1, 4, 4), dtype=torch.bool)
     regions[0, :2, :2] = True                          # inside class 0, away from class 1
-    assert contains_classes(regions, labels, 3, 0.5).tolist() == [[True, False, False]]
-    regions[0, 1:3, :] = True                          # 12 pixels: 8 on class 0, 4 on class 1 (all of it)
-    assert contains_classes(regions, labels, 3, 0.5).tolist() == [[True, True, False]]
+    assert contains_classes(regions, labels[0], 3, 0.5).tolist() == [[True, False, False]]
+    wide = regions.clone()
+    wide[0, 1:3, :] = True                             # 12 pixels: 8 on class 0, 4 on class 1 (all of it)
+    assert contains_classes(torch.cat([regions, wide]), labels[0], 3, 0.5).tolist() == [
+        [True, False, False], [True, True, False]]
+
+
+def test_separable_upsampling_is_grid_samples_bilinear_interpolation():
+    from model.activations import LayerGeometry
+    from model.dissect import bilinear_weights, upsample_maps
+    maps = torch.randn(3, 13, 13, generator=torch.Generator().manual_seed(0))
+    geometry = LayerGeometry(163, 16, 15)
+    weights = bilinear_weights(13, geometry, 224)
+    assert torch.allclose(weights @ maps @ weights.T, upsample_maps(maps, geometry, 224), atol=1e-5)
 
 
 def test_label_units_paper_by_precision_netdissect_by_iou_above_004():
