@@ -64,11 +64,17 @@ def frame_times(start: float, end: float, count: int = INGEST.frames_per_video,
 
 
 def _cut_short(spans: StreamSpans) -> list[str]:
-    """One line per stream whose data ends well before the end its header promises."""
+    """One line per stream whose data ends well before the end its header promises.
+
+    A stream with a duration of its own is held to it; one without (Matroska, WebM) only to the
+    file's, and only when no stream reaches that: streams of different lengths are no sign of a cut.
+    """
     lines = []
-    for kind, span, promised, error in (("video", spans.video, spans.promised_video_end, spans.video_error),
-                                        ("audio", spans.audio, spans.promised_audio_end, spans.audio_error)):
-        if promised is not None and promised - span.end > MEDIA_LIMITS.max_short_of_header_s:
+    reached = max(spans.video.end, spans.audio.end)
+    for kind, span, own, error in (("video", spans.video, spans.promised_video_end, spans.video_error),
+                                   ("audio", spans.audio, spans.promised_audio_end, spans.audio_error)):
+        promised, end = (own, span.end) if own is not None else (spans.promised_end, reached)
+        if promised is not None and promised - end > MEDIA_LIMITS.max_short_of_header_s:
             lines.append(f"{kind} decodes to {span.end:.2f} s of the {promised:.2f} s its header promises "
                          + (f"(corrupt data: {error})" if error else "(file cut short?)"))
     return lines

@@ -63,8 +63,9 @@ class StreamSpans:
 
     video: Span
     audio: Span
-    promised_video_end: float | None     # None: the header says nothing
+    promised_video_end: float | None     # the stream's own duration in the header; None: it has none
     promised_audio_end: float | None
+    promised_end: float | None           # the whole file's, as the header says
     video_error: str | None = None       # why reading the stream's data stopped early, if it did
     audio_error: str | None = None
 
@@ -142,17 +143,15 @@ def _decoded_duration(path) -> float:
     return end
 
 
-def _promised_end(container, stream) -> float | None:
-    """The stream's end as the header says: its own duration, else the container's."""
-    end = _stream_end(stream)
-    if end is None and container.duration is not None:
-        # Muxers disagree whether the duration counts from 0 (Matroska, MP4) or from the start time
-        # (MPEG-TS); the smaller reading never reports a whole file as cut short.
-        end = container.duration / av.time_base
-        start = (container.start_time or 0) / av.time_base
-        if end <= start:
-            end += start
-    return end
+def _container_end(container) -> float | None:
+    """The file's end as the header says."""
+    if container.duration is None:
+        return None
+    # Muxers disagree whether the duration counts from 0 (Matroska, MP4) or from the start time
+    # (MPEG-TS); the smaller reading never reports a whole file as cut short.
+    end = container.duration / av.time_base
+    start = (container.start_time or 0) / av.time_base
+    return end + start if end <= start else end
 
 
 def _first_times(path, container, video, audio) -> tuple[float, float]:
@@ -228,10 +227,11 @@ def stream_spans(path: str | Path) -> StreamSpans:
         if audio is None:
             raise MediaError(path, "no audio stream")
         video_start, audio_start = _first_times(path, container, video, audio)
-        promised = {s.index: _promised_end(container, s) for s in (video, audio)}
+        own = {s.index: _stream_end(s) for s in (video, audio)}
+        file_end = _container_end(container)
         ends, errors = {}, {}
         for stream, start in ((video, video_start), (audio, audio_start)):
-            tail = promised[stream.index]
+            tail = own[stream.index] if own[stream.index] is not None else file_end
             end = error = None
             if tail is not None:
                 try:
@@ -240,13 +240,12 @@ def stream_spans(path: str | Path) -> StreamSpans:
                     end = None     # no index to seek with (e.g. a WebM cut before its cues)
             if end is None or end <= start:
                 end, error = _data_end(container, stream, None)
-            own_end = _stream_end(stream)
-            if end is not None and own_end is not None:
-                end = min(end, own_end)      # an MP4 edit list trims the encoder's padding at the end
+            if end is not None and own[stream.index] is not None:
+                end = min(end, own[stream.index])      # an MP4 edit list trims the encoder's padding at the end
             ends[stream.index], errors[stream.index] = (end if end is not None else start), error
         return StreamSpans(video=Span(video_start, ends[video.index]), audio=Span(audio_start, ends[audio.index]),
-                           promised_video_end=promised[video.index], promised_audio_end=promised[audio.index],
-                           video_error=errors[video.index], audio_error=errors[audio.index])
+                           promised_video_end=own[video.index], promised_audio_end=own[audio.index],
+                           promised_end=file_end, video_error=errors[video.index], audio_error=errors[audio.index])
 
 
 def _frame_samples(frame: av.AudioFrame) -> np.ndarray:

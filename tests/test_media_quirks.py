@@ -14,7 +14,7 @@ import pytest
 
 from model.ingest import ingest
 from model.media import read_frames
-from test_sync import Quirk, assert_in_sync, write_case
+from test_sync import Quirk, assert_in_sync, write_case, write_flash_click
 
 VP9, VP8 = "libvpx-vp9", "libvpx"
 QUIRKS = {
@@ -60,6 +60,13 @@ QUIRKS = {
     "two_audio_tracks_mp4": Quirk(decoy_track=True),
 }
 FILES = {f"{name}{quirk.suffix}": (name, quirk) for name, quirk in QUIRKS.items()}
+# Streams that do not share a clip's length: skipped, saying so.
+UNUSABLE = {
+    "no_overlap.mkv": (Quirk(suffix=".mkv", video_seconds=4.0, audio_start=5.0, audio_seconds=4.0),
+                       "audio and video do not overlap (audio 5.00-9.0"),
+    "short_overlap.mp4": (Quirk(audio_start=3.0, audio_seconds=5.0),
+                          "only 2.05 s where both audio and video decode (audio 2.95-8.00 s, video 0.00-5.00 s)"),
+}
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +74,8 @@ def quirk_corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quirks")
     (folder / "videos").mkdir()
     times = {file: write_case(folder / "videos", name, quirk) for file, (name, quirk) in FILES.items()}
+    for file, (quirk, _) in UNUSABLE.items():
+        write_flash_click(folder / "videos" / file, quirk, [])
     report = ingest(folder / "videos", folder / "data", workers=2, progress=False)
     return folder, times, report
 
@@ -84,9 +93,12 @@ def test_corpus_covers_the_issue():
 
 def test_no_valid_video_is_skipped(quirk_corpus):
     _, times, report = quirk_corpus
-    assert report.skipped == []
     assert sorted(report.ingested) == sorted(times)
     assert report.warnings == []
+    reasons = {skip["path"]: skip["reason"] for skip in report.skipped}
+    assert sorted(reasons) == sorted(UNUSABLE)
+    for file, (_, reason) in UNUSABLE.items():
+        assert reasons[file].startswith(reason) and "cut short" not in reasons[file], reasons[file]
 
 
 @pytest.mark.parametrize("file", sorted(FILES))
