@@ -67,16 +67,15 @@ def lock(db: Session, queue: Queue, unit_id: int | None, now: datetime) -> None:
 
 
 def _slots_taken(queue: Queue, unit_ids, annotator_id: int, now: datetime):
-    """(unit_id, taken) for units with answers or with live reservations held by someone else."""
-    answers = queue.answers.subquery()
+    """(unit_id, taken) for `unit_ids` (ids or a select of them) with answers or with live reservations
+    held by someone else."""
+    answers = queue.answers.where(queue.answers.selected_columns[0].in_(unit_ids)).subquery()
     held = union_all(
         select(answers.c.unit_id.label("unit_id")),
         select(queue.reservation.unit_id.label("unit_id")).where(
-            queue.reservation.annotator_id != annotator_id, queue.reservation.expires_at >= now)).subquery()
-    query = select(held.c.unit_id, func.count().label("taken")).group_by(held.c.unit_id)
-    if unit_ids is not None:
-        query = query.where(held.c.unit_id.in_(unit_ids))
-    return query
+            queue.reservation.unit_id.in_(unit_ids), queue.reservation.annotator_id != annotator_id,
+            queue.reservation.expires_at >= now)).subquery()
+    return select(held.c.unit_id, func.count().label("taken")).group_by(held.c.unit_id)
 
 
 def free_slot(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: datetime, per_unit: int) -> bool:
@@ -101,9 +100,9 @@ def open_units(queue: Queue, annotator_id: int, candidates, now: datetime,
                settings: AnnotationSettings = ANNOTATION) -> Select:
     """A select of the `candidates` (ids or a select of them) this annotator has not answered and that
     have a free slot, most nearly complete first (so units reach their full count soonest)."""
-    taken = _slots_taken(queue, None, annotator_id, now).subquery()
-    answers = queue.answers.subquery()
-    answered = select(answers.c.unit_id).where(answers.c.annotator_id == annotator_id)
+    taken = _slots_taken(queue, candidates, annotator_id, now).subquery()
+    answered = queue.answers.where(queue.answers.selected_columns[1] == annotator_id).with_only_columns(
+        queue.answers.selected_columns[0])
     return (select(Unit.id).outerjoin(taken, taken.c.unit_id == Unit.id)
             .where(Unit.id.in_(candidates), Unit.id.not_in(answered),
                    or_(taken.c.taken.is_(None), taken.c.taken < settings.annotators_per_unit))

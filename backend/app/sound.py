@@ -15,9 +15,11 @@ from backend.app.results import detector_units, maybe_detectors
 from backend.db.models import SoundJudgement, SoundReservation, UnitImage
 from model.settings import ANNOTATION, AnnotationSettings
 
+# Who judged a unit, by their judgement of its first clip: judgements come all or none for a unit's
+# top clips, so this is one row per judge (and 30 times fewer rows to count than all the clips).
 SOUND_QUEUE = Queue("sound", SoundReservation,
                     select(UnitImage.unit_id, SoundJudgement.annotator_id)
-                    .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).distinct())
+                    .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).where(UnitImage.rank == 0))
 DETECTOR_BATCH = 5      # candidates whose verdicts are worked out at a time: each reads its answers and marks
 
 
