@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +186,7 @@ class MaskScores:
     top_with_masks: np.ndarray  # (units,): how many of the unit's top images have a mask
     images: int                 # pool images with a mask
     missing: int                # pool images without one (left out of both scores)
+    unreadable: list[str] = field(default_factory=list)   # "path: why" of label maps skipped (left out too)
 
 
 def score_units(network, meta: dict, frame_ids: np.ndarray, top_maps: torch.Tensor, thresholds: torch.Tensor,
@@ -209,14 +210,27 @@ def score_units(network, meta: dict, frame_ids: np.ndarray, top_maps: torch.Tens
     thresholds = thresholds.to(device)[:, None, None]
     per_chunk = max(1, VALUES_PER_CHUNK // (units * size * size))
     weights_y = weights_x = None
+    unreadable: list[str] = []
     for crops, positions in _pool_crops(Path(meta["data_dir"]), with_masks, network, settings, device):
         maps = network.activations(crops)                                             # (B, U, h, w)
         if weights_y is None:
             weights_y = bilinear_weights(maps.shape[2], geometry, size, maps.device)
             weights_x = bilinear_weights(maps.shape[3], geometry, size, maps.device)
-        rows = [with_masks[p].frame_id for p in positions.tolist()]
-        labels = torch.from_numpy(np.stack([read_label_map(masks[row], classes, meta["frame_size"], size)
-                                            for row in rows])).to(device)             # (B, S, S)
+        progress(len(positions))
+        rows, label_maps, kept = [], [], []
+        for b, position in enumerate(positions.tolist()):
+            row = with_masks[position].frame_id
+            try:
+                label_maps.append(read_label_map(masks[row], classes, meta["frame_size"], size))
+            except ValueError as error:      # one bad label map is skipped and reported, not the whole pass
+                unreadable.append(str(error))
+                continue
+            rows.append(row)
+            kept.append(b)
+        if not rows:
+            continue
+        maps = maps[kept]
+        labels = torch.from_numpy(np.stack(label_maps)).to(device)                     # (B, S, S)
         for start in range(0, len(rows), per_chunk):
             up = weights_y @ maps[start:start + per_chunk].float() @ weights_x.T       # (b, U, S, S)
             tally.update(up > thresholds, labels[start:start + per_chunk])
@@ -229,10 +243,9 @@ def score_units(network, meta: dict, frame_ids: np.ndarray, top_maps: torch.Tens
             shown = contains_classes(regions, labels[b], num_classes, settings.overlap_fraction)
             hits.index_add_(0, pair_units, shown.double().cpu())
             top_counts.index_add_(0, pair_units, torch.ones(len(pair_units), dtype=torch.float64))
-        progress(len(rows))
     precision = torch.where(top_counts[:, None] > 0, hits / top_counts.clamp(min=1)[:, None], 0.0)
     return MaskScores(list(classes), precision.numpy(), tally.iou(), top_counts.numpy().astype(int),
-                      len(with_masks), len(records) - len(with_masks))
+                      len(with_masks) - len(unreadable), len(records) - len(with_masks), unreadable)
 
 
 def label_units(scores: MaskScores, settings: UnitSettings = UNITS) -> list[MaskUnitLabel]:

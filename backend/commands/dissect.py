@@ -109,4 +109,7 @@ def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: 
     write_mask_scores(run_dir, layer, scores)
     typer.echo(f"{scores.images} pool images with a label map"
                + (f"; {scores.missing} without one, left out of both scores" if scores.missing else ""))
+    if scores.unreadable:
+        typer.echo(f"warning: {len(scores.unreadable)} label maps skipped (left out of both scores), e.g. "
+                   f"{'; '.join(scores.unreadable[:3])}", err=True)
     return labels
