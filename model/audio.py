@@ -455,10 +455,9 @@ def _torch_cochleagrams(clips, sample_rate: int, settings: TextureSettings):
 
 
 def _torch_divide(numerator, denominator):
-    """numerator / denominator, 0 where the denominator carries no energy (as ``_divide``)."""
+    """numerator / denominator (same shapes), 0 where the denominator carries no energy (as ``_divide``)."""
     import torch
 
-    denominator = denominator.expand_as(numerator) if denominator.dim() == numerator.dim() else denominator
     safe = denominator > _TINY
     return torch.where(safe, numerator / torch.where(safe, denominator, torch.ones_like(denominator)),
                        torch.zeros_like(numerator))

@@ -239,7 +239,10 @@ def stream_spans(path: str | Path) -> StreamSpans:
                 except av.FFmpegError:
                     end = None     # no index to seek with (e.g. a WebM cut before its cues)
             if end is None or end <= start:
-                end, error = _data_end(container, stream, None)
+                try:
+                    end, error = _data_end(container, stream, None)
+                except av.FFmpegError as e:
+                    raise MediaError(path, f"{stream.type} stream cannot be read from its start ({e})") from e
             if end is not None and own[stream.index] is not None:
                 end = min(end, own[stream.index])      # an MP4 edit list trims the encoder's padding at the end
             ends[stream.index], errors[stream.index] = (end if end is not None else start), error
