@@ -276,3 +276,23 @@ def test_camvid_layout_end_to_end_with_random_torchvision_networks(tmp_path_fact
             runs = session.scalars(select(Run).order_by(Run.id)).all()
             assert [r.model_kind for r in runs] == ["torchvision:alexnet", "torchvision:resnet18"]
             assert len({r.dataset_id for r in runs}) == 1
+
+
+def test_dissect_cli_asks_for_one_source_of_labels_and_names_bad_input(tmp_path):
+    runner = CliRunner()
+    both = runner.invoke(app, ["dissect", str(tmp_path), "--truth", "--masks", str(tmp_path), "--classes", "x.csv"])
+    assert both.exit_code == 2 and "--truth" in both.output
+    assert runner.invoke(app, ["dissect", str(tmp_path)]).exit_code == 2
+    no_classes = runner.invoke(app, ["dissect", str(tmp_path), "--masks", str(tmp_path)])
+    assert no_classes.exit_code == 2 and "--classes" in no_classes.output
+    images, masks, classes = painted_pool(tmp_path, count=3)
+    extract_units(tmp_path / "run", images, replace(UNITS, top=2, workers=0),
+                  model_spec=colour_network(tmp_path / "colour.pt"), show_progress=False)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("index,name\nthree,water\n")
+    result = runner.invoke(app, ["dissect", str(tmp_path / "run"), "--masks", str(masks), "--classes", str(bad_csv),
+                                 "--layer", "output", "--no-publish"])
+    assert result.exit_code == 1 and "bad.csv:2" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["dissect", str(tmp_path / "run"), "--masks", str(tmp_path / "run"), "--classes",
+                                 str(classes), "--layer", "output", "--no-publish"])
+    assert result.exit_code == 1 and "no label map matches" in result.output
