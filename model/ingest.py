@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import multiprocessing
 import re
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -310,7 +311,9 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
             results.append(_ingest_one(videos_dir, p, out_dir, settings))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # CUDA cannot be used in a child forked from a process that has asked torch about the GPU.
+        context = multiprocessing.get_context("spawn") if settings.device == "cuda" else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_ingest_one, videos_dir, p, out_dir, settings) for p in todo]
             for future in as_completed(futures):
                 results.append(future.result())
