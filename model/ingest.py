@@ -264,9 +264,9 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
 
 
 def reason_kind(text: str) -> str:
-    """What a skip reason or warning says without its particulars (numbers, error details), so
-    that videos skipped for the same cause count together."""
-    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text)           # "(0.50 s)", "(InvalidDataError: ...)"
+    """What a skip reason or warning says without its particulars (numbers, error details, the
+    clauses after its first ";"), so that videos skipped for the same cause count together."""
+    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text.split(";")[0])   # "(0.50 s)", "(InvalidDataError: ...)"
     return re.sub(r"\d+(\.\d+)?", "N", text)
 
 
