@@ -4,6 +4,8 @@
 ``[mu(32), sigma(32), rho(117), mod(320), loudness(1)]`` (see ``TEXTURE_GROUPS``).
 Where the paper is silent we follow the toolbox: whole-clip frequency-domain filtering,
 compression before resampling, ``resample_poly``'s Kaiser filter, population variances.
+The same steps run in numpy/scipy on the CPU (the default) or in torch on a GPU (``clip_features``'s
+``torch_device``, ``ambient ingest --device``); the two agree to 1e-4.
 """
 from __future__ import annotations
 
