@@ -212,7 +212,7 @@ def pool_warning(pool_size: int, top: int) -> str | None:
     """A warning when the pool is too small for top images to mean much (each unit's top would be most of it)."""
     if pool_size < 10 * top:
         return (f"the pool holds {pool_size} frames, fewer than 10 x --top ({10 * top}): each unit's top {top} "
-                f"images are a large share of the pool; pool more frames (--split all, or more videos)")
+                f"images are a large share of the pool; pool more frames (--split all, more videos or more images)")
     return None
 
 
