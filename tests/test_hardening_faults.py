@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app_helpers import ON_SQLITE, PASSWORD, REPO, add_user, csrf_of, login, seed_run, sqlite_only
 from backend.app import create_app
-from backend.app.routes import units as units_routes
+from backend.app import units as unit_task
 from backend.config import Settings
 from backend.db.models import Annotation, Annotator
 from backend.db.session import open_db, session_factory, upgrade_db
@@ -201,7 +201,7 @@ def test_full_disk_at_commit_gives_a_clear_error_and_saves_nothing(app_url, monk
 def test_a_bug_gives_an_error_page_not_a_traceback(app_url, monkeypatch):
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a bug in the queue")
-    monkeypatch.setattr(units_routes, "reserve_next_unit", broken)
+    monkeypatch.setattr(unit_task, "reserve_next", broken)          # what POST /annotate calls
     with TestClient(create_app(Settings(database_url=app_url)), raise_server_exceptions=False) as client:
         token = login(client, "ann")
         response = client.post("/annotate", data={"csrf_token": token}, headers={"accept": "text/html"})
