@@ -235,6 +235,26 @@ class LoginSession(Base):
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)   # for the idle timeout
 
 
+TOKEN_SCOPES = ("read", "admin")
+
+
+class ApiToken(Base):
+    """A personal API token, sent as ``Authorization: Bearer TOKEN``; this row holds only its SHA-256.
+
+    "read" tokens make GET requests only; "admin" tokens (admins' only) may also call the admin endpoints
+    and change things. Revoking deletes the row; so does removing the account (ON DELETE CASCADE)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint(f"scope IN {TOKEN_SCOPES}", name="scope"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    name: Mapped[str] = mapped_column(String(100))                      # what the owner calls it
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)     # hex SHA-256 of the token
+    scope: Mapped[str] = mapped_column(String(10))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class UnitReservation(Base):
     """A unit held for one annotator until ``expires_at`` (the annotation queue)."""
 
