@@ -41,8 +41,14 @@ PRESET = "demo"
 TARGET_RATIO, TARGET_DETECTORS, TARGET_CATEGORIES = 2.0, 20, 6
 
 
-def ambient(log, *args: str) -> None:
-    """Run one CLI stage, its output appended to the log; a failing stage stops the benchmark."""
+def ambient(log, *args: str, done: Path | None = None) -> None:
+    """Run one CLI stage, its output appended to the log; a failing stage stops the benchmark.
+
+    A stage whose output ``done`` exists already (a rerun with the same --out) is not run again.
+    """
+    if done is not None and done.exists():
+        print(f"  {args[0]}: kept {done}", flush=True)
+        return
     started = time.perf_counter()
     with open(log, "a") as out:
         out.write(f"\n$ ambient {' '.join(args)}\n")
@@ -67,9 +73,11 @@ def summarise(units: list[dict]) -> dict:
             "categories": dict(Counter(u["category"] for u in units).most_common())}
 
 
-def analyse(log: Path, run_dir: Path, data_dir: Path, db: str) -> dict:
-    ambient(log, "units", str(run_dir), "--pool", str(data_dir), "--split", "all", "--db", db)
-    ambient(log, "dissect", str(run_dir), "--truth", "--db", db)
+def analyse(log: Path, run_dir: Path, data_dir: Path) -> dict:
+    # Files only (RUN_DIR/units_conv5.npz, dissection.json): the figures need no database.
+    ambient(log, "units", str(run_dir), "--pool", str(data_dir), "--split", "all", "--no-publish",
+            done=run_dir / "units_conv5.npz")
+    ambient(log, "dissect", str(run_dir), "--truth", "--no-publish", done=run_dir / "dissection.json")
     return summarise(detectors(run_dir))
 
 
@@ -77,28 +85,29 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
     """The demo pipeline and its controls on world seed `seed`, in root/seed<S>/."""
     work = root / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    log, db = work / "log.txt", f"sqlite:///{work / 'bench.db'}"
+    log = work / "log.txt"
     world, data = work / "world", work / "data"
     started = time.perf_counter()
     print(f"== world seed {seed} ({work})", flush=True)
-    ambient(log, "db", "upgrade", "--db", db)
-    ambient(log, "world", str(world), "--preset", PRESET, "--seed", str(seed))
-    ambient(log, "ingest", str(world / "videos"), "--out", str(data))
-    ambient(log, "labels", str(data), "--kind", "cluster")
-    ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "sound"), "--preset", PRESET)
+    ambient(log, "world", str(world), "--preset", PRESET, "--seed", str(seed), done=world / "world.json")
+    ambient(log, "ingest", str(world / "videos"), "--out", str(data), done=data / "manifest.jsonl")
+    ambient(log, "labels", str(data), "--kind", "cluster", done=data / "labels" / "cluster.npz")
+    ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "sound"), "--preset", PRESET,
+            done=work / "sound" / "model.pt")
     metrics = final_metrics(work / "sound")
     row = {"seed": seed, "objects": json.loads((world / "world.json").read_text())["objects"],
            "accuracy": metrics["test_accuracy"], "majority": metrics["majority"], "chance": metrics["chance"],
            "ratio": metrics["test_accuracy"] / metrics["majority"],
-           "sound": analyse(log, work / "sound", data, db)}
+           "sound": analyse(log, work / "sound", data)}
     if controls:
         ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "untrained"),
-                "--preset", PRESET, "--epochs", "0")
-        row["untrained"] = analyse(log, work / "untrained", data, db)
-        ambient(log, "labels", str(data), "--kind", "scene")
-        ambient(log, "train", str(data), "--labels", "scene", "--out", str(work / "scene"), "--preset", PRESET)
+                "--preset", PRESET, "--epochs", "0", done=work / "untrained" / "model.pt")
+        row["untrained"] = analyse(log, work / "untrained", data)
+        ambient(log, "labels", str(data), "--kind", "scene", done=data / "labels" / "scene.npz")
+        ambient(log, "train", str(data), "--labels", "scene", "--out", str(work / "scene"), "--preset", PRESET,
+                done=work / "scene" / "model.pt")
         row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
-        row["scene"] = analyse(log, work / "scene", data, db)
+        row["scene"] = analyse(log, work / "scene", data)
     row["minutes"] = (time.perf_counter() - started) / 60
     (work / "science.json").write_text(json.dumps(row, indent=1))
     return row
