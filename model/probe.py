@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
 from sklearn.metrics import accuracy_score, average_precision_score, make_scorer
 from sklearn.model_selection import GridSearchCV, GroupKFold, GroupShuffleSplit, KFold, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
@@ -310,6 +311,26 @@ def _network_row(network: ProbedNetwork) -> dict:
             "trained": network.trained}
 
 
+def network_rows(networks: list[ProbedNetwork], image_paths: list[Path], layers: tuple[str, ...],
+                 score: Callable[[np.ndarray], dict[str, dict]], device: torch.device | str, settings: ProbeSettings,
+                 progress: bool, log: Callable[[str], None]) -> list[dict]:
+    """Each network's row of the table: its features of ``image_paths``, then ``score(features) -> {task:
+    summary}`` for each layer. ``settings.jobs`` networks are probed at a time, each in its own process."""
+    def row(network: ProbedNetwork) -> dict:
+        features = extract_features(network, image_paths, layers, device, settings, progress and settings.jobs == 1)
+        results: dict[str, dict] = {}
+        for layer in layers:
+            for task, summary in score(features[layer]).items():
+                results.setdefault(task, {})[layer] = summary
+            log(f"{network.name:>18} {layer:>5}: " + ", ".join(
+                f"{task} {results[task][layer]['score']:.3f}" for task in results))
+        return {**_network_row(network), "results": results}
+
+    if settings.jobs == 1:
+        return [row(network) for network in networks]
+    return Parallel(n_jobs=settings.jobs)(delayed(row)(network) for network in networks)
+
+
 def _document(dataset: str, fmt: str, source: str | Path, layers: tuple[str, ...], tasks: list[dict],
               rows: list[dict], settings: ProbeSettings) -> dict:
     return {"dataset": dataset, "format": fmt, "source": str(source), "layers": list(layers), "tasks": tasks,
@@ -334,21 +355,15 @@ def probe_world(networks: list[ProbedNetwork], data_dir: str | Path, world_dir: 
         {"task": "objects", "metric": "mAP", "classes": object_names, "frames": len(tasks.scenes),
          "chance": float(objects.mean(0).mean()), "positives": objects.sum(0).astype(int).tolist()},
     ]
-    rows = []
-    for network in networks:
-        features = extract_features(network, tasks.image_paths, layers, device, settings, progress)
-        results: dict[str, dict] = {"scene": {}, "objects": {}}
-        for layer in layers:
-            x = features[layer]
-            scene = [fit_multiclass(x[train], tasks.scenes[train], x[test], tasks.scenes[test],
-                                    tasks.videos[train], settings) for train, test in splits]
-            present = [fit_multilabel(x[train], objects[train], x[test], objects[test], None, tasks.videos[train],
-                                      settings) for train, test in splits]
-            results["scene"][layer] = _summary(scene)
-            results["objects"][layer] = _summary(present, object_names)
-            log(f"{network.name:>18} {layer:>5}: scene accuracy {results['scene'][layer]['score']:.3f}, "
-                f"objects mAP {results['objects'][layer]['score']:.3f}")
-        rows.append({**_network_row(network), "results": results})
+
+    def score(x: np.ndarray) -> dict[str, dict]:
+        scene = [fit_multiclass(x[train], tasks.scenes[train], x[test], tasks.scenes[test], tasks.videos[train],
+                                settings) for train, test in splits]
+        present = [fit_multilabel(x[train], objects[train], x[test], objects[test], None, tasks.videos[train],
+                                  settings) for train, test in splits]
+        return {"scene": _summary(scene), "objects": _summary(present, object_names)}
+
+    rows = network_rows(networks, tasks.image_paths, layers, score, device, settings, progress, log)
     return _document("world", "world", world_dir, layers, task_rows, rows, settings)
 
 
@@ -359,17 +374,12 @@ def probe_voc2007(networks: list[ProbedNetwork], root: str | Path, layers: tuple
     voc = read_voc2007(root)
     # "Difficult" (0): a positive for training, ignored when scoring, as VOC's evaluation does.
     train_y, test_y = voc.trainval_labels >= 0, voc.test_labels > 0
-    rows = []
-    for network in networks:
-        features = extract_features(network, voc.trainval + voc.test, layers, device, settings, progress)
-        results = {"classification": {}}
-        for layer in layers:
-            x = features[layer]
-            fit = fit_multilabel(x[:len(voc.trainval)], train_y, x[len(voc.trainval):], test_y,
-                                 voc.test_labels == 0, None, settings)
-            results["classification"][layer] = _summary([fit], list(voc.classes))
-            log(f"{network.name:>18} {layer:>5}: mAP {fit['score']:.3f} (C={fit['C']:g})")
-        rows.append({**_network_row(network), "results": results})
+    def score(x: np.ndarray) -> dict[str, dict]:
+        fit = fit_multilabel(x[:len(voc.trainval)], train_y, x[len(voc.trainval):], test_y, voc.test_labels == 0,
+                             None, settings)
+        return {"classification": _summary([fit], list(voc.classes))}
+
+    rows = network_rows(networks, voc.trainval + voc.test, layers, score, device, settings, progress, log)
     task = {"task": "classification", "metric": "mAP", "classes": list(voc.classes),
             "train_images": len(voc.trainval), "test_images": len(voc.test)}
     return _document(Path(root).name, "voc2007", root, layers, [task], rows, settings)
@@ -387,17 +397,11 @@ def probe_imagefolder(networks: list[ProbedNetwork], root: str | Path, layers: t
                         for s in range(splits)]
     else:
         index_splits = per_class_splits(labels, per_class, splits, settings.seed)
-    rows = []
-    for network in networks:
-        features = extract_features(network, paths, layers, device, settings, progress)
-        results = {"classification": {}}
-        for layer in layers:
-            x = features[layer]
-            fits = [fit_multiclass(x[train], labels[train], x[test], labels[test], None, settings)
-                    for train, test in index_splits]
-            results["classification"][layer] = _summary(fits)
-            log(f"{network.name:>18} {layer:>5}: accuracy {results['classification'][layer]['score']:.3f}")
-        rows.append({**_network_row(network), "results": results})
+    def score(x: np.ndarray) -> dict[str, dict]:
+        return {"classification": _summary([fit_multiclass(x[train], labels[train], x[test], labels[test], None,
+                                                           settings) for train, test in index_splits])}
+
+    rows = network_rows(networks, paths, layers, score, device, settings, progress, log)
     task = {"task": "classification", "metric": "accuracy", "classes": classes, "images": len(paths),
             "per_class": per_class, "splits": splits, "chance": 1.0 / len(classes)}
     return _document(Path(root).name, "imagefolder", root, layers, [task], rows, settings)

@@ -232,6 +232,7 @@ class ProbeSettings:
     world_test_fraction: float = 0.5   # world tasks: this share of the held-out videos scores the SVMs
     batch_size: int = 64
     max_iter: int = 10_000             # LinearSVC iterations
+    jobs: int = 1                      # networks probed at a time, each in its own process
     seed: int = 0
 
 

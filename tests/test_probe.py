@@ -216,7 +216,8 @@ def test_world_tasks_read_scene_and_objects_from_the_truth(world):
 
 def test_probe_world_command_writes_the_table_for_the_app(world):
     result = CliRunner().invoke(app, ["probe", str(world.sound), "--world", str(world.world),
-                                      "--compare", str(world.texton), "--layers", "max5,fc7", "--device", "cpu"])
+                                      "--compare", str(world.texton), "--layers", "max5,fc7", "--device", "cpu",
+                                      "--jobs", "2"])
     assert result.exit_code == 0, result.output
     assert "| sound (cluster) (k=4) |" in result.output and "| untrained |" in result.output
     saved = json.loads(probe_file(world.sound, "world").read_text())

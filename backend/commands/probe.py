@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
                                                 "per class (SUN397: 20); default: half of each class."),
         splits: int = typer.Option(3, "--splits", min=1, help="imagefolder: random splits, scores averaged."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="Networks probed at a time, each in its own "
+                                "process (CPU)."),
     ) -> None:
         """Fit linear SVMs (C by 3-fold cross-validation) on max5/pool5/fc6/fc7 and write RUN_DIR/probe_<dataset>.json."""
         from dataclasses import replace
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
             torch_device = resolve_device(device)
         except ValueError as error:
             raise typer.BadParameter(str(error), param_hint="--device") from None
-        settings = replace(PROBE, layers=chosen)
+        settings = replace(PROBE, layers=chosen, jobs=jobs)
         try:
             main = pr.load_probed(run_dir, torch_device)
             networks = [main] + ([pr.untrained_copy(main, settings.seed, torch_device)] if main.trained else [])
