@@ -9,17 +9,20 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from sqlalchemy.orm import Session
 
 from backend.app.auth import session_user
 from backend.app.reservations import Queue, current_reservation, held_for, utcnow
+from backend.app.tokens import bearer_token, token_user
 from backend.app.security import CSRF_FIELD, CSRF_HEADER, csrf_matches, new_csrf_token
 from backend.config import Settings
 from backend.db.models import Annotator, Unit
 
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_READ_METHODS = ("GET", "HEAD", "OPTIONS")
 SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backend/app/auth.py)
 
 
@@ -36,7 +39,22 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
+def _token_owner(request: Request, db: Session, token: str) -> Annotator:
+    """The account of a request's bearer token (its scope kept on request.state); 401 for an unknown token."""
+    found = token_user(db, token)
+    if found is None:
+        raise HTTPException(401, "The API token is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
+    user, api_token = found
+    request.state.token_scope = api_token.scope
+    if api_token.scope == "read" and request.method not in _READ_METHODS:
+        raise HTTPException(403, "This token has read scope: it can only read (GET).")
+    return user
+
+
 def optional_user(request: Request, db: Session = Depends(get_db)) -> Annotator | None:
+    token = bearer_token(request.headers.get("authorization"))
+    if token is not None:      # a token request is the token's account only, whatever cookie comes with it
+        return _token_owner(request, db, token)
     annotator_id = request.session.get("uid")
     if annotator_id is None:
         return None
@@ -52,9 +70,11 @@ def current_user(user: Annotator | None = Depends(optional_user)) -> Annotator:
     return user
 
 
-def admin_user(user: Annotator = Depends(current_user)) -> Annotator:
+def admin_user(request: Request, user: Annotator = Depends(current_user)) -> Annotator:
     if not user.is_admin:
         raise HTTPException(403, "This page is for admins only.")
+    if getattr(request.state, "token_scope", "admin") != "admin":
+        raise HTTPException(403, "This token has read scope: admin endpoints need an admin-scope token.")
     return user
 
 
@@ -66,8 +86,20 @@ def csrf_token(request: Request) -> str:
     return token
 
 
+def _token_is_valid(request: Request, token: str) -> bool:
+    with request.app.state.sessions() as db:
+        return token_user(db, token) is not None
+
+
 async def check_csrf(request: Request) -> None:
-    """Every state-changing request must echo the session's token (form field or header)."""
+    """Every state-changing request must echo the session's token (form field or header), but for one
+    sent with a valid API token: it is authenticated by that header, which no other site can make a
+    browser send, and never by the cookie."""
+    token = bearer_token(request.headers.get("authorization"))
+    if token is not None:
+        if await run_in_threadpool(_token_is_valid, request, token):
+            return
+        raise HTTPException(401, "The API token is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(_FORM_TYPES):
         try:

@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, render
 from backend.app.errors import TaskError
-from backend.app.routes import (api, auth, categories, clusters, docs, images, jobs, results, review, sound, units,
-                                users)
+from backend.app.routes import (api, auth, categories, clusters, docs, explore, images, jobs, results, review, sound,
+                                tokens, units, users)
 from backend.config import Settings
 from backend.db.models import ServerSecret
 from backend.db.session import open_db, session_factory
@@ -84,6 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (auth, units, images, sound, results, review, categories, users, api, docs, clusters, jobs):
         app.include_router(module.router)
     app.include_router(jobs.api)
+    app.include_router(tokens.router)
+    app.include_router(explore.pages)
+    app.include_router(explore.api)
 
     @app.exception_handler(LoginRequired)
     def login_required(request: Request, _exc: LoginRequired) -> Response:

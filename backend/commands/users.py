@@ -1,4 +1,5 @@
-"""`ambient user add` and `ambient user password`: accounts for annotators and admins."""
+"""`ambient user add`, `ambient user password` and `ambient user token`: accounts for annotators and admins,
+and their personal API tokens."""
 from __future__ import annotations
 
 from typing import Optional
@@ -70,3 +71,32 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"New password for {account.name}: {password_used}")
         else:
             typer.echo(f"Changed the password of {account.name}.")
+
+    @user_app.command("token")
+    def token(
+        name: str = typer.Argument(..., help="The account's name."),
+        admin_scope: bool = typer.Option(False, "--admin-scope", help="Admin scope (admins only): the token may "
+                                         "also call admin endpoints; without it, the token only reads."),
+        label: str = typer.Option("command line", "--label", help="What the token is for, as the profile page lists it."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+    ) -> None:
+        """Make a personal API token for the account and print it (once: only its hash is stored)."""
+        from sqlalchemy import select
+
+        from backend.app.tokens import create_token
+        from backend.app.errors import TaskError
+        from backend.config import Settings
+        from backend.db.models import Annotator
+
+        settings = Settings(database_url=db) if db else Settings()
+        with open_sessions(settings.database_url)() as session:
+            account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
+            if account is None:
+                raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
+            try:
+                row, secret = create_token(session, account, label, "admin" if admin_scope else "read")
+            except TaskError as error:
+                raise typer.BadParameter(error.message, param_hint="--admin-scope or --label") from None
+        typer.echo(f"New {row.scope}-scope token for {account.name} (shown once; send it as "
+                   f"'Authorization: Bearer TOKEN'):")
+        typer.echo(secret)

@@ -1,4 +1,5 @@
-"""The export API (admins): detectors and Table 1 of a run, as CSV or JSON."""
+"""The export API (admins): detectors, Table 1, the raw annotations and the sound judgements of a run,
+as CSV or JSON."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import admin_user, get_db
 from backend.app.errors import TaskError
+from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
 from backend.app.results import RunReport, detector_records, detectors_csv, run_report, table1_record
 from backend.db.models import Run
 
@@ -34,6 +36,30 @@ class Detector(BaseModel):
     annotators: int
     agreement: float | None
     characteristic: bool
+
+
+class AnnotationRecord(BaseModel):
+    unit: int
+    layer: str
+    index_in_layer: int
+    annotator: str
+    answer: str                  # yes, no or texture
+    category: str | None         # the object named, for a yes
+    marked_ranks: list[int]      # the images marked as showing it: 0-based ranks among the unit's top images
+    marked_image_ids: list[int]  # ... and their ids (/images/{id})
+    created_at: str              # ISO 8601, UTC
+
+
+class JudgementRecord(BaseModel):
+    unit: int
+    layer: str
+    index_in_layer: int
+    image: int                   # the top image whose clip was judged (/clips/{id})
+    rank: int
+    frame: int
+    annotator: str
+    audible: str                 # yes, no or unsure
+    created_at: str
 
 
 class Table1Row(BaseModel):
@@ -87,3 +113,42 @@ def detectors_csv_export(run_id: int, db: Session = Depends(get_db)):
 def table1_json(run_id: int, db: Session = Depends(get_db)):
     """The paper's Table 1 for the run, with the counts behind its two rates."""
     return table1_record(_report(db, run_id))
+
+
+def _run(db: Session, run_id: int) -> Run:
+    run = db.get(Run, run_id)
+    if run is None:
+        raise TaskError(f"There is no run {run_id}.", 404)
+    return run
+
+
+def _csv(text: str, name: str) -> PlainTextResponse:
+    return PlainTextResponse(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/runs/{run_id}/annotations.json", response_model=list[AnnotationRecord])
+def annotations_json(run_id: int, db: Session = Depends(get_db)):
+    """The raw annotations: one record per annotator and unit (answer, category, marked images, time)."""
+    return annotation_records(db, _run(db, run_id))
+
+
+@router.get("/runs/{run_id}/annotations.csv", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def annotations_csv(run_id: int, db: Session = Depends(get_db)):
+    """The raw annotations as CSV (marked images ';'-separated)."""
+    return _csv(records_csv(annotation_records(db, _run(db, run_id)), FIELDS["annotations"]),
+                f"run{run_id}_annotations.csv")
+
+
+@router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord])
+def judgements_json(run_id: int, db: Session = Depends(get_db)):
+    """The sound judgements: one record per annotator and clip of a detector's top image."""
+    return judgement_records(db, _run(db, run_id))
+
+
+@router.get("/runs/{run_id}/judgements.csv", response_class=PlainTextResponse,
+            responses={200: {"content": {"text/csv": {}}}})
+def judgements_csv(run_id: int, db: Session = Depends(get_db)):
+    """The sound judgements as CSV."""
+    return _csv(records_csv(judgement_records(db, _run(db, run_id)), FIELDS["judgements"]),
+                f"run{run_id}_judgements.csv")

@@ -1,0 +1,231 @@
+"""Exploring a run's units, for every account: a page per unit (top images and clips, human verdict,
+automatic labels, neighbours), the units browser's filters and sorting, and the read-only records the
+JSON API returns for runs, layers, units, sound clusters and frames."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, defer, joinedload
+
+from annotation.aggregate import UnitVerdict
+from backend.app.errors import TaskError
+from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
+from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, Video
+from model.settings import ANNOTATION
+
+SORTS = ("unit", "label", "precision", "auto_precision", "iou", "agreement")
+
+
+def get_run(db: Session, run_id: int) -> Run:
+    run = db.get(Run, run_id)
+    if run is None:
+        raise TaskError(f"There is no run {run_id}.", 404)
+    return run
+
+
+# --- The units browser
+
+@dataclass(frozen=True)
+class UnitSummary:
+    """One unit as the browser and the API's unit list show it."""
+
+    id: int
+    layer: str
+    index: int
+    complete: bool                  # all its annotators have answered (or an admin settled it)
+    answer: str | None              # the annotators' verdict: yes, no, texture; None before it is complete or on a tie
+    label: str | None               # the human label: the category, when the unit is a detector
+    precision: float | None         # the human verdict's share of top images showing the category
+    agreement: float | None
+    auto_category: str | None
+    auto_precision: float | None
+    auto_iou: float | None
+    characteristic: bool            # the human label (else the automatic one) has a characteristic sound
+    top_image_ids: tuple[int, ...]
+
+
+def unit_summaries(report: RunReport) -> list[UnitSummary]:
+    """Every unit of the report, in layer and index order."""
+    summaries = []
+    for row in report.units:
+        verdict = row.verdict
+        label = verdict.category if verdict is not None and verdict.is_detector else None
+        summaries.append(UnitSummary(
+            id=row.unit_id, layer=row.layer, index=row.index, complete=verdict is not None,
+            answer=verdict.answer if verdict else None, label=label,
+            precision=verdict.precision if verdict else None, agreement=verdict.agreement if verdict else None,
+            auto_category=row.auto_category, auto_precision=row.auto_precision, auto_iou=row.auto_iou,
+            characteristic=report.characteristic.get(label or row.auto_category or "", False),
+            top_image_ids=row.top_image_ids))
+    return summaries
+
+
+@dataclass(frozen=True)
+class UnitFilters:
+    """The units browser's query: every filter left empty keeps all units."""
+
+    label: str = ""                     # part of the human or the automatic label, any case
+    min_precision: float | None = None  # of the human verdict
+    min_iou: float | None = None        # of the automatic label
+    min_agreement: float | None = None
+    characteristic: bool | None = None  # True: only characteristic-sound labels; False: only the others
+    layer: str = ""
+    sort: str = "unit"                  # one of SORTS; labels sort A-Z, numbers highest first
+    detectors_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.sort not in SORTS:
+            raise TaskError(f"Sort by one of {', '.join(SORTS)}, not {self.sort[:30]!r}.")
+
+
+def _at_least(value: float | None, bound: float | None) -> bool:
+    return bound is None or (value is not None and value >= bound)
+
+
+def browse_units(units: Sequence[UnitSummary], filters: UnitFilters) -> list[UnitSummary]:
+    """The units that pass `filters`, sorted as they ask (units without the sorted value last)."""
+    needle = filters.label.strip().lower()
+    kept = [u for u in units
+            if (not needle or needle in (u.label or "").lower() or needle in (u.auto_category or "").lower())
+            and _at_least(u.precision, filters.min_precision) and _at_least(u.auto_iou, filters.min_iou)
+            and _at_least(u.agreement, filters.min_agreement)
+            and (filters.characteristic is None or u.characteristic == filters.characteristic)
+            and (not filters.layer or u.layer == filters.layer) and (not filters.detectors_only or u.label)]
+    if filters.sort == "unit":
+        return sorted(kept, key=lambda u: (u.layer, u.index))
+    if filters.sort == "label":
+        return sorted(kept, key=lambda u: ((u.label or u.auto_category) is None, u.label or u.auto_category or "",
+                                           u.layer, u.index))
+    value = {"precision": lambda u: u.precision, "auto_precision": lambda u: u.auto_precision,
+             "iou": lambda u: u.auto_iou, "agreement": lambda u: u.agreement}[filters.sort]
+    return sorted(kept, key=lambda u: (value(u) is None, -(value(u) or 0.0), u.layer, u.index))
+
+
+# --- One unit
+
+@dataclass(frozen=True)
+class UnitPage:
+    run: Run
+    layer: Layer
+    unit: Unit
+    images: list[UnitImage]            # best first, their frames loaded (the JPEG bytes are not)
+    verdict: UnitVerdict | None        # None until the unit has all its annotators (or a settlement)
+    characteristic: dict[str, bool]
+    previous: int | None               # the neighbouring units' indices in the layer
+    next: int | None
+
+
+def unit_page(db: Session, run_id: int, layer_name: str, index: int) -> UnitPage:
+    run = get_run(db, run_id)
+    layer = db.scalar(select(Layer).where(Layer.run_id == run_id, Layer.name == layer_name))
+    if layer is None:
+        raise TaskError(f"Run {run.name} has no layer {layer_name[:100]!r}.", 404)
+    unit = db.scalar(select(Unit).options(joinedload(Unit.auto_category), joinedload(Unit.auto_netdissect_category))
+                     .where(Unit.layer_id == layer.id, Unit.index == index))
+    if unit is None:
+        raise TaskError(f"Layer {layer.name} of run {run.name} has no unit {index}.", 404)
+    # Pages link the pictures (/images/{id}): loading the JPEG blobs here would waste the time.
+    images = list(db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg), joinedload(UnitImage.frame))
+                             .where(UnitImage.unit_id == unit.id).order_by(UnitImage.rank)))
+    answers, settlements = unit_answers(db, [unit.id]), unit_settlements(db, [unit.id])
+    verdict = _verdict(unit.id, answers.get(unit.id, ()), settlements.get(unit.id), len(images), ANNOTATION)
+    previous = db.scalar(select(func.max(Unit.index)).where(Unit.layer_id == layer.id, Unit.index < index))
+    following = db.scalar(select(func.min(Unit.index)).where(Unit.layer_id == layer.id, Unit.index > index))
+    return UnitPage(run, layer, unit, images, verdict, characteristic_flags(db), previous, following)
+
+
+# --- Records for the JSON API
+
+def page_of(items: list, offset: int, limit: int) -> dict:
+    return {"total": len(items), "offset": offset, "limit": limit, "items": items[offset:offset + limit]}
+
+
+def run_records(db: Session) -> list[dict]:
+    layers = dict(db.execute(select(Layer.run_id, func.count()).group_by(Layer.run_id)).all())
+    return [{"id": r.id, "name": r.name, "model_kind": r.model_kind, "labels_kind": r.labels_kind,
+             "layers": layers.get(r.id, 0), "created_at": r.created_at.isoformat()}
+            for r in db.scalars(select(Run).order_by(Run.id))]
+
+
+def layer_records(db: Session, run_id: int) -> list[dict]:
+    get_run(db, run_id)
+    return [{"name": layer.name, "num_units": layer.num_units, "input_size": layer.input_size,
+             "rf_size": layer.rf_size, "rf_radius": layer.rf_radius}
+            for layer in db.scalars(select(Layer).where(Layer.run_id == run_id).order_by(Layer.name))]
+
+
+def image_record(image: UnitImage) -> dict:
+    return {"id": image.id, "rank": image.rank, "activation": image.activation, "frame": image.frame_id,
+            "url": f"/images/{image.id}", "clip_url": f"/clips/{image.id}" if image.frame.clip_path else None}
+
+
+def unit_record(page: UnitPage) -> dict:
+    """One unit: its top images' URLs, its human verdict (once complete) and automatic labels, its neighbours."""
+    unit, v = page.unit, page.verdict
+    return {
+        "id": unit.id, "run": page.run.id, "layer": page.layer.name, "index": unit.index,
+        "images": [image_record(image) for image in page.images],
+        "verdict": None if v is None else {
+            "answer": v.answer, "category": v.category, "is_detector": v.is_detector,
+            "precision": round(v.precision, 4), "agreement": None if v.agreement is None else round(v.agreement, 4),
+            "annotators": len(v.annotators), "settled": v.settled,
+            "characteristic": page.characteristic.get(v.category or "", False),
+            "image_contains": list(v.image_contains)},
+        "automatic": {"category": unit.auto_category.name if unit.auto_category else None,
+                      "precision": unit.auto_precision, "iou": unit.auto_iou,
+                      "netdissect_category": (unit.auto_netdissect_category.name
+                                              if unit.auto_netdissect_category else None),
+                      "netdissect_iou": unit.auto_netdissect_iou},
+        "previous": page.previous, "next": page.next}
+
+
+def summary_record(run_id: int, u: UnitSummary) -> dict:
+    return {"id": u.id, "layer": u.layer, "index": u.index, "complete": u.complete, "answer": u.answer,
+            "label": u.label, "precision": u.precision, "agreement": u.agreement, "auto_category": u.auto_category,
+            "auto_precision": u.auto_precision, "auto_iou": u.auto_iou, "characteristic": u.characteristic,
+            "url": f"/api/v1/runs/{run_id}/units/{u.layer}/{u.index}",
+            "top_image_urls": [f"/images/{i}" for i in u.top_image_ids]}
+
+
+def _vector(data: bytes | None) -> list[float] | None:
+    return None if data is None else np.frombuffer(data, np.float32).astype(float).tolist()
+
+
+def cluster_records(db: Session, run_id: int) -> list[dict]:
+    """The run's sound clusters (or code bits): size, centroid texture (502 statistics), true sources."""
+    get_run(db, run_id)
+    return [{"index": c.index, "name": c.name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
+             "contrast": _vector(c.contrast), "sources": dict(c.sources),
+             "closest_frame_ids": list(c.closest_frame_ids),
+             "members_url": f"/api/v1/runs/{run_id}/clusters/{c.index}/members"}
+            for c in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id).order_by(SoundCluster.index))]
+
+
+def cluster_members(db: Session, run_id: int, index: int, offset: int, limit: int) -> dict:
+    """A page of the frames in one cluster (or with one code bit on), by frame id."""
+    cluster_id = db.scalar(select(SoundCluster.id).where(SoundCluster.run_id == run_id, SoundCluster.index == index))
+    if cluster_id is None:
+        raise TaskError(f"Run {get_run(db, run_id).name} has no sound cluster {index}.", 404)
+    members = select(SoundClusterMember.frame_id).where(SoundClusterMember.cluster_id == cluster_id)
+    total = db.scalar(select(func.count()).select_from(members.subquery()))
+    frames = db.scalars(select(Frame).where(Frame.id.in_(members)).order_by(Frame.id).offset(offset).limit(limit))
+    return {"total": total, "offset": offset, "limit": limit, "items": [frame_summary(f) for f in frames]}
+
+
+def frame_summary(frame: Frame) -> dict:
+    return {"id": frame.id, "url": f"/api/v1/frames/{frame.id}", "image_url": f"/frames/{frame.id}/image",
+            "clip_url": f"/frames/{frame.id}/clip" if frame.clip_path else None}
+
+
+def frame_record(db: Session, frame_id: int) -> dict:
+    """A frame: where it comes from, its split, its image and clip, and its clip's sound texture."""
+    row = db.execute(select(Frame, Video.key).outerjoin(Video, Frame.video_id == Video.id)
+                     .where(Frame.id == frame_id)).one_or_none()
+    if row is None:
+        raise TaskError(f"There is no frame {frame_id}.", 404)
+    frame, video = row
+    return {**frame_summary(frame), "dataset": frame.dataset_id, "video": video, "frame_index": frame.frame_index,
+            "time": frame.time, "split": frame.split, "silent": frame.silent, "texture": _vector(frame.texture)}

@@ -1,0 +1,86 @@
+"""A run's raw annotations and sound judgements as records (one per annotator and unit, one per annotator
+and clip), and any records as CSV: the exports of the results page, the API and `ambient export`.
+
+The per-unit verdicts (the detectors) come from backend/app/results.py's `detector_records`."""
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.results import detector_records, run_report
+from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
+                               UnitImage)
+
+EXPORTS = ("annotations", "judgements", "detectors")
+ANNOTATION_FIELDS = ["unit", "layer", "index_in_layer", "annotator", "answer", "category", "marked_ranks",
+                     "marked_image_ids", "created_at"]
+JUDGEMENT_FIELDS = ["unit", "layer", "index_in_layer", "image", "rank", "frame", "annotator", "audible",
+                    "created_at"]
+DETECTOR_FIELDS = ["unit", "layer", "index_in_layer", "category", "precision", "annotators", "agreement",
+                   "characteristic"]
+FIELDS = {"annotations": ANNOTATION_FIELDS, "judgements": JUDGEMENT_FIELDS, "detectors": DETECTOR_FIELDS}
+
+
+def _iso(moment: datetime) -> str:
+    # SQLite hands DateTime(timezone=True) back without its zone; every stored time is UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def annotation_records(db: Session, run: Run) -> list[dict]:
+    """Every annotator's answer for every unit of `run`, oldest first: the answer, the category named
+    (for a yes), the images marked (0-based ranks and image ids) and when."""
+    marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for annotation_id, rank, image_id in db.execute(
+            select(ImageMark.annotation_id, UnitImage.rank, UnitImage.id)
+            .join(UnitImage, ImageMark.unit_image_id == UnitImage.id).join(Unit, UnitImage.unit_id == Unit.id)
+            .join(Layer, Unit.layer_id == Layer.id).where(Layer.run_id == run.id).order_by(UnitImage.rank)):
+        marks[annotation_id].append((rank, image_id))
+    rows = db.execute(select(Annotation.id, Unit.id, Layer.name, Unit.index, Annotator.name, Annotation.answer,
+                             Category.name, Annotation.created_at)
+                      .join(Unit, Annotation.unit_id == Unit.id).join(Layer, Unit.layer_id == Layer.id)
+                      .join(Annotator, Annotation.annotator_id == Annotator.id)
+                      .outerjoin(Category, Annotation.category_id == Category.id)
+                      .where(Layer.run_id == run.id).order_by(Annotation.created_at, Annotation.id))
+    return [{"unit": unit_id, "layer": layer, "index_in_layer": index, "annotator": annotator, "answer": answer,
+             "category": category, "marked_ranks": [rank for rank, _ in marks[annotation_id]],
+             "marked_image_ids": [image for _, image in marks[annotation_id]], "created_at": _iso(created)}
+            for annotation_id, unit_id, layer, index, annotator, answer, category, created in rows]
+
+
+def judgement_records(db: Session, run: Run) -> list[dict]:
+    """Every sound judgement of `run`'s clips, oldest first: which image (and frame), who, audible or not."""
+    rows = db.execute(select(Unit.id, Layer.name, Unit.index, UnitImage.id, UnitImage.rank, UnitImage.frame_id,
+                             Annotator.name, SoundJudgement.audible, SoundJudgement.created_at)
+                      .join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
+                      .join(Unit, UnitImage.unit_id == Unit.id).join(Layer, Unit.layer_id == Layer.id)
+                      .join(Annotator, SoundJudgement.annotator_id == Annotator.id)
+                      .where(Layer.run_id == run.id).order_by(SoundJudgement.created_at, SoundJudgement.id))
+    return [{"unit": unit_id, "layer": layer, "index_in_layer": index, "image": image, "rank": rank,
+             "frame": frame, "annotator": annotator, "audible": audible, "created_at": _iso(created)}
+            for unit_id, layer, index, image, rank, frame, annotator, audible, created in rows]
+
+
+def export_records(db: Session, run: Run, what: str) -> list[dict]:
+    """The records of one export (`EXPORTS`) of `run`."""
+    if what == "annotations":
+        return annotation_records(db, run)
+    if what == "judgements":
+        return judgement_records(db, run)
+    if what == "detectors":
+        return detector_records(run_report(db, run))
+    raise ValueError(f"{what!r}: choose one of {', '.join(EXPORTS)}")
+
+
+def records_csv(records: list[dict], fields: list[str]) -> str:
+    """CSV with a header row; a list (marked images) is one cell of ';'-separated values, None an empty cell."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else v for k, v in record.items()})
+    return out.getvalue()

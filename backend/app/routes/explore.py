@@ -1,0 +1,221 @@
+"""Exploring runs, for every account: the runs index, each run's units browser, a page per unit, and the
+read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.app.deps import current_user, get_db, render
+from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
+                                 get_run, layer_records, page_of, run_records, summary_record, unit_page, unit_record,
+                                 unit_summaries)
+from backend.app.results import run_report
+from backend.db.models import Annotator, Layer, Run
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["explore"], dependencies=[Depends(current_user)])
+Item = TypeVar("Item")
+MAX_PAGE = 500
+
+
+class Page(BaseModel, Generic[Item]):
+    total: int       # items in all pages
+    offset: int
+    limit: int
+    items: list[Item]
+
+
+class RunOut(BaseModel):
+    id: int
+    name: str
+    model_kind: str
+    labels_kind: str | None
+    layers: int
+    created_at: str
+
+
+class LayerOut(BaseModel):
+    name: str
+    num_units: int
+    input_size: int
+    rf_size: float
+    rf_radius: float
+
+
+class UnitSummaryOut(BaseModel):
+    id: int
+    layer: str
+    index: int
+    complete: bool
+    answer: str | None
+    label: str | None
+    precision: float | None
+    agreement: float | None
+    auto_category: str | None
+    auto_precision: float | None
+    auto_iou: float | None
+    characteristic: bool
+    url: str
+    top_image_urls: list[str]
+
+
+class ImageOut(BaseModel):
+    id: int
+    rank: int
+    activation: float
+    frame: int
+    url: str
+    clip_url: str | None
+
+
+class VerdictOut(BaseModel):
+    answer: str | None
+    category: str | None
+    is_detector: bool
+    precision: float
+    agreement: float | None
+    annotators: int
+    settled: bool
+    characteristic: bool
+    image_contains: list[bool]
+
+
+class AutomaticOut(BaseModel):
+    category: str | None
+    precision: float | None
+    iou: float | None
+    netdissect_category: str | None
+    netdissect_iou: float | None
+
+
+class UnitOut(BaseModel):
+    id: int
+    run: int
+    layer: str
+    index: int
+    images: list[ImageOut]
+    verdict: VerdictOut | None
+    automatic: AutomaticOut
+    previous: int | None
+    next: int | None
+
+
+class ClusterOut(BaseModel):
+    index: int
+    name: str
+    size: int
+    share: float
+    texture: list[float]             # the centroid's (or the bit-on frames' mean) 502 texture statistics
+    contrast: list[float] | None     # binary codes: the mean texture with the bit off
+    sources: dict[str, int]
+    closest_frame_ids: list[int]
+    members_url: str
+
+
+class FrameSummaryOut(BaseModel):
+    id: int
+    url: str
+    image_url: str
+    clip_url: str | None
+
+
+class FrameOut(FrameSummaryOut):
+    dataset: int
+    video: str | None
+    frame_index: int
+    time: float
+    split: str
+    silent: bool
+    texture: list[float] | None
+
+
+def unit_filters(label: str = Query("", max_length=200), min_precision: float | None = Query(None, ge=0, le=1),
+                 min_iou: float | None = Query(None, ge=0, le=1), min_agreement: float | None = Query(None, ge=0, le=1),
+                 characteristic: bool | None = None, layer: str = Query("", max_length=200),
+                 sort: str = Query("unit", max_length=30, description=f"one of {', '.join(SORTS)}"),
+                 detectors_only: bool = False) -> UnitFilters:
+    return UnitFilters(label, min_precision, min_iou, min_agreement, characteristic, layer, sort, detectors_only)
+
+
+def _offset(offset: int = Query(0, ge=0, le=10**9)) -> int:
+    return offset
+
+
+def _limit(limit: int = Query(100, ge=1, le=MAX_PAGE)) -> int:
+    return limit
+
+
+# --- Pages
+
+@pages.get("/runs")
+def runs_page(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    return render(request, "runs.html", user=user, runs=run_records(db))
+
+
+@pages.get("/runs/{run_id}/units")
+def units_browser(run_id: int, request: Request, filters: UnitFilters = Depends(unit_filters),
+                  user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    run = get_run(db, run_id)
+    units = unit_summaries(run_report(db, run))
+    layers = db.scalars(select(Layer.name).where(Layer.run_id == run_id).order_by(Layer.name)).all()
+    return render(request, "units_browser.html", user=user, run=run, units=browse_units(units, filters),
+                  total=len(units), filters=filters, sorts=SORTS, layers=layers)
+
+
+@pages.get("/runs/{run_id}/units/{layer}/{index}")
+def unit_view(run_id: int, layer: str, index: int, request: Request, user: Annotator = Depends(current_user),
+              db: Session = Depends(get_db)):
+    return render(request, "unit_view.html", user=user, page=unit_page(db, run_id, layer, index))
+
+
+# --- The JSON API
+
+@api.get("/runs", response_model=Page[RunOut])
+def api_runs(offset: int = Depends(_offset), limit: int = Depends(_limit), db: Session = Depends(get_db)):
+    """Every run: its network, its labels, how many layers have units."""
+    return page_of(run_records(db), offset, limit)
+
+
+@api.get("/runs/{run_id}/layers", response_model=Page[LayerOut])
+def api_layers(run_id: int, offset: int = Depends(_offset), limit: int = Depends(_limit),
+               db: Session = Depends(get_db)):
+    """The run's layers with units: how many, the input size and the receptive field the masks use."""
+    return page_of(layer_records(db, run_id), offset, limit)
+
+
+@api.get("/runs/{run_id}/units", response_model=Page[UnitSummaryOut])
+def api_units(run_id: int, filters: UnitFilters = Depends(unit_filters), offset: int = Depends(_offset),
+              limit: int = Depends(_limit), db: Session = Depends(get_db)):
+    """The run's units, filtered and sorted as the units browser does: labels, precision, IoU, agreement."""
+    units = browse_units(unit_summaries(run_report(db, get_run(db, run_id))), filters)
+    return page_of([summary_record(run_id, u) for u in units], offset, limit)
+
+
+@api.get("/runs/{run_id}/units/{layer}/{index}", response_model=UnitOut)
+def api_unit(run_id: int, layer: str, index: int, db: Session = Depends(get_db)):
+    """One unit: its top images' and clips' URLs, human verdict (once complete), automatic labels, neighbours."""
+    return unit_record(unit_page(db, run_id, layer, index))
+
+
+@api.get("/runs/{run_id}/clusters", response_model=Page[ClusterOut])
+def api_clusters(run_id: int, offset: int = Depends(_offset), limit: int = Depends(_limit),
+                 db: Session = Depends(get_db)):
+    """The run's sound clusters (or code bits) with their centroid texture statistics."""
+    return page_of(cluster_records(db, run_id), offset, limit)
+
+
+@api.get("/runs/{run_id}/clusters/{index}/members", response_model=Page[FrameSummaryOut])
+def api_cluster_members(run_id: int, index: int, offset: int = Depends(_offset), limit: int = Depends(_limit),
+                        db: Session = Depends(get_db)):
+    """The frames of one sound cluster (or with one code bit on)."""
+    return cluster_members(db, run_id, index, offset, limit)
+
+
+@api.get("/frames/{frame_id}", response_model=FrameOut)
+def api_frame(frame_id: int, db: Session = Depends(get_db)):
+    """One frame: its video, time, split, image and clip URLs, and its clip's 502 texture statistics."""
+    return frame_record(db, frame_id)
