@@ -1,0 +1,140 @@
+"""Personal API tokens: made on the profile page or with `ambient user token`, shown once, stored hashed,
+revocable; read scope only reads, admin scope (admins only) reaches the admin endpoints; a token request
+needs no CSRF token, a cookie request still does."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from app_helpers import login
+from backend.app import create_app
+from backend.cli import app as cli
+from backend.config import Settings
+from backend.db.models import ApiToken, Category
+from backend.db.session import session_factory, upgrade_db
+
+
+@pytest.fixture()
+def app(app_url):
+    return create_app(Settings(database_url=app_url))
+
+
+def make_token(app, name: str, scope: str = "read") -> str:
+    """A token made on `name`'s profile page (as the page shows it, once)."""
+    with TestClient(app) as client:
+        csrf = login(client, name)
+        page = client.post("/profile/tokens", data={"name": f"{scope} script", "scope": scope, "csrf_token": csrf})
+        assert page.status_code == 200, page.text
+        return re.search(r'id="token-value">([^<]+)<', page.text).group(1)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_token_is_shown_once_and_stored_only_as_its_hash(app, app_url):
+    token = make_token(app, "ann")
+    with session_factory(upgrade_db(app_url))() as db:
+        rows = db.scalars(select(ApiToken)).all()
+    assert [(r.scope, r.token_hash) for r in rows] == [("read", hashlib.sha256(token.encode()).hexdigest())]
+    with TestClient(app) as client:
+        login(client, "ann")
+        page = client.get("/profile").text
+        assert "read script" in page and token not in page          # listed, never shown again
+    with TestClient(app) as client:                               # a fresh client: no cookie at all
+        response = client.get("/api/v1/runs", headers=bearer(token))
+        assert response.status_code == 200 and response.json()["items"][0]["name"] == "run-a"
+    with session_factory(upgrade_db(app_url))() as db:
+        assert db.scalar(select(ApiToken.last_used_at)) is not None
+
+
+def test_unknown_and_revoked_tokens_are_refused(app):
+    token = make_token(app, "ann")
+    with TestClient(app) as client:
+        assert client.get("/api/v1/runs", headers=bearer(token + "x")).status_code == 401
+        assert client.get("/api/v1/runs", headers=bearer("not-a-token")).status_code == 401
+        csrf = login(client, "ann")
+        token_id = int(re.search(r'id="token-(\d+)"', client.get("/profile").text).group(1))
+        assert client.post(f"/profile/tokens/{token_id}/revoke", data={}).status_code == 403    # cookie: CSRF needed
+        assert client.post(f"/profile/tokens/{token_id}/revoke", data={"csrf_token": csrf},
+                           follow_redirects=False).status_code == 303
+    with TestClient(app) as client:
+        response = client.get("/api/v1/runs", headers=bearer(token))
+        assert response.status_code == 401 and "revoked" in response.json()["detail"]
+
+
+def test_one_cannot_revoke_another_accounts_token(app):
+    make_token(app, "boss")
+    with TestClient(app) as client:
+        csrf = login(client, "ann")
+        assert client.post("/profile/tokens/1/revoke", data={"csrf_token": csrf}).status_code == 404
+    with TestClient(app) as client:
+        login(client, "boss")
+        assert 'id="token-1"' in client.get("/profile").text
+
+
+def test_an_annotators_token_cannot_call_admin_endpoints(app):
+    token = make_token(app, "ann")
+    with TestClient(app) as client:
+        for path in ("/api/runs", "/api/runs/1/detectors.json", "/api/runs/1/annotations.json", "/results"):
+            assert client.get(path, headers=bearer(token)).status_code == 403, path
+        assert client.get("/api/v1/runs/1/units", headers=bearer(token)).status_code == 200
+        csrf = login(client, "ann")
+        refused = client.post("/profile/tokens", data={"name": "x", "scope": "admin", "csrf_token": csrf})
+        assert refused.status_code == 403 and "not an admin" in refused.text
+
+
+def test_read_scope_reads_only_and_admin_scope_reaches_admin_endpoints(app, app_url):
+    read, admin = make_token(app, "boss", "read"), make_token(app, "boss", "admin")
+    with session_factory(upgrade_db(app_url))() as db:
+        dog = db.scalar(select(Category.id).where(Category.name == "dog"))
+    with TestClient(app) as client:
+        assert client.get("/api/v1/runs", headers=bearer(read)).status_code == 200
+        assert client.get("/api/runs/1/detectors.json", headers=bearer(read)).status_code == 403
+        assert client.get("/api/runs/1/detectors.json", headers=bearer(admin)).status_code == 200
+        change = f"/admin/categories/{dog}/characteristic"
+        # No CSRF token with either: a token request carries no cookie, so none is needed, but read scope cannot write.
+        assert client.post(change, data={"characteristic": "false"}, headers=bearer(read)).status_code == 403
+        assert client.post(change, data={"characteristic": "false"}, headers=bearer(admin),
+                           follow_redirects=False).status_code == 303
+    with session_factory(upgrade_db(app_url))() as db:
+        assert db.scalar(select(Category.characteristic_sound).where(Category.id == dog)) is False
+
+
+def test_a_token_request_is_the_tokens_account_whatever_cookie_comes_with_it(app):
+    token = make_token(app, "ann")
+    with TestClient(app) as client:
+        csrf = login(client, "boss")                       # an admin's cookie ...
+        assert client.get("/api/runs").status_code == 200
+        assert client.get("/api/runs", headers=bearer(token)).status_code == 403     # ... does not lift ann's token
+        assert client.get("/api/runs", headers=bearer("amb_unknown")).status_code == 401  # nor a bad one's
+        # and a cookie request still needs its CSRF token
+        assert client.post("/admin/categories/1/characteristic", data={"characteristic": "true"}).status_code == 403
+        assert client.post("/admin/categories/1/characteristic", data={"characteristic": "true", "csrf_token": csrf},
+                           follow_redirects=False).status_code == 303
+
+
+def test_user_token_command(app, app_url):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["user", "token", "boss", "--admin-scope", "--db", app_url])
+    assert result.exit_code == 0, result.output
+    assert "admin-scope token for boss" in result.output
+    token = result.output.strip().splitlines()[-1]
+    result = runner.invoke(cli, ["user", "token", "ann", "--db", app_url])
+    assert result.exit_code == 0 and "read-scope token for ann" in result.output
+    ann_token = result.output.strip().splitlines()[-1]
+    with TestClient(app) as client:
+        assert client.get("/api/runs/1/table1.json", headers=bearer(token)).status_code == 200
+        assert client.get("/api/runs/1/table1.json", headers=bearer(ann_token)).status_code == 403
+        assert client.get("/api/v1/runs/1/layers", headers=bearer(ann_token)).json()["items"][0]["name"] == "conv5"
+    for args, message in ((["user", "token", "ann", "--admin-scope"], "not an admin"),
+                          (["user", "token", "nobody"], "no account called 'nobody'")):
+        result = runner.invoke(cli, [*args, "--db", app_url])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    with session_factory(upgrade_db(app_url))() as db:
+        assert sorted(db.scalars(select(ApiToken.scope))) == ["admin", "read"]     # the refused one was not stored
