@@ -5,7 +5,7 @@ with the pool.
 
     .venv/bin/python benchmarks/bench_dissect.py [--images 10000] [--small 2500] [--repeats 3]
 
-Each measurement runs in a child process (its peak RSS is its own). The network is a random
+Each stage of each measurement runs in a child process (its peak RSS is its own). The network is a random
 CaffeNet-BN of the "tiny" training preset (80 px frames, 67 px crops, 256 conv5 units): the point is
 the pipeline's cost per image and its memory, not a network's quality.
 """
@@ -73,36 +73,47 @@ def make_run(run_dir: Path) -> None:
     torch.save({"model": info.build_model().state_dict(), "run": asdict(info), "step": 0}, run_dir / FINAL_MODEL)
 
 
-def child(root: Path, count: int) -> dict:
-    """One measurement: units then dissect over the first ``count`` images (a pool folder of its own)."""
+def child(root: Path, count: int, stage: str) -> dict:
+    """One stage ("units" or "dissect") over the first ``count`` images (a pool folder of its own)."""
     from model.dissect import dissect_masks
     from model.settings import UNITS
     from model.units import extract_units
 
+    imported_mb = _peak_mb()          # torch, torchvision and the pipeline, before any work
     pool = root / f"pool_{count}"
     images, masks = pool / "images", root / "all" / "masks"
-    if not images.exists():
-        images.mkdir(parents=True)
-        for path in sorted((root / "all" / "images").iterdir())[:count]:
-            os.symlink(path, images / path.name)
     run_dir = root / f"run_{count}"
-    make_run(run_dir)
     settings = replace(UNITS, workers=2)
     start = time.perf_counter()
-    extract_units(run_dir, images, settings, show_progress=False)
-    units_s = time.perf_counter() - start
-    start = time.perf_counter()
-    labels, scores = dissect_masks(run_dir, masks, root / "all" / "classes.csv", settings=settings, show_progress=False)
-    dissect_s = time.perf_counter() - start
-    return {"images": count, "units_s": units_s, "dissect_s": dissect_s, "with_masks": scores.images,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "netdissect_labelled": sum(label.netdissect_category is not None for label in labels)}
+    if stage == "units":
+        if not images.exists():
+            images.mkdir(parents=True)
+            for path in sorted((root / "all" / "images").iterdir())[:count]:
+                os.symlink(path, images / path.name)
+        make_run(run_dir)
+        extract_units(run_dir, images, settings, show_progress=False)
+        result = {}
+    else:
+        labels, scores = dissect_masks(run_dir, masks, root / "all" / "classes.csv", settings=settings,
+                                       show_progress=False)
+        result = {"with_masks": scores.images,
+                  "netdissect_labelled": sum(label.netdissect_category is not None for label in labels)}
+    return {**result, "images": count, f"{stage}_s": time.perf_counter() - start,
+            f"{stage}_peak_mb": _peak_mb(), "imported_mb": imported_mb}
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(root: Path, count: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(count), "--root", str(root)],
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """Both stages, each in a child process of its own."""
+    result = {}
+    for stage in ("units", "dissect"):
+        out = subprocess.run([sys.executable, __file__, "--child", str(count), "--stage", stage, "--root", str(root)],
+                             capture_output=True, text=True, check=True).stdout
+        result.update(json.loads(out.strip().splitlines()[-1]))
+    return result
 
 
 def main() -> None:
@@ -112,9 +123,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs of the small pool (the median is reported)")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--child", type=int, default=None)
+    parser.add_argument("--stage", choices=("units", "dissect"), default="units")
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(child(args.root, args.child)))
+        print(json.dumps(child(args.root, args.child, args.stage)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = args.root or Path(tmp)
@@ -126,25 +138,31 @@ def main() -> None:
         print(small, flush=True)
         large = measure(root, args.images)
         print(large, flush=True)
-    median = {key: statistics.median(run[key] for run in small) for key in ("units_s", "dissect_s", "peak_rss_mb")}
+    median = {key: statistics.median(run[key] for run in small)
+              for key in ("units_s", "dissect_s", "units_peak_mb", "dissect_peak_mb", "imported_mb")}
     rate = lambda run, key: run["images"] / run[key]    # noqa: E731
     body = f"""
 `benchmarks/bench_dissect.py`: a folder of {args.images:,} generated {SIZE[0]}x{SIZE[1]} JPEGs with label-map PNGs
 (4 classes), a random CaffeNet-BN of the "tiny" preset (80 px frames, 67 px crops, 256 conv5 units), on the
 CPU: `ambient units` (forward pass, top-60, streaming top-0.5% quantiles, 256 x 60 masked images) then
 `ambient dissect --masks` (second forward pass, upsampled maps against the masks of every image, top-image
-precision). Each run is a child process; peak RSS is the whole process's (torch included).
+precision). Each stage is a child process; peak RSS is the whole process's: importing torch,
+torchvision and the pipeline alone takes {median['imported_mb']:.0f} MB.
 
-| pool | units (s) | units (images/s) | dissect (s) | dissect (images/s) | peak RSS (MB) |
-|---|---|---|---|---|---|
-| {args.small:,} images (median of {args.repeats}) | {median['units_s']:.1f} | {args.small / median['units_s']:.0f} | {median['dissect_s']:.1f} | {args.small / median['dissect_s']:.0f} | {median['peak_rss_mb']:.0f} |
-| {args.images:,} images (one run) | {large['units_s']:.1f} | {rate(large, 'units_s'):.0f} | {large['dissect_s']:.1f} | {rate(large, 'dissect_s'):.0f} | {large['peak_rss_mb']:.0f} |
+| pool | units (s) | units (images/s) | units peak RSS (MB) | dissect (s) | dissect (images/s) | dissect peak RSS (MB) |
+|---|---|---|---|---|---|---|
+| {args.small:,} images (median of {args.repeats}) | {median['units_s']:.1f} | {args.small / median['units_s']:.0f} | {median['units_peak_mb']:.0f} | {median['dissect_s']:.1f} | {args.small / median['dissect_s']:.0f} | {median['dissect_peak_mb']:.0f} |
+| {args.images:,} images (one run) | {large['units_s']:.1f} | {rate(large, 'units_s'):.0f} | {large['units_peak_mb']:.0f} | {large['dissect_s']:.1f} | {rate(large, 'dissect_s'):.0f} | {large['dissect_peak_mb']:.0f} |
 
-Memory: {large['peak_rss_mb'] / median['peak_rss_mb']:.2f}x the small pool's peak for {args.images / args.small:.0f}x the
-images. What grows with the pool is only the list of its image paths; the quantile sketch is a fixed
-256 x {_buckets()} int64 counts per layer (relative error 0.5% on the threshold value, see
-`model.activations.RunningQuantile`), the IoU tally 256 x classes sums. {large['netdissect_labelled']} of 256 random
-units have a Network Dissection label (IoU > 0.04) on the {args.images:,}-image pool.
+For {args.images / args.small:.0f}x the images, `ambient dissect --masks` peaks at {large['dissect_peak_mb'] / median['dissect_peak_mb']:.2f}x
+the memory: its state is the quantile thresholds, the IoU tally (256 x classes sums) and the precision
+counts, whatever the pool; the quantile sketch during `ambient units` is a fixed 256 x {_buckets()} int64
+counts (relative error 0.5% on the threshold value, `model.activations.RunningQuantile`). `ambient units`
+peaks at {large['units_peak_mb'] / median['units_peak_mb']:.2f}x: it keeps the decoded crop of every distinct top image to mask
+(at most 256 units x 60 = 15,360 crops, so this stops growing once the pool is larger), as it did before
+still-image pools. {large['netdissect_labelled']} of 256 random units have a Network Dissection label
+(IoU > 0.04) on the {args.images:,}-image pool. The time is mostly the upsampled maps against the masks:
+256 maps of 67 x 67 pixels per image.
 
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other work
 (load average {load:.1f} at the start), torch {_torch_version()}; {date.today().isoformat()}. No GPU was available
