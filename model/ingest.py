@@ -77,7 +77,7 @@ def _cut_short(spans: StreamSpans) -> list[str]:
         promised, end = (own, span.end) if own is not None else (spans.promised_end, reached)
         if promised is not None and promised - end > MEDIA_LIMITS.max_short_of_header_s:
             lines.append(f"{kind} decodes to {span.end:.2f} s of the {promised:.2f} s its header promises "
-                         + (f"(corrupt data: {error})" if error else "(file cut short?)"))
+                         + (f"(corrupt or cut short from there: {error})" if error else "(file cut short?)"))
     return lines
 
 

@@ -56,9 +56,11 @@ def noise(seconds: float) -> np.ndarray:
     return (0.3 * np.random.default_rng(5).standard_normal(int(seconds * RATE))).astype(np.float32)
 
 
-GOOD = ["good.mp4", "good.webm", "naïve été #1.mp4", "avi_inside.mkv", "UPPER.MP4", "cut_half.webm"]
+GOOD = ["good.mp4", "good.webm", "naïve été #1.mp4", "avi_inside.mkv", "UPPER.MP4", "cut_half.webm",
+        "faststart_half.mp4"]
 # Files cut short that still hold a clip where both streams decode: ingested for that part, with a warning.
-WARNED = {"cut_half.webm": "file cut short"}
+WARNED = {"cut_half.webm": "s its header promises (file cut short?)",
+          "faststart_half.mp4": "s its header promises ("}
 
 
 def make_corpus(folder) -> dict[str, str]:
@@ -74,6 +76,9 @@ def make_corpus(folder) -> dict[str, str]:
         seed=8)
     whole = (folder / "cut_half.webm").read_bytes()           # its header still says 12 s; ~6 s decode
     (folder / "cut_half.webm").write_bytes(whole[: len(whole) // 2])
+    mux(folder / "faststart_half.mp4", seconds=16, options={"movflags": "faststart"}, seed=9)
+    whole = (folder / "faststart_half.mp4").read_bytes()      # its index lists 16 s; ~8 s decode
+    (folder / "faststart_half.mp4").write_bytes(whole[: len(whole) // 2])
     good = (folder / "good.mp4").read_bytes()
 
     broken = {}
