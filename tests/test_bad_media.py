@@ -117,6 +117,19 @@ def make_corpus(folder) -> dict[str, str]:
     write_audio_clip(noise(5), RATE, folder / "song.mp3")
     (folder / "song.mp3").rename(folder / "song_mp3.mp4")
     add("song_mp3.mp4", "no video stream")
+    with av.open(str(folder / "song_with_cover.m4a"), "w", format="mp4") as container:   # a song and its cover art
+        audio_stream = container.add_stream("aac", rate=RATE, layout="mono")
+        cover = container.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 128, np.uint8), format="rgb24")
+        samples = av.AudioFrame.from_ndarray(noise(5)[None], format="flt", layout="mono")
+        samples.sample_rate, samples.pts = RATE, 0
+        for packet in [*cover.encode(picture), *cover.encode(None), *audio_stream.encode(samples),
+                       *audio_stream.encode(None)]:
+            container.mux(packet)
+    (folder / "song_with_cover.m4a").rename(folder / "song_with_cover.mp4")
+    add("song_with_cover.mp4", "no video stream")
     write_audio_clip(noise(5), RATE, folder / "sound.wav")
     (folder / "sound.wav").rename(folder / "sound_wav.mov")
     add("sound_wav.mov", "no video stream")
