@@ -1,0 +1,66 @@
+"""The unit page in Debian's Chromium: an annotator opens a detector's page from the units browser, sees
+its images and verdict, plays a clip with its play button, and walks to the next unit; the page's
+script runs under the Content-Security-Policy with no console error."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
+from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium, wait_until
+from backend.db.models import Annotator
+from backend.db.session import session_factory, upgrade_db
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
+
+
+@pytest.fixture()
+def site(tmp_path):
+    """Unit 0 is a dog detector (three annotators marked 50 of its 60 images); unit 1 is not labelled yet."""
+    url = seed_run(tmp_path, n_units=2, n_images=60, image_size=96)
+    add_user(url, "ann")
+    first, _ = unit_ids(url)
+    with session_factory(upgrade_db(url))() as db:
+        for name in ("tom", "una", "val"):
+            add_user(url, name)
+            annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
+            submit_held(db, annotator, first, "yes", "dog", unit_images(url, first)[:50])
+    with running_server(url) as base:
+        yield base, first
+
+
+def test_unit_page_plays_clips_and_links_its_neighbours(site):
+    base, first = site
+    with chromium_page("--autoplay-policy=no-user-gesture-required") as page:
+        errors, failed = [], []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
+        log_in(page, base, "ann")
+        page.goto(f"{base}/runs/1/units?label=dog")
+        assert page.locator("#units tr[id^=unit-]").count() == 1
+        page.click(f"#unit-{first} a")
+        page.wait_for_url(f"{base}/runs/1/units/conv5/0")
+        assert "A dog detector" in page.inner_text("#verdict")
+        wait_until(page, "Array.from(document.querySelectorAll('#top-images img'))"
+                         ".every((img) => img.complete && img.naturalWidth > 0)")
+        assert page.locator("#top-images img").count() == 60
+        assert page.locator("#top-images li.contains").count() == 50     # the images the annotators marked
+
+        page.click("#top-images li:nth-child(3) button.play")
+        wait_until(page, "!document.querySelector('#top-images li:nth-child(3) audio').paused")
+        assert page.inner_text("#top-images li:nth-child(3) button.play") == "❚❚"
+        page.click("#top-images li:nth-child(5) button.play")            # one clip at a time
+        wait_until(page, "document.querySelector('#top-images li:nth-child(3) audio').paused")
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "unit_view.png"))
+
+        page.click("#next-unit")
+        page.wait_for_url(f"{base}/runs/1/units/conv5/1")
+        assert "Not complete yet" in page.inner_text("#verdict")
+        assert page.locator("#next-unit").count() == 0
+        page.click("#previous-unit")
+        page.wait_for_url(f"{base}/runs/1/units/conv5/0")
+        assert failed == []
+        # Chromium's own favicon request (the site has no icon) is not a page response; any other error,
+        # a CSP violation included, would be listed here.
+        assert [e for e in errors if not e.startswith("Failed to load resource")] == []
