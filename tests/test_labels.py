@@ -92,3 +92,9 @@ def test_make_labels_writes_every_kind(tmp_path, monkeypatch):
         make_labels(tmp_path, "colour")
     with pytest.raises(ValueError, match="cannot make 100 clusters"):
         make_labels(tmp_path, "cluster", k=100)
+
+
+def test_scene_labels_need_a_generated_world(tmp_path):
+    _write_dataset(tmp_path)          # no ingest report naming a world's videos folder
+    with pytest.raises(FileNotFoundError, match="scene labels need a generated world"):
+        make_labels(tmp_path, "scene")
