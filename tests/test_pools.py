@@ -68,7 +68,7 @@ def test_still_images_are_scaled_and_cropped_as_ingest_scales_video_frames(folde
     assert frames.shape == (12, 3, FRAME, FRAME) and frames.dtype == torch.uint8
     for record, frame in zip(records, frames):
         expected = resize_center_crop(Image.open(folder / record.image).convert("RGB"), FRAME)
-        assert torch.equal(frame.permute(1, 2, 0), torch.from_numpy(np.asarray(expected)))
+        assert torch.equal(frame.permute(1, 2, 0), torch.from_numpy(np.array(expected)))
 
 
 def test_units_of_an_image_folder_are_the_brute_force_top_images_and_publish_without_clips(folder, run, tmp_path):
