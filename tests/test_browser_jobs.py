@@ -1,0 +1,96 @@
+"""In Debian's Chromium, on a server started with its own worker (`ambient serve --worker`, as `make demo`
+serves): the admin queues training from the jobs page, watches its progress and loss chart, extracts the
+new run's units, and an annotator is handed one of them."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from app_helpers import REPO, add_user, database_url, running_server
+from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
+
+
+def _ambient(*argv: str) -> None:
+    subprocess.run([sys.executable, "-m", "backend.cli", *argv], cwd=REPO, check=True, capture_output=True)
+
+
+def _finished(page, url: str, timeout: float = 300) -> dict:
+    """The job's state once it has ended (its log says why, should it fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = page.request.get(url).json()
+        if job["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
+            return job
+        time.sleep(1)
+
+
+@pytest.fixture()
+def site(tmp_path, monkeypatch):
+    """A tiny world's dataset with cluster labels, and the server with its worker; jobs may read tmp_path."""
+    data = tmp_path / "data"
+    _ambient("world", str(tmp_path / "world"), "--preset", "tiny", "--objects", "procedural")
+    _ambient("ingest", str(tmp_path / "world" / "videos"), "--out", str(data))
+    _ambient("labels", str(data), "--kind", "cluster", "--k", "4")
+    url = database_url(tmp_path)
+    add_user(url, "boss", is_admin=True)
+    add_user(url, "ann")
+    monkeypatch.setenv("AMBIENT_START_WORKER", "true")
+    monkeypatch.setenv("AMBIENT_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("AMBIENT_DATA_ROOTS", str(tmp_path))
+    with running_server(url) as base:
+        yield base, data
+
+
+def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_one(site):
+    base, data = site
+    with chromium_page() as page:
+        log_in(page, base, "boss")
+        deadline = time.monotonic() + 60
+        while True:                                      # the server's own worker registers once it has started
+            page.goto(f"{base}/admin/jobs")
+            if "No worker is running" not in page.inner_text("#workers") or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert "idle" in page.inner_text("#workers")
+        form = page.locator("#new-train")
+        form.locator("input[name=data_dir]").fill(str(data))
+        form.locator("select[name=preset]").select_option("tiny")
+        form.locator("select[name=device]").select_option("cpu")
+        form.locator("button[type=submit]").click()
+        # 4 videos give a handful of steps: the page says so before anything is queued.
+        page.wait_for_selector("#job-warning")
+        assert "training steps on this data" in page.inner_text("#job-warning")
+        page.click("#job-warning button[type=submit]")
+        page.wait_for_url(f"{base}/admin/jobs/1")
+        assert page.inner_text("#device") == "cpu"
+
+        wait_until(page, "document.getElementById('status').textContent === 'running'", timeout=60_000)
+        seen = set()
+        wait_until(page, "parseInt(document.getElementById('percent').textContent) > 0", timeout=90_000)
+        seen.add(page.inner_text("#percent"))
+        page.wait_for_selector("#metrics-chart.js-plotly-plot", timeout=90_000)   # drawn from the first epoch
+        assert "loss" in page.inner_text("#current")
+        job = _finished(page, f"{base}/api/jobs/1")
+        assert job["status"] == "done", job["log"]
+        page.wait_for_selector("#extract-units", timeout=30_000)                  # done: the page reloads
+        seen.add(page.inner_text("#percent"))
+        assert page.inner_text("#status") == "done" and "100%" in seen and len(seen) == 2
+
+        page.click("#extract-units")
+        page.wait_for_url(f"{base}/admin/jobs/2")
+        job = _finished(page, f"{base}/api/jobs/2")
+        assert job["status"] == "done", job["log"]
+        page.wait_for_selector("#annotate", timeout=30_000)                       # the page reloads when done
+        assert "$ ambient units" in page.inner_text("#log") and "published run" in page.inner_text("#log")
+
+        page.click("button:has-text('Log out')")
+        log_in(page, base, "ann")
+        page.goto(f"{base}/annotate")
+        page.click("#next-unit")                                                  # a POST hands out a unit
+        page.wait_for_url(f"{base}/units/*")
+        assert page.locator("#grid img").count() > 0
