@@ -73,6 +73,20 @@ def summarise(units: list[dict]) -> dict:
             "categories": dict(Counter(u["category"] for u in units).most_common())}
 
 
+def collect(seed: int, work: Path) -> dict:
+    """One seed's row from the files its stages wrote; a control not (yet) dissected is left out."""
+    metrics = final_metrics(work / "sound")
+    row = {"seed": seed, "objects": json.loads((work / "world" / "world.json").read_text())["objects"],
+           "accuracy": metrics["test_accuracy"], "majority": metrics["majority"], "chance": metrics["chance"],
+           "ratio": metrics["test_accuracy"] / metrics["majority"], "sound": summarise(detectors(work / "sound"))}
+    for control in ("untrained", "scene"):
+        if (work / control / "dissection.json").exists():
+            row[control] = summarise(detectors(work / control))
+    if "scene" in row:
+        row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
+    return row
+
+
 def analyse(log: Path, run_dir: Path, data_dir: Path) -> dict:
     # Files only (RUN_DIR/units_conv5.npz, dissection.json): the figures need no database.
     ambient(log, "units", str(run_dir), "--pool", str(data_dir), "--split", "all", "--no-publish",
@@ -94,20 +108,16 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
     ambient(log, "labels", str(data), "--kind", "cluster", done=data / "labels" / "cluster.npz")
     ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "sound"), "--preset", PRESET,
             done=work / "sound" / "model.pt")
-    metrics = final_metrics(work / "sound")
-    row = {"seed": seed, "objects": json.loads((world / "world.json").read_text())["objects"],
-           "accuracy": metrics["test_accuracy"], "majority": metrics["majority"], "chance": metrics["chance"],
-           "ratio": metrics["test_accuracy"] / metrics["majority"],
-           "sound": analyse(log, work / "sound", data)}
+    analyse(log, work / "sound", data)
     if controls:
         ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "untrained"),
                 "--preset", PRESET, "--epochs", "0", done=work / "untrained" / "model.pt")
-        row["untrained"] = analyse(log, work / "untrained", data)
+        analyse(log, work / "untrained", data)
         ambient(log, "labels", str(data), "--kind", "scene", done=data / "labels" / "scene.npz")
         ambient(log, "train", str(data), "--labels", "scene", "--out", str(work / "scene"), "--preset", PRESET,
                 done=work / "scene" / "model.pt")
-        row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
-        row["scene"] = analyse(log, work / "scene", data)
+        analyse(log, work / "scene", data)
+    row = collect(seed, work)
     row["minutes"] = (time.perf_counter() - started) / 60
     (work / "science.json").write_text(json.dumps(row, indent=1))
     return row
@@ -143,13 +153,14 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {r['seed']} | {r['accuracy']:.1%} | {r['majority']:.1%} | {r['chance']:.1%} "
                      f"| {r['ratio']:.2f}x | {s['detectors']} ({s['sounding']}/{s['silent']}) "
                      f"| {categories_text(s['categories'])} | {untrained} | {scene} "
-                     f"| {'all met' if not failed else 'missed: ' + ', '.join(failed)} |")
+                     f"| {'met' if not failed else 'missed: ' + ', '.join(failed)}"
+                     f"{'' if 'scene' in r else ' (scene control not run)'} |")
     return head + "\n".join(lines)
 
 
 def report(rows: list[dict], seconds: float) -> str:
     all_categories = sorted({c for r in rows for c in r["sound"]["categories"]})
-    met = all(all(targets(r).values()) for r in rows) and len(all_categories) >= TARGET_CATEGORIES
+    met = all(all(targets(r).values()) and "scene" in r for r in rows) and len(all_categories) >= TARGET_CATEGORIES
     spreads = (f"accuracy {spread([r['accuracy'] for r in rows], '.1%')}, majority "
                f"{spread([r['majority'] for r in rows], '.1%')}, ratio {spread([r['ratio'] for r in rows], '.2f')}x, "
                f"detectors {spread([r['sound']['detectors'] for r in rows], 'g')}, sounding "
@@ -169,7 +180,7 @@ detectors are conv5 units whose top 60 images contain one category at >= {DETECT
 Controls on the same world and frames: the same network untrained (`train --epochs 0`), and trained on the
 scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
-{seconds / 60:.0f} minutes in all; load average {os.getloadavg()[0]:.1f} at the end.
+{f"{seconds / 60:.0f} minutes in all" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
 
 {table(rows)}
 
@@ -187,17 +198,17 @@ def main() -> None:
     parser.add_argument("--no-controls", action="store_true", help="skip the untrained and scene controls")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     parser.add_argument("--report-only", action="store_true",
-                        help="run nothing: report the seeds' science.json already in --out")
+                        help="run nothing: report what the seeds' stages already wrote in --out")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.report_only:
         if args.out is None:
             parser.error("--report-only needs --out")
-        rows = [json.loads((args.out / f"seed{seed}" / "science.json").read_text()) for seed in args.seeds
-                if (args.out / f"seed{seed}" / "science.json").exists()]
+        rows = [collect(seed, args.out / f"seed{seed}") for seed in args.seeds
+                if (args.out / f"seed{seed}" / "sound" / "dissection.json").exists()]
         if not rows:
-            parser.error(f"no seed{{S}}/science.json in {args.out}")
-        seconds = sum(row["minutes"] for row in rows) * 60
+            parser.error(f"no seed<S>/sound/dissection.json in {args.out}")
+        seconds = float("nan")
     else:
         with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
             root = args.out or Path(tmp)
