@@ -145,7 +145,9 @@ def _map_score(truth: np.ndarray, scores: np.ndarray) -> float:
 
 def _svm(settings: ProbeSettings):
     # Standardised features: one C grid then suits layers whose activations differ in scale by orders of magnitude.
-    return make_pipeline(StandardScaler(), LinearSVC(max_iter=settings.max_iter, random_state=settings.seed))
+    # The primal solver (dual=False): the same optimum, found 2-3x faster at the grid's large C on these features.
+    return make_pipeline(StandardScaler(), LinearSVC(dual=False, max_iter=settings.max_iter,
+                                                     random_state=settings.seed))
 
 
 def fit_multiclass(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -168,7 +170,7 @@ def fit_multilabel(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     cv = GroupKFold(settings.folds) if groups is not None else KFold(settings.folds, shuffle=True,
                                                                       random_state=settings.seed)
     scorer = make_scorer(_map_score, response_method="decision_function")
-    svms = make_pipeline(StandardScaler(), OneVsRestClassifier(LinearSVC(max_iter=settings.max_iter,
+    svms = make_pipeline(StandardScaler(), OneVsRestClassifier(LinearSVC(dual=False, max_iter=settings.max_iter,
                                                                          random_state=settings.seed)))
     search = GridSearchCV(svms, {"onevsrestclassifier__estimator__C": list(settings.c_grid)}, scoring=scorer,
                           cv=cv, error_score="raise")
@@ -287,6 +289,15 @@ def world_tasks(data_dir: str | Path, world_dir: str | Path, split: str = "test"
                       np.array([scene_names.index(t.scene) for t in truths]), scene_names, objects, object_names)
 
 
+def _video_counts(present: np.ndarray, videos: np.ndarray) -> np.ndarray:
+    """(2, C): per category, the number of videos with and without it on screen (a video shows it if any
+    of its frames does)."""
+    names, index = np.unique(videos, return_inverse=True)
+    shown = np.zeros((len(names), present.shape[1]), bool)
+    np.logical_or.at(shown, index, present)
+    return np.stack([shown.sum(0), (~shown).sum(0)])
+
+
 def video_splits(videos: np.ndarray, settings: ProbeSettings = PROBE) -> list[tuple[np.ndarray, np.ndarray]]:
     """``settings.splits`` random halvings of the frames by video."""
     splitter = GroupShuffleSplit(settings.splits, test_size=settings.world_test_fraction, random_state=settings.seed)
@@ -345,8 +356,13 @@ def probe_world(networks: list[ProbedNetwork], data_dir: str | Path, world_dir: 
     """Scene accuracy and object-presence mAP of each network's layers on the world's held-out frames."""
     tasks = world_tasks(data_dir, world_dir)
     splits = video_splits(tasks.videos, settings)
-    # Objects seen on both sides of every split have an AP there; the rest would only add undefined columns.
-    seen = np.all([(tasks.objects[train].any(0) & tasks.objects[test].any(0)) for train, test in splits], axis=0)
+    # Objects shown and not shown in at least world_min_videos videos on both sides of every split: the AP of
+    # a category seen in one or two videos would be noise (and undefined where it is missing).
+    seen = np.all([_video_counts(tasks.objects[side], tasks.videos[side]).min(0) >= settings.world_min_videos
+                   for split in splits for side in split], axis=0)
+    if not seen.any():
+        raise ValueError(f"{data_dir}: no object category is on screen (and off screen) in at least "
+                         f"{settings.world_min_videos} held-out videos on each side of every split")
     objects, object_names = tasks.objects[:, seen], [n for n, s in zip(tasks.object_names, seen) if s]
     scene_counts = np.bincount(tasks.scenes, minlength=len(tasks.scene_names))
     task_rows = [

@@ -176,6 +176,11 @@ class UnitSettings:
     min_iou: float = 0.04
     # The streaming quantile's relative error (model.activations.RunningQuantile): fixed memory per unit.
     quantile_error: float = 0.005
+    # Beyond the top images (Gale et al. 2020: a precise unit can still fire on much else): a histogram of
+    # each pool image's spatial maximum, and the images nearest these quantiles of it, masked the same way.
+    sample_quantiles: tuple[float, ...] = (0.99, 0.9, 0.5)
+    samples_per_quantile: int = 10
+    histogram_bins: int = 40
 
 
 UNITS = UnitSettings()
@@ -230,6 +235,7 @@ class ProbeSettings:
     per_class: int = 20                # imagefolder: SUN397's 20 training images per class ...
     splits: int = 3                    # ... over 3 splits
     world_test_fraction: float = 0.5   # world tasks: this share of the held-out videos scores the SVMs
+    world_min_videos: int = 3          # world objects: scored where on (and off) screen in this many videos a side
     batch_size: int = 64
     max_iter: int = 10_000             # LinearSVC iterations
     jobs: int = 1                      # networks probed at a time, each in its own process

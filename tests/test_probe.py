@@ -172,14 +172,14 @@ def test_layer_features_are_the_networks_own_layers(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A world's truth for 16 videos (scene in the video's colour, a dog in every other one) and DATA_DIR
+    """A world's truth for 24 videos (scene in the video's colour, a dog in every other one) and DATA_DIR
     with 4 held-out frames of each, and two tiny runs."""
     root = tmp_path_factory.mktemp("world")
     world_dir, data_dir = root / "world", root / "data"
     (world_dir / "truth").mkdir(parents=True)
     (world_dir / SUMMARY).write_text("{}")
     records = []
-    for v in range(16):
+    for v in range(24):
         stem, scene = f"world_{v:05d}", SCENES[v % 3].name
         masks = np.zeros((1, 64, 120), bool)
         masks[0, 10:40, :] = v % 2 == 0
@@ -206,9 +206,9 @@ def world(tmp_path_factory):
 
 def test_world_tasks_read_scene_and_objects_from_the_truth(world):
     tasks = probe.world_tasks(world.data, world.world)
-    assert len(tasks.image_paths) == 64 and tasks.object_names == ["dog"]
+    assert len(tasks.image_paths) == 96 and tasks.object_names == ["dog"]
     assert tasks.scenes[:8].tolist() == [0] * 4 + [1] * 4
-    assert tasks.objects[:, 0].tolist() == [v % 2 == 0 for v in range(16) for _ in range(4)]
+    assert tasks.objects[:, 0].tolist() == [v % 2 == 0 for v in range(24) for _ in range(4)]
     splits = probe.video_splits(tasks.videos, FAST)
     for train, test in splits:
         assert not set(tasks.videos[train]) & set(tasks.videos[test])
