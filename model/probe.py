@@ -326,20 +326,32 @@ def network_rows(networks: list[ProbedNetwork], image_paths: list[Path], layers:
                  score: Callable[[np.ndarray], dict[str, dict]], device: torch.device | str, settings: ProbeSettings,
                  progress: bool, log: Callable[[str], None]) -> list[dict]:
     """Each network's row of the table: its features of ``image_paths``, then ``score(features) -> {task:
-    summary}`` for each layer. ``settings.jobs`` networks are probed at a time, each in its own process."""
-    def row(network: ProbedNetwork) -> dict:
-        features = extract_features(network, image_paths, layers, device, settings, progress and settings.jobs == 1)
-        results: dict[str, dict] = {}
-        for layer in layers:
-            for task, summary in score(features[layer]).items():
-                results.setdefault(task, {})[layer] = summary
-            log(f"{network.name:>18} {layer:>5}: " + ", ".join(
-                f"{task} {results[task][layer]['score']:.3f}" for task in results))
-        return {**_network_row(network), "results": results}
+    summary}`` for each layer. With ``settings.jobs`` > 1 the (network, layer) pairs are probed that many at
+    a time, each in its own process (which runs the network again: a forward pass costs little next to the SVMs)."""
+    def probe_layers(network: ProbedNetwork, chosen: tuple[str, ...]) -> dict[str, dict[str, dict]]:
+        features = extract_features(network, image_paths, chosen, device, settings, progress and settings.jobs == 1)
+        scored = {}
+        for layer in chosen:
+            scored[layer] = score(features[layer])
+            log(f"{network.name:>18} {layer:>5}: " + ", ".join(f"{task} {summary['score']:.3f}"
+                                                               for task, summary in scored[layer].items()))
+        return scored
 
     if settings.jobs == 1:
-        return [row(network) for network in networks]
-    return Parallel(n_jobs=settings.jobs)(delayed(row)(network) for network in networks)
+        scored = [probe_layers(network, layers) for network in networks]
+    else:
+        pairs = [(network, layer) for network in networks for layer in layers]
+        flat = Parallel(n_jobs=settings.jobs)(delayed(probe_layers)(network, (layer,)) for network, layer in pairs)
+        scored = [{layer: part[layer] for part in flat[i * len(layers):(i + 1) * len(layers)] for layer in part}
+                  for i in range(len(networks))]
+    rows = []
+    for network, by_layer in zip(networks, scored):
+        results: dict[str, dict] = {}
+        for layer in layers:
+            for task, summary in by_layer[layer].items():
+                results.setdefault(task, {})[layer] = summary
+        rows.append({**_network_row(network), "results": results})
+    return rows
 
 
 def _document(dataset: str, fmt: str, source: str | Path, layers: tuple[str, ...], tasks: list[dict],

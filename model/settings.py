@@ -238,7 +238,7 @@ class ProbeSettings:
     world_min_videos: int = 3          # world objects: scored where on (and off) screen in this many videos a side
     batch_size: int = 64
     max_iter: int = 10_000             # LinearSVC iterations
-    jobs: int = 1                      # networks probed at a time, each in its own process
+    jobs: int = 1                      # (network, layer) pairs probed at a time, each in its own process
     seed: int = 0
 
 

@@ -31,8 +31,8 @@ def register(app: typer.Typer) -> None:
                                                 "per class (SUN397: 20); default: half of each class."),
         splits: int = typer.Option(3, "--splits", min=1, help="imagefolder: random splits, scores averaged."),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-        jobs: int = typer.Option(1, "--jobs", min=1, help="Networks probed at a time, each in its own "
-                                "process (CPU)."),
+        jobs: int = typer.Option(1, "--jobs", min=1, help="(network, layer) pairs probed at a time, each "
+                                "in its own process (CPU)."),
     ) -> None:
         """Fit linear SVMs (C by 3-fold cross-validation) on max5/pool5/fc6/fc7 and write RUN_DIR/probe_<dataset>.json."""
         from dataclasses import replace
