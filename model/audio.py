@@ -182,38 +182,31 @@ def _analytic_bands(n_samples: int, settings: TextureSettings) -> list[tuple[int
     return bands
 
 
-def _compressed_envelopes(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings) -> np.ndarray:
-    """Clips -> (n, 32, T) compressed envelopes at the envelope rate, one clip at a time in one thread.
-
-    The two big work arrays (~30 MB) are made once and reused: fresh ones would cost a page fault
-    per 4 KB touched, which took as long as the inverse FFT itself.
-    """
+def _compressed_envelopes(waveform: np.ndarray, sample_rate: int, settings: TextureSettings) -> np.ndarray:
+    """One clip -> (32, T) compressed envelopes at the envelope rate."""
+    audio = _resample(to_mono_float(waveform), sample_rate, settings.sample_rate)
+    n_samples = audio.size
+    spectrum = scipy.fft.rfft(audio.astype(np.float32, copy=False), workers=1)
+    analytic = np.zeros((N_CHANNELS, n_samples), np.complex64)
+    for channel, (first, end, response) in enumerate(_analytic_bands(n_samples, settings)):
+        analytic[channel, first:end] = spectrum[first:end] * response
+    analytic = scipy.fft.ifft(analytic, axis=-1, workers=1, overwrite_x=True)
     factor = settings.sample_rate // settings.envelope_rate
-    analytic = buffer = signal = None
-    out = []
-    for waveform in waveforms:
-        audio = _resample(to_mono_float(waveform), sample_rate, settings.sample_rate)
-        n_samples = audio.size
-        if analytic is None:
-            analytic = np.empty((N_CHANNELS, n_samples), np.complex64)
-            length, signal = _decimation_layout(n_samples, factor)
-            buffer = np.zeros((N_CHANNELS, length), np.float32)     # only the signal part is rewritten
-        spectrum = scipy.fft.rfft(audio.astype(np.float32, copy=False), workers=1)
-        analytic.fill(0)
-        for channel, (first, end, response) in enumerate(_analytic_bands(n_samples, settings)):
-            np.multiply(spectrum[first:end], response, out=analytic[channel, first:end])
-        scipy.fft.ifft(analytic, axis=-1, workers=1, overwrite_x=True)     # in place: the analytic signals
-        envelopes = buffer[..., signal]
-        np.abs(analytic, out=envelopes)
-        # envelope ** 0.3 as exp2(0.3 log2 envelope): numpy's SIMD log2/exp2 take half np.power's time;
-        # a zero envelope goes to log2 = -inf and back to exactly 0.
-        with np.errstate(divide="ignore"):
-            np.log2(envelopes, out=envelopes)
-        envelopes *= settings.compression
-        np.exp2(envelopes, out=envelopes)
-        decimated = _decimate(buffer, n_samples, factor)
-        out.append(np.maximum(decimated, 0, out=decimated))   # the resampler's ringing can dip below 0
-    return np.stack(out)
+    length, signal = _decimation_layout(n_samples, factor)
+    buffer = np.empty((N_CHANNELS, length), np.float32)
+    buffer[..., :signal.start] = 0                    # resample_poly's zero padding; the signal goes between
+    buffer[..., signal.stop:] = 0
+    envelopes = buffer[..., signal]
+    np.abs(analytic, out=envelopes)
+    del analytic
+    # envelope ** 0.3 as exp2(0.3 log2 envelope): numpy's SIMD log2/exp2 take half np.power's time;
+    # a zero envelope goes to log2 = -inf and back to exactly 0.
+    with np.errstate(divide="ignore"):
+        np.log2(envelopes, out=envelopes)
+    envelopes *= settings.compression
+    np.exp2(envelopes, out=envelopes)
+    envelopes = _decimate(buffer, n_samples, factor)
+    return np.maximum(envelopes, 0, out=envelopes)   # the resampler's ringing can dip below 0
 
 
 def cochleagrams(waveforms: np.ndarray, sample_rate: int, settings: TextureSettings = TEXTURE) -> np.ndarray:
@@ -230,13 +223,13 @@ def cochleagrams(waveforms: np.ndarray, sample_rate: int, settings: TextureSetti
     if waveforms.shape[-1] < 0.1 * sample_rate:
         raise ValueError(f"clips of {waveforms.shape[-1]} samples at {sample_rate} Hz are too short "
                          "for a sound texture (need at least 0.1 s)")
-    # One share of the clips per core: numpy and scipy.fft release the GIL, so threads put every core
-    # on every stage. BLAS runs single-threaded inside them: its own threads would fight these for
-    # the cores (on 2 cores its spinning made the decimation 8x slower).
-    shares = [share for share in np.array_split(np.arange(len(waveforms)), _CORES) if share.size]
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=len(shares)) as pool:
-        return np.concatenate(list(pool.map(
-            lambda share: _compressed_envelopes(waveforms[share], sample_rate, settings), shares)))
+    # One clip per task: numpy and scipy.fft release the GIL, so threads put every core on every
+    # stage, and one clip's ~20 MB arrays are small enough for malloc to recycle (no page faults).
+    # BLAS runs single-threaded inside them: its own threads would spin against these for the cores.
+    with threadpool_limits(limits=1, user_api="blas"), \
+            ThreadPoolExecutor(max_workers=min(len(waveforms), _CORES)) as pool:
+        return np.stack(list(pool.map(lambda clip: _compressed_envelopes(clip, sample_rate, settings),
+                                      waveforms)))
 
 
 def cochleagram(waveform: np.ndarray, sample_rate: int, settings: TextureSettings = TEXTURE) -> np.ndarray:
