@@ -10,6 +10,8 @@ published (SQLite has one write lock):
 3. each analysed layer's units with their masked images, one transaction per layer. A layer whose
    units file is unchanged (same digest) is left alone, with its annotations; a changed one replaces
    the old units only while nobody has annotated them, else publishing stops and says why;
+   Then each layer's activation histograms and lower-quantile samples (for the unit pages), replaced
+   every time;
 4. the automatic labels of dissection.json (the paper's and, from masks, Network Dissection's; a
    mask class the categories table lacks is added, with its characteristic-sound flag);
 5. the sound clusters (or code bits) of the run's labels, with their member frames.
@@ -36,6 +38,7 @@ from model import run as rd
 from model.categories import Category as CategoryInfo
 from model.categories import load_categories
 from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
+from model.units import read_unit_views
 
 FRAMES_PER_TRANSACTION = 20_000
 
@@ -143,6 +146,19 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
             run = store.find_run(session, run_dir)
             store.replace_units(session, run, session.get(Dataset, pool_id), record, units)
         summary.layers[layer] = "published"
+
+    for layer in layers:    # the unit pages' histograms and samples: nobody annotates them, so always replaced
+        views = read_unit_views(rd.units_file(run_dir, layer))
+        if views is None:
+            summary.notes.append(f"layer {layer}: no activation histograms or lower-quantile samples in its units "
+                                 f"file (made before they were saved); run `ambient units` again to add them")
+            continue
+        with sessions.begin() as session:
+            store.replace_unit_views(session, store.find_layer(session, store.find_run(session, run_dir), layer),
+                                     session.get(Dataset, pool_id), [
+                store.UnitViewRecord(unit, {"counts": view.histogram_counts, "edges": view.histogram_edges},
+                                     [store.UnitSampleRecord(*sample) for sample in view.samples])
+                for unit, view in enumerate(views)])
 
     summary.auto_labels = _publish_auto_labels(sessions, run_dir, layers)
     summary.sound_groups = _publish_sound_groups(sessions, run_dir, first.get("labels_kind"), pool_dir, pool_id,

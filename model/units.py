@@ -1,7 +1,8 @@
 """Extract a layer's units (paper 4.1): each unit's top images over a pool, masked to its receptive
 field, with its top-0.5% activation quantile over the pool (Network Dissection's threshold, which
-``ambient dissect --masks`` uses), written to RUN_DIR/units_<layer>.npz (files only: ``ambient
-publish`` loads them into the database).
+``ambient dissect --masks`` uses), a histogram of its images' spatial maxima and a few images near
+lower quantiles of them, masked the same way (the unit page), written to RUN_DIR/units_<layer>.npz
+(files only: ``ambient publish`` loads them into the database).
 
 Entry point: ``extract_units``. The pool is an ingested dataset or a folder of still images
 (model/pool.py). Any network can be analysed: our trained run, a torchvision architecture with the
@@ -129,10 +130,12 @@ pool_records = pl.pool_records
 
 def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
                one_per_video: bool = False, device: str | torch.device = "cpu",
-               progress: Callable[[int], None] = lambda n: None, quantile: RunningQuantile | None = None) -> TopImages:
+               progress: Callable[[int], None] = lambda n: None, quantile: RunningQuantile | None = None,
+               maxima: list[tuple[np.ndarray, np.ndarray]] | None = None) -> TopImages:
     """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are pool rows.
 
-    ``quantile``, when given, counts every activation on the way (the same pass).
+    ``quantile``, when given, counts every activation on the way (the same pass); ``maxima``, when
+    given, receives each batch's (positions in ``records``, (images, units) spatial maxima).
     """
     # A still image is its own "video": --one-per-video changes nothing for an image folder.
     videos = {v: i for i, v in enumerate(dict.fromkeys(r.video_id or r.image for r in records))}
@@ -146,8 +149,50 @@ def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecor
         running.update(maps, rows[positions], video_index[positions])
         if quantile is not None:
             quantile.update(maps)
+        if maxima is not None:
+            maxima.append((positions.numpy(), maps.amax(dim=(2, 3)).cpu().numpy()))
         progress(len(positions))
     return running.result()
+
+
+def activation_histograms(maxima: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the histogram of its (images, units) ``maxima``: counts (units, bins), edges (units, bins + 1)."""
+    histograms = [np.histogram(maxima[:, unit], bins=bins) for unit in range(maxima.shape[1])]
+    return (np.stack([counts for counts, _ in histograms]).astype(np.int64),
+            np.stack([edges for _, edges in histograms]).astype(np.float32))
+
+
+def quantile_samples(maxima: np.ndarray, quantiles: Sequence[float], per_quantile: int) -> np.ndarray:
+    """(units, len(quantiles) * per_quantile) positions in the pool: per unit and quantile, the images
+    ranked nearest that quantile of the unit's spatial maxima (-1 in slots a small pool cannot fill)."""
+    n, units = maxima.shape
+    order = np.argsort(maxima, axis=0, kind="stable")                   # (n, units), weakest first
+    take = min(per_quantile, n)
+    positions = np.full((units, len(quantiles) * per_quantile), -1, np.int64)
+    for q, quantile in enumerate(quantiles):
+        start = int(np.clip(round(quantile * (n - 1)) - take // 2, 0, n - take))
+        positions[:, q * per_quantile:q * per_quantile + take] = order[start:start + take].T[:, ::-1]
+    return positions
+
+
+def sample_maps(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], positions: np.ndarray,
+                settings: UnitSettings, device: str | torch.device = "cpu") -> TopImages:
+    """The sampled images (``positions`` in ``records``, per unit) as TopImages, their maps computed
+    again, so that ``masked_units`` masks them as it masks the top images."""
+    needed = sorted({int(p) for p in positions.flatten() if p >= 0})
+    maps = None
+    for crops, batch_positions in _pool_crops(data_dir, [records[p] for p in needed], network, settings, device):
+        batch = network.activations(crops).cpu()
+        if maps is None:
+            maps = torch.zeros(*positions.shape, *batch.shape[2:])
+        for b, p in enumerate(batch_positions.tolist()):
+            units, slots = np.nonzero(positions == needed[p])
+            maps[units, slots] = batch[b, units]
+    kept = torch.from_numpy(positions >= 0)
+    maps = torch.zeros(*positions.shape, 1, 1) if maps is None else maps
+    rows = torch.tensor([[records[p].frame_id if p >= 0 else -1 for p in unit] for unit in positions.tolist()])
+    scores = torch.where(kept, maps.amax(dim=(2, 3)), torch.tensor(float("-inf")))
+    return TopImages(scores=scores, frame_ids=rows.reshape(positions.shape), maps=maps)
 
 
 def rf_radius(geometry: LayerGeometry, settings: UnitSettings) -> float:
@@ -190,7 +235,8 @@ def _jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
 
 
 def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: LayerGeometry, network: Network,
-               data_dir: Path, settings: UnitSettings, thresholds: torch.Tensor | None = None) -> None:
+               data_dir: Path, settings: UnitSettings, thresholds: torch.Tensor | None = None,
+               samples: tuple[TopImages, list[list[bytes]], np.ndarray, np.ndarray] | None = None) -> None:
     """The top images, their maps, how to place them on the frames, the network and pool they came from
     and each unit's activation threshold (``ambient dissect`` reads these), and their masked JPEGs
     (``ambient publish``), in one file written at once."""
@@ -202,10 +248,43 @@ def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: L
             "labels_kind": network.labels_kind, "model_spec": network.spec, "weights": network.weights,
             "pool": "images" if pl.is_image_folder(data_dir) else "dataset", "split": settings.split,
             "pool_size": len(all_records), "pool_digest": pl.pool_digest(all_records),
-            "top_quantile": settings.top_quantile}
+            "top_quantile": settings.top_quantile, "sample_quantiles": list(settings.sample_quantiles),
+            "samples_per_quantile": settings.samples_per_quantile}
     extra = {} if thresholds is None else {"thresholds": thresholds.numpy().astype(np.float32)}
+    if samples is not None:    # the unit page's lower-quantile samples and activation histograms
+        sampled, sample_jpegs, counts, edges = samples
+        extra.update({f"sample_{key}": value for key, value in pack_jpegs(sample_jpegs).items()},
+                     sample_frame_ids=sampled.frame_ids.numpy(), sample_scores=sampled.scores.numpy(),
+                     histogram_counts=counts, histogram_edges=edges)
     save_npz_atomic(path, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
                     maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta), **pack_jpegs(jpegs), **extra)
+
+
+@dataclass(frozen=True)
+class UnitView:
+    """What a units file says about one unit beyond its top images (``save_units``'s samples)."""
+
+    histogram_counts: list[int]
+    histogram_edges: list[float]
+    samples: list[tuple[float, int, float, bytes]]     # (quantile, pool row, activation, masked JPEG), per quantile best first
+
+
+def read_unit_views(path: Path) -> list[UnitView] | None:
+    """Each unit's histogram and lower-quantile samples from a units file; None for a file saved without them."""
+    with np.load(path) as data:
+        if "sample_frame_ids" not in data:
+            return None
+        meta = json.loads(str(data["meta"]))
+        blob, offsets = data["sample_jpegs"].tobytes(), data["sample_offsets"].tolist()
+        rows, scores = data["sample_frame_ids"], data["sample_scores"]
+        counts, edges = data["histogram_counts"], data["histogram_edges"]
+    per_quantile = meta["samples_per_quantile"]
+    quantiles = [meta["sample_quantiles"][slot // per_quantile] for slot in range(rows.shape[1])]
+    jpegs = iter(blob[start:end] for start, end in zip(offsets[:-1], offsets[1:]))
+    return [UnitView(counts[unit].tolist(), edges[unit].tolist(),
+                     [(quantiles[slot], int(row), float(scores[unit, slot]), next(jpegs))
+                      for slot, row in enumerate(rows[unit].tolist()) if row >= 0])
+            for unit in range(rows.shape[0])]
 
 
 def pool_warning(pool_size: int, top: int) -> str | None:
@@ -229,16 +308,27 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
     geometry = layer_geometry(network.module, network.layer)
     records = pool_records(data_dir, settings.split)
     quantile = RunningQuantile(1 - settings.top_quantile, settings.quantile_error)
+    batches: list[tuple[np.ndarray, np.ndarray]] = []
     with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
-        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update, quantile)
+        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update, quantile, batches)
+    maxima = np.zeros((len(records), top.scores.shape[0]), np.float32)    # every pool image's, per unit
+    for positions, values in batches:
+        maxima[positions] = values
     run_dir.mkdir(parents=True, exist_ok=True)
     num_units = top.scores.shape[0]
     all_records = {r.frame_id: r for r in pl.load_pool(data_dir)}
     masked = masked_units(network, geometry, top, data_dir, all_records, settings, device)
     jpegs = [[jpeg for _row, _score, jpeg in images]
              for _unit, images in tqdm(masked, total=num_units, desc="masks", unit="unit", disable=not show_progress)]
+    sampled = sample_maps(network, data_dir, records,
+                          quantile_samples(maxima, settings.sample_quantiles, settings.samples_per_quantile),
+                          settings, device)
+    sample_jpegs = [[jpeg for _row, _score, jpeg in images]
+                    for _unit, images in masked_units(network, geometry, sampled, data_dir, all_records, settings,
+                                                      device)]
     save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings,
-               thresholds=quantile.result())
+               thresholds=quantile.result(),
+               samples=(sampled, sample_jpegs, *activation_histograms(maxima, settings.histogram_bins)))
     return {"units": num_units, "pool": len(records), "layer": network.layer or "output",
             "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings),
             "still_images": pl.is_image_folder(data_dir)}

@@ -1,5 +1,5 @@
-"""Exploring a run's units, for every account: a page per unit (top images and clips, human verdict,
-automatic labels, neighbours), the units browser's filters and sorting, and the read-only records the
+"""Exploring a run's units, for every account: a page per unit (top images and clips, the pool's
+activation histogram and samples from lower quantiles, human verdict, automatic labels, neighbours), the units browser's filters and sorting, and the read-only records the
 JSON API returns for runs, layers, units, sound clusters and frames."""
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
-from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, Video
+from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
 from model.settings import ANNOTATION
 
 SORTS = ("unit", "label", "precision", "auto_precision", "iou", "agreement")
@@ -112,6 +113,7 @@ class UnitPage:
     layer: Layer
     unit: Unit
     images: list[UnitImage]            # best first, their frames loaded (the JPEG bytes are not)
+    samples: dict[float, list[UnitSample]]   # images near lower quantiles, highest quantile first (no JPEG bytes)
     verdict: UnitVerdict | None        # None until the unit has all its annotators (or a settlement)
     characteristic: dict[str, bool]
     previous: int | None               # the neighbouring units' indices in the layer
@@ -130,11 +132,35 @@ def unit_page(db: Session, run_id: int, layer_name: str, index: int) -> UnitPage
     # Pages link the pictures (/images/{id}): loading the JPEG blobs here would waste the time.
     images = list(db.scalars(select(UnitImage).options(defer(UnitImage.masked_jpeg), joinedload(UnitImage.frame))
                              .where(UnitImage.unit_id == unit.id).order_by(UnitImage.rank)))
+    samples: dict[float, list[UnitSample]] = {}
+    for sample in db.scalars(select(UnitSample).options(defer(UnitSample.masked_jpeg), joinedload(UnitSample.frame))
+                             .where(UnitSample.unit_id == unit.id)
+                             .order_by(UnitSample.quantile.desc(), UnitSample.rank)):
+        samples.setdefault(sample.quantile, []).append(sample)
     answers, settlements = unit_answers(db, [unit.id]), unit_settlements(db, [unit.id])
     verdict = _verdict(unit.id, answers.get(unit.id, ()), settlements.get(unit.id), len(images), ANNOTATION)
     previous = db.scalar(select(func.max(Unit.index)).where(Unit.layer_id == layer.id, Unit.index < index))
     following = db.scalar(select(func.min(Unit.index)).where(Unit.layer_id == layer.id, Unit.index > index))
-    return UnitPage(run, layer, unit, images, verdict, characteristic_flags(db), previous, following)
+    return UnitPage(run, layer, unit, images, samples, verdict, characteristic_flags(db), previous, following)
+
+
+def histogram_figure(page: UnitPage) -> go.Figure | None:
+    """The unit's activation histogram over the pool (log counts), with where its top images and each
+    sampled quantile lie; None when the run's units file had none."""
+    histogram = page.unit.histogram
+    if not histogram:
+        return None
+    edges = np.asarray(histogram["edges"])
+    figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=histogram["counts"], width=np.diff(edges),
+                              marker_color="#0b6bcb", name="images"))
+    marks = [(min(i.activation for i in page.images), f"top {len(page.images)}")] if page.images else []
+    marks += [(min(s.activation for s in samples), f"{100 * q:g}th pct") for q, samples in page.samples.items()]
+    for value, label in marks:
+        figure.add_vline(x=value, line_dash="dot", line_color="#e8590c", annotation_text=label,
+                         annotation_position="top")
+    figure.update_layout(height=260, margin={"t": 30, "b": 40, "l": 50, "r": 10}, showlegend=False, bargap=0,
+                         xaxis_title="spatial maximum of the unit's map", yaxis_title="images", yaxis_type="log")
+    return figure
 
 
 # --- Records for the JSON API
@@ -162,12 +188,21 @@ def image_record(image: UnitImage) -> dict:
             "url": f"/images/{image.id}", "clip_url": f"/clips/{image.id}" if image.frame.clip_path else None}
 
 
+def sample_record(sample: UnitSample) -> dict:
+    return {"id": sample.id, "rank": sample.rank, "activation": sample.activation, "frame": sample.frame_id,
+            "url": f"/samples/{sample.id}",
+            "clip_url": f"/frames/{sample.frame_id}/clip" if sample.frame.clip_path else None}
+
+
 def unit_record(page: UnitPage) -> dict:
     """One unit: its top images' URLs, its human verdict (once complete) and automatic labels, its neighbours."""
     unit, v = page.unit, page.verdict
     return {
         "id": unit.id, "run": page.run.id, "layer": page.layer.name, "index": unit.index,
         "images": [image_record(image) for image in page.images],
+        "histogram": unit.histogram,
+        "samples": [{"quantile": quantile, "images": [sample_record(s) for s in samples]}
+                    for quantile, samples in page.samples.items()],
         "verdict": None if v is None else {
             "answer": v.answer, "category": v.category, "is_detector": v.is_detector,
             "precision": round(v.precision, 4), "agreement": None if v.agreement is None else round(v.agreement, 4),

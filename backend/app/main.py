@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(explore.pages)
     app.include_router(explore.api)
+    app.include_router(explore.media)
 
     @app.exception_handler(LoginRequired)
     def login_required(request: Request, _exc: LoginRequired) -> Response:

@@ -112,6 +112,8 @@ class Unit(Base):
     # Network Dissection's label (``ambient dissect --masks``): the class of best IoU over the pool, when > 0.04.
     auto_netdissect_category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
     auto_netdissect_iou: Mapped[float | None]
+    # The pool's histogram of the unit's spatial maxima, {"counts": [...], "edges": [...]} (``ambient units``).
+    histogram: Mapped[dict | None] = mapped_column(JSON)
 
     layer: Mapped[Layer] = relationship()
     auto_category: Mapped[Category | None] = relationship(foreign_keys=[auto_category_id])
@@ -133,6 +135,23 @@ class UnitImage(Base):
     frame_id: Mapped[int] = _parent("frames")               # the unmasked frame and its clip
 
     unit: Mapped[Unit] = relationship(back_populates="images")
+    frame: Mapped[Frame] = relationship()
+
+
+class UnitSample(Base):
+    """An image near a lower quantile of the unit's activations over the pool, masked like its top images
+    (the unit page: what the unit fires on beyond its top images); rank 0 is the strongest of its quantile."""
+
+    __tablename__ = "unit_samples"
+    __table_args__ = (UniqueConstraint("unit_id", "quantile", "rank"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    unit_id: Mapped[int] = _parent("units")
+    quantile: Mapped[float]                                 # 0.99, 0.9, 0.5 (UnitSettings.sample_quantiles)
+    rank: Mapped[int]
+    activation: Mapped[float]
+    masked_jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    frame_id: Mapped[int] = _parent("frames")
+
     frame: Mapped[Frame] = relationship()
 
 

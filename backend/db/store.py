@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import (Annotation, Category, Dataset, Frame, Layer, Run, SoundCluster,
-                               SoundClusterMember, SoundJudgement, Unit, UnitImage, Video)
+                               SoundClusterMember, SoundJudgement, Unit, UnitImage, UnitSample, Video)
 from model.categories import Category as CategoryInfo
 from model.clusters import SoundGroup
 from model.dataset import FrameRecord
@@ -28,6 +28,23 @@ class UnitImageRecord:
 class UnitRecord:
     index: int
     images: Sequence[UnitImageRecord]     # best first
+
+
+@dataclass(frozen=True)
+class UnitSampleRecord:
+    quantile: float
+    row: int                 # the frame's line in the pool's manifest.jsonl
+    activation: float
+    masked_jpeg: bytes
+
+
+@dataclass(frozen=True)
+class UnitViewRecord:
+    """What the unit page shows beyond the top images: the pool's activation histogram and the samples."""
+
+    index: int
+    histogram: dict                       # {"counts": [...], "edges": [...]}
+    samples: Sequence[UnitSampleRecord]   # per quantile, strongest first
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,29 @@ def replace_units(session: Session, run: Run, dataset: Dataset, layer: LayerReco
                  "masked_jpeg": image.masked_jpeg, "frame_id": ids[image.row]}
                 for rank, image in enumerate(unit.images)])
     return row
+
+
+def replace_unit_views(session: Session, layer: Layer, dataset: Dataset, views: Iterable[UnitViewRecord]) -> int:
+    """Replace the histograms and lower-quantile samples of ``layer``'s units (nobody annotates these:
+    they are replaced whenever the run is published); returns how many units got them."""
+    units = dict(session.execute(select(Unit.index, Unit.id).where(Unit.layer_id == layer.id)).all())
+    session.execute(delete(UnitSample).where(UnitSample.unit_id.in_(units.values())))
+    ids = frame_ids(session, dataset)
+    count = 0
+    for view in views:
+        unit_id = units[view.index]
+        session.execute(update(Unit).where(Unit.id == unit_id).values(histogram=view.histogram))
+        ranks: dict[float, int] = {}
+        rows = []
+        for sample in view.samples:
+            rank = ranks[sample.quantile] = ranks.get(sample.quantile, -1) + 1
+            rows.append({"unit_id": unit_id, "quantile": sample.quantile, "rank": rank,
+                         "activation": sample.activation, "masked_jpeg": sample.masked_jpeg,
+                         "frame_id": ids[sample.row]})
+        if rows:
+            session.execute(insert(UnitSample), rows)
+        count += 1
+    return count
 
 
 def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Iterable[AutoLabel]) -> int:

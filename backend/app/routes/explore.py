@@ -1,22 +1,25 @@
-"""Exploring runs, for every account: the runs index, each run's units browser, a page per unit, and the
-read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
+"""Exploring runs, for every account: the runs index, each run's units browser, a page per unit (and its
+samples' JPEGs), and the read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
 from __future__ import annotations
 
+import hashlib
 from typing import Generic, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import current_user, get_db, render
+from backend.app.deps import current_user, figure_html, get_db, render
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
-                                 get_run, layer_records, page_of, run_records, summary_record, unit_page, unit_record,
-                                 unit_summaries)
+                                 get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
+                                 unit_page, unit_record, unit_summaries)
 from backend.app.results import run_report
-from backend.db.models import Annotator, Layer, Run
+from backend.db.models import Annotator, Layer, UnitSample
 
 pages = APIRouter(include_in_schema=False)
+media = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
 api = APIRouter(prefix="/api/v1", tags=["explore"], dependencies=[Depends(current_user)])
 Item = TypeVar("Item")
 MAX_PAGE = 500
@@ -92,12 +95,24 @@ class AutomaticOut(BaseModel):
     netdissect_iou: float | None
 
 
+class HistogramOut(BaseModel):
+    counts: list[int]      # pool images per bin of the unit's spatial maximum
+    edges: list[float]     # len(counts) + 1
+
+
+class QuantileSamplesOut(BaseModel):
+    quantile: float        # e.g. 0.9: images near the 90th percentile of the unit's spatial maxima
+    images: list[ImageOut]
+
+
 class UnitOut(BaseModel):
     id: int
     run: int
     layer: str
     index: int
     images: list[ImageOut]
+    histogram: HistogramOut | None          # None: the run's units were extracted before histograms were saved
+    samples: list[QuantileSamplesOut]
     verdict: VerdictOut | None
     automatic: AutomaticOut
     previous: int | None
@@ -169,7 +184,24 @@ def units_browser(run_id: int, request: Request, filters: UnitFilters = Depends(
 @pages.get("/runs/{run_id}/units/{layer}/{index}")
 def unit_view(run_id: int, layer: str, index: int, request: Request, user: Annotator = Depends(current_user),
               db: Session = Depends(get_db)):
-    return render(request, "unit_view.html", user=user, page=unit_page(db, run_id, layer, index))
+    page = unit_page(db, run_id, layer, index)
+    figure = histogram_figure(page)
+    return render(request, "unit_view.html", user=user, page=page,
+                  histogram=figure_html(figure, displayModeBar=False) if figure is not None else None)
+
+
+@media.get("/samples/{sample_id}", response_class=Response,
+           responses={200: {"content": {"image/jpeg": {}}}, 304: {"description": "Not modified"}})
+def sample_image(sample_id: int, request: Request, db: Session = Depends(get_db)) -> Response:
+    """One of a unit's masked lower-quantile samples (JPEG), cached by the browser and revalidated by ETag."""
+    jpeg = db.scalar(select(UnitSample.masked_jpeg).where(UnitSample.id == sample_id))
+    if jpeg is None:
+        raise HTTPException(404, f"There is no sample {sample_id}.")
+    etag = f'"{hashlib.blake2b(jpeg, digest_size=16).hexdigest()}"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
 # --- The JSON API

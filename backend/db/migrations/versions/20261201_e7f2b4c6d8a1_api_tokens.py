@@ -1,4 +1,5 @@
-"""api tokens: personal tokens for the JSON API, stored hashed, with read or admin scope
+"""api tokens (personal tokens for the JSON API, stored hashed, read or admin scope); the unit page's
+activation histograms and lower-quantile samples
 
 Revision ID: e7f2b4c6d8a1
 Revises: d8c2a5f7e913
@@ -29,8 +30,30 @@ def upgrade() -> None:
     sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
     )
     op.create_index(op.f('ix_api_tokens_annotator_id'), 'api_tokens', ['annotator_id'], unique=False)
+    op.create_table('unit_samples',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('unit_id', sa.Integer(), nullable=False),
+    sa.Column('quantile', sa.Double(), nullable=False),
+    sa.Column('rank', sa.Integer(), nullable=False),
+    sa.Column('activation', sa.Double(), nullable=False),
+    sa.Column('masked_jpeg', sa.LargeBinary(), nullable=False),
+    sa.Column('frame_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['frame_id'], ['frames.id'], name=op.f('fk_unit_samples_frame_id_frames'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['unit_id'], ['units.id'], name=op.f('fk_unit_samples_unit_id_units'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_unit_samples')),
+    sa.UniqueConstraint('unit_id', 'quantile', 'rank', name=op.f('uq_unit_samples_unit_id'))
+    )
+    op.create_index(op.f('ix_unit_samples_frame_id'), 'unit_samples', ['frame_id'], unique=False)
+    op.create_index(op.f('ix_unit_samples_unit_id'), 'unit_samples', ['unit_id'], unique=False)
+    with op.batch_alter_table('units', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('histogram', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('units', schema=None) as batch_op:
+        batch_op.drop_column('histogram')
+    op.drop_index(op.f('ix_unit_samples_unit_id'), table_name='unit_samples')
+    op.drop_index(op.f('ix_unit_samples_frame_id'), table_name='unit_samples')
+    op.drop_table('unit_samples')
     op.drop_index(op.f('ix_api_tokens_annotator_id'), table_name='api_tokens')
     op.drop_table('api_tokens')
