@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import add_user, jpeg, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium, wait_until
-from backend.db.models import Annotator
+from backend.db import store
+from backend.db.models import Annotator, Dataset, Layer
 from backend.db.session import session_factory, upgrade_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -16,7 +17,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 @pytest.fixture()
 def site(tmp_path):
-    """Unit 0 is a dog detector (three annotators marked 50 of its 60 images); unit 1 is not labelled yet."""
+    """Unit 0 is a dog detector (three annotators marked 50 of its 60 images), with its activation histogram
+    and two images each near the 90th and 50th percentiles, as `ambient units` saves them; unit 1 is not
+    labelled yet."""
     url = seed_run(tmp_path, n_units=2, n_images=60, image_size=96)
     add_user(url, "ann")
     first, _ = unit_ids(url)
@@ -25,6 +28,11 @@ def site(tmp_path):
             add_user(url, name)
             annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
             submit_held(db, annotator, first, "yes", "dog", unit_images(url, first)[:50])
+        samples = [store.UnitSampleRecord(q, row, 3.0 - row, jpeg((90, 90, 200), 96, seed=row))
+                   for q, rows in ((0.9, (1, 2)), (0.5, (3, 4))) for row in rows]
+        store.replace_unit_views(db, db.scalar(select(Layer)), db.scalar(select(Dataset)), [
+            store.UnitViewRecord(0, {"counts": [30, 12, 9, 6, 3], "edges": [0, 1, 2, 3, 4, 5]}, samples)])
+        db.commit()
     with running_server(url) as base:
         yield base, first
 
@@ -45,6 +53,12 @@ def test_unit_page_plays_clips_and_links_its_neighbours(site):
                          ".every((img) => img.complete && img.naturalWidth > 0)")
         assert page.locator("#top-images img").count() == 60
         assert page.locator("#top-images li.contains").count() == 50     # the images the annotators marked
+        wait_until(page, "document.querySelector('#histogram .plotly-figure .main-svg') !== null")   # drawn by charts.js
+        wait_until(page, "Array.from(document.querySelectorAll('.samples img'))"
+                         ".every((img) => img.complete && img.naturalWidth > 0)")
+        assert page.locator("#samples-90 img").count() == 2 and page.locator("#samples-50 img").count() == 2
+        page.click("#samples-50 li:nth-child(1) button.play")             # a sample's clip plays too
+        wait_until(page, "!document.querySelector('#samples-50 li:nth-child(1) audio').paused")
 
         page.click("#top-images li:nth-child(3) button.play")
         wait_until(page, "!document.querySelector('#top-images li:nth-child(3) audio').paused")
