@@ -79,7 +79,7 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
         assert job["status"] == "done", job["log"]
         page.wait_for_selector("#extract-units", timeout=30_000)                  # done: the page reloads
         seen.add(page.inner_text("#percent"))
-        assert page.inner_text("#status") == "done" and "100%" in seen and len(seen) == 2
+        assert page.inner_text("#status") == "done" and "100%" in seen
 
         page.click("#extract-units")
         page.wait_for_url(f"{base}/admin/jobs/2")
