@@ -18,6 +18,8 @@ from backend.db.models import Annotator, Job
 from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, job_params,
                           live_workers, requeue_job, training_warning, units_fields)
 from backend.pipeline import DEMO
+from model.dataset import load_report
+from model.ingest import report_table
 from model.labels import KINDS as LABEL_KINDS
 from model.device import DEVICE_CHOICES
 from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
@@ -117,8 +119,11 @@ def new_job(request: Request, form: FormData = Depends(form_fields), user: Annot
 def job_page(job_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
     job = _job(db, job_id)
     (state,) = _states(db, [job])
+    # An ingest's report, once written: the table `ambient ingest` ends with.
+    report = load_report(job.params["data_dir"]) if job.kind in ("ingest", "demo") and job.params.get("data_dir") \
+        else None
     return render(request, "jobs_job.html", user=user, job=job, state=state.model_dump(mode="json"),
-                  resumable=RESUMABLE)
+                  resumable=RESUMABLE, ingest_report=report, ingest_table=report_table(report) if report else [])
 
 
 @router.post("/admin/jobs/{job_id}/cancel", dependencies=[Depends(check_csrf)])
