@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from sqlalchemy import case, func, select, union
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, UnitVerdict, aggregate_unit,
                                   units_for_review)
@@ -35,6 +35,37 @@ class UnitRow:
     auto_precision: float | None
     top_image_ids: tuple[int, ...]       # the first GALLERY_IMAGES, best first
     auto_iou: float | None = None
+    auto_netdissect_category: str | None = None     # Network Dissection's label (``ambient dissect --masks``)
+    auto_netdissect_iou: float | None = None
+
+    @property
+    def human_label(self) -> str | None:
+        """The people's detector label: the verdict's category when it is a detector."""
+        return self.verdict.category if self.verdict is not None and self.verdict.is_detector else None
+
+    @property
+    def label_agreement(self) -> str:
+        """Which of the human, paper-score and Network Dissection labels coincide ("—": fewer than two labels)."""
+        labels = {"human": self.human_label, "paper": self.auto_category, "ND": self.auto_netdissect_category}
+        given = {name: label for name, label in labels.items() if label is not None}
+        if len(given) < 2:
+            return "—"
+        groups = [" = ".join(name for name in given if given[name] == label) for label in dict.fromkeys(given.values())]
+        agreeing = [group for group in groups if " = " in group]
+        return ", ".join(agreeing) if agreeing else "none"
+
+
+def automatic_label_rows(rows: Sequence[UnitRow], category: str | None = None, min_precision: float = 0.0,
+                         min_iou: float = 0.0) -> list[UnitRow]:
+    """The units with an automatic label, most precise first, filtered: ``category`` is either automatic
+    label; the paper's precision and Network Dissection's IoU (else the paper label's IoU) reach the minimums."""
+    def iou(row: UnitRow) -> float:
+        return row.auto_netdissect_iou if row.auto_netdissect_iou is not None else (row.auto_iou or 0.0)
+    labelled = [r for r in rows if r.auto_category is not None or r.auto_netdissect_category is not None]
+    return sorted((r for r in labelled
+                   if (category is None or category in (r.auto_category, r.auto_netdissect_category))
+                   and (r.auto_precision or 0.0) >= min_precision - PRECISION_TOLERANCE and iou(r) >= min_iou),
+                  key=lambda r: (-(r.auto_precision or 0.0), -iou(r), r.layer, r.index))
 
 
 @dataclass(frozen=True)
@@ -161,9 +192,12 @@ def maybe_detectors(settings: AnnotationSettings = ANNOTATION):
 
 def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:
     """Everything the results page and the exports say about `run`."""
-    units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou)
+    netdissect = aliased(Category)
+    units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou,
+                              netdissect.name, Unit.auto_netdissect_iou)
                        .join(Layer, Unit.layer_id == Layer.id)
                        .outerjoin(Category, Unit.auto_category_id == Category.id)
+                       .outerjoin(netdissect, Unit.auto_netdissect_category_id == netdissect.id)
                        .where(Layer.run_id == run.id).order_by(Layer.name, Unit.index)).all()
     unit_ids = [u.id for u in units]
     images: dict[int, list[int]] = defaultdict(list)           # unit -> image ids, best first
@@ -177,7 +211,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         given = tuple(answers.get(u.id, ()))
         verdict = _verdict(u.id, given, settlements.get(u.id), len(images[u.id]), settings)
         rows.append(UnitRow(u.id, u[1], u.index, given, verdict, u[4], u.auto_precision,
-                            tuple(images[u.id][:GALLERY_IMAGES]), u.auto_iou))
+                            tuple(images[u.id][:GALLERY_IMAGES]), u.auto_iou, u[6], u.auto_netdissect_iou))
     verdicts = [r.verdict for r in rows if r.verdict is not None]
     verdict_units = {v.unit for v in verdicts}
 

@@ -12,7 +12,7 @@ from backend.app.errors import TaskError
 from backend.app.reservations import (Queue, check_held, current_reservation, filling_a_slot, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.app.results import detector_units, maybe_detectors
-from backend.db.models import SoundJudgement, SoundReservation, UnitImage
+from backend.db.models import Frame, SoundJudgement, SoundReservation, Unit, UnitImage
 from model.settings import ANNOTATION, AnnotationSettings
 
 # Who judged a unit, by their judgement of its first clip: judgements come all or none for a unit's
@@ -21,6 +21,9 @@ SOUND_QUEUE = Queue("sound", SoundReservation,
                     select(UnitImage.unit_id, SoundJudgement.annotator_id)
                     .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).where(UnitImage.rank == 0))
 DETECTOR_BATCH = 5      # candidates whose verdicts are worked out at a time: each reads its answers and marks
+# Units whose top images are still images (a pool folder of images, model/pool.py): no clips, no sound task.
+UNITS_WITHOUT_CLIPS = (select(UnitImage.unit_id).join(Frame, UnitImage.frame_id == Frame.id)
+                       .where(Frame.clip_path.is_(None)))
 
 
 def sound_clips(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> list[UnitImage]:
@@ -32,6 +35,8 @@ def sound_clips(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTA
 
 def detector_category(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> str:
     """The category the unit detects; TaskError (404) when it is not a detector (yet)."""
+    if db.scalar(UNITS_WITHOUT_CLIPS.where(UnitImage.unit_id == unit_id).limit(1)) is not None:
+        raise TaskError(f"Unit {unit_id}'s top images are still images with no clips, so it has no sound task.", 404)
     category = detector_units(db, [unit_id], settings).get(unit_id)
     if category is None:
         raise TaskError(f"Unit {unit_id} is not a detector (yet), so it has no sound task.", 404)
@@ -48,7 +53,8 @@ def reserve_next_sound_unit(db: Session, annotator_id: int, now: datetime | None
     held = current_reservation(db, SOUND_QUEUE, annotator_id, now)
     if held is not None:
         return held
-    candidates = open_units(SOUND_QUEUE, annotator_id, maybe_detectors(settings), now, settings)
+    candidates = open_units(SOUND_QUEUE, annotator_id, maybe_detectors(settings), now, settings) \
+        .where(Unit.id.not_in(UNITS_WITHOUT_CLIPS))
     for offset in itertools.count(0, DETECTOR_BATCH):
         unit_ids = db.scalars(candidates.offset(offset).limit(DETECTOR_BATCH)).all()
         if not unit_ids:

@@ -40,6 +40,8 @@ def clip(image_id: int, db: Session = Depends(get_db)) -> FileResponse:
                      .join(UnitImage, UnitImage.frame_id == Frame.id).where(UnitImage.id == image_id)).one_or_none()
     if row is None:
         raise HTTPException(404, f"There is no image {image_id}.")
+    if row.clip_path is None:
+        raise HTTPException(404, f"Image {image_id} is a still image: it has no clip.")
     data_dir = Path(row.data_dir).resolve()
     path = (data_dir / row.clip_path).resolve()
     if not path.is_relative_to(data_dir) or not path.is_file():

@@ -1,13 +1,13 @@
 """Results for admins: Fig. 3 histograms, Table 1, Fig. A1b, Fig. 4 galleries, agreement."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
 from backend.app.deps import admin_user, figure_html, get_db, render
-from backend.app.results import THRESHOLDS, characteristic_flags, run_report
+from backend.app.results import THRESHOLDS, automatic_label_rows, characteristic_flags, run_report
 from backend.db.models import Annotator, Run
 
 router = APIRouter(include_in_schema=False)
@@ -18,21 +18,32 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
     reports = [run_report(db, run) for run in db.scalars(select(Run).order_by(Run.id))]
     characteristic = characteristic_flags(db)
     with_detectors = {r.run.name: r.histogram for r in reports if r.histogram}
+    # The automatic labels' detectors too: runs of several networks on one pool, before anyone annotates.
+    with_auto = {r.run.name: r.auto_detectors.histogram for r in reports if r.auto_detectors and r.auto_detectors.histogram}
     return render(request, "results.html", user=user, reports=reports,
                   side_by_side=figure_html(detector_histograms_figure(with_detectors, characteristic))
                   if with_detectors else None,
+                  auto_side_by_side=figure_html(detector_histograms_figure(with_auto, characteristic))
+                  if with_auto else None,
                   threshold_curve=figure_html(threshold_curve_figure(
                       THRESHOLDS, {r.run.name: r.threshold_counts for r in reports})) if reports else None)
 
 
 @router.get("/results/{run_id}")
-def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db),
+            category: str | None = Query(None, max_length=200),
+            min_precision: float = Query(0.0, ge=0.0, le=1.0), min_iou: float = Query(0.0, ge=0.0, le=1.0)):
     run = db.get(Run, run_id)
     if run is None:
         raise HTTPException(404, f"There is no run {run_id}.")
     report = run_report(db, run)
     auto = report.auto_detectors
+    labelled = automatic_label_rows(report.units)
     return render(request, "run.html", user=user, report=report,
+                  auto_labels=automatic_label_rows(report.units, category or None, min_precision, min_iou),
+                  auto_categories=sorted({c for r in labelled for c in (r.auto_category, r.auto_netdissect_category)
+                                          if c is not None}),
+                  auto_filter={"category": category or "", "min_precision": min_precision, "min_iou": min_iou},
                   auto_histogram=figure_html(detector_histogram_figure(
                       auto.histogram, report.characteristic, title=f"Automatic detectors per category, {run.name}"))
                   if auto and auto.histogram else None,

@@ -22,7 +22,8 @@ PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, lamb
                          "message": "Listen to the clips of a detector's top images: is its object's own sound "
                                     "audible?"},
                   empty="No detector is waiting for your sound judgements. Detectors appear here once their "
-                        "annotators agree on an object.")
+                        "annotators agree on an object. Units of runs on still images are never here: still "
+                        "images have no clips to listen to.")
 PAGES.add_routes(router)
 
 
