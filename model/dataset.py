@@ -69,12 +69,6 @@ def write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def load_report(data_dir: str | Path) -> dict | None:
-    """DATA_DIR's ingest_report.json, or None where no ingest has finished there."""
-    path = Path(data_dir) / REPORT
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
     path = Path(data_dir) / MANIFEST
     if not path.exists():

@@ -18,7 +18,7 @@ from backend.db.models import Annotator, Job
 from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, job_params,
                           live_workers, requeue_job, training_warning, units_fields)
 from backend.pipeline import DEMO
-from model.dataset import load_report
+from model.dataset import read_report
 from model.ingest import report_table
 from model.labels import KINDS as LABEL_KINDS
 from model.device import DEVICE_CHOICES
@@ -120,7 +120,7 @@ def job_page(job_id: int, request: Request, user: Annotator = Depends(admin_user
     job = _job(db, job_id)
     (state,) = _states(db, [job])
     # An ingest's report, once written: the table `ambient ingest` ends with.
-    report = load_report(job.params["data_dir"]) if job.kind in ("ingest", "demo") and job.params.get("data_dir") \
+    report = read_report(job.params["data_dir"]) if job.kind in ("ingest", "demo") and job.params.get("data_dir") \
         else None
     return render(request, "jobs_job.html", user=user, job=job, state=state.model_dump(mode="json"),
                   resumable=RESUMABLE, ingest_report=report, ingest_table=report_table(report) if report else [])
