@@ -2,7 +2,6 @@
 samples' JPEGs), and the read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
 from __future__ import annotations
 
-import hashlib
 from typing import Generic, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -16,6 +15,7 @@ from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_membe
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
 from backend.app.results import run_report
+from backend.app.routes.images import jpeg_response
 from backend.db.models import Annotator, Layer, UnitSample
 
 pages = APIRouter(include_in_schema=False)
@@ -197,11 +197,7 @@ def sample_image(sample_id: int, request: Request, db: Session = Depends(get_db)
     jpeg = db.scalar(select(UnitSample.masked_jpeg).where(UnitSample.id == sample_id))
     if jpeg is None:
         raise HTTPException(404, f"There is no sample {sample_id}.")
-    etag = f'"{hashlib.blake2b(jpeg, digest_size=16).hexdigest()}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=304, headers=headers)
-    return Response(jpeg, media_type="image/jpeg", headers=headers)
+    return jpeg_response(jpeg, request)
 
 
 # --- The JSON API

@@ -24,6 +24,11 @@ def unit_image(image_id: int, request: Request, db: Session = Depends(get_db)) -
     jpeg = db.scalar(select(UnitImage.masked_jpeg).where(UnitImage.id == image_id))
     if jpeg is None:
         raise HTTPException(404, f"There is no image {image_id}.")
+    return jpeg_response(jpeg, request)
+
+
+def jpeg_response(jpeg: bytes, request: Request) -> Response:
+    """A stored JPEG, cached by the browser and revalidated by ETag (304 when unchanged)."""
     # A content hash, not the id: re-extracting a run may reuse ids for different pictures.
     etag = f'"{hashlib.blake2b(jpeg, digest_size=16).hexdigest()}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
