@@ -9,6 +9,18 @@ import typer
 from backend.commands.options import DB_HELP, open_sessions
 
 
+def _account(session, name: str):
+    """The account called ``name``; a usage error naming it when there is none."""
+    from sqlalchemy import select
+
+    from backend.db.models import Annotator
+
+    account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
+    if account is None:
+        raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
+    return account
+
+
 def register(app: typer.Typer) -> None:
     """Add this stage's subcommands to the CLI."""
     user_app = typer.Typer(help="Manage annotator and admin accounts.", no_args_is_help=True)
@@ -50,17 +62,12 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Set an account's password; this logs the account out of every session."""
-        from sqlalchemy import select
-
         from backend.app.users import AccountError, set_password
         from backend.config import Settings
-        from backend.db.models import Annotator
 
         settings = Settings(database_url=db) if db else Settings()
         with open_sessions(settings.database_url)() as session:
-            account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
-            if account is None:
-                raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
+            account = _account(session, name)
             if prompt:
                 password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
             try:
@@ -81,18 +88,13 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Make a personal API token for the account and print it (once: only its hash is stored)."""
-        from sqlalchemy import select
-
-        from backend.app.tokens import create_token
         from backend.app.errors import TaskError
+        from backend.app.tokens import create_token
         from backend.config import Settings
-        from backend.db.models import Annotator
 
         settings = Settings(database_url=db) if db else Settings()
         with open_sessions(settings.database_url)() as session:
-            account = session.scalar(select(Annotator).where(Annotator.name == name.strip()))
-            if account is None:
-                raise typer.BadParameter(f"there is no account called {name!r}", param_hint="NAME")
+            account = _account(session, name)
             try:
                 row, secret = create_token(session, account, label, "admin" if admin_scope else "read")
             except TaskError as error:
