@@ -157,10 +157,13 @@ def test_audible_marks_follow_the_intervals(world):
             assert (sound["object"] is None) == (not sound["on_screen"])
 
 
-def test_an_audible_source_raises_the_energy_of_its_bands_in_the_frame_texture(world):
+def test_an_audible_source_raises_the_energy_of_its_bands_in_the_frame_texture(tmp_path):
     """Frames where a category is marked audible have more energy (texture mu) in its bands than
     frames whose whole texture window holds only the scene's ambience."""
-    out, _ = world
+    # Every demo video with objects has a sounding subject: empty videos give the ambience-only frames.
+    out = tmp_path / "world"
+    generate_world(out, videos=12, seed=SEED, preset="tiny", objects="procedural", progress=False,
+                   settings=replace(WORLD, object_count_weights=(0.4, 0.3, 0.3, 0.0)))
     centres = cochlear_center_frequencies()
     duration, window = WORLD_PRESETS["tiny"].duration_s, 3.75
     times = np.linspace(window / 2, duration - window / 2, 10)     # as ingest samples frames
@@ -222,6 +225,22 @@ def test_videos_are_filmed_around_a_sounding_subject_when_the_setting_says_so(tm
                    progress=False, settings=never)
     assert not any(o["subject"] for truth in (tmp_path / "b/truth").glob("world_*.json")
                    for o in json.loads(truth.read_text())["objects"])
+
+
+@pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")
+def test_every_subject_is_heard_even_a_stamp_with_no_synthesised_voice(tmp_path):
+    """A subject with no synth (cow, horse, instrument) is drawn from a stamp that has its recording."""
+    generate_world(tmp_path, videos=24, seed=2, preset="tiny", objects="tuxpaint", workers=1, progress=False)
+    subjects = 0
+    for truth in sorted(tmp_path.glob("truth/world_*.json")):
+        record = json.loads(truth.read_text())
+        for subject in (o for o in record["objects"] if o["subject"]):
+            subjects += 1
+            voices = [s for s in record["sounds"] if s["object"] == subject["id"]]
+            assert voices, (truth.name, subject["category"])
+            if subject["category"] not in SOURCE_SYNTHS:
+                assert voices[0]["origin"].startswith("recording:")
+    assert subjects >= 15
 
 
 @pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")

@@ -78,7 +78,9 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
     # Personal videos are mostly filmed because something is happening: the first object is then
     # the subject, a thing that makes a sound, nearer the camera and near the middle of the pan.
     flags = category_by_name()
-    audible_kinds = [c for c in choices if flags[c].characteristic_sound]
+    # A subject is something the world can make heard: a synthesised voice or a stamp with its recording.
+    audible_kinds = [c for c in choices if flags[c].characteristic_sound
+                     and (c in sounds.SOURCE_SYNTHS or any(s.sound for s in stamps.get(c, [])))]
     has_subject = bool(categories) and bool(audible_kinds) and rng.random() < cfg.subject_probability
     if has_subject:
         categories[0] = str(rng.choice(audible_kinds))
@@ -92,7 +94,11 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
                       else rng.uniform(low, high)) * cfg.height)
         stamp = None
         # Few stamps of a category would repeat one photo; mix in procedural ones there for variety.
-        if category in stamps and (len(stamps[category]) >= 3 or category not in DRAWERS or rng.random() < 0.5):
+        if subject and category not in sounds.SOURCE_SYNTHS:      # the subject is heard: its own recording
+            voiced = [st for st in stamps[category] if st.sound is not None]
+            stamp = voiced[rng.integers(len(voiced))]
+            sprite = tuxpaint.sprite(stamp, rng, height)
+        elif category in stamps and (len(stamps[category]) >= 3 or category not in DRAWERS or rng.random() < 0.5):
             stamp = stamps[category][rng.integers(len(stamps[category]))]
             sprite = tuxpaint.sprite(stamp, rng, height)
         else:
