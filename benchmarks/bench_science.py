@@ -84,6 +84,8 @@ def collect(seed: int, work: Path) -> dict:
             row[control] = summarise(detectors(work / control))
     if "scene" in row:
         row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
+    if (work / "science.json").exists():        # how long the seed's stages took when they ran
+        row["minutes"] = json.loads((work / "science.json").read_text()).get("minutes")
     return row
 
 
@@ -180,7 +182,7 @@ detectors are conv5 units whose top 60 images contain one category at >= {DETECT
 Controls on the same world and frames: the same network untrained (`train --epochs 0`), and trained on the
 scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
-{f"{seconds / 60:.0f} minutes in all" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
+{f"{seconds / 60:.0f} minutes in all ({seconds / 60 / len(rows):.0f} a seed)" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
 
 {table(rows)}
 
@@ -208,7 +210,8 @@ def main() -> None:
                 if (args.out / f"seed{seed}" / "sound" / "dissection.json").exists()]
         if not rows:
             parser.error(f"no seed<S>/sound/dissection.json in {args.out}")
-        seconds = float("nan")
+        minutes = [r.get("minutes") for r in rows]
+        seconds = 60 * sum(minutes) if None not in minutes else float("nan")
     else:
         with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
             root = args.out or Path(tmp)

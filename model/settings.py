@@ -85,12 +85,12 @@ LABELS = LabelSettings()
 FEW_STEPS = 200
 TRAIN_PRESETS = {
     "paper": TrainSettings(),
-    # The demo world (4,000 frames) on a 2-core CPU in minutes: small frames and fc layers. Six epochs:
-    # with 400 videos, test accuracy stops rising after about five and the network then memorises
-    # (12 epochs: 12.3% test accuracy and 21 detector units; 6 epochs: 15.7% and 31, same world).
-    # Batch 32: the ~1,550 kept training frames give ~290 steps (batch 64 gave 144, under FEW_STEPS).
+    # The demo world (8,000 frames) on a 2-core CPU in minutes: small frames and fc layers, 6 epochs in
+    # batches of 32 (~3,150 kept training frames: ~590 steps). Chosen on world seed 6 (not one of
+    # make science's seeds 0-4), 400 -> 800 videos and lr 0.01 -> 0.02: 20 -> 26 -> 62 detectors,
+    # 13.7% -> 17.6% -> 17.5% held-out accuracy; 12 epochs on 400 videos gave 16 (the network memorises).
     "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=32, epochs=6,
-                          lr=0.01, checkpoint_steps=50),
+                          lr=0.02, checkpoint_steps=50),
     # Tests: seconds per run.
     "tiny": TrainSettings(frame_size=80, crop_size=67, fc_width=64, batch_size=8, epochs=2,
                           lr=0.01, checkpoint_steps=2, warmup_fraction=0.0),
@@ -150,7 +150,7 @@ WORLD = WorldSettings()
 OBJECT_MODES = ("auto", "procedural", "tuxpaint")   # where the world's objects come from (model/world)
 WORLD_PRESETS = {
     "tiny": WorldPreset(videos=4, duration_s=6.0),        # tests: seconds
-    "demo": WorldPreset(videos=400, duration_s=6.0),      # < 2 min here; ~4,000 frames after ingest
+    "demo": WorldPreset(videos=800, duration_s=6.0),      # ~1 min here; ~8,000 frames after ingest
     "large": WorldPreset(videos=5000, duration_s=10.0),   # for GPU runs
 }
 

@@ -15,6 +15,9 @@ class Scene:
     objects: tuple[str, ...]               # categories that may appear (filtered by what can be drawn)
 
 
+# Each outdoor scene has its own ambience (wind in the valley, leaves in the park, crickets on the
+# pasture): with one wind for all three, "someone talking outdoors" was one cluster over three scenes,
+# seed 6's majority (11% of its test frames).
 SCENES: tuple[Scene, ...] = (
     Scene("living_room", "room_tone", (0.6, 0.72),
           ("person", "baby", "dog", "lamp", "windowpane", "chair", "musical instrument")),
@@ -22,11 +25,11 @@ SCENES: tuple[Scene, ...] = (
           ("person", "car", "dog", "crowd", "building", "tree", "truck", "bus", "house")),
     Scene("beach", "waves", (0.4, 0.55),
           ("person", "dog", "bird", "crowd", "chair", "mountain", "boat")),
-    Scene("park", "wind", (0.4, 0.55),
+    Scene("park", "leaves", (0.4, 0.55),
           ("person", "baby", "dog", "bird", "crowd", "tree", "bench", "flower")),
     Scene("valley", "wind", (0.45, 0.6),
           ("waterfall", "bird", "tree", "mountain", "flower", "person")),
-    Scene("pasture", "wind", (0.4, 0.55),
+    Scene("pasture", "crickets", (0.4, 0.55),
           ("dog", "bird", "tree", "mountain", "flower", "cow", "horse")),
 )
 

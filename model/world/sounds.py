@@ -177,6 +177,26 @@ def wind(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     return _unit_rms(_lowpass(rng.standard_normal(n), 500, sr) * (0.3 + _slow_noise(rng, n, sr, 0.4)))
 
 
+def crickets(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Pasture: a few crickets, each a 3.5-5 kHz tone pulsed ~30 times a second in chirps, under wind."""
+    time = np.arange(n) / sr
+    out = np.zeros(n)
+    for _ in range(rng.integers(3, 7)):
+        pulses = (np.sin(2 * np.pi * rng.uniform(20, 40) * time + rng.uniform(0, 2 * np.pi)) > 0.3)
+        period, duty = rng.uniform(0.4, 1.0), rng.uniform(0.3, 0.6)       # chirps of a few pulses, then rest
+        chirping = ((time / period + rng.random()) % 1.0) < duty
+        envelope = _lowpass((pulses & chirping).astype(float), 300, sr)
+        out += rng.uniform(0.5, 1.0) * envelope * np.sin(2 * np.pi * rng.uniform(3500, 5000) * time)
+    return _unit_rms(_unit_rms(out) + 0.4 * wind(rng, n, sr))
+
+
+def leaves(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Park: leaves rustling in the breeze, dense crackles of mid-to-high noise swelling with the gusts."""
+    crackle = _bandpass(rng.standard_normal(n), 1500, 6000, sr) * (rng.random(n) < 0.2)
+    rustle = _bandpass(crackle, 1000, 7000, sr) * (0.2 + _slow_noise(rng, n, sr, 0.7))
+    return _unit_rms(_unit_rms(rustle) + 0.5 * wind(rng, n, sr))
+
+
 def waves(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
     """Beach: band-limited noise swelling with each wave every 5-10 s."""
     period = rng.uniform(5, 10)
@@ -209,6 +229,8 @@ SOURCE_SYNTHS: dict[str, Synth] = {
 AMBIENCES: dict[str, Synth] = {
     "room_tone": room_tone,
     "wind": wind,
+    "crickets": crickets,
+    "leaves": leaves,
     "waves": waves,
     "traffic": traffic,
 }
