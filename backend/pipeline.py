@@ -18,7 +18,7 @@ from model.settings import LABELS, TRAIN_PRESETS
 # The demo experiment (README "The two commands"): the same on the command line and from the admin page.
 DEMO = {"world_preset": "demo", "objects": "auto", "videos": None, "seed": 0, "label_kind": "cluster",
         "k": LABELS.clusters, "preset": "demo", "epochs": None, "device": "auto",
-        # The demo's test split holds ~80 videos: units pool all frames (the paper pooled 200,000 test frames).
+        # The demo's test split holds ~160 videos: units pool all frames (the paper pooled 200,000 test frames).
         "split": "all"}
 
 

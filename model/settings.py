@@ -86,7 +86,7 @@ FEW_STEPS = 200
 TRAIN_PRESETS = {
     "paper": TrainSettings(),
     # The demo world (8,000 frames) on a 2-core CPU in minutes: small frames and fc layers, 6 epochs in
-    # batches of 32 (~3,150 kept training frames: ~590 steps). Chosen on world seed 6 (not one of
+    # batches of 32 (~3,200 kept training frames: ~600 steps). Chosen on world seed 6 (not one of
     # make science's seeds 0-4), 400 -> 800 videos and lr 0.01 -> 0.02: 20 -> 26 -> 62 detectors,
     # 13.7% -> 17.6% -> 17.5% held-out accuracy; 12 epochs on 400 videos gave 16 (the network memorises).
     "demo": TrainSettings(frame_size=144, crop_size=128, fc_width=1024, batch_size=32, epochs=6,
