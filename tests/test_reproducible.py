@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 from backend.cli import app
 from model import dataset
 from model.run import FINAL_MODEL, METRICS, RUN_JSON, RunInfo
-from model.settings import FEW_STEPS, TRAIN_PRESETS
+from model.settings import FEW_STEPS, TRAIN_PRESETS, WORLD
 from model.train import few_steps_warning
-from model.world import video_truth
+from model.world import tuxpaint, video_truth
 from model.world.scenes import SCENES
 
 TIMINGS = ("images_per_s",)        # wall-clock figures, the only fields allowed to differ
@@ -130,3 +130,37 @@ def test_zero_epochs_saves_the_untrained_network(runs):
     assert all(torch.equal(weights[name], initial[name]) for name in initial)
     rows = [json.loads(line) for line in (out / METRICS).read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["step"] == 0 and 0 <= rows[0]["test_accuracy"] <= 1
+
+
+def _encode_after_garbage(args: tuple[int, str]) -> str:
+    """Leave garbage of a seed-dependent size in this process's heap, then encode the same frames."""
+    import hashlib
+    from model.media import fill_fresh_memory, write_video
+    seed, out = args
+    fill_fresh_memory()                # as generate_world's processes do
+    rng = np.random.default_rng(seed)
+    junk = [rng.integers(0, 255, int(rng.integers(10_000, 400_000)), dtype=np.uint8).tobytes() for _ in range(200)]
+    del junk[::2]
+    frames = np.load(Path(out) / "frames.npy")
+    write_video(Path(out) / f"{seed}.mp4", frames, 10)
+    return hashlib.md5((Path(out) / f"{seed}.mp4").read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")
+def test_world_videos_do_not_depend_on_what_the_heap_held(tmp_path, monkeypatch):
+    """libx264 reads memory it never wrote: without fill_fresh_memory the frames of world seed 0's video 47
+    (a beach) encoded to 3 different files in 8 processes; generate_world's processes fill it."""
+    import ctypes
+    from concurrent.futures import ProcessPoolExecutor
+    import model.world.generate as generate
+    if not hasattr(ctypes.CDLL(None), "mallopt"):
+        pytest.skip("the C library has no mallopt (not glibc)")
+    captured = {}
+    monkeypatch.setattr(generate, "write_video", lambda path, frames, *rest: captured.setdefault("frames", frames))
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "truth").mkdir()
+    generate.generate_video(generate._Job(47, 0, 6.0, "tuxpaint", str(tmp_path), WORLD))
+    np.save(tmp_path / "frames.npy", captured["frames"])
+    with ProcessPoolExecutor(2) as pool:
+        hashes = set(pool.map(_encode_after_garbage, [(seed, str(tmp_path)) for seed in range(8)]))
+    assert len(hashes) == 1

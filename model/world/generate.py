@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from model.categories import category_by_name
 from model.dataset import write_json_atomic
-from model.media import write_video
+from model.media import fill_fresh_memory, write_video
 from model.settings import OBJECT_MODES, WORLD, WORLD_PRESETS, WorldSettings
 from model.world import sounds, tuxpaint
 from model.world.objects import DRAWERS
@@ -248,18 +248,15 @@ def generate_world(out_dir: str | Path, videos: int | None = None, seed: int = 0
         stale.unlink()
     jobs = [_Job(i, seed, spec.duration_s, mode, str(out), settings) for i in range(count)]
     started = time.perf_counter()
-    n_workers = min(settings.workers, count, os.cpu_count() or 1)
+    n_workers = max(1, min(settings.workers, count, os.cpu_count() or 1))
     bar = tqdm(total=count, desc="world", unit="video", disable=not progress)
     records = []
-    if n_workers <= 1:
-        for job in jobs:
-            records.append(generate_video(job))
+    # Same world, same bytes: videos are encoded in worker processes that fill the memory they are given
+    # (fill_fresh_memory), also for one worker, so the caller's process keeps its ordinary allocator.
+    with ProcessPoolExecutor(n_workers, initializer=fill_fresh_memory) as pool:
+        for record in pool.map(generate_video, jobs, chunksize=4):
+            records.append(record)
             bar.update()
-    else:
-        with ProcessPoolExecutor(n_workers) as pool:
-            for record in pool.map(generate_video, jobs, chunksize=4):
-                records.append(record)
-                bar.update()
     bar.close()
     summary = WorldSummary(
         out_dir=str(out), preset=preset, seed=seed, objects=mode, videos=count, duration_s=spec.duration_s,
