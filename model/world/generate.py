@@ -52,6 +52,11 @@ def _drawable(category: str, stamps: dict[str, list[tuxpaint.Stamp]]) -> bool:
     return category in DRAWERS or category in stamps
 
 
+def _voiced_stamps(category: str, stamps: dict[str, list[tuxpaint.Stamp]]) -> list[tuxpaint.Stamp]:
+    """The category's stamps that come with their own recording."""
+    return [stamp for stamp in stamps.get(category, []) if stamp.sound is not None]
+
+
 def _has_voice(category: str, stamp: tuxpaint.Stamp | None) -> bool:
     return (stamp is not None and stamp.sound is not None) or category in sounds.SOURCE_SYNTHS
 
@@ -80,7 +85,7 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
     flags = category_by_name()
     # A subject is something the world can make heard: a synthesised voice or a stamp with its recording.
     audible_kinds = [c for c in choices if flags[c].characteristic_sound
-                     and (c in sounds.SOURCE_SYNTHS or any(s.sound for s in stamps.get(c, [])))]
+                     and (c in sounds.SOURCE_SYNTHS or _voiced_stamps(c, stamps))]
     has_subject = bool(categories) and bool(audible_kinds) and rng.random() < cfg.subject_probability
     if has_subject:
         categories[0] = str(rng.choice(audible_kinds))
@@ -95,7 +100,7 @@ def _compose(scene: Scene, rng: np.random.Generator, cfg: WorldSettings, stamps,
         stamp = None
         # Few stamps of a category would repeat one photo; mix in procedural ones there for variety.
         if subject and category not in sounds.SOURCE_SYNTHS:      # the subject is heard: its own recording
-            voiced = [st for st in stamps[category] if st.sound is not None]
+            voiced = _voiced_stamps(category, stamps)
             stamp = voiced[rng.integers(len(voiced))]
             sprite = tuxpaint.sprite(stamp, rng, height)
         elif category in stamps and (len(stamps[category]) >= 3 or category not in DRAWERS or rng.random() < 0.5):
@@ -162,7 +167,7 @@ def _soundtrack(scene: Scene, objects: list[dict], rng: np.random.Generator, cfg
             sources.append((obj["category"], obj["id"], obj["_stamp"], rng.uniform(*cfg.object_rms) * nearness))
     on_screen = {o["category"] for o in objects}
     # Off screen: something that belongs in this scene is heard but not seen.
-    unseen = {c: [s for s in stamps.get(c, []) if s.sound is not None] for c in scene.objects
+    unseen = {c: _voiced_stamps(c, stamps) for c in scene.objects
               if flags[c].characteristic_sound and c not in on_screen}
     unseen = {c: voiced for c, voiced in unseen.items() if voiced or c in sounds.SOURCE_SYNTHS}
     if unseen and rng.random() < cfg.offscreen_probability:
