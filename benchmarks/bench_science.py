@@ -160,6 +160,15 @@ def table(rows: list[dict]) -> str:
     return head + "\n".join(lines)
 
 
+def code_version() -> str:
+    """The commit the figures come from (a table is only comparable with runs of the same world code)."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
 def report(rows: list[dict], seconds: float) -> str:
     all_categories = sorted({c for r in rows for c in r["sound"]["categories"]})
     met = all(all(targets(r).values()) and "scene" in r for r in rows) and len(all_categories) >= TARGET_CATEGORIES
@@ -183,6 +192,7 @@ Controls on the same world and frames: the same network untrained (`train --epoc
 scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
 {f"{seconds / 60:.0f} minutes in all ({seconds / 60 / len(rows):.0f} a seed)" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
+Code: commit {code_version()}.
 
 {table(rows)}
 
