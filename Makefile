@@ -42,7 +42,7 @@ bench: $(STAMP)
 	mkdir -p bench-out
 	for b in $(filter-out benchmarks/bench_science.py,$(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# The demo's finding on world seeds 0-4 with its controls, into BENCHMARKS.md (about 15 minutes a seed on
+# The demo's finding on world seeds 0-4 with its controls, into BENCHMARKS.md (about 11 minutes a seed on
 # 2 cores; not part of `make bench` or `make test`). SCIENCE_ARGS e.g. "--seeds 0 1" or "--out DIR".
 science: $(STAMP)
 	$(BIN)/python benchmarks/bench_science.py $(SCIENCE_ARGS)

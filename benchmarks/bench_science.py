@@ -84,8 +84,9 @@ def collect(seed: int, work: Path) -> dict:
             row[control] = summarise(detectors(work / control))
     if "scene" in row:
         row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
-    if (work / "science.json").exists():        # how long the seed's stages took when they ran
-        row["minutes"] = json.loads((work / "science.json").read_text()).get("minutes")
+    if (work / "science.json").exists():        # how long the seed's stages took when they ran, and on what code
+        kept = json.loads((work / "science.json").read_text())
+        row.update({key: kept[key] for key in ("minutes", "commit") if key in kept})
     return row
 
 
@@ -121,6 +122,7 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
         analyse(log, work / "scene", data)
     row = collect(seed, work)
     row["minutes"] = (time.perf_counter() - started) / 60
+    row.setdefault("commit", code_version())      # a resumed seed keeps the commit its first stages ran on
     (work / "science.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -162,11 +164,15 @@ def table(rows: list[dict]) -> str:
 
 def code_version() -> str:
     """The commit the figures come from (a table is only comparable with runs of the same world code)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                              text=True, check=True).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        # BENCHMARKS.md is what this benchmark writes, not code.
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes" if changed else "")
 
 
 def report(rows: list[dict], seconds: float) -> str:
@@ -192,7 +198,7 @@ Controls on the same world and frames: the same network untrained (`train --epoc
 scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
 {f"{seconds / 60:.0f} minutes in all ({seconds / 60 / len(rows):.0f} a seed)" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
-Code: commit {code_version()}.
+Code: commit {', '.join(sorted({r.get('commit', code_version()) for r in rows}))}.
 
 {table(rows)}
 
@@ -209,6 +215,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the worlds, datasets and runs here")
     parser.add_argument("--no-controls", action="store_true", help="skip the untrained and scene controls")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    parser.add_argument("--section", default="Science",
+                        help="BENCHMARKS.md section to write (e.g. one for seeds beyond the benchmark's 0-4)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report what the seeds' stages already wrote in --out")
     args = parser.parse_args()
@@ -230,7 +238,7 @@ def main() -> None:
     text = report(rows, seconds)
     print(text)
     if not args.no_write:
-        write_section("Science", text)
+        write_section(args.section, text)
 
 
 if __name__ == "__main__":

@@ -34,3 +34,9 @@ def test_the_report_needs_every_seed_and_six_categories_over_all():
     text = bench_science.report(many, 60.0)
     assert "all met" in text and "not all met" not in text and "Categories with a detector over all seeds: 7" in text
     assert "not all met" in bench_science.report(many + [row(3, majority=0.15)], 60.0)
+
+
+def test_the_report_names_the_commits_its_rows_ran_on():
+    text = bench_science.report([row(0) | {"commit": "abc1234"}, row(1) | {"commit": "def5678"}], 60.0)
+    assert "Code: commit abc1234, def5678." in text
+    assert f"Code: commit {bench_science.code_version()}." in bench_science.report([row(0)], 60.0)
