@@ -62,7 +62,8 @@ def test_unit_page_plays_clips_and_links_its_neighbours(site):
 
         page.click("#top-images li:nth-child(3) button.play")
         wait_until(page, "!document.querySelector('#top-images li:nth-child(3) audio').paused")
-        assert page.inner_text("#top-images li:nth-child(3) button.play") == "❚❚"
+        # audio.paused flips when play() is called, the button's label on the "play" event a task later.
+        wait_until(page, "document.querySelector('#top-images li:nth-child(3) button.play').textContent === '❚❚'")
         page.click("#top-images li:nth-child(5) button.play")            # one clip at a time
         wait_until(page, "document.querySelector('#top-images li:nth-child(3) audio').paused")
         SCREENSHOTS.mkdir(exist_ok=True)
