@@ -121,8 +121,9 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
                 done=work / "scene" / "model.pt")
         analyse(log, work / "scene", data)
     row = collect(seed, work)
-    row["minutes"] = (time.perf_counter() - started) / 60
-    row.setdefault("commit", code_version())      # a resumed seed keeps the commit its first stages ran on
+    # A finished seed run again keeps the time and commit of the run that did its stages.
+    row.setdefault("minutes", (time.perf_counter() - started) / 60)
+    row.setdefault("commit", code_version())
     (work / "science.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -220,7 +221,6 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report what the seeds' stages already wrote in --out")
     args = parser.parse_args()
-    started = time.perf_counter()
     if args.report_only:
         if args.out is None:
             parser.error("--report-only needs --out")
@@ -228,13 +228,12 @@ def main() -> None:
                 if (args.out / f"seed{seed}" / "sound" / "dissection.json").exists()]
         if not rows:
             parser.error(f"no seed<S>/sound/dissection.json in {args.out}")
-        minutes = [r.get("minutes") for r in rows]
-        seconds = 60 * sum(minutes) if None not in minutes else float("nan")
     else:
         with tempfile.TemporaryDirectory(prefix="ambient-science-") as tmp:
             root = args.out or Path(tmp)
             rows = [run_seed(seed, root, not args.no_controls) for seed in args.seeds]
-        seconds = time.perf_counter() - started
+    minutes = [r.get("minutes") for r in rows]        # what the seeds' stages took, also for kept runs
+    seconds = 60 * sum(minutes) if None not in minutes else float("nan")
     text = report(rows, seconds)
     print(text)
     if not args.no_write:
