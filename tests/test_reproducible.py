@@ -135,9 +135,8 @@ def test_zero_epochs_saves_the_untrained_network(runs):
 def _encode_after_garbage(args: tuple[int, str]) -> str:
     """Leave garbage of a seed-dependent size in this process's heap, then encode the same frames."""
     import hashlib
-    from model.media import fill_fresh_memory, write_video
+    from model.media import write_video
     seed, out = args
-    fill_fresh_memory()                # as generate_world's processes do
     rng = np.random.default_rng(seed)
     junk = [rng.integers(0, 255, int(rng.integers(10_000, 400_000)), dtype=np.uint8).tobytes() for _ in range(200)]
     del junk[::2]
@@ -149,9 +148,8 @@ def _encode_after_garbage(args: tuple[int, str]) -> str:
 @pytest.mark.skipif(not tuxpaint.available(), reason="tuxpaint-stamps-default is not installed")
 def test_world_videos_do_not_depend_on_what_the_heap_held(tmp_path, monkeypatch):
     """libx264 reads memory it never wrote: without fill_fresh_memory the frames of world seed 0's video 47
-    (a beach) encoded to 3 different files in 8 processes; generate_world's processes fill it."""
+    (a beach) encoded to 3 different files in 8 processes; generate_world's encoding pool fills it."""
     import ctypes
-    from concurrent.futures import ProcessPoolExecutor
     import model.world.generate as generate
     if not hasattr(ctypes.CDLL(None), "mallopt"):
         pytest.skip("the C library has no mallopt (not glibc)")
@@ -161,6 +159,6 @@ def test_world_videos_do_not_depend_on_what_the_heap_held(tmp_path, monkeypatch)
     (tmp_path / "truth").mkdir()
     generate.generate_video(generate._Job(47, 0, 6.0, "tuxpaint", str(tmp_path), WORLD))
     np.save(tmp_path / "frames.npy", captured["frames"])
-    with ProcessPoolExecutor(2) as pool:
+    with generate.encoding_pool(2) as pool:
         hashes = set(pool.map(_encode_after_garbage, [(seed, str(tmp_path)) for seed in range(8)]))
     assert len(hashes) == 1

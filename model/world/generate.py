@@ -232,6 +232,12 @@ def resolve_mode(objects: str) -> str:
     return objects
 
 
+def encoding_pool(workers: int) -> ProcessPoolExecutor:
+    """Processes to encode world videos in. Same world, same bytes: they fill the memory they are given
+    (fill_fresh_memory), also for one worker, so the caller's process keeps its ordinary allocator."""
+    return ProcessPoolExecutor(workers, initializer=fill_fresh_memory)
+
+
 def generate_world(out_dir: str | Path, videos: int | None = None, seed: int = 0, preset: str = "demo",
                    objects: str = "auto", workers: int | None = None, progress: bool = True,
                    settings: WorldSettings = WORLD) -> WorldSummary:
@@ -256,9 +262,7 @@ def generate_world(out_dir: str | Path, videos: int | None = None, seed: int = 0
     n_workers = max(1, min(settings.workers, count, os.cpu_count() or 1))
     bar = tqdm(total=count, desc="world", unit="video", disable=not progress)
     records = []
-    # Same world, same bytes: videos are encoded in worker processes that fill the memory they are given
-    # (fill_fresh_memory), also for one worker, so the caller's process keeps its ordinary allocator.
-    with ProcessPoolExecutor(n_workers, initializer=fill_fresh_memory) as pool:
+    with encoding_pool(n_workers) as pool:
         for record in pool.map(generate_video, jobs, chunksize=4):
             records.append(record)
             bar.update()
