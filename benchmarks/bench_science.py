@@ -187,6 +187,8 @@ def report(rows: list[dict], seconds: float) -> str:
         spreads += (f"; scene-trained control: sounding detectors "
                     f"{spread([r['scene']['sounding'] for r in rows], 'g')}; untrained: detectors "
                     f"{spread([r['untrained']['detectors'] for r in rows], 'g')}")
+    commits = {r.get("commit") for r in rows}
+    commits = sorted(commits - {None} | ({code_version()} if None in commits else set()))   # git once, if at all
     world, train = WORLD_PRESETS[PRESET], TRAIN_PRESETS[PRESET]
     return f"""\
 `benchmarks/bench_science.py` (`make science`): the demo pipeline through the CLI on world seeds
@@ -199,7 +201,7 @@ Controls on the same world and frames: the same network untrained (`train --epoc
 scene from the world's truth (`labels --kind scene`, 6 classes; the paper's Places network).
 Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {datetime.date.today().isoformat()};
 {f"{seconds / 60:.0f} minutes in all ({seconds / 60 / len(rows):.0f} a seed)" if seconds == seconds else "assembled from kept runs (--report-only)"}; load average {os.getloadavg()[0]:.1f} at the end.
-Code: commit {', '.join(sorted({r.get('commit', code_version()) for r in rows}))}.
+Code: commit {', '.join(commits)}.
 
 {table(rows)}
 
