@@ -39,24 +39,53 @@ class RunningTopK:
         """Merge a batch: ``maps`` (B, units, H, W) activations, ``frame_ids``/``video_ids`` (B,) int64."""
         batch, units, height, width = maps.shape
         maps = maps.float().transpose(0, 1)                          # (units, B, H, W)
-        scores = maps.amax(dim=(2, 3))                               # (units, B)
-        frame_ids = frame_ids.to(maps.device).expand(units, batch)
-        video_ids = video_ids.to(maps.device).expand(units, batch)
         if self._scores is None:
             self._scores = torch.full((units, 0), -math.inf, device=maps.device)
             self._frame_ids = torch.empty((units, 0), dtype=torch.int64, device=maps.device)
             self._video_ids = torch.empty((units, 0), dtype=torch.int64, device=maps.device)
             self._maps = torch.empty((units, 0, height, width), device=maps.device)
+        self._keep_best(maps.amax(dim=(2, 3)), frame_ids.to(maps.device).expand(units, batch),
+                        video_ids.to(maps.device).expand(units, batch), maps)
+
+    def cpu(self) -> RunningTopK:
+        """Its state moved to the CPU (to send it from a GPU task to another machine)."""
+        if self._scores is not None:
+            self._scores, self._frame_ids, self._video_ids, self._maps = (
+                t.cpu() for t in (self._scores, self._frame_ids, self._video_ids, self._maps))
+        return self
+
+    def merge(self, other: RunningTopK) -> None:
+        """Fold in the images another RunningTopK kept (over another part of the pool)."""
+        if other._scores is None:
+            return
+        if self._scores is None:
+            self._scores, self._frame_ids, self._video_ids, self._maps = (
+                other._scores, other._frame_ids, other._video_ids, other._maps)
+            return
+        self._keep_best(other._scores, other._frame_ids, other._video_ids, other._maps)
+
+    def _keep_best(self, scores: torch.Tensor, frame_ids: torch.Tensor, video_ids: torch.Tensor,
+                   maps: torch.Tensor) -> None:
+        """Keep the k best of what is kept and the (units, n) candidates given.
+
+        Ties (a silent unit's zeros) go to the lower frame id: the result is then the same however
+        the pool was batched or split across machines (``merge``).
+        """
         all_scores = torch.cat([self._scores, scores], dim=1)
         all_frames = torch.cat([self._frame_ids, frame_ids], dim=1)
         all_videos = torch.cat([self._video_ids, video_ids], dim=1)
+        all_maps = torch.cat([self._maps, maps.to(self._maps.device)], dim=1)
+        by_frame = all_frames.argsort(dim=1, stable=True)
+        all_scores, all_frames, all_videos = (values.gather(1, by_frame)
+                                              for values in (all_scores, all_frames, all_videos))
         if self.one_per_video:
             all_scores = _best_per_video(all_scores, all_videos)
         keep = min(self.k, all_scores.shape[1])
-        self._scores, order = torch.topk(all_scores, keep, dim=1)
+        order = all_scores.sort(dim=1, descending=True, stable=True).indices[:, :keep]
+        self._scores = all_scores.gather(1, order)
         self._frame_ids = all_frames.gather(1, order)
         self._video_ids = all_videos.gather(1, order)
-        self._maps = torch.cat([self._maps, maps], dim=1).gather(1, _expand(order, self._maps))
+        self._maps = all_maps.gather(1, _expand(by_frame.gather(1, order), all_maps))
 
     def result(self) -> TopImages:
         if self._scores is None:
@@ -77,7 +106,7 @@ def _expand(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _best_per_video(scores: torch.Tensor, video_ids: torch.Tensor) -> torch.Tensor:
     """``scores`` with every entry but each (unit, video)'s best set to -inf."""
-    order = scores.argsort(dim=1, descending=True)
+    order = scores.argsort(dim=1, descending=True, stable=True)     # ties: the first (lowest frame id) wins
     sorted_videos = video_ids.gather(1, order)
     same = sorted_videos[:, :, None] == sorted_videos[:, None, :]            # (units, n, n)
     earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=scores.device).tril(-1)
@@ -124,6 +153,18 @@ class RunningQuantile:
         flat = (bucket + self.buckets * torch.arange(units, device=maps.device)[:, None]).flatten()
         counts = torch.bincount(flat, minlength=units * self.buckets).view(units, self.buckets)
         self._counts = counts if self._counts is None else self._counts + counts
+
+    def cpu(self) -> RunningQuantile:
+        """Its counts moved to the CPU (to send them from a GPU task to another machine)."""
+        self._counts = None if self._counts is None else self._counts.cpu()
+        return self
+
+    def merge(self, other: RunningQuantile) -> None:
+        """Add the counts of another RunningQuantile with the same settings (another part of the pool):
+        integer counts, so the merged quantile is exactly that of one pass over both parts."""
+        if other._counts is not None:
+            self._counts = other._counts.to(self._counts.device) + self._counts if self._counts is not None \
+                else other._counts
 
     def result(self) -> torch.Tensor:
         """(units,) float32: each unit's quantile."""

@@ -281,17 +281,29 @@ def report_table(report: IngestReport | dict) -> list[tuple[str, str, int]]:
 
 def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | None = None,
            shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True,
-           settings: IngestSettings = INGEST) -> IngestReport:
+           settings: IngestSettings = INGEST, ray_address: str | None = None) -> IngestReport:
     """Ingest every video under videos_dir into out_dir, in parallel and resumably.
 
     With `shard=(i, n)` only videos whose sorted index is i mod n are processed and the manifest is
     not written (run with `merge=True` once all shards are done); the report then covers this shard
     only. Without a shard the finished set is merged at the end. `merge=True` only merges.
+    With `ray_address` the videos are ingested by tasks on that Ray cluster (model/cluster.py; out_dir
+    on storage every node sees): the same per-video function, so the same files, and the same merge.
     """
     out_dir = Path(out_dir)
     if merge:
         return merge_videos(out_dir)
     videos_dir = Path(videos_dir)
+    if ray_address is not None:
+        from model.cluster import on_cluster
+
+        with on_cluster(ray_address):    # joined before anything is written: a dead address writes nothing
+            return _ingest(videos_dir, out_dir, workers, shard, progress, settings, on_ray=True)
+    return _ingest(videos_dir, out_dir, workers, shard, progress, settings, on_ray=False)
+
+
+def _ingest(videos_dir: Path, out_dir: Path, workers: int | None, shard: tuple[int, int] | None,
+            progress: bool, settings: IngestSettings, on_ray: bool) -> IngestReport:
     relative_paths = find_videos(videos_dir)
     if shard is not None:
         index, count = shard
@@ -306,7 +318,16 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     bar = tqdm(total=len(relative_paths), initial=len(relative_paths) - len(todo), desc="ingest",
                unit="video", disable=not progress)
     results = [(p, 0, reason, []) for p, reason in skipped_before.items()]
-    if (workers or 0) == 1 or len(todo) <= 1:
+    if on_ray:
+        from model.cluster import map_on_cluster
+
+        # Textures on the nodes' CPUs unless a GPU was asked for: a task then holds a share of one.
+        gpus = 0.25 if settings.device == "cuda" else 0
+        for _index, result in map_on_cluster(_ingest_one, ((videos_dir, p, out_dir, settings) for p in todo),
+                                             num_gpus=gpus):
+            results.append(result)
+            bar.update()
+    elif (workers or 0) == 1 or len(todo) <= 1:
         for p in todo:
             results.append(_ingest_one(videos_dir, p, out_dir, settings))
             bar.update()

@@ -164,6 +164,7 @@ class UnitSettings:
     split: str = "test"                # the pool: the paper sampled its Flickr test set
     batch_size: int = 128
     workers: int = 4                   # batches read and decoded ahead by threads (model.frames.stream_frames)
+    cluster_part_batches: int = 16     # on a Ray cluster (--ray): at most this many batches of the pool per task
     activation_fraction: float = 0.5   # paper: positions with at least half the image's maximum
     # Zhou et al. 2015 ("Object detectors emerge in deep scene CNNs", Table 2) measure the empirical
     # receptive field at pool5 as about a third of the theoretical one; the circle's diameter is that size.

@@ -11,6 +11,7 @@ user's weights, or a TorchScript trunk whose output is the layer.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,31 +129,98 @@ def _pool_crops(data_dir: Path, records: Sequence[ds.FrameRecord], network: Netw
 pool_records = pl.pool_records
 
 
-def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
-               one_per_video: bool = False, device: str | torch.device = "cpu",
-               progress: Callable[[int], None] = lambda n: None, quantile: RunningQuantile | None = None,
-               maxima: list[tuple[np.ndarray, np.ndarray]] | None = None) -> TopImages:
-    """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are pool rows.
+@dataclass
+class PoolPass:
+    """What one pass over (a part of) a pool gathers. Passes over consecutive parts ``merge`` into
+    exactly the pass over the whole: how ``ambient units --ray`` splits a pool across machines."""
 
-    ``quantile``, when given, counts every activation on the way (the same pass); ``maxima``, when
-    given, receives each batch's (positions in ``records``, (images, units) spatial maxima).
-    """
-    # A still image is its own "video": --one-per-video changes nothing for an image folder.
+    top: RunningTopK
+    quantile: RunningQuantile        # every activation, for the top-quantile threshold
+    maxima: np.ndarray               # (images, units) each image's spatial maxima, in the part's order
+
+    def merge(self, later: PoolPass) -> None:
+        """Fold in the pass over the part that follows this one."""
+        self.top.merge(later.top)
+        self.quantile.merge(later.quantile)
+        self.maxima = np.concatenate([self.maxima, later.maxima])
+
+
+def video_index(records: Sequence[ds.FrameRecord]) -> np.ndarray:
+    """Each record's video as a number (a still image is its own "video": --one-per-video changes
+    nothing for an image folder); numbered over the whole pool, so parts of it agree."""
     videos = {v: i for i, v in enumerate(dict.fromkeys(r.video_id or r.image for r in records))}
+    return np.array([videos[r.video_id or r.image] for r in records], dtype=np.int64)
+
+
+def pool_pass(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], videos: np.ndarray,
+              settings: UnitSettings, one_per_video: bool = False, device: str | torch.device = "cpu",
+              progress: Callable[[int], None] = lambda n: None) -> PoolPass:
+    """One pass of ``network`` over ``records`` (``videos``: their ``video_index``): each unit's
+    ``settings.top`` frames with the largest spatial maximum (frame ids are pool rows), the counts
+    of the activation quantile, and every image's spatial maxima."""
     rows = torch.tensor([r.frame_id for r in records])
-    video_index = torch.tensor([videos[r.video_id or r.image] for r in records])
+    video_ids = torch.as_tensor(videos)
     running = RunningTopK(settings.top, one_per_video)
+    quantile = RunningQuantile(1 - settings.top_quantile, settings.quantile_error)
+    maxima = []
     for crops, positions in _pool_crops(data_dir, records, network, settings, device):
         maps = network.activations(crops)
         if maps.ndim != 4:
             raise ValueError(f"layer {network.layer!r} gives {tuple(maps.shape)} outputs, not spatial maps")
-        running.update(maps, rows[positions], video_index[positions])
-        if quantile is not None:
-            quantile.update(maps)
-        if maxima is not None:
-            maxima.append((positions.numpy(), maps.amax(dim=(2, 3)).cpu().numpy()))
+        running.update(maps, rows[positions], video_ids[positions])
+        quantile.update(maps)
+        maxima.append(maps.amax(dim=(2, 3)).cpu().numpy())    # batches come in order: positions follow
         progress(len(positions))
-    return running.result()
+    if not maxima:
+        raise ValueError("no images were seen")
+    return PoolPass(running, quantile, np.concatenate(maxima))
+
+
+def top_images(network: Network, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
+               one_per_video: bool = False, device: str | torch.device = "cpu",
+               progress: Callable[[int], None] = lambda n: None) -> TopImages:
+    """Each unit's ``settings.top`` frames with the largest spatial maximum; frame ids are pool rows."""
+    return pool_pass(network, data_dir, records, video_index(records), settings, one_per_video, device,
+                     progress).top.result()
+
+
+def _pool_part(run_dir: Path, data_dir: Path, records: Sequence[ds.FrameRecord], videos: np.ndarray,
+               settings: UnitSettings, model_spec: str | None, weights: Path | None, one_per_video: bool,
+               device: str) -> PoolPass:
+    """A Ray task: the pool pass over one part, the network loaded on the node from shared storage."""
+    network = load_network(run_dir, settings.layer, model_spec, weights, device)
+    done = pool_pass(network, data_dir, records, videos, settings, one_per_video, device)
+    return PoolPass(done.top.cpu(), done.quantile.cpu(), done.maxima)
+
+
+def pool_pass_on_cluster(run_dir: Path, data_dir: Path, records: Sequence[ds.FrameRecord], settings: UnitSettings,
+                         model_spec: str | None, weights: Path | None, one_per_video: bool, device: torch.device,
+                         progress: Callable[[int], None] = lambda n: None) -> PoolPass:
+    """``pool_pass`` over the whole pool, its parts run by tasks on the connected Ray cluster.
+
+    Parts are whole batches of the single-process pass, so every image meets the network in the same
+    batch as there, and their merge is the same result, bit for bit (on nodes of the same kind).
+    """
+    from model.cluster import cluster_summary, map_on_cluster
+
+    videos = video_index(records)
+    batches = math.ceil(len(records) / settings.batch_size)
+    # Enough parts to keep every CPU busy (and to lose little when a node dies), few enough to amortise
+    # loading the network in each.
+    per_part = max(1, min(settings.cluster_part_batches, batches // (2 * max(1, int(cluster_summary()["cpus"])))))
+    size = per_part * settings.batch_size
+    starts = range(0, len(records), size)
+    cuda = device.type == "cuda"
+    parts = ((run_dir, data_dir, records[start:start + size], videos[start:start + size], settings, model_spec,
+              weights, one_per_video, str(device) if not cuda else "cuda") for start in starts)
+    done: dict[int, PoolPass] = {}
+    for index, part in map_on_cluster(_pool_part, parts, num_gpus=1 if cuda else 0):
+        done[index] = part
+        progress(len(part.maxima))
+    whole = done[0]
+    for index in range(1, len(starts)):
+        whole.merge(done.pop(index))
+    return whole
 
 
 def activation_histograms(maxima: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +365,12 @@ def pool_warning(pool_size: int, top: int) -> str | None:
 
 def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
                   model_spec: str | None = None, weights: Path | None = None, one_per_video: bool = False,
-                  device: str | torch.device = "cpu", show_progress: bool = True) -> dict:
+                  device: str | torch.device = "cpu", show_progress: bool = True,
+                  ray_address: str | None = None) -> dict:
     """Find and mask the units of ``settings.layer`` into RUN_DIR's files; returns a short summary.
+
+    With ``ray_address`` the pass over the pool (the work that grows with it) runs on that Ray cluster
+    (``pool_pass_on_cluster``); masking each unit's top images stays here.
 
     Both files are written atomically, the masked images last: a killed extraction leaves the
     previous analysis of that layer whole.
@@ -307,13 +379,17 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
     network = load_network(run_dir, settings.layer, model_spec, weights, device)
     geometry = layer_geometry(network.module, network.layer)
     records = pool_records(data_dir, settings.split)
-    quantile = RunningQuantile(1 - settings.top_quantile, settings.quantile_error)
-    batches: list[tuple[np.ndarray, np.ndarray]] = []
     with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
-        top = top_images(network, data_dir, records, settings, one_per_video, device, bar.update, quantile, batches)
-    maxima = np.zeros((len(records), top.scores.shape[0]), np.float32)    # every pool image's, per unit
-    for positions, values in batches:
-        maxima[positions] = values
+        if ray_address is None:
+            passed = pool_pass(network, data_dir, records, video_index(records), settings, one_per_video, device,
+                               bar.update)
+        else:
+            from model.cluster import on_cluster
+
+            with on_cluster(ray_address):
+                passed = pool_pass_on_cluster(run_dir, data_dir, records, settings, model_spec, weights,
+                                              one_per_video, torch.device(device), bar.update)
+    top, maxima = passed.top.result(), passed.maxima     # maxima: every pool image's, per unit
     run_dir.mkdir(parents=True, exist_ok=True)
     num_units = top.scores.shape[0]
     all_records = {r.frame_id: r for r in pl.load_pool(data_dir)}
@@ -327,7 +403,7 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
                     for _unit, images in masked_units(network, geometry, sampled, data_dir, all_records, settings,
                                                       device)]
     save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings,
-               thresholds=quantile.result(),
+               thresholds=passed.quantile.result(),
                samples=(sampled, sample_jpegs, *activation_histograms(maxima, settings.histogram_bins)))
     return {"units": num_units, "pool": len(records), "layer": network.layer or "output",
             "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings),

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from backend.commands.options import RAY_HELP
+
 
 def _parse_shard(text: str) -> tuple[int, int]:
     try:
@@ -36,6 +38,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, help="Show a progress bar."),
         device: str = typer.Option("auto", "--device", help="Sound textures on: auto (the GPU if torch sees "
                                    "one), cpu (numpy/scipy) or cuda (torch)."),
+        ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
     ) -> None:
         """Sample 10 frames per video with their 3.75 s sound clips, textures and spectra.
 
@@ -45,6 +48,7 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from model.audio import resolve_device
+        from model.cluster import ClusterError
         from model.ingest import ingest, report_table
         from model.settings import INGEST
 
@@ -68,7 +72,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter(str(error), param_hint="--device") from None
             try:
                 report = ingest(videos_dir, out, workers=workers, shard=shard_pair, progress=progress,
-                                settings=settings)
+                                settings=settings, ray_address=ray)
+            except ClusterError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from None
             except OSError as error:   # a full or read-only disk stops the run: say so, no traceback
                 typer.echo(f"cannot write to {out}: {error.strerror or error}; free space or fix the "
                            "folder's permissions, then run the same command again to resume", err=True)

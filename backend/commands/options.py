@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 DB_HELP = "SQLAlchemy URL [default: AMBIENT_DATABASE_URL or sqlite:///ambient.db]."
+RAY_HELP = ("Spread the work over the Ray cluster at ADDRESS (host:port, ray://host:port, or auto: the running "
+            "cluster, RAY_ADDRESS honoured). Every node needs Ambient installed and the folders at the same paths.")
 
 
 def database_url(db: str | None) -> str:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, RAY_HELP
 from model.settings import POOL_SPLITS, UNITS
 
 
@@ -34,10 +34,12 @@ def register(app: typer.Typer) -> None:
                                                help="State dict for a torchvision:<name> model."),
         batch_size: int = typer.Option(UNITS.batch_size, min=1, help="Frames per forward pass."),
         device: str = typer.Option("auto", help="Torch device: auto (cuda when available, else cpu), cpu, cuda:N."),
+        ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
     ) -> None:
         """Find each unit's top images over a pool of frames (paper 4.1), mask them, and publish them."""
         from backend.commands.publish import publish_or_exit
         from model import dataset as ds
+        from model.cluster import ClusterError
         from model.device import resolve_device
         from model.units import extract_units, pool_records, pool_warning
 
@@ -57,8 +59,9 @@ def register(app: typer.Typer) -> None:
             warning = pool_warning(len(pool_records(pool, split)), top)
             if warning:
                 typer.echo(f"warning: {warning}", err=True)
-            summary = extract_units(run_dir, pool, settings, model, weights, one_per_video, torch_device)
-        except (ValueError, FileNotFoundError) as error:
+            summary = extract_units(run_dir, pool, settings, model, weights, one_per_video, torch_device,
+                                    ray_address=ray)
+        except (ValueError, FileNotFoundError, ClusterError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
         typer.echo(f"{summary['units']} units of {summary['layer']} from {summary['pool']} frames "
