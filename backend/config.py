@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     start_worker: bool = False
     # Folders that jobs may read, separated by ":" (default: the jobs folder and ./demo).
     data_roots: str = ""
+    # A Ray cluster (host:port, ray://host:port or auto) for the ingest and units jobs' work; the workers
+    # panel shows it. Empty: jobs run on their worker's machine only.
+    ray_address: str = ""
 
     def allowed_roots(self) -> list[Path]:
         """The folders job inputs must lie under, resolved."""
@@ -55,6 +58,8 @@ class JobSettings:
     cancel_grace_seconds: float = 5.0  # SIGTERM, then SIGKILL after this long
     heartbeat_seconds: float = 2.0     # a worker says it is alive this often, also while a job runs
     worker_timeout_seconds: float = 30.0   # silent longer than this: dead; its running job is failed
+    cluster_connect_seconds: float = 5.0   # joining the Ray cluster for the workers panel, at most (a heartbeat waits)
+    cluster_retry_seconds: float = 30.0    # after a failed join, the next try
 
 
 JOBS = JobSettings()

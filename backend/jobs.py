@@ -188,8 +188,10 @@ def units_fields(job: Job) -> dict:
 
 # --- Steps: what a job runs, decided when it starts.
 
-def job_steps(job_id: int, kind: str, params: dict, jobs_dir: Path) -> tuple[dict, list[Step]]:
-    """(params with the job's output folders filled in, the pipeline steps still to run)."""
+def job_steps(job_id: int, kind: str, params: dict, jobs_dir: Path,
+              ray_address: str | None = None) -> tuple[dict, list[Step]]:
+    """(params with the job's output folders filled in, the pipeline steps still to run; ingest and
+    units on the Ray cluster at ``ray_address`` when given)."""
     folders = demo_folders(jobs_dir / str(job_id))
     params = {**params}
     if kind in ("demo", "world"):
@@ -200,7 +202,7 @@ def job_steps(job_id: int, kind: str, params: dict, jobs_dir: Path) -> tuple[dic
         params.setdefault("videos_dir", str(Path(params["world_dir"]) / "videos"))
     if kind in ("demo", "train"):
         params.setdefault("run_dir", folders["run_dir"])
-    return params, plan(kind, params)
+    return params, plan(kind, params, ray_address)
 
 
 # --- Progress: pure readers of a child's output and of a run's metrics.
@@ -258,6 +260,33 @@ def register_worker(db: Session) -> int:
     db.add(worker)
     db.commit()
     return worker.id
+
+
+class ClusterView:
+    """The Ray cluster a worker's jobs use, as the workers panel shows it: asked again at most every
+    ``heartbeat_seconds`` (every ``retry_seconds`` after a failure), the worker staying connected."""
+
+    def __init__(self, address: str | None, settings: JobSettings = JOBS):
+        self.address, self.settings = address or None, settings
+        self._state: dict | None = None
+        self._next = 0.0
+
+    def state(self) -> dict | None:
+        if self.address is None or time.monotonic() < self._next:
+            return self._state
+        import ray
+
+        from model.cluster import cluster_summary, connect
+
+        try:
+            connect(self.address, timeout_s=self.settings.cluster_connect_seconds)
+            self._state = {"address": self.address, **cluster_summary()}
+            self._next = time.monotonic() + self.settings.heartbeat_seconds
+        except Exception as error:   # noqa: BLE001 - any failure is shown on the panel; the worker goes on
+            ray.shutdown()
+            self._state = {"address": self.address, "error": str(error)}
+            self._next = time.monotonic() + self.settings.cluster_retry_seconds
+        return self._state
 
 
 def heartbeat(db: Session, worker_id: int, **values) -> None:
@@ -333,18 +362,19 @@ class _Child:
 
 
 def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
-            settings: JobSettings = JOBS, worker_id: int | None = None) -> str:
+            settings: JobSettings = JOBS, worker_id: int | None = None, cluster: ClusterView | None = None) -> str:
     """Run a claimed job's steps to the end, reporting as it goes; returns its final status."""
+    cluster = cluster or ClusterView(None)
     with sessions() as db:
         job = db.get(Job, job_id)
-        params, steps = job_steps(job.id, job.kind, job.params, jobs_dir)
+        params, steps = job_steps(job.id, job.kind, job.params, jobs_dir, cluster.address)
         job.params, base_log = params, job.log
         db.commit()
     log = base_log
     for number, step in enumerate(steps):
         log += f"$ ambient {' '.join(step.argv)}\n"
         child = _Child(step, db_url)
-        status = _watch(sessions, job_id, child, step, number, len(steps), log, settings, worker_id)
+        status = _watch(sessions, job_id, child, step, number, len(steps), log, settings, worker_id, cluster)
         code = child.finish()
         log = clean_log(log + child.output)
         if status == "cancelled":
@@ -359,7 +389,7 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
 
 
 def _watch(sessions: sessionmaker, job_id: int, child: _Child, step: Step, number: int, count: int,
-           log: str, settings: JobSettings, worker_id: int | None) -> str:
+           log: str, settings: JobSettings, worker_id: int | None, cluster: ClusterView) -> str:
     """Report the child's progress, metrics and log until it exits; kill it if the job is cancelled."""
     while True:
         exited = child.process.poll() is not None
@@ -371,7 +401,7 @@ def _watch(sessions: sessionmaker, job_id: int, child: _Child, step: Step, numbe
         with sessions() as db:
             db.execute(update(Job).where(Job.id == job_id).values(**values))
             if worker_id is not None:
-                heartbeat(db, worker_id)
+                heartbeat(db, worker_id, cluster=cluster.state())
             db.commit()
             status = db.scalar(select(Job.status).where(Job.id == job_id))
         if status != "running":
@@ -411,8 +441,10 @@ def worker_lifespan(settings):
 
 
 def run_worker(sessions: sessionmaker, db_url: str, jobs_dir: Path, once: bool = False,
-               settings: JobSettings = JOBS) -> int:
-    """Claim and run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run."""
+               settings: JobSettings = JOBS, ray_address: str | None = None) -> int:
+    """Claim and run jobs until stopped (or, with ``once``, until the queue is empty); returns jobs run.
+    With ``ray_address`` its ingest and units jobs run on that Ray cluster."""
+    cluster = ClusterView(ray_address, settings)
     with sessions() as db:
         recover_orphans(db)
         worker_id = register_worker(db)
@@ -420,7 +452,7 @@ def run_worker(sessions: sessionmaker, db_url: str, jobs_dir: Path, once: bool =
     while True:
         with sessions() as db:
             if time.monotonic() - last_beat >= settings.heartbeat_seconds:   # idle: a write every few seconds
-                heartbeat(db, worker_id, job_id=None)
+                heartbeat(db, worker_id, job_id=None, cluster=cluster.state())
                 db.commit()
                 fail_jobs_of_dead_workers(db, settings)
                 last_beat = time.monotonic()
@@ -433,5 +465,5 @@ def run_worker(sessions: sessionmaker, db_url: str, jobs_dir: Path, once: bool =
                 return done
             time.sleep(settings.poll_seconds)
             continue
-        run_job(sessions, job.id, db_url, jobs_dir, settings, worker_id)
+        run_job(sessions, job.id, db_url, jobs_dir, settings, worker_id, cluster)
         done, last_beat = done + 1, 0.0

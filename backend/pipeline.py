@@ -45,15 +45,17 @@ def demo_folders(root: str | Path) -> dict[str, str]:
             "data_dir": str(root / "data"), "run_dir": str(root / "run")}
 
 
-def plan(kind: str, params: dict) -> list[Step]:
-    """The steps still to run for a ``kind`` job ("demo": all of them) with complete ``params``."""
+def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
+    """The steps still to run for a ``kind`` job ("demo": all of them) with complete ``params``;
+    with ``ray_address`` ingest and units spread their work over that Ray cluster."""
     steps: list[Step] = []
+    on_ray = ["--ray", ray_address] if ray_address else []
     if kind in ("demo", "world") and not (Path(params["world_dir"]) / "world.json").exists():
         argv = ["world", params["world_dir"], "--preset", params["world_preset"], "--objects", params["objects"],
                 "--seed", str(params["seed"])]
         steps.append(Step("world", argv + (["--videos", str(params["videos"])] if params.get("videos") else [])))
     if kind in ("demo", "ingest"):
-        steps.append(Step("ingest", ["ingest", params["videos_dir"], "--out", params["data_dir"]]))
+        steps.append(Step("ingest", ["ingest", params["videos_dir"], "--out", params["data_dir"], *on_ray]))
     resuming = kind in ("demo", "train") and (Path(params["run_dir"]) / CHECKPOINT).exists()
     labels_exist = ds.labels_file(params.get("data_dir") or ".", params.get("label_kind") or "").exists()
     # A resumed run keeps the labels it started with; a train job makes labels only when given k.
@@ -72,7 +74,8 @@ def plan(kind: str, params: dict) -> list[Step]:
         steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
                           params.get("gpus") or 1))
     if kind in ("demo", "units"):
-        argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto"]
+        argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto",
+                *on_ray]
         steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
     if kind in ("demo", "dissect"):
         steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth"]))

@@ -180,6 +180,44 @@ def test_units_on_ray_equal_single_process(cluster, pool, kill):
     assert_same_units(run, single)
 
 
+def test_an_admin_ingest_job_runs_on_the_cluster_and_the_workers_panel_shows_it(cluster, videos, single, tmp_path):
+    """A worker given the cluster's address (AMBIENT_RAY_ADDRESS) runs the job's ingest on it and
+    reports the cluster's nodes and CPUs in its heartbeat, which the admin page and API show."""
+    import ray
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from app_helpers import add_user, database_url, login
+    from backend.app.main import create_app
+    from backend.config import JobSettings, Settings
+    from backend.db.models import Job, Worker
+    from backend.db.session import session_factory, upgrade_db
+    from backend.jobs import create_job, run_worker
+
+    url = database_url(tmp_path)
+    sessions = session_factory(upgrade_db(url))
+    with sessions() as db:
+        job_id = create_job(db, "ingest", {"videos_dir": str(videos)}).id
+    try:
+        assert run_worker(sessions, url, tmp_path / "jobs", once=True, settings=JobSettings(poll_seconds=0.1),
+                          ray_address=cluster) == 1
+    finally:
+        ray.shutdown()
+    with sessions() as db:
+        job, worker = db.get(Job, job_id), db.scalars(select(Worker)).one()
+        assert job.status == "done", job.log
+        assert f"--ray {cluster}" in job.log
+        data_dir = Path(job.params["data_dir"])
+        assert (worker.cluster["address"], worker.cluster["nodes"], worker.cluster["cpus"]) == (cluster, 2, 2.0)
+    assert_same_dataset(data_dir, single)
+    add_user(url, "boss", is_admin=True)
+    client = TestClient(create_app(Settings(database_url=url)))
+    login(client, "boss")
+    assert f"{cluster}: 2 nodes, 2 CPUs" in client.get("/admin/jobs", headers={"accept": "text/html"}).text
+    (listed,) = client.get("/api/jobs/workers").json()
+    assert listed["cluster"]["nodes"] == 2 and listed["cluster"]["gpus"] == 0
+
+
 def test_an_address_that_does_not_answer_is_named_and_nothing_is_written(videos, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

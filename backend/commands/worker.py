@@ -27,9 +27,11 @@ def register(app: typer.Typer) -> None:
         sessions = open_sessions(settings.database_url)
         folder = (jobs_dir or Path(settings.jobs_dir)).resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        typer.echo(f"worker on {settings.database_url}, jobs in {folder}")
+        cluster = f", ingest and units on the Ray cluster at {settings.ray_address}" if settings.ray_address else ""
+        typer.echo(f"worker on {settings.database_url}, jobs in {folder}{cluster}")
         try:
-            count = run_worker(sessions, settings.database_url, folder, once=once)
+            count = run_worker(sessions, settings.database_url, folder, once=once,
+                               ray_address=settings.ray_address or None)
         except KeyboardInterrupt:
             raise typer.Exit(0) from None
         typer.echo(f"{count} jobs run")

@@ -357,3 +357,6 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))   # running now
+    # The Ray cluster its ingest and units jobs run on (AMBIENT_RAY_ADDRESS), as last seen: model.cluster's
+    # cluster_summary plus "address", or {"address", "error"}; None without a cluster.
+    cluster: Mapped[dict | None] = mapped_column(JSON)

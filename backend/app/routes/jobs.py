@@ -57,6 +57,7 @@ class WorkerState(BaseModel):
     started_at: datetime
     last_seen_at: datetime
     job_id: int | None
+    cluster: dict | None    # the Ray cluster it uses: address, nodes, cpus, gpus, cpus_free, gpus_free (or error)
 
 
 def job_state(job: Job, workers_alive: bool = True) -> JobState:
