@@ -1,0 +1,389 @@
+"""Ambient at paper scale (issue 24), one section per measure, into BENCHMARKS.md:
+
+- ``throughput``: ingest (videos/s) and the units pool pass (images/s, paper-size CaffeNet conv5) in one
+  run: single process (1 and all workers) against a local Ray cluster (a head with no CPUs for tasks, and
+  1 or 2 worker nodes of 1 CPU each), on generated demo-world videos; the outputs are checked equal.
+- ``units-memory``: peak RSS of ``ambient units`` (a child process) at 1x and 10x the demo's 8,000
+  frames (repeated frames), 100x projected from the two.
+- ``projection``: each stage at paper scale (360,000 videos, 1.8 M frames, 320,000 iterations at
+  batch 256, a 200,000-image pool) on N nodes, from the rates measured by ``throughput`` (kept in
+  bench-out/scale.json), each figure marked measured or projected.
+
+``--section all`` (the default) runs them in that order. Ray stays on loopback
+(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from datetime import date
+from pathlib import Path
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from report import write_section  # noqa: E402
+
+STATE = ROOT / "bench-out" / "scale.json"      # measured rates, for the projection section
+DEMO_FRAMES = 8_000
+PAPER = {"videos": 360_000, "frames": 1_800_000, "iterations": 320_000, "batch": 256, "pool": 200_000}
+
+
+def _machine(load: float) -> str:
+    import torch
+
+    return (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}; load average {load:.1f} at the start (other work may share the cores); "
+            f"{date.today().isoformat()}.")
+
+
+def _save_state(**values) -> None:
+    STATE.parent.mkdir(exist_ok=True)
+    state = json.loads(STATE.read_text()) if STATE.exists() else {}
+    STATE.write_text(json.dumps({**state, **values}, indent=1))
+
+
+# --- (a) throughput
+
+def _paper_run(run_dir: Path) -> None:
+    """A run folder holding a paper-size CaffeNet-BN (random weights: speed does not depend on them)."""
+    import torch
+
+    from model.network import IMAGE_MEAN, IMAGE_STD
+    from model.run import FINAL_MODEL, RunInfo
+    from model.settings import TRAIN_PRESETS
+
+    paper = TRAIN_PRESETS["paper"]
+    info = RunInfo("cluster", 30, False, paper.frame_size, paper.crop_size, paper.fc_width, IMAGE_MEAN, IMAGE_STD)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save({"model": info.build_model().state_dict(), "run": asdict(info), "step": 0}, run_dir / FINAL_MODEL)
+
+
+def _repeat_pool(data_dir: Path, out: Path, frames: int) -> None:
+    """A dataset of ``frames`` manifest rows that reuse ``data_dir``'s frame files in turn."""
+    from model import dataset as ds
+
+    records = ds.load_manifest(data_dir)
+    rows = [replace(records[i % len(records)], frame_id=i) for i in range(frames)]
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "videos").exists():
+        (out / "videos").symlink_to((data_dir / "videos").resolve())
+    ds.write_manifest(out, rows, np.zeros((frames, 502), np.float32), np.zeros((frames, 32), np.float32))
+
+
+def _warm() -> None:
+    """A task that imports what the stages' tasks import: fresh Ray workers pay it once, not per stage."""
+    import model.ingest  # noqa: F401
+    import model.units  # noqa: F401
+
+
+def _cluster(nodes: int):
+    from ray.cluster_utils import Cluster
+
+    started = time.perf_counter()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    for _ in range(nodes):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    from model.cluster import map_on_cluster, on_cluster
+
+    with on_cluster(cluster.address):
+        for _ in map_on_cluster(_warm, [()] * (2 * nodes)):
+            pass
+    return cluster, time.perf_counter() - started
+
+
+def throughput(videos: int, pool_frames: int, repeats: int) -> None:
+    import torch
+
+    from model import dataset as ds
+    from model.cluster import on_cluster
+    from model.ingest import ingest
+    from model.settings import UNITS
+    from model.units import load_network, pool_pass, pool_pass_on_cluster, pool_records, video_index
+    from model.world import generate_world
+
+    load = os.getloadavg()[0]
+    settings = replace(UNITS, split="all", batch_size=32)
+    rows, starts = [], {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        generate_world(tmp / "world", videos=videos, seed=0, preset="demo", progress=False)
+        source = tmp / "world" / "videos"
+        reference = None
+
+        def ingest_runs(label: str, cpus: int, **options) -> None:
+            nonlocal reference
+            times = []
+            for repeat in range(repeats):
+                out = tmp / f"data-{label}-{repeat}".replace(" ", "_")
+                started = time.perf_counter()
+                report = ingest(source, out, progress=False, **options)
+                times.append(time.perf_counter() - started)
+                textures = ds.load_features(out)[0]
+                if reference is None:
+                    reference = (ds.load_manifest(out), textures.tobytes(), out)
+                assert ds.load_manifest(out) == reference[0] and textures.tobytes() == reference[1], label
+                if repeat:
+                    shutil.rmtree(out)
+            median = statistics.median(times)
+            rows.append(("ingest", label, cpus, len(report.ingested) / median, median))
+            print(rows[-1], flush=True)
+
+        ingest_runs("single process, 1 worker", 1, workers=1)
+        ingest_runs(f"single process, {os.cpu_count()} workers", os.cpu_count(), workers=os.cpu_count())
+        pool = tmp / "pool"
+        _repeat_pool(reference[2], pool, pool_frames)
+        run_dir = tmp / "run"
+        _paper_run(run_dir)
+        records = pool_records(pool, "all")
+        torch.set_num_threads(1)          # one CPU, like one Ray task: the single-process row per CPU
+
+        def units_runs(label: str, cpus: int, on_ray: bool) -> None:
+            times, result = [], None
+            for _ in range(repeats):
+                started = time.perf_counter()
+                if on_ray:
+                    passed = pool_pass_on_cluster(run_dir, pool, records, settings, None, None, False,
+                                                  torch.device("cpu"))
+                else:
+                    network = load_network(run_dir, settings.layer, device="cpu")
+                    passed = pool_pass(network, pool, records, video_index(records), settings)
+                times.append(time.perf_counter() - started)
+                result = passed.top.result()
+            single_top = starts.setdefault("units", result)
+            assert torch.equal(result.frame_ids, single_top.frame_ids) and torch.equal(result.maps, single_top.maps)
+            median = statistics.median(times)
+            rows.append(("units pool pass", label, cpus, len(records) / median, median))
+            print(rows[-1], flush=True)
+
+        units_runs("single process, 1 thread", 1, on_ray=False)
+        for nodes in (1, 2):
+            cluster, startup = _cluster(nodes)
+            try:
+                label = f"Ray, {nodes} worker node{'s' * (nodes > 1)} x 1 CPU"
+                ingest_runs(label, nodes, ray_address=cluster.address)
+                with on_cluster(cluster.address):
+                    units_runs(label, nodes, on_ray=True)
+                starts[f"startup_{nodes}"] = startup
+            finally:
+                cluster.shutdown()
+    per_cpu = {stage: max(rate / cpus for s, label, cpus, rate, _ in rows if s == stage and "Ray" in label)
+               for stage in ("ingest", "units pool pass")}
+    _save_state(ingest_videos_per_cpu_s=per_cpu["ingest"], units_images_per_cpu_s=per_cpu["units pool pass"],
+                throughput_date=date.today().isoformat())
+    table = "\n".join(f"| {stage} | {label} | {cpus} | {rate:.2f} | {seconds:.1f} |"
+                      for stage, label, cpus, rate, seconds in rows)
+    body = f"""
+`benchmarks/bench_scale.py --section throughput`: {videos} demo-world videos (6 s, 320x256 H.264 + AAC) ingested
+(10 frames, clips, 502-d textures each), then the units pool pass (`model.units.pool_pass`: JPEG decode, centre
+crop, paper-size CaffeNet-BN conv5 forward in fp32, running top-60 of 256 units, quantile counts) over a
+{pool_frames:,}-frame pool of those frames repeated, batch {settings.batch_size}. Ray: a local cluster on loopback, a head
+that runs no tasks and 1 or 2 worker nodes of 1 CPU each (`ray.cluster_utils.Cluster`; start-up and
+workers' first imports {starts.get('startup_1', 0):.0f} s and {starts.get('startup_2', 0):.0f} s, not counted). Every run's manifest and textures, and every
+run's top images and maps, were checked equal to the single-process run's. Median of {repeats}.
+
+| stage | how | CPUs | rate (videos/s or images/s) | seconds |
+|---|---|---|---|---|
+{table}
+
+On this 2-core machine two nodes of one CPU are all the cores there are: the Ray rows show the
+overhead of tasks and the scaling from 1 to 2 nodes, not a bigger machine. Per CPU on Ray:
+{per_cpu['ingest']:.2f} videos/s and {per_cpu['units pool pass']:.1f} pool images/s (used by the projection below).
+{_machine(load)}
+"""
+    write_section("Scale: throughput on Ray", body)
+    print(body)
+
+
+# --- (b) memory of ambient units
+
+def _units_child(pool: Path, run_dir: Path) -> None:
+    """``ambient units`` in this process; prints its peak RSS in MB (what a child measures of itself)."""
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    result = CliRunner().invoke(app, ["units", str(run_dir), "--pool", str(pool), "--split", "all", "--no-publish",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def units_memory(scales: list[int]) -> None:
+    import torch
+    from PIL import Image
+
+    from model import dataset as ds
+    from model.network import IMAGE_MEAN, IMAGE_STD
+    from model.run import FINAL_MODEL, RunInfo
+    from model.settings import TRAIN_PRESETS
+
+    load = os.getloadavg()[0]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = tmp / "base"
+        rng = np.random.default_rng(0)
+        records = []
+        for i in range(1_000):        # 1,000 distinct small frames, reused by every row
+            image = f"videos/v{i // 10}/frame_{i % 10:02d}.jpg"
+            (base / image).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(base / image, quality=90)
+            records.append(ds.FrameRecord(i, f"v{i // 10}", f"v{i // 10}.mp4", i % 10, 1.0, image,
+                                          image.replace(".jpg", ".mp3").replace("frame", "clip"), "test", False))
+        ds.write_manifest(base, records, np.zeros((len(records), 502)), np.zeros((len(records), 32)))
+        tiny = TRAIN_PRESETS["tiny"]
+        info = RunInfo("cluster", 8, False, tiny.frame_size, tiny.crop_size, tiny.fc_width, IMAGE_MEAN, IMAGE_STD)
+        run_dir = tmp / "run"
+        run_dir.mkdir()
+        torch.manual_seed(0)
+        torch.save({"model": info.build_model().state_dict(), "run": asdict(info), "step": 0}, run_dir / FINAL_MODEL)
+        for scale in scales:
+            frames = DEMO_FRAMES * scale
+            pool = tmp / f"pool_{scale}"
+            _repeat_pool(base, pool, frames)
+            started = time.perf_counter()
+            out = subprocess.run([sys.executable, __file__, "--units-child", str(pool), str(run_dir)],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append((scale, frames, json.loads(out.strip().splitlines()[-1])["peak_mb"],
+                         time.perf_counter() - started))
+            print(rows[-1], flush=True)
+            shutil.rmtree(pool)
+    (s1, f1, m1, _), (sn, fn, mn, _) = rows[0], rows[-1]
+    slope = (mn - m1) / (fn - f1)                           # MB per pool frame
+    table = "\n".join(f"| {scale}x | {frames:,} | {mb:.0f} | {mb / m1:.2f}x | {seconds:.0f} | measured |"
+                      for scale, frames, mb, seconds in rows)
+    projected = [(100, DEMO_FRAMES * 100), (PAPER["pool"] // DEMO_FRAMES, PAPER["pool"])]
+    table += "\n" + "\n".join(f"| {scale}x | {frames:,} | {m1 + slope * (frames - f1):.0f} | "
+                              f"{(m1 + slope * (frames - f1)) / m1:.2f}x | | projected (linear) |"
+                              for scale, frames in projected if scale > sn)
+    body = f"""
+`benchmarks/bench_scale.py --section units-memory`: peak RSS of `ambient units --split all --no-publish` (a child
+process) on pools of {', '.join(f'{s}x' for s in scales)} the demo's {DEMO_FRAMES:,} frames (1,000 distinct 64x64 JPEG frames
+repeated), a random CaffeNet-BN of the "tiny" preset (256 conv5 units), CPU. One run each.
+
+| pool | frames | peak RSS (MB) | vs 1x | seconds | figure |
+|---|---|---|---|---|---|
+{table}
+
+What grows with the pool is {slope * 1024 * 1024:.0f} bytes a frame: its manifest record and its 256 spatial maxima
+(float32, for the unit page's histograms and lower-quantile samples); the top images, the quantile sketch and
+the decoded batches are fixed. At the paper's 200,000-image pool that is
+{slope * (PAPER['pool'] - f1):.0f} MB above the 1x figure. The 100x pool was not run here: at this machine's
+~250 pool images/s it would take about an hour.
+{_machine(load)}
+"""
+    write_section("Scale: memory of ambient units", body)
+    print(body)
+
+
+# --- (c) paper scale
+
+def projection(nodes: list[int], cpus_per_node: int) -> None:
+    state = json.loads(STATE.read_text()) if STATE.exists() else {}
+    if "ingest_videos_per_cpu_s" not in state:
+        raise SystemExit(f"{STATE}: run --section throughput first")
+    ingest_rate, units_rate = state["ingest_videos_per_cpu_s"], state["units_images_per_cpu_s"]
+    train_rate = _train_rate_cpu()
+    images = PAPER["iterations"] * PAPER["batch"]
+
+    def hours(seconds: float) -> str:
+        return f"{seconds / 3600:,.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:,.0f} days"
+
+    lines = []
+    for n in nodes:
+        cpus = n * cpus_per_node
+        lines.append(f"| ingest {PAPER['videos']:,} videos | {n} | {hours(PAPER['videos'] / (ingest_rate * cpus))} | "
+                     f"projected from {ingest_rate:.2f} videos/s per CPU (measured, Ray) |")
+        lines.append(f"| units over a {PAPER['pool']:,}-image pool | {n} | {hours(PAPER['pool'] / (units_rate * cpus))} | "
+                     f"projected from {units_rate:.1f} images/s per CPU (measured, Ray, paper-size conv5) |")
+    lines.append(f"| train {PAPER['iterations']:,} iterations x {PAPER['batch']} ({images / 1e6:.0f} M images), CPU | 1 | "
+                 f"{hours(images / train_rate)} | projected from {train_rate:.1f} images/s (measured here: paper preset, "
+                 f"model only, {os.cpu_count()} cores) |")
+    lines.append("| train, one GPU | 1 | not measured | no GPU was lent to this session; `benchmarks/gpu_train.py` "
+                 "measures it where one is |")
+    table = "\n".join(lines)
+    body = f"""
+`benchmarks/bench_scale.py --section projection`: each stage at the paper's scale ({PAPER['videos']:,} videos ->
+{PAPER['frames'] / 1e6:.1f} M frames; {PAPER['iterations']:,} iterations at batch {PAPER['batch']}; a {PAPER['pool']:,}-image units pool)
+on N nodes of {cpus_per_node} CPUs, from the per-CPU rates that `--section throughput` measured on Ray
+({state.get('throughput_date', '?')}), assuming the linear scaling it measured from 1 to 2 nodes holds on
+more nodes with shared storage that keeps up (about 15 KB per frame written at ingest, read once per epoch
+in training). Every time below is projected; the rates it comes from are
+measured.
+
+| stage | nodes | time | from |
+|---|---|---|---|
+{table}
+
+Labels (k-means on 1.8 M x 502 textures) and publishing are minutes on one machine and are not projected.
+Training is one job (DDP across GPUs with `torchrun`), not a Ray stage.
+{_machine(os.getloadavg()[0])}
+"""
+    write_section("Scale: paper-scale projection", body)
+    print(body)
+
+
+def _train_rate_cpu(steps: int = 3, batch: int = 16) -> float:
+    """Paper-preset CaffeNet-BN forward + backward + SGD, images/s on this CPU (random tensors)."""
+    import torch
+
+    from model.network import CaffeNetBN
+    from model.settings import TRAIN_PRESETS
+
+    paper = TRAIN_PRESETS["paper"]
+    model = CaffeNetBN(30, paper.crop_size, paper.fc_width)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = torch.randn(batch, 3, paper.crop_size, paper.crop_size)
+    targets = torch.randint(0, 30, (batch,))
+    times = []
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step:                     # the first step warms up
+            times.append(time.perf_counter() - started)
+    return batch / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", choices=("all", "throughput", "units-memory", "projection"), default="all")
+    parser.add_argument("--videos", type=int, default=16, help="videos ingested per run (throughput)")
+    parser.add_argument("--pool", type=int, default=512, help="pool frames per units run (throughput)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 10], help="units memory: x the demo's frames")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 8, 32, 128], help="projection: cluster sizes")
+    parser.add_argument("--cpus-per-node", type=int, default=32)
+    parser.add_argument("--units-child", nargs=2, type=Path, metavar=("POOL", "RUN"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.units_child:
+        _units_child(*args.units_child)
+        return
+    if args.section in ("all", "throughput"):
+        throughput(args.videos, args.pool, args.repeats)
+    if args.section in ("all", "units-memory"):
+        units_memory(args.scales)
+    if args.section in ("all", "projection"):
+        projection(args.nodes, args.cpus_per_node)
+
+
+if __name__ == "__main__":
+    main()
