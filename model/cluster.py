@@ -113,7 +113,13 @@ def map_on_cluster(function: Callable, items: Iterable[tuple], num_cpus: float =
             break
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+            index = pending.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayTaskError as error:
+                # The function's own error (e.g. a corrupt frame, named), not Ray's wrapping of it.
+                raise (error.cause or error) from None
+            yield index, result
 
 
 def cluster_summary() -> dict:

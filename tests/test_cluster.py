@@ -1,6 +1,7 @@
 """`ambient ingest --ray` and `ambient units --ray` on a local two-node Ray cluster (loopback only):
 the same outputs as the single-process path, bit for bit, also when a worker process is killed."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,6 +179,18 @@ def test_units_on_ray_equal_single_process(cluster, pool, kill):
     assert result.exit_code == 0, result.output
     assert "units of conv5 from 96 frames" in result.output
     assert_same_units(run, single)
+
+
+def test_a_corrupt_frame_is_named_on_the_cluster_too(cluster, pool, tmp_path):
+    data, run, _single = pool
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    bad = copy / dataset.load_manifest(copy)[50].image
+    bad.write_bytes(bad.read_bytes()[:300])                    # cut short: libjpeg gives up
+    result = CliRunner().invoke(app, ["units", str(run), "--pool", str(copy), "--batch-size", "8",
+                                      "--device", "cpu", "--no-publish", "--ray", cluster])
+    assert result.exit_code == 1
+    assert str(bad) in result.output and "Traceback" not in result.output and "RayTaskError" not in result.output
 
 
 def test_an_admin_ingest_job_runs_on_the_cluster_and_the_workers_panel_shows_it(cluster, videos, single, tmp_path):
