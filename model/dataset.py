@@ -13,6 +13,7 @@ Layout of DATA_DIR (written by ``ambient ingest``)::
     ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames",
                                        "warnings": [{"path", "warning"}]} (see model.ingest.report_table)
     labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
+    shards/                           the frames as WebDataset tar shards for streaming training (model/shards.py)
 
 A video directory is complete only when ``video.json`` exists: it is written last,
 atomically, so a killed ingest leaves nothing half-finished that looks done.
@@ -31,6 +32,7 @@ TEXTURES = "textures.npy"
 SPECTRUM = "spectrum.npy"
 REPORT = "ingest_report.json"
 LABELS_DIR = "labels"
+SHARDS_DIR = "shards"
 
 
 @dataclass
@@ -56,6 +58,11 @@ def labels_file(data_dir: str | Path, kind: str) -> Path:
     return Path(data_dir) / LABELS_DIR / f"{kind}.npz"
 
 
+def shards_dir(data_dir: str | Path) -> Path:
+    """Where ``ambient shards`` writes the frames as tar shards (model/shards.py)."""
+    return Path(data_dir) / SHARDS_DIR
+
+
 def read_report(data_dir: str | Path) -> dict:
     """DATA_DIR/ingest_report.json, or {} when ingest wrote none (a dataset assembled by hand)."""
     path = Path(data_dir) / REPORT
@@ -75,6 +82,24 @@ def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
         raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; run `ambient ingest` first")
     with path.open() as f:
         return [FrameRecord(**json.loads(line)) for line in f if line.strip()]
+
+
+def load_splits(data_dir: str | Path, chunk_rows: int = 65_536) -> np.ndarray:
+    """Each manifest row's split ("train"/"test") as one numpy array, without a FrameRecord per frame
+    (1.8 M records take GBs; this takes 36 MB)."""
+    path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; run `ambient ingest` first")
+    chunks, rows = [], []
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line)["split"])
+            if len(rows) == chunk_rows:
+                chunks.append(np.array(rows, dtype="U5"))
+                rows = []
+    chunks.append(np.array(rows, dtype="U5"))
+    return np.concatenate(chunks)
 
 
 def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,9 @@
 """Training data: frames as uint8 tensors on the training device, sound-label targets, and GPU-friendly
 augmentation (random crop + flip as one gather, so the same code runs on CPU and GPU).
 
-Frames are decoded once into an in-memory uint8 cache when it fits ``cache_bytes``; otherwise the JPEG
-bytes are kept and each batch is decoded on the device (``torchvision.io.decode_jpeg(device="cuda")``).
+Frames are decoded once into an in-memory uint8 cache (``FrameSource``) when they fit ``cache_bytes``;
+otherwise training streams them from the dataset's tar shards (``model/shards.py``) and each batch is
+decoded on the device (``decode_ahead``: ``torchvision.io.decode_jpeg(device="cuda")`` on a GPU).
 ``decode_frames`` is the one JPEG decoder of the project: training and unit extraction both use it.
 """
 from __future__ import annotations
@@ -53,22 +54,23 @@ class LabelTargets:
         return float((test == most_common).float().mean())
 
 
-def load_targets(data_dir: str | Path, kind: str, records: list[dataset.FrameRecord]) -> LabelTargets:
+def load_targets(data_dir: str | Path, kind: str, splits: np.ndarray) -> LabelTargets:
+    """The labels of ``kind`` for every manifest row; ``splits``: each row's split (``dataset.load_splits``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(KINDS)}")
     path = labels_file(data_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")
     saved = np.load(path)
-    split = np.array([r.split for r in records])
+    split = np.asarray(splits)
     if kind in ("cluster", "scene", "texton"):   # one class per frame (scene, texton: controls, see model/labels.py)
         targets = torch.as_tensor(saved["labels"], dtype=torch.long)
         train_mask, num_outputs = saved["keep"], int(saved["k"])
     else:
         targets = torch.as_tensor(saved["codes"], dtype=torch.float32)
         train_mask, num_outputs = split == "train", targets.shape[1]
-    if len(targets) != len(records):
-        raise ValueError(f"{path} labels {len(targets)} frames but the manifest has {len(records)}; "
+    if len(targets) != len(split):
+        raise ValueError(f"{path} labels {len(targets)} frames but the manifest has {len(split)}; "
                          f"rerun `ambient labels`")
     train_index, test_index = np.flatnonzero(train_mask), np.flatnonzero(split == "test")
     for name, index in (("train", train_index), ("test", test_index)):
@@ -124,29 +126,23 @@ def _ahead(items: Iterator, work, depth: int) -> Iterator:
 
 
 class FrameSource:
-    """uint8 (B, 3, S, S) frames on ``device`` for any list of manifest rows."""
+    """Every frame of ``records`` decoded once into a uint8 (N, 3, S, S) cache on ``device``; ``get(rows)``
+    takes a batch from it. Training uses it when the frames fit ``TrainSettings.cache_bytes``."""
 
     def __init__(self, data_dir: str | Path, records: list[dataset.FrameRecord], frame_size: int,
-                 device: torch.device, cache_bytes: int, progress: bool = True):
+                 device: torch.device, progress: bool = True):
         self.frame_size, self.device = frame_size, device
         self.paths = [Path(data_dir) / r.image for r in records]
-        self.jpegs = [read_file(str(path))
-                      for path in tqdm(self.paths, desc="reading frames", disable=not progress, leave=False)]
-        self.cache = None
-        if len(records) * 3 * frame_size ** 2 <= cache_bytes:
-            self.cache = torch.cat([self._decode(range(start, min(start + DECODE_BATCH, len(records))))
-                                    for start in tqdm(range(0, len(records), DECODE_BATCH), desc="decoding frames",
-                                                      disable=not progress, leave=False)])
-            self.jpegs = None
-
-    def _decode(self, rows) -> torch.Tensor:
-        return decode_frames([self.jpegs[i] for i in rows], self.frame_size, self.device,
-                             [self.paths[i] for i in rows])
+        jpegs = [read_file(str(path))
+                 for path in tqdm(self.paths, desc="reading frames", disable=not progress, leave=False)]
+        self.cache = torch.cat([
+            decode_frames([jpegs[i] for i in rows], frame_size, device, [self.paths[i] for i in rows])
+            for rows in tqdm([range(start, min(start + DECODE_BATCH, len(records)))
+                              for start in range(0, len(records), DECODE_BATCH)],
+                             desc="decoding frames", disable=not progress, leave=False)])
 
     def get(self, rows: np.ndarray) -> torch.Tensor:
-        if self.cache is not None:
-            return self.cache[torch.as_tensor(rows, device=self.device)]
-        return self._decode(rows)
+        return self.cache[torch.as_tensor(rows, device=self.device)]
 
 
 def random_crop_flip(images: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
@@ -166,24 +162,23 @@ def random_crop_flip(images: torch.Tensor, crop: int, generator: torch.Generator
     return images[batch_index, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
-def prefetch(frames: FrameSource, batches: Iterator[np.ndarray],
-             depth: int = 4) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """(rows, ``frames.get(rows)``) for each batch of rows, decoded ``depth`` batches ahead by threads.
+def decode_ahead(batches: Iterator[tuple[np.ndarray, list[bytes], list[str]]], frame_size: int,
+                 device: torch.device, depth: int = 4) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows, decoded frames) for each (rows, JPEG bytes, their names) batch, decoded ``depth`` batches
+    ahead by threads, so decoding (nvJPEG's CPU stages and the GPU) overlaps with training.
 
-    Only JPEG decoding (no cache) needs it: nvJPEG's CPU stages and the GPU then overlap with training.
-    Each worker decodes on its own CUDA stream; the consumer's stream waits for it before using a batch.
+    On a GPU each worker decodes on its own CUDA stream; the consumer's stream waits for it before using a batch.
     """
-    if frames.cache is not None:
-        yield from ((rows, frames.get(rows)) for rows in batches)
-        return
-    cuda = frames.device.type == "cuda"
+    cuda = device.type == "cuda"
 
-    def load(rows: np.ndarray):
+    def load(batch: tuple[np.ndarray, list[bytes], list[str]]):
+        rows, jpegs, names = batch
+        encoded = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
         if not cuda:
-            return rows, frames.get(rows), None
-        stream = torch.cuda.Stream(frames.device)
+            return rows, decode_frames(encoded, frame_size, device, names), None
+        stream = torch.cuda.Stream(device)
         with torch.cuda.stream(stream):
-            return rows, frames.get(rows), stream
+            return rows, decode_frames(encoded, frame_size, device, names), stream
 
     for loaded in _ahead(batches, load, depth):
         yield _ready(*loaded)

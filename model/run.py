@@ -3,7 +3,10 @@
 Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
 
     run.json        RunInfo below plus "config" (the TrainSettings used), "data_dir", "preset", "world_size"
-    metrics.jsonl   one JSON object per evaluation: step, epoch, loss, test_accuracy, chance, majority, ...
+    metrics.jsonl   one JSON object per evaluation: step, epoch, loss, test_accuracy, chance, majority, ...;
+                    streaming from shards also "skipped_shards" (every shard skipped so far: shard, reason, rank)
+    stream.jsonl    streaming from shards: one JSON object per evaluation, {"step", "epoch", "ranks": [{"rank",
+                    "shards" (opened since the previous evaluation), "faults"}, ...]}
     checkpoint.pt   latest training state (written atomically: tmp file + rename), a dict with
                     "model" (state_dict), "optimizer", "scheduler", "step", "epoch", "rng" (torch CPU
                     and CUDA RNG states; data order and crops follow from the step), "run" (RunInfo as dict)
@@ -45,6 +48,7 @@ from model.network import CaffeNetBN, normalize_images
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
+STREAM = "stream.jsonl"
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
 DISSECTION = "dissection.json"

@@ -75,7 +75,8 @@ class TrainSettings:
     warmup_fraction: float = 0.02      # linear warm-up, then cosine decay to zero
     evals_per_epoch: int = 1
     checkpoint_steps: int = 500        # also checkpointed after every evaluation
-    cache_bytes: int = 8 << 30         # decoded frames kept in memory if they fit; else JPEGs decoded per batch
+    cache_bytes: int = 8 << 30         # decoded frames kept in memory if they fit; else streamed from tar shards
+    shuffle_buffer: int = 2000         # streaming: frames shuffled in a buffer of this many JPEGs (~30 MB at 256 px)
     compile: bool = True               # torch.compile the model (CUDA only; compiling on a CPU costs more than it saves)
     seed: int = 0
 

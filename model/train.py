@@ -2,15 +2,22 @@
 
 One entry: ``train(data_dir, label_kind, run_dir, settings, device, resume)``. Under ``torchrun`` it
 runs DistributedDataParallel (NCCL on GPUs, gloo on CPU): every process takes its share of each
-global batch and only rank 0 evaluates and writes. The data order and each step's augmentation are
-functions of (seed, step), so a resumed run replays exactly the batches an uninterrupted run would.
-RUN_DIR layout and the checkpoint format: ``model/run.py``.
+global batch and only rank 0 evaluates and writes.
+
+Frames come from one of two sources. When the decoded frames fit ``TrainSettings.cache_bytes`` they are
+decoded once into memory (``FrameSource``) and each epoch is a seeded shuffle of the kept training rows.
+Otherwise training streams them from the dataset's tar shards (``model/shards.py``; rank 0 writes them
+first if they are missing or stale): each rank reads its own shards of a seeded shard order through a
+seeded shuffle buffer, in memory that does not grow with the dataset. Either way the data order and
+each step's augmentation are functions of (seed, step, rank), so a resumed run replays exactly the
+batches an uninterrupted run would. RUN_DIR layout and the checkpoint format: ``model/run.py``.
 """
 from __future__ import annotations
 
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -23,10 +30,11 @@ from torch import nn
 from tqdm import tqdm
 
 from model import dataset
-from model.frames import FrameSource, LabelTargets, load_targets, prefetch, random_crop_flip
+from model.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
-from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, RunInfo, center_crop, load_run, save_atomic,
+from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, load_run, save_atomic,
                        write_run_json)
+from model.shards import ShardStream, check_shards, current_index, write_shards
 from model.settings import FEW_STEPS, TrainSettings
 
 __all__ = ["train", "load_run", "planned_steps", "few_steps_warning"]
@@ -61,6 +69,42 @@ def _batches(train_index: np.ndarray, settings: TrainSettings, steps_per_epoch: 
         yield train_index[batch[rank::world]]
 
 
+def _open_stream(data_dir: Path, labels: LabelTargets, frames: int, settings: TrainSettings, device: torch.device,
+                 rank: int, world: int, progress: bool) -> ShardStream:
+    """This rank's stream over the shards; rank 0 writes them when none match the manifest (the others wait)
+    and checks them, so that every rank skips the same unreadable ones and takes the same number of steps."""
+    if rank == 0:
+        index = current_index(data_dir)
+        if index is None:
+            tqdm.write(f"{data_dir}: {frames:,} decoded frames exceed the cache ({settings.cache_bytes:,} bytes): "
+                       f"training streams them from tar shards; writing them first (as `ambient shards` does)",
+                       file=sys.stderr)
+            index = write_shards(data_dir, progress=progress)
+        unreadable = check_shards(data_dir, index)
+    else:
+        while (index := current_index(data_dir)) is None:   # files, not a collective: writing may take hours
+            time.sleep(2)
+        unreadable = None
+    if world > 1:
+        shared = [unreadable]
+        dist.broadcast_object_list(shared, src=0)
+        unreadable = shared[0]
+    train_frames, test_frames = np.zeros(frames, bool), np.zeros(frames, bool)
+    train_frames[labels.train_index], test_frames[labels.test_index] = True, True
+    return ShardStream(data_dir, index, unreadable, train_frames, test_frames, settings.frame_size, device,
+                       settings.batch_size // world, settings.shuffle_buffer, settings.seed, rank, world)
+
+
+def _gather_reading(stream: ShardStream, world: int) -> list[dict]:
+    """Every rank's shards opened and skipped since the last evaluation (rank 0 records them)."""
+    records = [None] * world
+    if world == 1:
+        records[0] = stream.take_record()
+    else:
+        dist.all_gather_object(records, stream.take_record())
+    return records
+
+
 def _rng_state(device: torch.device) -> dict:
     """Dropout's random state (data order and crops are functions of the step and need none)."""
     state = {"torch": torch.get_rng_state()}
@@ -76,15 +120,14 @@ def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: CaffeNetBN, frames: FrameSource, labels: LabelTargets, info: RunInfo,
-             batch_size: int) -> tuple[float, float]:
-    """(test accuracy, test loss) on centre crops; per-bit accuracy for binary codes."""
+def evaluate(model: CaffeNetBN, test_batches: Iterator[tuple[np.ndarray, torch.Tensor]], labels: LabelTargets,
+             info: RunInfo) -> tuple[float, float]:
+    """(test accuracy, test loss) on centre crops of (rows, frames) batches; per-bit accuracy for binary codes."""
     was_training = model.training
     model.eval()
     correct, loss_sum, count = 0.0, 0.0, 0
-    for start in range(0, len(labels.test_index), batch_size):
-        rows = labels.test_index[start:start + batch_size]
-        images = normalize_images(center_crop(frames.get(rows), info.crop_size), info.mean, info.std)
+    for rows, frames in test_batches:
+        images = normalize_images(center_crop(frames, info.crop_size), info.mean, info.std)
         targets = labels.targets[rows].to(images.device)
         with torch.autocast(images.device.type, torch.bfloat16, enabled=images.device.type == "cuda"):
             logits = model(images)
@@ -112,7 +155,7 @@ def _trim_metrics(path: Path, last_step: int) -> None:
 
 def planned_steps(data_dir: str | Path, label_kind: str, settings: TrainSettings) -> tuple[int, int]:
     """(training frames kept, optimiser steps) that ``train`` would run on DATA_DIR's labels."""
-    labels = load_targets(data_dir, label_kind, dataset.load_manifest(data_dir))
+    labels = load_targets(data_dir, label_kind, dataset.load_splits(data_dir))
     return len(labels.train_index), settings.epochs * (len(labels.train_index) // settings.batch_size)
 
 
@@ -148,12 +191,18 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
     if resume and not checkpoint_path.exists():
         raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
 
-    records = dataset.load_manifest(data_dir)
-    labels = load_targets(data_dir, label_kind, records)
-    steps_per_epoch = len(labels.train_index) // settings.batch_size
-    if steps_per_epoch == 0:
+    splits = dataset.load_splits(data_dir)    # not the manifest's records: 1.8 M of them take GBs
+    labels = load_targets(data_dir, label_kind, splits)
+    if len(labels.train_index) < settings.batch_size:
         raise ValueError(f"the training split has {len(labels.train_index)} frames, fewer than one batch of "
                          f"{settings.batch_size}; lower --batch-size")
+    streaming = len(splits) * 3 * settings.frame_size ** 2 > settings.cache_bytes
+    stream = (_open_stream(data_dir, labels, len(splits), settings, device, rank, world, progress and rank == 0)
+              if streaming else None)
+    steps_per_epoch = stream.steps_per_epoch if stream else len(labels.train_index) // settings.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training shards give each of {world} processes fewer than one batch of "
+                         f"{settings.batch_size // world} frames; lower --batch-size or write smaller shards")
     total_steps = settings.epochs * steps_per_epoch   # 0 epochs: the untrained network (a control)
     eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
     info = RunInfo(label_kind=label_kind, num_outputs=labels.num_outputs, multilabel=labels.multilabel,
@@ -183,18 +232,33 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_json(run_dir, info, {"config": asdict(settings), "preset": preset,
-                                       "data_dir": str(data_dir.resolve()), "world_size": world})
+                                       "data_dir": str(data_dir.resolve()), "world_size": world,
+                                       "frame_source": "shards" if stream else "cache"})
     if rank == 0:
         _trim_metrics(run_dir / METRICS, step)
+        _trim_metrics(run_dir / STREAM, step)
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     if settings.compile and device.type == "cuda":
         trained = torch.compile(trained)
 
-    frames = FrameSource(data_dir, records, settings.frame_size, device, settings.cache_bytes,
-                         progress=progress and rank == 0)
     chance, majority = labels.chance(), labels.majority()
     local_batch = settings.batch_size // world
+    if stream:
+        train_batches = stream.train_batches(step, settings.epochs)
 
+        def test_batches():
+            return stream.test_batches(local_batch * world)
+    else:
+        frames = FrameSource(data_dir, dataset.load_manifest(data_dir), settings.frame_size, device,
+                             progress=progress and rank == 0)
+        train_batches = ((rows, frames.get(rows)) for rows in
+                         _batches(labels.train_index, settings, steps_per_epoch, step, total_steps, rank, world))
+
+        def test_batches():
+            batch = local_batch * world
+            return ((labels.test_index[start:start + batch], frames.get(labels.test_index[start:start + batch]))
+                    for start in range(0, len(labels.test_index), batch))
+    skipped_shards: list[dict] = []        # every shard skipped so far, reported in each evaluation
     def save_checkpoint() -> None:
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
@@ -205,8 +269,7 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
     metrics: dict = {}
     loss_sum, loss_count, images_seen, started = 0.0, 0, 0, time.perf_counter()
     trained.train()
-    for rows, frame_batch in prefetch(frames, _batches(labels.train_index, settings, steps_per_epoch, step,
-                                                     total_steps, rank, world)):
+    for rows, frame_batch in train_batches:
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step * world + rank)
         images = normalize_images(random_crop_flip(frame_batch, settings.crop_size, generator), info.mean, info.std)
         targets = labels.targets[rows].to(device)
@@ -230,10 +293,17 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
             train_loss = float(mean_loss)    # waits for the GPU, so the throughput below is honest
             images_per_s = images_seen / (time.perf_counter() - started)
             if rank == 0:
-                accuracy, test_loss = evaluate(model, frames, labels, info, local_batch * world)
+                accuracy, test_loss = evaluate(model, test_batches(), labels, info)
+            reading = _gather_reading(stream, world) if stream else None
+            if rank == 0:
                 metrics = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": train_loss,
                            "test_loss": test_loss, "test_accuracy": accuracy, "chance": chance,
                            "majority": majority, "lr": scheduler.get_last_lr()[0], "images_per_s": images_per_s}
+                if reading is not None:
+                    skipped_shards += [fault for record in reading for fault in record["faults"]]
+                    metrics["skipped_shards"] = skipped_shards
+                    with (run_dir / STREAM).open("a") as f:
+                        f.write(json.dumps({"step": step, "epoch": metrics["epoch"], "ranks": reading}) + "\n")
                 with (run_dir / METRICS).open("a") as f:
                     f.write(json.dumps(metrics) + "\n")
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{accuracy:.3f}", majority=f"{majority:.3f}")
@@ -246,9 +316,11 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
             loss_sum, loss_count, images_seen, started = 0.0, 0, 0, time.perf_counter()
     bar.close()
     if rank == 0 and total_steps == 0 and not metrics:
-        accuracy, test_loss = evaluate(model, frames, labels, info, local_batch * world)
+        accuracy, test_loss = evaluate(model, test_batches(), labels, info)
         metrics = {"step": 0, "epoch": 0.0, "loss": None, "test_loss": test_loss, "test_accuracy": accuracy,
                    "chance": chance, "majority": majority, "lr": 0.0, "images_per_s": None}
+        if stream:
+            metrics["skipped_shards"] = stream.take_record()["faults"]
         with (run_dir / METRICS).open("a") as f:
             f.write(json.dumps(metrics) + "\n")
     if rank == 0:

@@ -98,6 +98,6 @@ def test_labels_kind_texton_trains_like_clusters(tmp_path, monkeypatch):
     assert saved["labels"].shape == (16,) and saved["histograms"].shape == (16, SMALL.textons)
     # As for sound clusters, training keeps the training frames nearest their centroid.
     assert not saved["keep"][[r.split == "test" for r in records]].any()
-    targets = load_targets(tmp_path, "texton", records)
+    targets = load_targets(tmp_path, "texton", np.array([r.split for r in records]))
     assert targets.num_outputs == 2 and not targets.multilabel
     assert targets.targets.tolist() == saved["labels"].tolist()

@@ -176,7 +176,7 @@ def test_units_see_the_pixels_training_saw(pool):
     network = load_network(pool.run, "conv5")
     batches = list(_pool_crops(pool.data, pool.records, network, SETTINGS, "cpu"))
     assert torch.equal(torch.cat([positions for _, positions in batches]), torch.arange(24))
-    frames = FrameSource(pool.data, pool.records, FRAME, torch.device("cpu"), cache_bytes=1 << 30, progress=False)
+    frames = FrameSource(pool.data, pool.records, FRAME, torch.device("cpu"), progress=False)
     assert torch.equal(torch.cat([crops for crops, _ in batches]), center_crop(frames.get(np.arange(24)), CROP))
 
 

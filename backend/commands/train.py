@@ -26,6 +26,10 @@ def register(app: typer.Typer) -> None:
         lr: float = typer.Option(None, "--lr", min=0.0, help="Override the preset's peak learning rate."),
         device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available)."),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT from its last checkpoint."),
+        cache_bytes: int = typer.Option(None, "--cache-bytes", min=0, help="Decoded frames are kept in memory "
+                                        "if they fit in this many bytes (default 8 GiB), else streamed from "
+                                        "DATA_DIR/shards (written first if missing; see `ambient shards`). "
+                                        "0: always stream."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
         from model.device import resolve_device
@@ -45,7 +49,8 @@ def register(app: typer.Typer) -> None:
             saved = json.loads((out / RUN_JSON).read_text())
             settings, preset = TrainSettings(**saved["config"]), saved["preset"]
         overrides = {name: value for name, value in
-                     (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)) if value is not None}
+                     (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("cache_bytes", cache_bytes))
+                     if value is not None}
         settings = replace(settings, **overrides)
         try:
             frames, _ = planned_steps(data_dir, labels, settings)

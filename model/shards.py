@@ -1,0 +1,371 @@
+"""The dataset's frames as WebDataset tar shards, and training's stream over them in bounded memory.
+
+Layout of DATA_DIR/shards/ (written by ``ambient shards``, or by ``ambient train`` when it needs them)::
+
+    train-000000.tar ...  the train split's frames in manifest order, ``frames_per_shard`` a shard; a sample
+    test-000000.tar ...   is one key, the frame's manifest row zero-padded (000000123), holding one file,
+                          000000123.jpg: the frame's JPEG bytes as ingest wrote them
+    index.npz             names, splits, counts and byte sizes of the shards, frame_ids (every shard's
+                          frames, shard after shard), manifest_sha256 (of the manifest they were written
+                          from: another manifest makes them stale), frames_per_shard, missing (frames whose
+                          file could not be read, left out)
+    plan.json             while writing: the manifest digest and shard size; shards written under the same
+                          plan are kept when a killed ``ambient shards`` is run again
+
+A shard is written under a temporary name and renamed when complete, so a finished name is a whole
+shard. Labels stay out of the shards: training looks them up by frame id in DATA_DIR/labels/<kind>.npz,
+so relabelling needs no new shards.
+
+``ShardStream`` is training's reader: each epoch a seeded order of the train shards, dealt to the DDP
+ranks so that they read disjoint shards, read sequentially through a seeded shuffle buffer; so the data
+order is a function of (seed, epoch, rank, world size), and a resumed run skips (undecoded) the samples
+the epoch has already trained on. A shard that is missing, truncated or does not read is named on
+stderr, skipped and recorded (``faults``); the rest trains.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import random
+import sys
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset
+from tqdm import tqdm
+
+from model import dataset
+from model.frames import decode_ahead
+
+SHARD_FRAMES = 1000        # ~15 MB of 256 px frames a shard: 1.8 M frames make ~1,800, enough for many ranks
+INDEX = "index.npz"
+PLAN = "plan.json"
+SPLITS = ("train", "test")
+KEY_DIGITS = 9
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:06d}.tar"
+
+
+def frame_key(frame_id: int) -> str:
+    return f"{frame_id:0{KEY_DIGITS}d}"
+
+
+def manifest_digest(data_dir: str | Path) -> str:
+    """sha256 of DATA_DIR's manifest: the shards' frames are those of this manifest."""
+    path = Path(data_dir) / dataset.MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{data_dir}: no {dataset.MANIFEST}; run `ambient ingest` first")
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """What training needs to know of the shards without opening them."""
+
+    names: list[str]
+    splits: np.ndarray          # (shards,) "train" / "test"
+    counts: np.ndarray          # (shards,) frames in each
+    sizes: np.ndarray           # (shards,) bytes of each file
+    frame_ids: np.ndarray       # every shard's frame ids (manifest rows), shard after shard
+    manifest_sha256: str
+    frames_per_shard: int
+    missing: np.ndarray         # frames whose file could not be read when the shards were written
+
+    def ids(self, shard: int) -> np.ndarray:
+        """The frame ids of shard ``shard`` (its position in ``names``), in the order they are stored."""
+        start = int(self.counts[:shard].sum())
+        return self.frame_ids[start:start + int(self.counts[shard])]
+
+    def of_split(self, split: str) -> list[int]:
+        return [i for i, s in enumerate(self.splits) if s == split]
+
+
+def load_index(data_dir: str | Path) -> ShardIndex | None:
+    """DATA_DIR/shards/index.npz, or None when there is none."""
+    path = dataset.shards_dir(data_dir) / INDEX
+    if not path.exists():
+        return None
+    with np.load(path) as saved:
+        return ShardIndex(names=[str(n) for n in saved["names"]], splits=saved["splits"].astype(str),
+                          counts=saved["counts"], sizes=saved["sizes"], frame_ids=saved["frame_ids"],
+                          manifest_sha256=str(saved["manifest_sha256"]),
+                          frames_per_shard=int(saved["frames_per_shard"]), missing=saved["missing"])
+
+
+def current_index(data_dir: str | Path) -> ShardIndex | None:
+    """The shards' index if they were written from DATA_DIR's manifest as it is now, else None (stale or none)."""
+    index = load_index(data_dir)
+    return index if index is not None and index.manifest_sha256 == manifest_digest(data_dir) else None
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
+def _stored_ids(path: Path) -> list[int]:
+    """The frame ids of a finished shard, from its tar headers (read without reading the frames)."""
+    with tarfile.open(path) as tar:
+        return [int(name.split(".", 1)[0]) for name in tar.getnames()]
+
+
+def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, progress: bool = True) -> ShardIndex:
+    """Write DATA_DIR's frames as tar shards under DATA_DIR/shards (see the module docstring); returns the index.
+
+    Up to date (same manifest, same shard size, every file of the size indexed): nothing is written.
+    Resumable: shards finished under the same plan are kept, a shard missing or of the wrong size is
+    rewritten. A frame whose file cannot be read is left out and listed in the index's ``missing``.
+    """
+    if frames_per_shard < 1:
+        raise ValueError(f"frames per shard must be at least 1, not {frames_per_shard}")
+    data_dir = Path(data_dir)
+    folder = dataset.shards_dir(data_dir)
+    digest = manifest_digest(data_dir)
+    plan = {"manifest_sha256": digest, "frames_per_shard": frames_per_shard}
+    index = load_index(data_dir)
+    indexed_sizes = {}
+    if index is not None and (index.manifest_sha256, index.frames_per_shard) == (digest, frames_per_shard):
+        indexed_sizes = dict(zip(index.names, index.sizes.tolist()))
+        if all((folder / n).is_file() and (folder / n).stat().st_size == s for n, s in indexed_sizes.items()):
+            return index
+    folder.mkdir(parents=True, exist_ok=True)
+    plan_path = folder / PLAN
+    same_plan = plan_path.exists() and json.loads(plan_path.read_text()) == plan
+    if not same_plan:      # shards of another manifest or size: none can be kept
+        for old in [*folder.glob("*.tar"), *folder.glob("*.tar.tmp"), folder / INDEX]:
+            old.unlink(missing_ok=True)
+        _write_json_atomic(plan_path, plan)
+
+    def finished(name: str) -> bool:
+        """A shard this plan already wrote (and, when indexed, of its indexed size: not truncated since)."""
+        path = folder / name
+        return path.is_file() and (name not in indexed_sizes or path.stat().st_size == indexed_sizes[name])
+
+    with (data_dir / dataset.MANIFEST).open("rb") as f:
+        total = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    shards: dict[str, list[int]] = {}         # name -> frame ids, in the order shards are finished
+    shard_split: dict[str, str] = {}
+    missing: list[int] = []
+    writers: dict[str, tuple[str, webdataset.TarWriter, Path]] = {}   # split -> (name, writer, temporary path)
+    positions = dict.fromkeys(SPLITS, 0)
+
+    def close(split: str) -> None:
+        name, writer, tmp = writers.pop(split)
+        writer.close()
+        with tmp.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(tmp, folder / name)
+
+    with (data_dir / dataset.MANIFEST).open() as f:
+        for row, line in enumerate(tqdm(f, total=total, desc="writing shards", unit="frame", disable=not progress)):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if record["frame_id"] != row:
+                raise ValueError(f"{data_dir / dataset.MANIFEST} line {row + 1}: frame_id {record['frame_id']}, "
+                                 f"expected {row} (a frame's id is its manifest row)")
+            split = record["split"]
+            if split not in positions:
+                raise ValueError(f"{data_dir / dataset.MANIFEST} line {row + 1}: split {split!r} is not one of "
+                                 f"{', '.join(SPLITS)}")
+            name = shard_name(split, positions[split] // frames_per_shard)
+            positions[split] += 1
+            if name not in shards:
+                if split in writers:
+                    close(split)
+                shards[name], shard_split[name] = [], split
+                if finished(name):
+                    shards[name] = _stored_ids(folder / name)
+                else:
+                    tmp = folder / (name + ".tmp")
+                    writers[split] = (name, webdataset.TarWriter(tmp.open("wb"), encoder=False, mtime=0), tmp)
+            if split not in writers or writers[split][0] != name:
+                continue                      # a shard kept from an earlier, killed run
+            try:
+                jpeg = (data_dir / record["image"]).read_bytes()
+            except OSError as error:
+                tqdm.write(f"warning: frame {row} left out of the shards: {error}", file=sys.stderr)
+                missing.append(row)
+                continue
+            writers[split][1].write({"__key__": frame_key(row), "jpg": jpeg})
+            shards[name].append(row)
+    for split in list(writers):
+        close(split)
+    names = sorted(shards, key=lambda n: (SPLITS.index(shard_split[n]), n))
+    index = ShardIndex(names=names, splits=np.array([shard_split[n] for n in names]),
+                       counts=np.array([len(shards[n]) for n in names], np.int64),
+                       sizes=np.array([(folder / n).stat().st_size for n in names], np.int64),
+                       frame_ids=np.array([i for n in names for i in shards[n]], np.int64),
+                       manifest_sha256=digest, frames_per_shard=frames_per_shard,
+                       missing=np.array(missing, np.int64))
+    tmp = folder / (INDEX + ".tmp.npz")
+    np.savez(tmp, names=np.array(index.names), splits=index.splits, counts=index.counts, sizes=index.sizes,
+             frame_ids=index.frame_ids, manifest_sha256=digest, frames_per_shard=frames_per_shard,
+             missing=index.missing)
+    os.replace(tmp, folder / INDEX)           # the index appears last: it marks the shards complete
+    plan_path.unlink(missing_ok=True)
+    return index
+
+
+def read_shard(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(frame id, JPEG bytes) of each sample of a shard, read sequentially with webdataset's tar reader."""
+    with path.open("rb") as stream:
+        files = webdataset.tariterators.tar_file_expander([{"url": str(path), "stream": stream}])
+        for sample in webdataset.tariterators.group_by_keys(files):
+            yield int(sample["__key__"]), sample["jpg"]
+
+
+def check_shards(data_dir: str | Path, index: ShardIndex) -> dict[str, str]:
+    """{shard name: why it cannot be read} for shards missing, of another size than indexed (truncated),
+    or whose first tar header does not parse; cheap (one stat and one 512-byte read a shard)."""
+    folder = dataset.shards_dir(data_dir)
+    faults = {}
+    for name, size in zip(index.names, index.sizes.tolist()):
+        path = folder / name
+        try:
+            actual = path.stat().st_size
+            if actual != size:
+                faults[name] = (f"truncated: {actual:,} of {size:,} bytes" if actual < size
+                                else f"{actual:,} bytes where the index has {size:,}")
+                continue
+            with path.open("rb") as f:
+                tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape")
+        except FileNotFoundError:
+            faults[name] = "missing"
+        except (OSError, tarfile.TarError) as error:
+            faults[name] = f"unreadable: {error}"
+    return faults
+
+
+def _batched(items: Iterator, size: int) -> Iterator[list]:
+    while batch := list(itertools.islice(items, size)):
+        yield batch
+
+
+class ShardStream:
+    """One DDP rank's frames from the shards: its training batches each step and, for evaluation, the test split.
+
+    ``train_frames``/``test_frames``: boolean masks over manifest rows (the labels' kept training frames and
+    the test split). Every rank takes ``steps_per_epoch`` steps of ``local_batch`` frames each epoch, so DDP's
+    collectives stay in step whatever the shards hold; should a shard fail mid-epoch, the rank makes up its
+    share by reading its good shards again.
+    """
+
+    def __init__(self, data_dir: str | Path, index: ShardIndex, unreadable: dict[str, str],
+                 train_frames: np.ndarray, test_frames: np.ndarray, frame_size: int, device: torch.device,
+                 local_batch: int, shuffle_buffer: int, seed: int, rank: int, world: int):
+        self.folder, self.index = dataset.shards_dir(data_dir), index
+        self.train_frames, self.test_frames = train_frames, test_frames
+        self.frame_size, self.device, self.local_batch = frame_size, device, local_batch
+        self.shuffle_buffer, self.seed, self.rank, self.world = shuffle_buffer, seed, rank, world
+        self.unreadable = set(unreadable)
+        self.opened: dict[str, list[str]] = {}   # since the last ``take_record``: "epoch N" or "test" -> shards opened
+        self.faults: list[dict] = []             # shards skipped since then: {"shard", "reason", "rank"}
+        if rank == 0:
+            for name, reason in unreadable.items():
+                self._fault(name, reason)
+        self.train_shards = [i for i in index.of_split("train") if index.names[i] not in self.unreadable]
+        self.test_shards = [i for i in index.of_split("test") if index.names[i] not in self.unreadable]
+        shards_per_rank = len(self.train_shards) // world
+        if shards_per_rank == 0:
+            raise ValueError(f"{self.folder}: {len(self.train_shards)} readable train shards for {world} processes; "
+                             f"write smaller ones: `ambient shards {data_dir} --frames-per-shard N`")
+        kept = np.sort([int(train_frames[index.ids(i)].sum()) for i in self.train_shards])
+        # Each rank gets at least shards_per_rank shards an epoch: the smallest ones bound every rank's frames.
+        self.steps_per_epoch = int(kept[:shards_per_rank].sum()) // local_batch
+
+    def _fault(self, name: str, reason: str) -> None:
+        self.unreadable.add(name)
+        self.faults.append({"shard": name, "reason": reason, "rank": self.rank})
+        tqdm.write(f"warning: skipping shard {self.folder / name}: {reason}", file=sys.stderr)
+
+    def take_record(self) -> dict:
+        """The shards opened (by epoch, and for the test split) and skipped since the last call: what the run
+        records of each rank's reading. Reading runs ahead of training, so an epoch may appear before its steps."""
+        record = {"rank": self.rank, "opened": self.opened, "faults": self.faults}
+        self.opened, self.faults = {}, []
+        return record
+
+    def _samples(self, shards: Sequence[int], wanted: np.ndarray, reading: str) -> Iterator[tuple[int, bytes, str]]:
+        """(frame id, JPEG bytes, shard name) of the ``wanted`` frames of ``shards``, in stored order;
+        ``reading`` ("epoch N", "test") says what for, in the record."""
+        for shard in shards:
+            name = self.index.names[shard]
+            if name in self.unreadable:
+                continue
+            self.opened.setdefault(reading, []).append(name)
+            expected = self.index.ids(shard).tolist()
+            read = 0
+            try:
+                for frame_id, jpeg in read_shard(self.folder / name):
+                    if read >= len(expected) or frame_id != expected[read]:
+                        raise ValueError(f"sample {read} is frame {frame_id}, not the indexed "
+                                         f"{expected[read] if read < len(expected) else 'end of shard'}")
+                    read += 1
+                    if wanted[frame_id]:
+                        yield frame_id, jpeg, name
+                if read < len(expected):
+                    raise ValueError(f"ends after {read} of its {len(expected)} frames")
+            except (OSError, tarfile.TarError, ValueError, KeyError) as error:
+                # webdataset appends the stream and url to an error's args; the first says what went wrong
+                self._fault(name, f"unreadable after {read} frames: {error.args[0] if error.args else error!r}")
+
+    def _epoch(self, epoch: int) -> Iterator[tuple[int, bytes, str]]:
+        """This rank's ``steps_per_epoch * local_batch`` training samples of ``epoch``, shuffled."""
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.train_shards))
+        mine = [self.train_shards[i] for i in order[self.rank::self.world]]
+        wanted, taken = self.steps_per_epoch * self.local_batch, 0
+        for repeat in itertools.count():      # once, unless a shard failed mid-epoch
+            rng = random.Random(f"{self.seed}/{epoch}/{self.rank}/{repeat}")
+            shuffled = webdataset.filters.shuffle(self.shuffle_buffer, self.shuffle_buffer, rng=rng)(
+                self._samples(mine, self.train_frames, f"epoch {epoch}"))
+            before = taken
+            for sample in itertools.islice(shuffled, wanted - taken):
+                taken += 1
+                yield sample
+            if taken == wanted:
+                return
+            if taken == before:
+                raise ValueError(f"{self.folder}: rank {self.rank} has no readable training frames left in its "
+                                 f"shards of epoch {epoch}")
+
+    def train_batches(self, first_step: int, epochs: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(frame ids, uint8 frames on the device) for each step from ``first_step`` to the end of ``epochs``.
+
+        A resumed run replays the stream of ``first_step``'s epoch and skips, undecoded, the samples the
+        steps before it took: it sees exactly what an uninterrupted run would.
+        """
+        def encoded() -> Iterator[tuple[np.ndarray, list[bytes], list[str]]]:
+            first_epoch, position = divmod(first_step, self.steps_per_epoch)
+            for epoch in range(first_epoch, epochs):
+                samples = self._epoch(epoch)
+                if epoch == first_epoch:
+                    for _ in itertools.islice(samples, position * self.local_batch):
+                        pass
+                yield from (self._encoded_batch(batch) for batch in _batched(samples, self.local_batch))
+
+        yield from decode_ahead(encoded(), self.frame_size, self.device)
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """(frame ids, uint8 frames) of the test split in manifest order (the cache path's order)."""
+        samples = self._samples(self.test_shards, self.test_frames, "test")
+        yield from decode_ahead((self._encoded_batch(batch) for batch in _batched(samples, batch_size)),
+                                self.frame_size, self.device)
+
+    @staticmethod
+    def _encoded_batch(batch: list[tuple[int, bytes, str]]) -> tuple[np.ndarray, list[bytes], list[str]]:
+        return (np.array([frame_id for frame_id, _, _ in batch], np.int64), [jpeg for _, jpeg, _ in batch],
+                [f"{name}/{frame_key(frame_id)}.jpg" for frame_id, _, name in batch])
