@@ -82,6 +82,9 @@ class TrainSettings:
 
 
 LABELS = LabelSettings()
+# Frames per tar shard (model/shards.py): ~15 MB of 256 px frames; 1.8 M frames make ~1,800 shards, enough for
+# many DDP ranks to read disjoint ones.
+SHARD_FRAMES = 1000
 # `ambient train` warns below this many optimiser steps: the demo network needs about this many to learn.
 FEW_STEPS = 200
 TRAIN_PRESETS = {

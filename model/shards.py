@@ -42,8 +42,8 @@ from tqdm import tqdm
 
 from model import dataset
 from model.frames import decode_ahead
+from model.settings import SHARD_FRAMES
 
-SHARD_FRAMES = 1000        # ~15 MB of 256 px frames a shard: 1.8 M frames make ~1,800, enough for many ranks
 INDEX = "index.npz"
 PLAN = "plan.json"
 SPLITS = ("train", "test")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from model.shards import SHARD_FRAMES
+from model.settings import SHARD_FRAMES
 
 
 def register(app: typer.Typer) -> None:
