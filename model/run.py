@@ -8,8 +8,9 @@ Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
     stream.jsonl    streaming from shards: one JSON object per evaluation, {"step", "epoch", "ranks": [{"rank",
                     "shards" (opened since the previous evaluation), "faults"}, ...]}
     checkpoint.pt   latest training state (written atomically: tmp file + rename), a dict with
-                    "model" (state_dict), "optimizer", "scheduler", "step", "epoch", "rng" (torch CPU
-                    and CUDA RNG states; data order and crops follow from the step), "run" (RunInfo as dict)
+                    "model" (state_dict), "optimizer", "scheduler", "step", "epoch", "steps_per_epoch",
+                    "rng" (torch CPU and CUDA RNG states; data order and crops follow from the step),
+                    "run" (RunInfo as dict)
     model.pt        final weights: {"model": state_dict, "run": RunInfo as dict, "step": int}
 
 Written by ``ambient units`` and ``ambient dissect`` (the same layout for any analysed network)::

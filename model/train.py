@@ -229,6 +229,10 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
         if device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step = state["step"]
+        if state.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch and rank == 0:
+            tqdm.write(f"warning: the data now gives {steps_per_epoch} steps an epoch, {state['steps_per_epoch']} when "
+                       f"{run_dir} was checkpointed (shards rewritten or skipped since): the resumed run continues "
+                       f"but does not replay what an uninterrupted one would have", file=sys.stderr)
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_run_json(run_dir, info, {"config": asdict(settings), "preset": preset,
@@ -259,9 +263,11 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
             return ((labels.test_index[start:start + batch], frames.get(labels.test_index[start:start + batch]))
                     for start in range(0, len(labels.test_index), batch))
     skipped_shards: list[dict] = []        # every shard skipped so far, reported in each evaluation
+
     def save_checkpoint() -> None:
         save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "step": step, "epoch": step // steps_per_epoch,
+                     "steps_per_epoch": steps_per_epoch,
                      "rng": _rng_state(device), "run": asdict(info)}, checkpoint_path)
 
     bar = tqdm(total=total_steps, initial=step, desc=f"training ({label_kind})", unit="step",
@@ -301,7 +307,7 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
                            "majority": majority, "lr": scheduler.get_last_lr()[0], "images_per_s": images_per_s}
                 if reading is not None:
                     skipped_shards += [fault for record in reading for fault in record["faults"]]
-                    metrics["skipped_shards"] = skipped_shards
+                    metrics["skipped_shards"] = list(skipped_shards)
                     with (run_dir / STREAM).open("a") as f:
                         f.write(json.dumps({"step": step, "epoch": metrics["epoch"], "ranks": reading}) + "\n")
                 with (run_dir / METRICS).open("a") as f:
