@@ -34,6 +34,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -143,11 +144,11 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
             return index
     folder.mkdir(parents=True, exist_ok=True)
     plan_path = folder / PLAN
-    same_plan = plan_path.exists() and json.loads(plan_path.read_text()) == plan
+    same_plan = bool(indexed_sizes) or (plan_path.exists() and json.loads(plan_path.read_text()) == plan)
     if not same_plan:      # shards of another manifest or size: none can be kept
         for old in [*folder.glob("*.tar"), *folder.glob("*.tar.tmp"), folder / INDEX]:
             old.unlink(missing_ok=True)
-        _write_json_atomic(plan_path, plan)
+    _write_json_atomic(plan_path, plan)
 
     def finished(name: str) -> bool:
         """A shard this plan already wrote (and, when indexed, of its indexed size: not truncated since)."""
@@ -159,14 +160,15 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
     shards: dict[str, list[int]] = {}         # name -> frame ids, in the order shards are finished
     shard_split: dict[str, str] = {}
     missing: list[int] = []
-    writers: dict[str, tuple[str, webdataset.TarWriter, Path]] = {}   # split -> (name, writer, temporary path)
+    writers: dict[str, tuple[str, webdataset.TarWriter, Path, BinaryIO]] = {}   # split -> (name, writer, temp path, file)
     positions = dict.fromkeys(SPLITS, 0)
 
     def close(split: str) -> None:
-        name, writer, tmp = writers.pop(split)
-        writer.close()
-        with tmp.open("rb") as written:
-            os.fsync(written.fileno())
+        name, writer, tmp, file = writers.pop(split)
+        writer.close()                       # ends the tar; the file is ours to close
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
         os.replace(tmp, folder / name)
 
     with (data_dir / dataset.MANIFEST).open() as f:
@@ -191,7 +193,8 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
                     shards[name] = _stored_ids(folder / name)
                 else:
                     tmp = folder / (name + ".tmp")
-                    writers[split] = (name, webdataset.TarWriter(tmp.open("wb"), encoder=False, mtime=0), tmp)
+                    file = tmp.open("wb")
+                    writers[split] = (name, webdataset.TarWriter(file, encoder=False, mtime=0), tmp, file)
             if split not in writers or writers[split][0] != name:
                 continue                      # a shard kept from an earlier, killed run
             try:

@@ -165,9 +165,12 @@ def test_a_truncated_and_a_corrupt_shard_are_named_skipped_and_reported(tmp_path
     opened = [shard for record in _reading(tmp_path / "run") for rank in record["ranks"]
               for shards in rank["opened"].values() for shard in shards]
     assert truncated.name not in opened and opened.count(corrupt.name) == 1     # once, then never again
-    # Writing the shards again rewrites the truncated one (the corrupt one has its size: delete it to rewrite).
+    # Writing the shards again rewrites the truncated one only (the corrupt one has its size: delete it to rewrite).
+    before = {path.name: path.stat().st_mtime_ns for path in (data / "shards").glob("*.tar")}
     write_shards(data, FRAMES_PER_SHARD, progress=False)
     assert [i for i, _ in read_shard(truncated)] == load_index(data).ids(3).tolist()
+    assert [name for name, mtime in before.items() if (data / "shards" / name).stat().st_mtime_ns != mtime] == \
+        [truncated.name]
 
 
 def test_write_shards_resumes_and_notices_a_new_manifest(tmp_path):
