@@ -301,7 +301,7 @@ DISTINCT_JPEGS = 2_000             # train-memory: distinct frames, reused by ev
 CLASSES = 30
 TRAIN_PRESET = "demo"
 TRAIN_SCALES = (1, 10, 100)
-SPEED_FRAMES, SPEED_EPOCHS, SPEED_REPEATS = 1_600, 2, 3
+SPEED_FRAMES, SPEED_EPOCHS, SPEED_REPEATS = 1_600, 2, 5
 
 
 def _make_jpegs(folder: Path) -> None:
