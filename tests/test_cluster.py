@@ -23,7 +23,7 @@ from model.ingest import ingest
 from model.run import units_file
 from model.units import extract_units
 from test_ingest import make_video
-from test_units import SETTINGS, _square
+from test_units import SETTINGS, make_pool
 
 pytestmark = pytest.mark.slow
 GOOD = [f"v{i}.mp4" for i in range(6)]
@@ -126,34 +126,16 @@ def test_ingest_survives_a_killed_worker(cluster, videos, single, tmp_path):
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    """A units pool of 96 frames (12 batches of 8: several parts per node) and a tiny random network."""
-    import torch
-    from dataclasses import asdict
-    from PIL import Image
+    """A units pool of 96 frames (12 batches of 8: several parts per node), a tiny random network, and
+    the single-process extraction in a run folder of its own."""
+    from model.run import FINAL_MODEL
 
-    from model.network import IMAGE_MEAN, IMAGE_STD
-    from model.run import FINAL_MODEL, RunInfo
-
-    root = tmp_path_factory.mktemp("pool")
-    data, run = root / "data", root / "run"
-    records = []
-    for i in range(96):
-        video = f"v{i // 4}"
-        (data / "videos" / video).mkdir(parents=True, exist_ok=True)
-        image = f"videos/{video}/frame_{i % 4:02d}.jpg"
-        Image.fromarray(_square(i % 4, i % 40)).save(data / image, quality=95)
-        records.append(dataset.FrameRecord(i, video, f"{video}.mp4", i % 4, float(i % 4), image,
-                                           f"videos/{video}/clip_{i % 4:02d}.mp3", "test", False))
-    dataset.write_manifest(data, records, np.zeros((96, 502)), np.zeros((96, 32)))
-    run.mkdir()
-    info = RunInfo("cluster", 4, False, 112, 99, 8, IMAGE_MEAN, IMAGE_STD)
-    torch.manual_seed(0)
-    torch.save({"model": info.build_model().eval().state_dict(), "run": asdict(info), "step": 0}, run / FINAL_MODEL)
-    single = root / "single"
+    made = make_pool(tmp_path_factory.mktemp("pool"), 96, 96)
+    single = made.root / "single"
     single.mkdir()
-    (single / FINAL_MODEL).write_bytes((run / FINAL_MODEL).read_bytes())
-    extract_units(single, data, SETTINGS, show_progress=False)
-    return data, run, single
+    (single / FINAL_MODEL).write_bytes((made.run / FINAL_MODEL).read_bytes())
+    extract_units(single, made.data, SETTINGS, show_progress=False)
+    return made.data, made.run, single
 
 
 def assert_same_units(run: Path, reference: Path) -> None:

@@ -41,20 +41,20 @@ def _square(position: int, shade: int = 0) -> np.ndarray:
     return image
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory):
-    """DATA_DIR with 24 frames of 6 videos, and a RUN_DIR with a random tiny network."""
-    root = tmp_path_factory.mktemp("units")
+def make_pool(root, frames: int, test_frames: int) -> SimpleNamespace:
+    """DATA_DIR with ``frames`` frames of 4 each per video (a square in turn in each corner; the first
+    ``test_frames`` in the test split), and a RUN_DIR with a random tiny network."""
     data, run = root / "data", root / "run"
     records = []
-    for i in range(24):
+    for i in range(frames):
         video = f"v{i // 4}"
         (data / "videos" / video).mkdir(parents=True, exist_ok=True)
         image = f"videos/{video}/frame_{i % 4:02d}.jpg"
-        Image.fromarray(_square(i % 4, i)).save(data / image, quality=95)
+        Image.fromarray(_square(i % 4, i % 40)).save(data / image, quality=95)
         records.append(ds.FrameRecord(i, video, f"{video}.mp4", i % 4, float(i % 4), image,
-                                      f"videos/{video}/clip_{i % 4:02d}.mp3", "test" if i < 20 else "train", False))
-    ds.write_manifest(data, records, np.zeros((24, 502)), np.zeros((24, 32)))
+                                      f"videos/{video}/clip_{i % 4:02d}.mp3",
+                                      "test" if i < test_frames else "train", False))
+    ds.write_manifest(data, records, np.zeros((frames, 502)), np.zeros((frames, 32)))
     ds.write_json_atomic(data / ds.REPORT, {"videos_dir": None, "ingested": [], "skipped": []})
     run.mkdir()
     info = RunInfo("cluster", 4, False, FRAME, CROP, 8, IMAGE_MEAN, IMAGE_STD)
@@ -62,6 +62,12 @@ def pool(tmp_path_factory):
     model = info.build_model().eval()
     torch.save({"model": model.state_dict(), "run": asdict(info), "step": 0}, run / FINAL_MODEL)
     return SimpleNamespace(data=data, run=run, records=records, model=model, info=info, root=root)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    """24 frames of 6 videos, 20 of them in the test split."""
+    return make_pool(tmp_path_factory.mktemp("units"), 24, 20)
 
 
 @pytest.fixture(scope="module")
