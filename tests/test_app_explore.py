@@ -48,7 +48,7 @@ def explored(tmp_path):
 @pytest.fixture()
 def client(explored):
     with TestClient(create_app(Settings(database_url=explored[0]))) as client:
-        login(client, "ann")          # an annotator: everything here is read-only for every account
+        login(client, "boss")         # an admin sees every unit's results (annotators: tests/test_app_blind.py)
         yield client
 
 

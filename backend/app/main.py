@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, render
 from backend.app.errors import TaskError
-from backend.app.routes import (api, auth, categories, clusters, docs, explore, images, jobs, representation, results,
-                                review, sound, tokens, units, users)
+from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, representation,
+                                results, review, sound, tokens, units, users)
 from backend.config import Settings
 from backend.db.models import ServerSecret
 from backend.db.session import open_db, session_factory
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                         headers={"ETag": etag, "Cache-Control": "public, max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
-    for module in (auth, units, images, sound, results, review, categories, users, api, docs, clusters, jobs,
+    for module in (auth, units, images, sound, results, review, campaign, categories, users, api, docs, clusters, jobs,
                    representation):
         app.include_router(module.router)
     app.include_router(jobs.api)
