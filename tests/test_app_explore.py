@@ -107,6 +107,22 @@ def test_units_browser_filters_and_sorts(client, explored):
     assert f'href="/runs/1/units/conv5/0">Unit {u0}</a>' in client.get("/runs/1/units").text
 
 
+def test_a_blank_filter_is_no_filter(client, explored):
+    """The browser's form sends every box, empty ones and "any" as "": that lists everything, never a 422."""
+    _, units = explored
+    blank = {"label": "", "layer": "", "min_precision": "", "min_iou": " ", "min_agreement": "", "characteristic": "",
+             "sort": "", "detectors_only": ""}
+    page = client.get("/runs/1/units", params=blank, headers={"accept": "text/html"})
+    assert page.status_code == 200 and re.findall(r'<tr id="unit-(\d+)">', page.text) == [str(u) for u in units]
+    assert client.get("/api/v1/runs/1/units", params=blank).json()["total"] == 4
+    assert browser_units(client, min_precision="", characteristic="true") == [str(units[0])]
+    assert client.get("/results/1", params={"category": "", "min_precision": "", "min_iou": ""},
+                      headers={"accept": "text/html"}).status_code == 200
+    # A number out of range still says what is wrong, on a page that keeps the navigation.
+    wrong = client.get("/runs/1/units", params={"min_precision": "2"}, headers={"accept": "text/html"})
+    assert wrong.status_code == 422 and "min_precision" in wrong.text and '<a href="/runs">Units</a>' in wrong.text
+
+
 def test_api_runs_and_layers(client):
     runs = client.get("/api/v1/runs").json()
     assert runs["total"] == 1 and runs["items"][0] | {"created_at": None} == {

@@ -47,6 +47,11 @@ def test_unit_page_plays_clips_and_links_its_neighbours(site):
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
         log_in(page, base, "ann")
+        page.goto(f"{base}/runs/1/units")
+        page.select_option("select[name=characteristic]", "")         # "any", and every number box blank
+        page.click("#unit-filters button[type=submit]")
+        page.wait_for_url(f"{base}/runs/1/units?*")
+        assert page.locator("#units tr[id^=unit-]").count() == 2      # a blank filter lists everything
         page.goto(f"{base}/runs/1/units?label=dog")
         assert page.locator("#units tr[id^=unit-]").count() == 1
         page.click(f"#unit-{first} a")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BeforeValidator, Field
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +30,16 @@ SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backe
 
 class LoginRequired(Exception):
     """Raised for a request without a valid session; pages redirect to /login, the API answers 401."""
+
+
+def _blank_is_none(value):
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# For a filter's query parameter: a form's empty box or "any" option (sent as "") means no filter, not a 422.
+BlankIsNone = BeforeValidator(_blank_is_none)
+# A share from 0 to 1, or None for a blank box (the bounds apply to the number only).
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def get_settings(request: Request) -> Settings:

@@ -18,19 +18,19 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.auth import LoginGuard
-from backend.app.deps import LoginRequired, render
+from backend.app.deps import LoginRequired, optional_user, render
 from backend.app.errors import TaskError
 from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, representation,
                                 results, review, sound, tokens, units, users)
 from backend.config import Settings
-from backend.db.models import ServerSecret
+from backend.db.models import Annotator, ServerSecret
 from backend.db.session import open_db, session_factory
 from backend.db.store import seed_categories
 from backend.jobs import recover_orphans, worker_lifespan
@@ -246,8 +246,20 @@ def _wants_json(request: Request) -> bool:
 
 def _error_page(request: Request, status: int, detail: str) -> Response:
     title = HTTPStatus(status).phrase
-    return render(request, "error.html", user=None, status_code=status, status=status, title=title,
+    return render(request, "error.html", user=_page_user(request), status_code=status, status=status, title=title,
                   detail=detail)
+
+
+def _page_user(request: Request) -> Annotator | None:
+    """The logged-in account, so that an error page keeps its navigation; None when there is none or it
+    cannot be told (no session yet, the database down)."""
+    if "session" not in request.scope or "uid" not in request.session:
+        return None
+    try:
+        with request.app.state.sessions() as db:
+            return optional_user(request, db)
+    except (SQLAlchemyError, StarletteHTTPException):
+        return None
 
 
 def _seed_categories(db: Session) -> None:

@@ -2,16 +2,16 @@
 samples' JPEGs), and the read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.campaign import Visibility, visibility
-from backend.app.deps import current_user, figure_html, get_db, get_settings, render
+from backend.app.deps import BlankIsNone, Share, current_user, figure_html, get_db, get_settings, render
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
@@ -152,12 +152,18 @@ class FrameOut(FrameSummaryOut):
     texture: list[float] | None
 
 
-def unit_filters(label: str = Query("", max_length=200), min_precision: float | None = Query(None, ge=0, le=1),
-                 min_iou: float | None = Query(None, ge=0, le=1), min_agreement: float | None = Query(None, ge=0, le=1),
-                 characteristic: bool | None = None, layer: str = Query("", max_length=200),
-                 sort: str = Query("unit", max_length=30, description=f"one of {', '.join(SORTS)}"),
-                 detectors_only: bool = False) -> UnitFilters:
-    return UnitFilters(label, min_precision, min_iou, min_agreement, characteristic, layer, sort, detectors_only)
+Bound = Annotated[Share | None, BlankIsNone, Query(description="0 to 1; blank: no bound")]
+
+
+def unit_filters(label: str = Query("", max_length=200), min_precision: Bound = None, min_iou: Bound = None,
+                 min_agreement: Bound = None,
+                 characteristic: Annotated[bool | None, BlankIsNone, Query(description="blank: any")] = None,
+                 layer: str = Query("", max_length=200),
+                 sort: Annotated[Annotated[str, Field(max_length=30)] | None, BlankIsNone,
+                                 Query(description=f"one of {', '.join(SORTS)}")] = None,
+                 detectors_only: Annotated[bool | None, BlankIsNone, Query()] = None) -> UnitFilters:
+    return UnitFilters(label, min_precision, min_iou, min_agreement, characteristic, layer, sort or "unit",
+                       bool(detectors_only))
 
 
 def shown_units(user: Annotator = Depends(current_user), db: Session = Depends(get_db),

@@ -1,12 +1,14 @@
 """Results for admins: Fig. 3 histograms, Table 1, Fig. A1b, Fig. 4 galleries, agreement."""
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
-from backend.app.deps import admin_user, figure_html, get_db, render
+from backend.app.deps import BlankIsNone, Share, admin_user, figure_html, get_db, render
 from backend.app.results import THRESHOLDS, automatic_label_rows, characteristic_flags, run_report
 from backend.db.models import Annotator, Run
 
@@ -32,7 +34,9 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
 @router.get("/results/{run_id}")
 def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db),
             category: str | None = Query(None, max_length=200),
-            min_precision: float = Query(0.0, ge=0.0, le=1.0), min_iou: float = Query(0.0, ge=0.0, le=1.0)):
+            min_precision: Annotated[Share | None, BlankIsNone, Query()] = None,
+            min_iou: Annotated[Share | None, BlankIsNone, Query()] = None):
+    min_precision, min_iou = min_precision or 0.0, min_iou or 0.0
     run = db.get(Run, run_id)
     if run is None:
         raise HTTPException(404, f"There is no run {run_id}.")
