@@ -154,7 +154,7 @@ def test_api_unit_has_images_clips_verdict_and_automatic_labels(client, explored
     images = unit_images(url, u0)
     assert [i["url"] for i in unit["images"]] == [f"/images/{i}" for i in images]
     assert [i["clip_url"] for i in unit["images"]] == [f"/clips/{i}" for i in images]
-    assert [i["rank"] for i in unit["images"]] == [0, 1, 2, 3, 4]
+    assert [i["rank"] for i in unit["images"]] == [1, 2, 3, 4, 5]          # as the page numbers them
     assert unit["verdict"] == {"answer": "yes", "category": "dog", "is_detector": True, "precision": 1.0,
                                "agreement": 1.0, "annotators": 3, "settled": False, "characteristic": True,
                                "image_contains": [True] * 5}
@@ -202,3 +202,16 @@ def test_results_and_the_annotation_pages_admin_view_link_unit_pages(explored):
         client.post("/annotate", data={"csrf_token": csrf}, follow_redirects=False)
         held = client.get("/annotate", follow_redirects=False).headers["location"]
         assert "This unit's page" not in client.get(held).text       # annotators label without the verdict
+
+
+def test_counts_say_one_unit_not_one_units(tmp_path):
+    url = seed_run(tmp_path, n_units=1, n_images=1)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        pages = {path: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", client.get(path, headers={"accept": "text/html"}).text))
+                 for path in ("/runs/1/units", "/results", "/results/1", "/runs/1/units/conv5/0")}
+    assert "1 of 1 unit " in pages["/runs/1/units"] and "Top 1 image " in pages["/runs/1/units/conv5/0"]
+    assert "0 of 1 unit labelled" in pages["/results"] and "0 of 1 unit labelled" in pages["/results/1"]
+    for path, text in pages.items():
+        assert not re.search(r"\b1 (units|images|detectors|annotators|clips|frames|videos)\b", text), path

@@ -132,6 +132,11 @@ def render(request: Request, template: str, user: Annotator | None = None, statu
         status_code=status_code)
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 unit', '2 units' (pages have it as the `counted` filter: {{ n|counted("unit") }})."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
 def wants_html(request: Request) -> bool:
     """A browser's form post (it asks for HTML) gets a redirect; API clients get JSON."""
     return "text/html" in request.headers.get("accept", "")

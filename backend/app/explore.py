@@ -216,12 +216,12 @@ def layer_records(db: Session, run_id: int) -> list[dict]:
 
 
 def image_record(image: UnitImage) -> dict:
-    return {"id": image.id, "rank": image.rank, "activation": image.activation, "frame": image.frame_id,
+    return {"id": image.id, "rank": image.rank + 1, "activation": image.activation, "frame": image.frame_id,
             "url": f"/images/{image.id}", "clip_url": f"/clips/{image.id}" if image.frame.clip_path else None}
 
 
 def sample_record(sample: UnitSample) -> dict:
-    return {"id": sample.id, "rank": sample.rank, "activation": sample.activation, "frame": sample.frame_id,
+    return {"id": sample.id, "rank": sample.rank + 1, "activation": sample.activation, "frame": sample.frame_id,
             "url": f"/samples/{sample.id}",
             "clip_url": f"/frames/{sample.frame_id}/clip" if sample.frame.clip_path else None}
 

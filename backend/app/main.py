@@ -14,7 +14,7 @@ import plotly
 from jinja2 import pass_context
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
@@ -25,7 +25,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.auth import LoginGuard
-from backend.app.deps import LoginRequired, optional_user, render
+from backend.app.deps import LoginRequired, counted, optional_user, render
 from backend.app.errors import TaskError
 from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, representation,
                                 results, review, sound, tokens, units, users)
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_guard = LoginGuard(settings)
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.state.templates.env.globals["url_for"] = _path_for
+    app.state.templates.env.filters["counted"] = counted
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
@@ -79,6 +80,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(status_code=304, headers={"ETag": etag})
         return Response(script, media_type="text/javascript",
                         headers={"ETag": etag, "Cache-Control": "public, max-age=86400"})
+
+    # Browsers ask for /favicon.ico whatever the page links: the same file as /static/favicon.ico.
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(str(FRONTEND / "static" / "favicon.ico"), media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
     for module in (auth, units, images, sound, results, review, campaign, categories, users, api, docs, clusters, jobs,

@@ -71,7 +71,7 @@ class UnitSummaryOut(BaseModel):
 
 class ImageOut(BaseModel):
     id: int
-    rank: int
+    rank: int              # from 1 (the strongest), as the pages number images
     activation: float
     frame: int
     url: str

@@ -8,7 +8,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from backend.app.deps import TaskPages, check_csrf, current_user, flash, get_db, get_settings, render, wants_html
+from backend.app.deps import TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings, render, wants_html
 from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
                                undo_last_annotation)
 from backend.config import Settings
@@ -52,7 +52,7 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
     done = submit_annotation(db, user.id, unit_id, answer, category, marked_ids)
     if not wants_html(request):
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
-    saved = f" ({done.category}, {done.marked} images marked)" if done.category else ""
+    saved = f" ({done.category}, {counted(done.marked, 'image')} marked)" if done.category else ""
     flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
     return PAGES.next_unit(request, user, db)
 
