@@ -85,7 +85,7 @@ def test_results_pages_show_figures_table1_and_automatic_labels(admin):
     run_page = client.get("/results/1").text
     assert 'id="histogram"' in run_page and 'id="gallery"' in run_page
     assert "automatic: dog (90.0%)" in run_page
-    assert "Fleiss" in run_page and "1 units in disagreement" in run_page
+    assert "Fleiss" in run_page and "1 unit in disagreement" in run_page
 
 
 def test_settling_a_tie_makes_a_detector(admin, labelled):
@@ -172,6 +172,19 @@ def set_auto_labels(url, labels):
             unit.auto_category_id = db.scalar(select(Category.id).where(Category.name == category))
             unit.auto_precision, unit.auto_iou = precision, iou
         db.commit()
+
+
+def test_before_any_labels_the_results_pages_say_what_will_appear(tmp_path):
+    url = seed_run(tmp_path, n_units=3, n_images=5)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        run, every_run = client.get("/results/1").text, client.get("/results").text
+    # No flat line on a -1..1 axis, no table of headers only: what will appear, and when.
+    assert 'id="threshold-curve"' not in run and 'id="threshold-curve"' not in every_run
+    assert 'id="no-threshold-curve"' in run and 'id="no-detectors"' in every_run
+    assert "0 of 3 units have all their annotators so far" in re.sub(r"\s+", " ", run)
+    assert 'id="no-labelled-units"' in run and '<table id="units">' not in run
 
 
 def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):

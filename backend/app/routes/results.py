@@ -11,6 +11,7 @@ from annotation.figures import detector_histogram_figure, detector_histograms_fi
 from backend.app.deps import BlankIsNone, Share, admin_user, figure_html, get_db, render
 from backend.app.results import THRESHOLDS, automatic_label_rows, characteristic_flags, run_report
 from backend.db.models import Annotator, Run
+from model.settings import ANNOTATION, DETECTOR_PRECISION
 
 router = APIRouter(include_in_schema=False)
 
@@ -27,8 +28,10 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
                   if with_detectors else None,
                   auto_side_by_side=figure_html(detector_histograms_figure(with_auto, characteristic))
                   if with_auto else None,
+                  # All zeros would be a flat line on a -1..1 axis: the page says what will appear instead.
                   threshold_curve=figure_html(threshold_curve_figure(
-                      THRESHOLDS, {r.run.name: r.threshold_counts for r in reports})) if reports else None)
+                      THRESHOLDS, {r.run.name: r.threshold_counts for r in reports}))
+                  if any(any(r.threshold_counts) for r in reports) else None)
 
 
 @router.get("/results/{run_id}")
@@ -54,4 +57,6 @@ def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user)
                   histogram=figure_html(detector_histogram_figure(report.histogram, report.characteristic,
                                                              title=f"Detectors per category, {run.name}"))
                   if report.histogram else None,
-                  threshold_curve=figure_html(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts})))
+                  threshold_curve=figure_html(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts}))
+                  if any(report.threshold_counts) else None,
+                  detector_precision=DETECTOR_PRECISION, annotators_per_unit=ANNOTATION.annotators_per_unit)
