@@ -30,6 +30,10 @@ def count_axis(largest: int) -> dict:
     return {"rangemode": "tozero", "tickformat": "d", **({"dtick": 1} if largest <= 10 else {})}
 
 
+def _detectors(n: int) -> str:
+    return f"{n} detector{'' if n == 1 else 's'}"
+
+
 def _bar_height(n_categories: int) -> int:
     return 120 + 22 * max(n_categories, 1)
 
@@ -38,7 +42,7 @@ def detector_histogram_figure(histogram: Mapping[str, int], characteristic: Mapp
                               title: str = "Detectors per category") -> go.Figure:
     """Fig. 3 for one run: units per category; * marks categories with a characteristic sound."""
     figure = go.Figure(_histogram_bars(histogram, characteristic))
-    figure.update_layout(title=f"{title} ({sum(histogram.values())} detectors; * characteristic sound)",
+    figure.update_layout(title=f"{title} ({_detectors(sum(histogram.values()))}; * characteristic sound)",
                          xaxis=dict(title="units", **count_axis(max(histogram.values(), default=0))),
                          height=_bar_height(len(histogram)),
                          margin=dict(l=10, r=10, t=50, b=40))
@@ -52,7 +56,7 @@ def detector_histograms_figure(histograms: Mapping[str, Mapping[str, int]],
         raise ValueError("no runs to compare")
     runs = list(histograms)
     figure = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.12,
-                           subplot_titles=[f"{run} ({sum(histograms[run].values())} detectors)"
+                           subplot_titles=[f"{run} ({_detectors(sum(histograms[run].values()))})"
                                            for run in runs])
     for col, run in enumerate(runs, start=1):
         figure.add_trace(_histogram_bars(histograms[run], characteristic), row=1, col=col)

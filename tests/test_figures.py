@@ -46,3 +46,4 @@ def test_count_axes_are_whole_numbers_from_zero():
     assert side_by_side.layout.xaxis2.tickformat == "d"
     curve = threshold_curve_figure([0.5, 0.6], {"sound": [3, 1]}).layout.yaxis
     assert (curve.dtick, curve.tickformat, curve.rangemode) == (1, "d", "tozero")
+    assert "(1 detector;" in detector_histogram_figure({"tree": 1}, CHARACTERISTIC).layout.title.text
