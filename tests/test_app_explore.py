@@ -215,3 +215,25 @@ def test_counts_say_one_unit_not_one_units(tmp_path):
     assert "0 of 1 unit labelled" in pages["/results"] and "0 of 1 unit labelled" in pages["/results/1"]
     for path, text in pages.items():
         assert not re.search(r"\b1 (units|images|detectors|annotators|clips|frames|videos)\b", text), path
+
+
+def test_units_browser_pages_keep_the_filters(tmp_path):
+    """A run's 120 units come 50 to a page, every row a link to its unit, the filters kept from page to page."""
+    url = seed_run(tmp_path, n_units=120, n_images=1, image_size=8)
+    add_user(url, "boss", is_admin=True)
+
+    def rows(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<tr id="unit-\d+"><td><a href="/runs/1/units/conv5/(\d+)">', html)]
+
+    def link(html: str, rel: str) -> str:
+        return re.search(rf'<a rel="{rel}" class="\w+-page" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        first = client.get("/runs/1/units", params={"layer": "conv5", "min_iou": ""}).text
+        assert rows(first) == list(range(50)) and "1-50 shown" in first and 'rel="prev"' not in first
+        assert "layer=conv5" in link(first, "next") and "offset=50" in link(first, "next")
+        second = client.get("/runs/1/units" + link(first, "next")).text
+        last = client.get("/runs/1/units" + link(second, "next")).text
+    assert rows(second) == list(range(50, 100)) and rows(last) == list(range(100, 120))
+    assert 'rel="next"' not in last and "offset=50" in link(last, "prev") and "101-120 shown" in last

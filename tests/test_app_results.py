@@ -249,3 +249,18 @@ def test_admins_rename_runs_and_results_show_held_out_accuracy(admin, labelled):
     with TestClient(create_app(Settings(database_url=url))) as annotator:
         annotator_csrf = login(annotator, "ann")
         assert annotator.post("/results/1/name", data={"name": "mine", "csrf_token": annotator_csrf}).status_code == 403
+
+
+def test_long_lists_on_a_run_page_are_folded_and_every_unit_is_a_link(tmp_path):
+    url = seed_run(tmp_path, n_units=30, n_images=1, image_size=8)
+    add_user(url, "boss", is_admin=True)
+    set_auto_labels(url, {unit: ("dog", 0.9, 0.5) for unit in unit_ids(url)})
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        page = client.get("/results/1").text
+        filtered = client.get("/results/1", params={"category": "dog"}).text
+    for list_id, summary in (("auto-label-list", "30 units: show them"), ("auto-units-list", "30 automatic detectors: show them")):
+        assert f'<details class="folded" id="{list_id}"><summary>{summary}</summary>' in page
+    links = re.findall(r'<tr id="auto-label-\d+"><td><a href="/runs/1/units/conv5/(\d+)">', page)
+    assert sorted(map(int, links)) == list(range(30))
+    assert 'id="auto-label-list"' not in filtered and filtered.count('<tr id="auto-label-') == 30   # asked for: open

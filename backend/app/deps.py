@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlencode
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -135,6 +136,33 @@ def render(request: Request, template: str, user: Annotator | None = None, statu
 def counted(number: int, noun: str, plural: str | None = None) -> str:
     """'1 unit', '2 units' (pages have it as the `counted` filter: {{ n|counted("unit") }})."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where a page of a long list is: items first..last (from 1) of total, and links to its neighbours
+    (the same query, another offset), so that no page grows with the list."""
+
+    offset: int
+    limit: int
+    total: int
+    previous: str | None      # "?...&offset=..." of the page before, None on the first
+    next: str | None
+
+    @property
+    def first(self) -> int:
+        return min(self.offset + 1, self.total)
+
+    @property
+    def last(self) -> int:
+        return min(self.offset + self.limit, self.total)
+
+
+def pages_of(request: Request, offset: int, limit: int, total: int) -> Pages:
+    def link(to: int) -> str:
+        return "?" + urlencode({**request.query_params, "offset": to})
+    return Pages(offset, limit, total, link(max(0, offset - limit)) if offset > 0 else None,
+                 link(offset + limit) if offset + limit < total else None)
 
 
 def wants_html(request: Request) -> bool:

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.campaign import Visibility, visibility
-from backend.app.deps import BlankIsNone, Share, current_user, figure_html, get_db, get_settings, render
+from backend.app.deps import (BlankIsNone, Share, current_user, figure_html, get_db, get_settings, pages_of,
+                              render)
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
@@ -25,6 +26,7 @@ media = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
 api = APIRouter(prefix="/api/v1", tags=["explore"], dependencies=[Depends(current_user)])
 Item = TypeVar("Item")
 MAX_PAGE = 500
+UNITS_PER_PAGE = 50     # the units browser's page: 50 rows of 5 images each load in well under a second
 
 
 class Page(BaseModel, Generic[Item]):
@@ -189,12 +191,15 @@ def runs_page(request: Request, user: Annotator = Depends(current_user), db: Ses
 
 @pages.get("/runs/{run_id}/units")
 def units_browser(run_id: int, request: Request, filters: UnitFilters = Depends(unit_filters),
+                  offset: int = Depends(_offset),
                   user: Annotator = Depends(current_user), shown: Visibility = Depends(shown_units),
                   db: Session = Depends(get_db)):
     run = get_run(db, run_id)
     units = unit_summaries(run_report(db, run), shown)
     layers = db.scalars(select(Layer.name).where(Layer.run_id == run_id).order_by(Layer.name)).all()
-    return render(request, "units_browser.html", user=user, run=run, units=browse_units(units, filters),
+    matching = browse_units(units, filters)
+    return render(request, "units_browser.html", user=user, run=run, units=matching[offset:offset + UNITS_PER_PAGE],
+                  pages=pages_of(request, offset, UNITS_PER_PAGE, len(matching)),
                   total=len(units), filters=filters, sorts=SORTS, layers=layers,
                   blind_units=sum(u.blind for u in units))
 
