@@ -200,6 +200,7 @@ class TaskPages:
     can_undo: Callable[[Session, int], bool]
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
+    start_extra: Callable[[Session, int], dict] | None = None   # (db, annotator id) -> more for the start page
 
     def next_unit(self, request: Request, user: Annotator, db: Session) -> Response:
         """Hand out the annotator's next unit: its page, or the page saying nothing is left."""
@@ -225,7 +226,8 @@ class TaskPages:
             held = current_reservation(db, self.queue, user.id, utcnow())
             if held is not None:
                 return RedirectResponse(f"{self.unit_path}/{held.unit_id}", status_code=303)
-            return render(request, "queue_start.html", user=user, action=self.path, **self.start)
+            extra = self.start_extra(db, user.id) if self.start_extra else {}
+            return render(request, "queue_start.html", user=user, action=self.path, **self.start, **extra)
 
         @router.post(self.path, dependencies=[Depends(check_csrf)])
         def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
