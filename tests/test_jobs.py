@@ -19,8 +19,9 @@ from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
 from backend.db.session import upgrade_db, session_factory
-from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
-                          run_worker, tqdm_fraction)
+from backend.jobs import (DECODING_SHARE, HOST, JobError, clean_log, create_job, job_params, job_steps,
+                          recover_orphans, run_worker, step_fraction, tqdm_fraction)
+from backend.pipeline import Step
 from backend.config import JOBS, JobSettings
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
@@ -90,6 +91,17 @@ def test_log_keeps_the_last_redraw_of_each_line_and_progress_reads_tqdm():
     assert tqdm_fraction(output) == 0.5
     assert tqdm_fraction("no bar here") is None
     assert clean_log("x" * 50, limit=10) == "x" * 10
+
+
+def test_a_training_step_progresses_with_its_steps_not_its_epochs(tmp_path):
+    """Issue 27: a job's bar stayed at 0% for minutes while its frames decoded and its first epoch trained."""
+    train = Step("train", ["train"], tmp_path / "run", epochs=30)
+    assert step_fraction(train, "", []) == 0.0
+    decoding = "reading frames: 100%|##| 9/9\rdecoding frames:  50%|#  | 5/10\r"
+    assert step_fraction(train, decoding, []) == pytest.approx(DECODING_SHARE * 0.5)
+    training = decoding + "decoding frames: 100%|##| 10/10\ntraining (cluster):  16%|#  | 160/1000 [00:30<02:00]"
+    assert step_fraction(train, training, []) == pytest.approx(DECODING_SHARE + (1 - DECODING_SHARE) * 0.16)
+    assert step_fraction(train, "", [{"epoch": 15}]) == 0.5          # a log without bars: the epochs still count
 
 
 def _run_in_thread(url, tmp_path):
