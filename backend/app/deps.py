@@ -1,16 +1,16 @@
-"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks; page
-rendering, figures, and the annotation tasks' queue pages."""
+"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks, blank
+filters; page rendering, counts, figures, page links of long lists, and the annotation tasks' queue pages."""
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlencode
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BeforeValidator, Field
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BeforeValidator, Field
 from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData

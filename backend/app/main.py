@@ -253,8 +253,9 @@ def _wants_json(request: Request) -> bool:
 
 def _error_page(request: Request, status: int, detail: str) -> Response:
     title = HTTPStatus(status).phrase
-    return render(request, "error.html", user=_page_user(request), status_code=status, status=status, title=title,
-                  detail=detail)
+    # A server-side failure (the database down or busy) does not ask the database again for the navigation.
+    user = _page_user(request) if status < 500 else None
+    return render(request, "error.html", user=user, status_code=status, status=status, title=title, detail=detail)
 
 
 def _page_user(request: Request) -> Annotator | None:
