@@ -123,7 +123,7 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
         # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
         params["device"] = device if re.fullmatch(r"cuda:\d+", device) else \
             _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
-    if kind in ("demo", "units"):
+    if kind in ("demo", "units", "train"):
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
     if kind in ("units", "dissect"):
         params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)

@@ -74,6 +74,29 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     assert steps[1].argv[-1] == "--resume"
 
 
+def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(tmp_path):
+    """Issue 27: after training no run appeared until a second job extracted units, and nothing dissected."""
+    import json
+
+    from model import dataset as ds
+    from model.world.truth import SUMMARY
+
+    world, other = tmp_path / "world", tmp_path / "own-videos"
+    (world / "videos").mkdir(parents=True)
+    (world / SUMMARY).write_text("{}")
+    other.mkdir()
+    for name, videos in (("world-data", world / "videos"), ("own-data", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ds.MANIFEST).write_text("")
+        (tmp_path / name / ds.REPORT).write_text(json.dumps({"videos_dir": str(videos)}))
+    for name, expected in (("world-data", ["train", "units", "dissect"]), ("own-data", ["train", "units"])):
+        params = job_params("train", {"data_dir": str(tmp_path / name), "device": "cpu"})
+        params, steps = job_steps(3, "train", params, tmp_path / "jobs")
+        assert [s.name for s in steps] == expected, name
+        assert steps[1].argv[:4] == ["units", params["run_dir"], "--pool", params["data_dir"]]
+        assert steps[1].argv[-2:] == ["--split", "test"]
+
+
 def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
     """`make demo` runs `ambient demo DIR` (scripts/demo.sh); a demo job queued with no fields runs the same steps."""
     _, steps = job_steps(7, "demo", job_params("demo", {"objects": "tuxpaint"}), tmp_path)
@@ -306,9 +329,10 @@ def test_a_train_job_on_small_data_shows_the_few_steps_warning_before_it_is_queu
 
 
 def test_a_training_job_on_several_gpus_runs_under_torchrun(tmp_path):
-    params = {**job_params("demo", {}), "gpus": 4, "k": None}     # existing labels: training only
+    params = {**job_params("demo", {}), "gpus": 4, "k": None}     # existing labels: training, then units
     _, steps = job_steps(3, "train", {**params, "data_dir": str(tmp_path)}, tmp_path)
-    (train,) = steps
+    train, units = steps
+    assert units.processes == 1                                    # extracting units is one process
     assert train.command("python")[:5] == ["python", "-m", "torch.distributed.run", "--standalone",
                                            "--nproc_per_node=4"]
     assert train.command("python")[5:8] == ["-m", "backend.cli", "train"]
