@@ -52,4 +52,4 @@ clean:
 
 # Rewrite the screenshots in docs/ from the browser tests.
 screenshots: $(STAMP) chromium
-	AMBIENT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_browser_admin.py
+	AMBIENT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_browser_admin.py tests/test_browser_blind.py

@@ -24,6 +24,16 @@ def _histogram_bars(histogram: Mapping[str, int], characteristic: Mapping[str, b
         hovertemplate="%{y}: %{x} units<extra></extra>", showlegend=False)
 
 
+def count_axis(largest: int) -> dict:
+    """An axis of unit counts: from 0, whole numbers only (never "2.5 detectors"); a step of 1 while
+    Plotly would otherwise pick halves, its own (whole) steps above."""
+    return {"rangemode": "tozero", "tickformat": "d", **({"dtick": 1} if largest <= 10 else {})}
+
+
+def _detectors(n: int) -> str:
+    return f"{n} detector{'' if n == 1 else 's'}"
+
+
 def _bar_height(n_categories: int) -> int:
     return 120 + 22 * max(n_categories, 1)
 
@@ -32,8 +42,9 @@ def detector_histogram_figure(histogram: Mapping[str, int], characteristic: Mapp
                               title: str = "Detectors per category") -> go.Figure:
     """Fig. 3 for one run: units per category; * marks categories with a characteristic sound."""
     figure = go.Figure(_histogram_bars(histogram, characteristic))
-    figure.update_layout(title=f"{title} ({sum(histogram.values())} detectors; * characteristic sound)",
-                         xaxis_title="units", height=_bar_height(len(histogram)),
+    figure.update_layout(title=f"{title} ({_detectors(sum(histogram.values()))}; * characteristic sound)",
+                         xaxis=dict(title="units", **count_axis(max(histogram.values(), default=0))),
+                         height=_bar_height(len(histogram)),
                          margin=dict(l=10, r=10, t=50, b=40))
     return figure
 
@@ -45,11 +56,12 @@ def detector_histograms_figure(histograms: Mapping[str, Mapping[str, int]],
         raise ValueError("no runs to compare")
     runs = list(histograms)
     figure = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.12,
-                           subplot_titles=[f"{run} ({sum(histograms[run].values())} detectors)"
+                           subplot_titles=[f"{run} ({_detectors(sum(histograms[run].values()))})"
                                            for run in runs])
     for col, run in enumerate(runs, start=1):
         figure.add_trace(_histogram_bars(histograms[run], characteristic), row=1, col=col)
-        figure.update_xaxes(title_text="units", row=1, col=col)
+        figure.update_xaxes(title_text="units", row=1, col=col,
+                            **count_axis(max(histograms[run].values(), default=0)))
     figure.update_layout(title="Detectors per category (* characteristic sound)",
                          height=_bar_height(max(len(h) for h in histograms.values())),
                          margin=dict(l=10, r=10, t=70, b=40))
@@ -60,6 +72,7 @@ def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[s
                            chosen: float = DETECTOR_PRECISION) -> go.Figure:
     """Fig. A1b: detectors as the threshold varies, one line per run, the chosen threshold marked."""
     figure = go.Figure()
+    largest = max((max(counts, default=0) for counts in counts_by_run.values()), default=0)
     for run, counts in counts_by_run.items():
         if len(counts) != len(thresholds):
             raise ValueError(f"run {run!r}: {len(counts)} counts for {len(thresholds)} thresholds")
@@ -69,5 +82,6 @@ def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[s
     figure.update_layout(title="Object-selective units vs. threshold",
                          xaxis=dict(title="fraction of top images containing the object",
                                     tickformat=".0%"),
-                         yaxis_title="detectors", height=450, margin=dict(l=10, r=10, t=50, b=40))
+                         yaxis=dict(title="detectors", **count_axis(largest)),
+                         height=450, margin=dict(l=10, r=10, t=50, b=40))
     return figure

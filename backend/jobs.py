@@ -38,6 +38,10 @@ JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
 
 HOST = socket.gethostname()
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
+# A training step's bars (model/frames.py, model/train.py): the frames decoded first, then the steps.
+_DECODING_PERCENT = re.compile(r"decoding frames:\s*(\d{1,3})%\|")
+_TRAINING_PERCENT = re.compile(r"training \([^)]*\):\s*(\d{1,3})%\|")
+DECODING_SHARE = 0.1        # of a training step's progress: decoding its frames, before the first step
 
 
 class JobError(Exception):
@@ -119,7 +123,7 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
         # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
         params["device"] = device if re.fullmatch(r"cuda:\d+", device) else \
             _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
-    if kind in ("demo", "units"):
+    if kind in ("demo", "units", "train"):
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
     if kind in ("units", "dissect"):
         params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)
@@ -220,7 +224,15 @@ def tqdm_fraction(text: str) -> float | None:
 
 
 def step_fraction(step: Step, output: str, metrics: list[dict]) -> float:
+    """How far the step is. Training counts its steps (its bar's total is every epoch's steps), after a
+    share for decoding the frames, not finished epochs: an epoch can take many minutes."""
     if step.run_dir is not None and step.epochs:
+        tail = output[-4000:]
+        training, decoding = _TRAINING_PERCENT.findall(tail), _DECODING_PERCENT.findall(tail)
+        if training:
+            return DECODING_SHARE + (1 - DECODING_SHARE) * min(int(training[-1]), 100) / 100
+        if decoding:
+            return DECODING_SHARE * min(int(decoding[-1]), 100) / 100
         return min(1.0, metrics[-1]["epoch"] / step.epochs) if metrics else 0.0
     return tqdm_fraction(output) or 0.0
 

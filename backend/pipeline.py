@@ -73,10 +73,22 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
         steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
                           params.get("gpus") or 1))
-    if kind in ("demo", "units"):
+    # A train job goes on to the run's units (published) and, on a generated world's data, their automatic labels.
+    if kind in ("demo", "units", "train"):
         argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto",
                 *on_ray]
         steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
-    if kind in ("demo", "dissect"):
+    if kind in ("demo", "dissect") or (kind == "train" and has_world_truth(params["data_dir"])):
         steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth"]))
     return steps
+
+
+def has_world_truth(data_dir: str | Path) -> bool:
+    """Whether the dataset was ingested from a generated world's videos, whose truth `dissect --truth` reads."""
+    from model.world.truth import find_world_dir
+
+    videos_dir = ds.read_report(Path(data_dir)).get("videos_dir") if (Path(data_dir) / ds.REPORT).exists() else None
+    try:
+        return bool(videos_dir) and find_world_dir(videos_dir) is not None
+    except FileNotFoundError:
+        return False

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,23 @@ def _layer_units(path: Path) -> tuple[dict, list[store.UnitRecord]]:
     return meta, units
 
 
+def run_name(run_dir: Path, model_kind: str, run_json: dict, published: datetime) -> str:
+    """A name that says what the run is, for a run published the first time: its folder's last two parts
+    (jobs' runs are all called "run"), the network, what it was trained on (labels, how many, preset) and
+    when, e.g. "jobs/7/run · caffenet-bn on 30 sound clusters, demo preset · 2026-12-03 09:30"."""
+    what = model_kind
+    if run_json:
+        noun = {"cluster": "sound clusters", "binary": "sound-code bits", "spectrum": "spectrum bins",
+                "scene": "scene classes", "texton": "texton classes"}.get(run_json.get("label_kind"), f"{run_json.get('label_kind')} labels")
+        what += f" on {run_json.get('num_outputs')} {noun}"
+        if run_json.get("preset"):
+            what += f", {run_json['preset']} preset"
+    else:
+        what += " (not trained here)"
+    folder = "/".join(Path(run_dir).parts[-3:] if Path(run_dir).name == "run" else Path(run_dir).parts[-2:])
+    return f"{folder} · {what} · {published:%Y-%m-%d %H:%M}"
+
+
 def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
                 progress: Callable[[str], None] = lambda message: None) -> PublishSummary:
     """Load RUN_DIR's units, automatic labels and sound clusters into the database (see the module doc)."""
@@ -122,7 +140,8 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     first = metas[layers[0]]
     with sessions.begin() as session:
         run = store.upsert_run(session, run_dir, first["kind"], first.get("labels_kind"), rd.last_metrics(run_dir),
-                               session.get(Dataset, pool_id))
+                               session.get(Dataset, pool_id),
+                               name=run_name(run_dir, first["kind"], rd.read_run_json(run_dir), datetime.now()))
         summary = PublishSummary(run.id)
 
     for layer in layers:

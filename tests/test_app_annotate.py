@@ -7,11 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app_helpers import add_user, login, seed_run, unit_ids, unit_images
+from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
 from backend.app.units import reserve_next_unit, utcnow
 from backend.config import Settings
-from backend.db.models import Annotation, Category, ImageMark, SoundJudgement, UnitReservation
+from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, UnitReservation
 from backend.db.session import upgrade_db, session_factory
 
 NAMES = ("ann", "bob", "cat", "dan")
@@ -200,3 +200,27 @@ def test_sound_task_for_a_detector(clients, app_url):
     assert dan.post(f"/sound/{unit}", data={**full, "csrf_token": token}).status_code == 409
     assert count(app_url, SoundJudgement) == 5
     assert dan.get("/sound/99999").status_code == 404
+
+
+def test_the_start_page_gives_the_instructions_admins_wrote_and_the_units_left(tmp_path):
+    url = seed_run(tmp_path, n_units=3, n_images=2)
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    with session_factory(upgrade_db(url))() as db:
+        ann = db.scalar(select(Annotator.id).where(Annotator.name == "ann"))
+        submit_held(db, ann, unit_ids(url)[0], "no", None, [])
+    app = create_app(Settings(database_url=url))
+    with TestClient(app) as annotator, TestClient(app) as admin:
+        login(annotator, "ann")
+        start = annotator.get("/annotate", headers={"accept": "text/html"}).text
+        assert "<b>2 units</b> left for you to label." in start
+        assert "Is one object present in many of the images?" in start and "Example: Most regions show a dog" in start
+        csrf = login(admin, "boss")
+        saved = admin.post("/admin/campaign/instructions", headers={"accept": "text/html"}, data={
+            "csrf_token": csrf, "object_instructions": "Look for <one> thing.", "object_example": "A cat: yes.",
+            "name_instructions": "", "name_example": "", "marks_instructions": "", "marks_example": ""})
+        assert saved.status_code == 200 and "The instructions are saved" in saved.text
+        start = annotator.get("/annotate", headers={"accept": "text/html"}).text
+        assert "Look for &lt;one&gt; thing." in start and "Example: A cat: yes." in start       # escaped
+        assert "For a yes, name the object" in start                                          # blank: the default
+        assert annotator.post("/admin/campaign/instructions", data={"csrf_token": csrf}).status_code == 403

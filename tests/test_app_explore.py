@@ -48,7 +48,7 @@ def explored(tmp_path):
 @pytest.fixture()
 def client(explored):
     with TestClient(create_app(Settings(database_url=explored[0]))) as client:
-        login(client, "ann")          # an annotator: everything here is read-only for every account
+        login(client, "boss")         # an admin sees every unit's results (annotators: tests/test_app_blind.py)
         yield client
 
 
@@ -107,6 +107,22 @@ def test_units_browser_filters_and_sorts(client, explored):
     assert f'href="/runs/1/units/conv5/0">Unit {u0}</a>' in client.get("/runs/1/units").text
 
 
+def test_a_blank_filter_is_no_filter(client, explored):
+    """The browser's form sends every box, empty ones and "any" as "": that lists everything, never a 422."""
+    _, units = explored
+    blank = {"label": "", "layer": "", "min_precision": "", "min_iou": " ", "min_agreement": "", "characteristic": "",
+             "sort": "", "detectors_only": ""}
+    page = client.get("/runs/1/units", params=blank, headers={"accept": "text/html"})
+    assert page.status_code == 200 and re.findall(r'<tr id="unit-(\d+)">', page.text) == [str(u) for u in units]
+    assert client.get("/api/v1/runs/1/units", params=blank).json()["total"] == 4
+    assert browser_units(client, min_precision="", characteristic="true") == [str(units[0])]
+    assert client.get("/results/1", params={"category": "", "min_precision": "", "min_iou": ""},
+                      headers={"accept": "text/html"}).status_code == 200
+    # A number out of range still says what is wrong, on a page that keeps the navigation.
+    wrong = client.get("/runs/1/units", params={"min_precision": "2"}, headers={"accept": "text/html"})
+    assert wrong.status_code == 422 and "min_precision" in wrong.text and '<a href="/runs">Units</a>' in wrong.text
+
+
 def test_api_runs_and_layers(client):
     runs = client.get("/api/v1/runs").json()
     assert runs["total"] == 1 and runs["items"][0] | {"created_at": None} == {
@@ -138,7 +154,7 @@ def test_api_unit_has_images_clips_verdict_and_automatic_labels(client, explored
     images = unit_images(url, u0)
     assert [i["url"] for i in unit["images"]] == [f"/images/{i}" for i in images]
     assert [i["clip_url"] for i in unit["images"]] == [f"/clips/{i}" for i in images]
-    assert [i["rank"] for i in unit["images"]] == [0, 1, 2, 3, 4]
+    assert [i["rank"] for i in unit["images"]] == [1, 2, 3, 4, 5]          # as the page numbers them
     assert unit["verdict"] == {"answer": "yes", "category": "dog", "is_detector": True, "precision": 1.0,
                                "agreement": 1.0, "annotators": 3, "settled": False, "characteristic": True,
                                "image_contains": [True] * 5}
@@ -186,3 +202,38 @@ def test_results_and_the_annotation_pages_admin_view_link_unit_pages(explored):
         client.post("/annotate", data={"csrf_token": csrf}, follow_redirects=False)
         held = client.get("/annotate", follow_redirects=False).headers["location"]
         assert "This unit's page" not in client.get(held).text       # annotators label without the verdict
+
+
+def test_counts_say_one_unit_not_one_units(tmp_path):
+    url = seed_run(tmp_path, n_units=1, n_images=1)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        pages = {path: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", client.get(path, headers={"accept": "text/html"}).text))
+                 for path in ("/runs/1/units", "/results", "/results/1", "/runs/1/units/conv5/0")}
+    assert "1 of 1 unit " in pages["/runs/1/units"] and "Top 1 image " in pages["/runs/1/units/conv5/0"]
+    assert "0 of 1 unit labelled" in pages["/results"] and "0 of 1 unit labelled" in pages["/results/1"]
+    for path, text in pages.items():
+        assert not re.search(r"\b1 (units|images|detectors|annotators|clips|frames|videos)\b", text), path
+
+
+def test_units_browser_pages_keep_the_filters(tmp_path):
+    """A run's 120 units come 50 to a page, every row a link to its unit, the filters kept from page to page."""
+    url = seed_run(tmp_path, n_units=120, n_images=1, image_size=8)
+    add_user(url, "boss", is_admin=True)
+
+    def rows(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<tr id="unit-\d+"><td><a href="/runs/1/units/conv5/(\d+)">', html)]
+
+    def link(html: str, rel: str) -> str:
+        return re.search(rf'<a rel="{rel}" class="\w+-page" href="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        first = client.get("/runs/1/units", params={"layer": "conv5", "min_iou": ""}).text
+        assert rows(first) == list(range(50)) and "1-50 shown" in first and 'rel="prev"' not in first
+        assert "layer=conv5" in link(first, "next") and "offset=50" in link(first, "next")
+        second = client.get("/runs/1/units" + link(first, "next")).text
+        last = client.get("/runs/1/units" + link(second, "next")).text
+    assert rows(second) == list(range(50, 100)) and rows(last) == list(range(100, 120))
+    assert 'rel="next"' not in last and "offset=50" in link(last, "prev") and "101-120 shown" in last

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +16,8 @@ from app_helpers import add_user, database_url, login, seed_run, submit_held, un
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
-from backend.db.models import Annotation, Annotator, Category, SoundJudgement, Unit
+from backend.db import store
+from backend.db.models import Annotation, Annotator, Category, Run, SoundJudgement, Unit
 from backend.db.session import upgrade_db, session_factory
 
 
@@ -85,7 +87,7 @@ def test_results_pages_show_figures_table1_and_automatic_labels(admin):
     run_page = client.get("/results/1").text
     assert 'id="histogram"' in run_page and 'id="gallery"' in run_page
     assert "automatic: dog (90.0%)" in run_page
-    assert "Fleiss" in run_page and "1 units in disagreement" in run_page
+    assert "Fleiss" in run_page and "1 unit in disagreement" in run_page
 
 
 def test_settling_a_tie_makes_a_detector(admin, labelled):
@@ -174,6 +176,19 @@ def set_auto_labels(url, labels):
         db.commit()
 
 
+def test_before_any_labels_the_results_pages_say_what_will_appear(tmp_path):
+    url = seed_run(tmp_path, n_units=3, n_images=5)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        run, every_run = client.get("/results/1").text, client.get("/results").text
+    # No flat line on a -1..1 axis, no table of headers only: what will appear, and when.
+    assert 'id="threshold-curve"' not in run and 'id="threshold-curve"' not in every_run
+    assert 'id="no-threshold-curve"' in run and 'id="no-detectors"' in every_run
+    assert "0 of 3 units have all their annotators so far" in re.sub(r"\s+", " ", run)
+    assert 'id="no-labelled-units"' in run and '<table id="units">' not in run
+
+
 def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):
     url = seed_run(tmp_path, n_units=5, n_images=5)
     add_user(url, "boss", is_admin=True)
@@ -200,3 +215,52 @@ def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):
         [f"Unit {u3} conv5 channel 3", "dog", "60.0%", "0.125", "*"]]
     assert f'id="auto-unit-{u2}"' not in table
     assert "No detectors yet." in page                # no human labels: the rest of the page is unchanged
+
+
+def test_run_name_says_what_the_run_is():
+    from datetime import datetime
+
+    from backend.publish import run_name
+
+    trained = {"label_kind": "cluster", "num_outputs": 30, "preset": "demo"}
+    assert run_name(Path("/srv/ambient/jobs/7/run"), "caffenet-bn", trained, datetime(2026, 12, 3, 9, 30)) == \
+        "jobs/7/run · caffenet-bn on 30 sound clusters, demo preset · 2026-12-03 09:30"
+    assert run_name(Path("/srv/nets/alexnet-places"), "torchvision:alexnet", {}, datetime(2026, 12, 3, 9, 30)) == \
+        "nets/alexnet-places · torchvision:alexnet (not trained here) · 2026-12-03 09:30"
+
+
+def test_admins_rename_runs_and_results_show_held_out_accuracy(admin, labelled):
+    client, csrf = admin
+    url = labelled[0]
+    with session_factory(upgrade_db(url))() as db:
+        db.get(Run, 1).metrics = {"test_accuracy": 0.257, "chance": 0.033, "majority": 0.057, "epoch": 12}
+        store.upsert_run(db, Path("/srv/nets/alexnet"), "torchvision:alexnet", None, {}, None)   # no training here
+        db.commit()
+    text = lambda path: re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", client.get(path).text))
+    expected = "Held-out accuracy 25.7% against 3.3% chance and 5.7% for always the majority label (4.5x the majority), after epoch 12"
+    assert expected in text("/results/1") and expected in text("/results")
+    assert "No held-out accuracy: this network was not trained here" in text("/results/2")
+    renamed = client.post("/results/1/name", data={"name": "  sound  net, seed 0 ", "csrf_token": csrf},
+                          headers={"accept": "text/html"})
+    assert renamed.status_code == 200 and "Run 1 is now called sound net, seed 0." in renamed.text
+    for path in ("/results", "/runs", "/admin/review"):
+        assert "sound net, seed 0" in text(path), path
+    assert client.post("/results/1/name", data={"name": " ", "csrf_token": csrf}).status_code == 422
+    with TestClient(create_app(Settings(database_url=url))) as annotator:
+        annotator_csrf = login(annotator, "ann")
+        assert annotator.post("/results/1/name", data={"name": "mine", "csrf_token": annotator_csrf}).status_code == 403
+
+
+def test_long_lists_on_a_run_page_are_folded_and_every_unit_is_a_link(tmp_path):
+    url = seed_run(tmp_path, n_units=30, n_images=1, image_size=8)
+    add_user(url, "boss", is_admin=True)
+    set_auto_labels(url, {unit: ("dog", 0.9, 0.5) for unit in unit_ids(url)})
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        page = client.get("/results/1").text
+        filtered = client.get("/results/1", params={"category": "dog"}).text
+    for list_id, summary in (("auto-label-list", "30 units: show them"), ("auto-units-list", "30 automatic detectors: show them")):
+        assert f'<details class="folded" id="{list_id}"><summary>{summary}</summary>' in page
+    links = re.findall(r'<tr id="auto-label-\d+"><td><a href="/runs/1/units/conv5/(\d+)">', page)
+    assert sorted(map(int, links)) == list(range(30))
+    assert 'id="auto-label-list"' not in filtered and filtered.count('<tr id="auto-label-') == 30   # asked for: open

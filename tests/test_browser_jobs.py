@@ -1,6 +1,7 @@
 """In Debian's Chromium, on a server started with its own worker (`ambient serve --worker`, as `make demo`
-serves): the admin queues training from the jobs page, watches its progress and loss chart, extracts the
-new run's units, and an annotator is handed one of them."""
+serves): the admin queues training from the jobs page, watches its progress and loss chart; the job goes
+on to the new run's units and their automatic labels (a world's data), the run is named by what it is,
+and an annotator is handed one of its units."""
 from __future__ import annotations
 
 import subprocess
@@ -75,18 +76,16 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
         seen.add(page.inner_text("#percent"))
         page.wait_for_selector("#metrics-chart.js-plotly-plot", timeout=90_000)   # drawn from the first epoch
         assert "loss" in page.inner_text("#current")
-        job = _finished(page, f"{base}/api/jobs/1")
+        job = _finished(page, f"{base}/api/jobs/1", timeout=600)
         assert job["status"] == "done", job["log"]
-        page.wait_for_selector("#extract-units", timeout=30_000)                  # done: the page reloads
+        page.wait_for_selector("#annotate", timeout=30_000)                       # done: the page reloads
         seen.add(page.inner_text("#percent"))
         assert page.inner_text("#status") == "done" and "100%" in seen
-
-        page.click("#extract-units")
-        page.wait_for_url(f"{base}/admin/jobs/2")
-        job = _finished(page, f"{base}/api/jobs/2")
-        assert job["status"] == "done", job["log"]
-        page.wait_for_selector("#annotate", timeout=30_000)                       # the page reloads when done
-        assert "$ ambient units" in page.inner_text("#log") and "published run" in page.inner_text("#log")
+        log = page.inner_text("#log")                                             # one job: train, units, dissect
+        assert "$ ambient units" in log and "published run" in log and "$ ambient dissect" in log
+        assert page.locator("#extract-units").count() == 0
+        run = page.request.get(f"{base}/api/v1/runs").json()["items"][0]
+        assert run["name"].startswith("jobs/1/run · caffenet-bn on 4 sound clusters, tiny preset · ")
 
         page.click("button:has-text('Log out')")
         log_in(page, base, "ann")

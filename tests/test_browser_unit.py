@@ -1,15 +1,18 @@
 """The unit page in Debian's Chromium: an annotator opens a detector's page from the units browser, sees
-its images and verdict, plays a clip with its play button, and walks to the next unit; the page's
+its images and verdict (she answered it; the next unit, which she has not, is blind), plays a clip with its play button, and walks to the next unit; the page's
 script runs under the Content-Security-Policy with no console error."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import select, update
 
 from app_helpers import add_user, jpeg, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium, wait_until
 from backend.db import store
-from backend.db.models import Annotator, Dataset, Layer
+from backend.app.reservations import utcnow
+from backend.db.models import Annotation, Annotator, Dataset, Layer
 from backend.db.session import session_factory, upgrade_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -17,17 +20,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 @pytest.fixture()
 def site(tmp_path):
-    """Unit 0 is a dog detector (three annotators marked 50 of its 60 images), with its activation histogram
-    and two images each near the 90th and 50th percentiles, as `ambient units` saves them; unit 1 is not
-    labelled yet."""
+    """Unit 0 is a dog detector (three annotators, ann among them, marked 50 of its 60 images 20 minutes ago,
+    so ann sees its results), with its activation histogram and two images each near the 90th and 50th
+    percentiles, as `ambient units` saves them; unit 1 is not labelled yet."""
     url = seed_run(tmp_path, n_units=2, n_images=60, image_size=96)
-    add_user(url, "ann")
     first, _ = unit_ids(url)
     with session_factory(upgrade_db(url))() as db:
-        for name in ("tom", "una", "val"):
+        for name in ("ann", "una", "val"):
             add_user(url, name)
             annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
             submit_held(db, annotator, first, "yes", "dog", unit_images(url, first)[:50])
+        db.execute(update(Annotation).values(created_at=utcnow() - timedelta(minutes=20)))   # past undo
         samples = [store.UnitSampleRecord(q, row, 3.0 - row, jpeg((90, 90, 200), 96, seed=row))
                    for q, rows in ((0.9, (1, 2)), (0.5, (3, 4))) for row in rows]
         store.replace_unit_views(db, db.scalar(select(Layer)), db.scalar(select(Dataset)), [
@@ -44,6 +47,11 @@ def test_unit_page_plays_clips_and_links_its_neighbours(site):
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
         log_in(page, base, "ann")
+        page.goto(f"{base}/runs/1/units")
+        page.select_option("select[name=characteristic]", "")         # "any", and every number box blank
+        page.click("#unit-filters button[type=submit]")
+        page.wait_for_url(f"{base}/runs/1/units?*")
+        assert page.locator("#units tr[id^=unit-]").count() == 2      # a blank filter lists everything
         page.goto(f"{base}/runs/1/units?label=dog")
         assert page.locator("#units tr[id^=unit-]").count() == 1
         page.click(f"#unit-{first} a")
@@ -71,11 +79,12 @@ def test_unit_page_plays_clips_and_links_its_neighbours(site):
 
         page.click("#next-unit")
         page.wait_for_url(f"{base}/runs/1/units/conv5/1")
-        assert "Not complete yet" in page.inner_text("#verdict")
+        assert "show here once you have answered it" in page.inner_text("#blind-notice")   # ann has not
         assert page.locator("#next-unit").count() == 0
         page.click("#previous-unit")
         page.wait_for_url(f"{base}/runs/1/units/conv5/0")
         assert failed == []
-        # Chromium's own favicon request (the site has no icon) is not a page response; any other error,
-        # a CSP violation included, would be listed here.
-        assert [e for e in errors if not e.startswith("Failed to load resource")] == []
+        # Any error, a CSP violation or a missing file (the favicon included) would be listed here.
+        assert errors == []
+        icon = page.request.get(f"{base}/favicon.ico")
+        assert icon.status == 200 and icon.headers["content-type"] == "image/x-icon" and icon.body()[:4] == b"\0\0\1\0"

@@ -11,7 +11,7 @@ from backend.app.clusters import cochleagram_image
 from backend.app.main import create_app
 from backend.config import Settings
 from backend.db import store
-from backend.db.models import Frame
+from backend.db.models import Dataset, Frame, Run
 from backend.db.session import upgrade_db, session_factory
 from model import dataset
 from model.audio import TEXTURE_DIM
@@ -106,3 +106,19 @@ def test_cluster_pages_show_frames_clips_charts_and_cochleagrams(site):
     assert frame.status_code == 200 and "This clip against Cluster" in frame.text
     assert client.get("/runs/9/clusters", headers=HTML).status_code == 404
     assert client.get("/frames/999/clip").status_code == 404
+
+
+def test_many_clusters_come_five_to_a_page(site):
+    from model.clusters import SoundGroup
+
+    client, url = site
+    texture = np.linspace(0, 1, TEXTURE_DIM)
+    with session_factory(upgrade_db(url))() as db, db.begin():
+        run, ds = db.get(Run, 1), db.get(Dataset, 1)
+        store.replace_sound_clusters(db, run, ds, [SoundGroup(i, f"Cluster {i}", np.array([i]), 1 / 7, texture, None, [])
+                                                   for i in range(7)])
+    first = client.get("/runs/1/clusters", headers=HTML).text
+    assert [f"Cluster {i}" for i in range(5)] == [f"Cluster {i}" for i in range(7) if f'id="group-{i}"' in first]
+    assert "clusters 1-5 of 7" in first and 'rel="next" class="next-page" href="?offset=5"' in first
+    rest = client.get("/runs/1/clusters?offset=5", headers=HTML).text
+    assert rest.count('class="cluster"') == 2 and 'id="group-6"' in rest and 'rel="next"' not in rest

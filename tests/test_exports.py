@@ -68,20 +68,23 @@ def test_exported_counts_equal_the_databases(labelled):
         judgements = client.get("/api/runs/1/judgements.json").json()
         annotations_csv = list(csv.DictReader(io.StringIO(client.get("/api/runs/1/annotations.csv").text)))
         judgements_csv = list(csv.DictReader(io.StringIO(client.get("/api/runs/1/judgements.csv").text)))
+        unit_page = client.get("/runs/1/units/conv5/1").text
     assert len(annotations) == len(annotations_csv) == counts["annotations"]
     assert sum(len(a["marked_ranks"]) for a in annotations) == counts["marks"]
     assert len(judgements) == len(judgements_csv) == counts["judgements"]
     cat = next(a for a in annotations if a["annotator"] == "cat" and a["unit"] == u1)
     images = unit_images(url, u1)
     assert (cat["answer"], cat["category"], cat["marked_ranks"], cat["marked_image_ids"]) == (
-        "yes", "sky", [1, 2], images[1:3])
+        "yes", "sky", [2, 3], images[1:3])              # ranks from 1, as the unit page numbers its images
     assert cat["created_at"].endswith("+00:00")
+    for rank, image in zip(cat["marked_ranks"], cat["marked_image_ids"]):    # one numbering: the page's
+        assert f'<img src="/images/{image}" loading="lazy" width="128" height="128" alt="top image {rank}"' in unit_page
     row = next(r for r in annotations_csv if r["annotator"] == "cat" and r["unit"] == str(u1))
-    assert (row["marked_ranks"], row["marked_image_ids"]) == ("1;2", f"{images[1]};{images[2]}")
+    assert (row["marked_ranks"], row["marked_image_ids"]) == ("2;3", f"{images[1]};{images[2]}")
     no = next(r for r in annotations_csv if r["answer"] == "no")
     assert (no["category"], no["marked_ranks"]) == ("", "")
     assert sorted(j["audible"] for j in judgements if j["annotator"] == "bob") == ["no", "unsure", "yes", "yes", "yes"]
-    assert {(j["unit"], j["rank"]) for j in judgements} == {(u0, r) for r in range(5)}
+    assert {(j["unit"], j["rank"]) for j in judgements} == {(u0, r) for r in range(1, 6)}
     assert all(a["unit"] != labelled[1][3] for a in annotations)       # run-b's answer stays in run-b's export
 
 

@@ -35,3 +35,15 @@ def test_threshold_curve_one_line_per_run():
     assert figure.layout.shapes[0].x0 == 0.6                 # the chosen threshold is marked
     with pytest.raises(ValueError, match="sound"):
         threshold_curve_figure(thresholds, {"sound": [1, 2]})
+
+
+def test_count_axes_are_whole_numbers_from_zero():
+    """A run with 2 detectors must not show 0.5 or 2.5 detectors on its axis."""
+    few = detector_histogram_figure({"person": 2, "tree": 1}, CHARACTERISTIC).layout.xaxis
+    assert (few.dtick, few.tickformat, few.rangemode) == (1, "d", "tozero")
+    side_by_side = detector_histograms_figure({"sound": {"person": 3}, "places": {"tree": 40}}, CHARACTERISTIC)
+    assert (side_by_side.layout.xaxis.dtick, side_by_side.layout.xaxis2.dtick) == (1, None)   # 40: plotly's whole steps
+    assert side_by_side.layout.xaxis2.tickformat == "d"
+    curve = threshold_curve_figure([0.5, 0.6], {"sound": [3, 1]}).layout.yaxis
+    assert (curve.dtick, curve.tickformat, curve.rangemode) == (1, "d", "tozero")
+    assert "(1 detector;" in detector_histogram_figure({"tree": 1}, CHARACTERISTIC).layout.title.text

@@ -19,8 +19,9 @@ from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
 from backend.db.session import upgrade_db, session_factory
-from backend.jobs import (HOST, JobError, clean_log, create_job, job_params, job_steps, recover_orphans,
-                          run_worker, tqdm_fraction)
+from backend.jobs import (DECODING_SHARE, HOST, JobError, clean_log, create_job, job_params, job_steps,
+                          recover_orphans, run_worker, step_fraction, tqdm_fraction)
+from backend.pipeline import Step
 from backend.config import JOBS, JobSettings
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
@@ -73,6 +74,29 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     assert steps[1].argv[-1] == "--resume"
 
 
+def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(tmp_path):
+    """Issue 27: after training no run appeared until a second job extracted units, and nothing dissected."""
+    import json
+
+    from model import dataset as ds
+    from model.world.truth import SUMMARY
+
+    world, other = tmp_path / "world", tmp_path / "own-videos"
+    (world / "videos").mkdir(parents=True)
+    (world / SUMMARY).write_text("{}")
+    other.mkdir()
+    for name, videos in (("world-data", world / "videos"), ("own-data", other)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / ds.MANIFEST).write_text("")
+        (tmp_path / name / ds.REPORT).write_text(json.dumps({"videos_dir": str(videos)}))
+    for name, expected in (("world-data", ["train", "units", "dissect"]), ("own-data", ["train", "units"])):
+        params = job_params("train", {"data_dir": str(tmp_path / name), "device": "cpu"})
+        params, steps = job_steps(3, "train", params, tmp_path / "jobs")
+        assert [s.name for s in steps] == expected, name
+        assert steps[1].argv[:4] == ["units", params["run_dir"], "--pool", params["data_dir"]]
+        assert steps[1].argv[-2:] == ["--split", "test"]
+
+
 def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
     """`make demo` runs `ambient demo DIR` (scripts/demo.sh); a demo job queued with no fields runs the same steps."""
     _, steps = job_steps(7, "demo", job_params("demo", {"objects": "tuxpaint"}), tmp_path)
@@ -90,6 +114,17 @@ def test_log_keeps_the_last_redraw_of_each_line_and_progress_reads_tqdm():
     assert tqdm_fraction(output) == 0.5
     assert tqdm_fraction("no bar here") is None
     assert clean_log("x" * 50, limit=10) == "x" * 10
+
+
+def test_a_training_step_progresses_with_its_steps_not_its_epochs(tmp_path):
+    """Issue 27: a job's bar stayed at 0% for minutes while its frames decoded and its first epoch trained."""
+    train = Step("train", ["train"], tmp_path / "run", epochs=30)
+    assert step_fraction(train, "", []) == 0.0
+    decoding = "reading frames: 100%|##| 9/9\rdecoding frames:  50%|#  | 5/10\r"
+    assert step_fraction(train, decoding, []) == pytest.approx(DECODING_SHARE * 0.5)
+    training = decoding + "decoding frames: 100%|##| 10/10\ntraining (cluster):  16%|#  | 160/1000 [00:30<02:00]"
+    assert step_fraction(train, training, []) == pytest.approx(DECODING_SHARE + (1 - DECODING_SHARE) * 0.16)
+    assert step_fraction(train, "", [{"epoch": 15}]) == 0.5          # a log without bars: the epochs still count
 
 
 def _run_in_thread(url, tmp_path):
@@ -294,9 +329,10 @@ def test_a_train_job_on_small_data_shows_the_few_steps_warning_before_it_is_queu
 
 
 def test_a_training_job_on_several_gpus_runs_under_torchrun(tmp_path):
-    params = {**job_params("demo", {}), "gpus": 4, "k": None}     # existing labels: training only
+    params = {**job_params("demo", {}), "gpus": 4, "k": None}     # existing labels: training, then units
     _, steps = job_steps(3, "train", {**params, "data_dir": str(tmp_path)}, tmp_path)
-    (train,) = steps
+    train, units = steps
+    assert units.processes == 1                                    # extracting units is one process
     assert train.command("python")[:5] == ["python", "-m", "torch.distributed.run", "--standalone",
                                            "--nproc_per_node=4"]
     assert train.command("python")[5:8] == ["-m", "backend.cli", "train"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from app_helpers import database_url
 from backend.cli import app
-from backend.db.models import Dataset, Frame, Unit, UnitImage, Video
+from backend.db.models import Dataset, Frame, Run, Unit, UnitImage, Video
 from backend.db.session import session_factory, upgrade_db
 from backend.publish import PublishError, publish_run
 from model.media import resize_center_crop
@@ -93,7 +93,14 @@ def test_units_of_an_image_folder_are_the_brute_force_top_images_and_publish_wit
         unit = session.scalar(select(Unit).where(Unit.index == 11))
         assert [image.frame.row for image in unit.images] == expected.indices[11].tolist()
         assert session.scalar(select(func.count(UnitImage.id))) == 256 * TOP
+    with session_factory(engine)() as session:             # a name that says what it is, which an admin may change
+        run_row = session.scalar(select(Run))
+        assert run_row.name.startswith(f"{run_dir.parent.parent.name}/{run_dir.parent.name}/run · caffenet-bn")
+        run_row.name = "image-folder probe"
+        session.commit()
     assert publish_run(run_dir, engine).layers == {"conv5": "unchanged"}        # idempotent
+    with session_factory(engine)() as session:
+        assert session.scalar(select(Run.name)) == "image-folder probe"        # publishing again keeps it
 
     # A new image sorts first: every row now names another image. Publishing the old analysis is refused ...
     Image.new("RGB", (30, 30)).save(folder / "00.png")

@@ -5,12 +5,13 @@ import subprocess
 import sys
 import textwrap
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
-from app_helpers import ON_SQLITE, database_url
+from app_helpers import ON_SQLITE, REPO, database_url, running_server
 from backend.db import store
 from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
 from backend.db.session import upgrade_db, session_factory
@@ -129,13 +130,44 @@ def test_auto_labels_are_stored_on_units(url, tmp_path):
         store.write_auto_labels(session, tmp_path / "other", "conv5", [])
 
 
-def test_only_ambient_db_upgrade_migrates_and_others_refuse_a_stale_schema(tmp_path):
+def test_a_new_database_is_created_by_whichever_command_opens_it_first(tmp_path):
+    """`ambient user add` or `ambient serve` on a new SQLite file creates the current schema; only a stale
+    or foreign schema is refused (with what to run); processes opening one new file at once all get it."""
     from typer.testing import CliRunner
 
     from backend.cli import app
-    from backend.db.session import SchemaBehind, open_db
+    from backend.db.session import current_revision, head_revision, make_engine
 
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    runner = CliRunner()
+    url = f"sqlite:///{tmp_path / 'new' / 'fresh.db'}"            # its folder does not exist yet either
+    added = runner.invoke(app, ["user", "add", "ann", "--password", "a long passphrase", "--db", url])
+    assert added.exit_code == 0, added.output
+    assert current_revision(make_engine(url)) == head_revision()
+    with session_factory(make_engine(url))() as session:
+        assert session.scalar(select(Annotator.name)) == "ann"
+
+    served = f"sqlite:///{tmp_path / 'served.db'}"
+    with running_server(served) as base:
+        assert httpx.get(f"{base}/login").status_code == 200
+    assert current_revision(make_engine(served)) == head_revision()
+
+    opened_at_once = f"sqlite:///{tmp_path / 'raced.db'}"
+    opener = f"from backend.db.session import open_db; open_db({opened_at_once!r})"
+    processes = [subprocess.Popen([sys.executable, "-c", opener], cwd=REPO, stderr=subprocess.PIPE) for _ in range(4)]
+    assert [(p.wait(timeout=120), p.stderr.read().decode()[-500:]) for p in processes] == [(0, "")] * 4
+    assert current_revision(make_engine(opened_at_once)) == head_revision()
+
+
+def test_a_stale_or_foreign_schema_is_refused_until_ambient_db_upgrade(tmp_path):
+    from alembic import command
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+    from backend.db.session import SchemaBehind, alembic_config, make_engine, open_db
+
+    url = f"sqlite:///{tmp_path / 'stale.db'}"
+    command.upgrade(alembic_config(url), "head")
+    command.downgrade(alembic_config(url), "-1")                      # as a database of the previous version is
     with pytest.raises(SchemaBehind, match="ambient db upgrade"):
         open_db(url)
     runner = CliRunner()
@@ -145,3 +177,11 @@ def test_only_ambient_db_upgrade_migrates_and_others_refuse_a_stale_schema(tmp_p
     assert upgraded.exit_code == 0 and "at revision" in upgraded.output
     open_db.cache_clear()
     assert open_db(url) is not None
+
+    foreign = f"sqlite:///{tmp_path / 'other.db'}"
+    with make_engine(foreign).begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    with pytest.raises(SchemaBehind, match="not an Ambient database"):
+        open_db(foreign)
+    with make_engine(foreign).connect() as connection:                 # left as it was
+        assert connection.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all() == ["notes"]

@@ -1,13 +1,16 @@
-"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks; page
-rendering, figures, and the annotation tasks' queue pages."""
+"""Request dependencies: settings, the database session, the logged-in annotator, CSRF checks, blank
+filters; page rendering, counts, figures, page links of long lists, and the annotation tasks' queue pages."""
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BeforeValidator, Field
 from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -28,6 +31,16 @@ SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backe
 
 class LoginRequired(Exception):
     """Raised for a request without a valid session; pages redirect to /login, the API answers 401."""
+
+
+def _blank_is_none(value):
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# For a filter's query parameter: a form's empty box or "any" option (sent as "") means no filter, not a 422.
+BlankIsNone = BeforeValidator(_blank_is_none)
+# A share from 0 to 1, or None for a blank box (the bounds apply to the number only).
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 def get_settings(request: Request) -> Settings:
@@ -120,6 +133,38 @@ def render(request: Request, template: str, user: Annotator | None = None, statu
         status_code=status_code)
 
 
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """'1 unit', '2 units' (pages have it as the `counted` filter: {{ n|counted("unit") }})."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where a page of a long list is: items first..last (from 1) of total, and links to its neighbours
+    (the same query, another offset), so that no page grows with the list."""
+
+    offset: int
+    limit: int
+    total: int
+    previous: str | None      # "?...&offset=..." of the page before, None on the first
+    next: str | None
+
+    @property
+    def first(self) -> int:
+        return min(self.offset + 1, self.total)
+
+    @property
+    def last(self) -> int:
+        return min(self.offset + self.limit, self.total)
+
+
+def pages_of(request: Request, offset: int, limit: int, total: int) -> Pages:
+    def link(to: int) -> str:
+        return "?" + urlencode({**request.query_params, "offset": to})
+    return Pages(offset, limit, total, link(max(0, offset - limit)) if offset > 0 else None,
+                 link(offset + limit) if offset + limit < total else None)
+
+
 def wants_html(request: Request) -> bool:
     """A browser's form post (it asks for HTML) gets a redirect; API clients get JSON."""
     return "text/html" in request.headers.get("accept", "")
@@ -155,6 +200,7 @@ class TaskPages:
     can_undo: Callable[[Session, int], bool]
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
+    start_extra: Callable[[Session, int], dict] | None = None   # (db, annotator id) -> more for the start page
 
     def next_unit(self, request: Request, user: Annotator, db: Session) -> Response:
         """Hand out the annotator's next unit: its page, or the page saying nothing is left."""
@@ -180,7 +226,8 @@ class TaskPages:
             held = current_reservation(db, self.queue, user.id, utcnow())
             if held is not None:
                 return RedirectResponse(f"{self.unit_path}/{held.unit_id}", status_code=303)
-            return render(request, "queue_start.html", user=user, action=self.path, **self.start)
+            extra = self.start_extra(db, user.id) if self.start_extra else {}
+            return render(request, "queue_start.html", user=user, action=self.path, **self.start, **extra)
 
         @router.post(self.path, dependencies=[Depends(check_csrf)])
         def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):

@@ -1,6 +1,9 @@
 """Exploring a run's units, for every account: a page per unit (top images and clips, the pool's
 activation histogram and samples from lower quantiles, human verdict, automatic labels, neighbours), the units browser's filters and sorting, and the read-only records the
-JSON API returns for runs, layers, units, sound clusters and frames."""
+JSON API returns for runs, layers, units, sound clusters and frames.
+
+A unit's verdict and automatic labels reach only an account whose Visibility (backend/app/campaign.py)
+shows that unit: the others get the unit "blind", those fields left out before any filter or page sees them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
+from backend.app.campaign import Visibility
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
@@ -36,7 +40,8 @@ class UnitSummary:
     id: int
     layer: str
     index: int
-    complete: bool                  # all its annotators have answered (or an admin settled it)
+    blind: bool                     # its results are hidden from this account: every field below is None
+    complete: bool | None           # all its annotators have answered (or an admin settled it)
     answer: str | None              # the annotators' verdict: yes, no, texture; None before it is complete or on a tie
     label: str | None               # the human label: the category, when the unit is a detector
     precision: float | None         # the human verdict's share of top images showing the category
@@ -44,18 +49,24 @@ class UnitSummary:
     auto_category: str | None
     auto_precision: float | None
     auto_iou: float | None
-    characteristic: bool            # the human label (else the automatic one) has a characteristic sound
+    characteristic: bool | None     # the human label (else the automatic one) has a characteristic sound
     top_image_ids: tuple[int, ...]
 
 
-def unit_summaries(report: RunReport) -> list[UnitSummary]:
-    """Every unit of the report, in layer and index order."""
+def unit_summaries(report: RunReport, shown: Visibility) -> list[UnitSummary]:
+    """Every unit of the report, in layer and index order, blind where `shown` does not show it."""
     summaries = []
     for row in report.units:
+        if not shown.shows(row.unit_id):
+            summaries.append(UnitSummary(
+                id=row.unit_id, layer=row.layer, index=row.index, blind=True, complete=None, answer=None,
+                label=None, precision=None, agreement=None, auto_category=None, auto_precision=None, auto_iou=None,
+                characteristic=None, top_image_ids=row.top_image_ids))
+            continue
         verdict = row.verdict
         label = verdict.category if verdict is not None and verdict.is_detector else None
         summaries.append(UnitSummary(
-            id=row.unit_id, layer=row.layer, index=row.index, complete=verdict is not None,
+            id=row.unit_id, layer=row.layer, index=row.index, blind=False, complete=verdict is not None,
             answer=verdict.answer if verdict else None, label=label,
             precision=verdict.precision if verdict else None, agreement=verdict.agreement if verdict else None,
             auto_category=row.auto_category, auto_precision=row.auto_precision, auto_iou=row.auto_iou,
@@ -108,19 +119,33 @@ def browse_units(units: Sequence[UnitSummary], filters: UnitFilters) -> list[Uni
 # --- One unit
 
 @dataclass(frozen=True)
+class AutomaticLabels:
+    """A unit's automatic labels: against the world's truth (the paper's precision) and Network Dissection's."""
+
+    category: str | None
+    precision: float | None
+    iou: float | None
+    netdissect_category: str | None
+    netdissect_iou: float | None
+
+
+@dataclass(frozen=True)
 class UnitPage:
     run: Run
     layer: Layer
-    unit: Unit
+    unit: Unit                         # pages read its id, index and histogram; its labels are in `automatic`
     images: list[UnitImage]            # best first, their frames loaded (the JPEG bytes are not)
     samples: dict[float, list[UnitSample]]   # images near lower quantiles, highest quantile first (no JPEG bytes)
+    blind: bool                        # its results are hidden from this account: verdict and automatic are None
     verdict: UnitVerdict | None        # None until the unit has all its annotators (or a settlement)
+    automatic: AutomaticLabels | None
     characteristic: dict[str, bool]
     previous: int | None               # the neighbouring units' indices in the layer
     next: int | None
 
 
-def unit_page(db: Session, run_id: int, layer_name: str, index: int) -> UnitPage:
+def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visibility) -> UnitPage:
+    """One unit, blind (no verdict, no automatic labels) where `shown` does not show it."""
     run = get_run(db, run_id)
     layer = db.scalar(select(Layer).where(Layer.run_id == run_id, Layer.name == layer_name))
     if layer is None:
@@ -137,11 +162,18 @@ def unit_page(db: Session, run_id: int, layer_name: str, index: int) -> UnitPage
                              .where(UnitSample.unit_id == unit.id)
                              .order_by(UnitSample.quantile.desc(), UnitSample.rank)):
         samples.setdefault(sample.quantile, []).append(sample)
-    answers, settlements = unit_answers(db, [unit.id]), unit_settlements(db, [unit.id])
-    verdict = _verdict(unit.id, answers.get(unit.id, ()), settlements.get(unit.id), len(images), ANNOTATION)
+    blind = not shown.shows(unit.id)
+    verdict = automatic = None
+    if not blind:
+        answers, settlements = unit_answers(db, [unit.id]), unit_settlements(db, [unit.id])
+        verdict = _verdict(unit.id, answers.get(unit.id, ()), settlements.get(unit.id), len(images), ANNOTATION)
+        automatic = AutomaticLabels(
+            unit.auto_category.name if unit.auto_category else None, unit.auto_precision, unit.auto_iou,
+            unit.auto_netdissect_category.name if unit.auto_netdissect_category else None, unit.auto_netdissect_iou)
     previous = db.scalar(select(func.max(Unit.index)).where(Unit.layer_id == layer.id, Unit.index < index))
     following = db.scalar(select(func.min(Unit.index)).where(Unit.layer_id == layer.id, Unit.index > index))
-    return UnitPage(run, layer, unit, images, samples, verdict, characteristic_flags(db), previous, following)
+    return UnitPage(run, layer, unit, images, samples, blind, verdict, automatic, characteristic_flags(db),
+                    previous, following)
 
 
 def histogram_figure(page: UnitPage) -> go.Figure | None:
@@ -184,21 +216,22 @@ def layer_records(db: Session, run_id: int) -> list[dict]:
 
 
 def image_record(image: UnitImage) -> dict:
-    return {"id": image.id, "rank": image.rank, "activation": image.activation, "frame": image.frame_id,
+    return {"id": image.id, "rank": image.rank + 1, "activation": image.activation, "frame": image.frame_id,
             "url": f"/images/{image.id}", "clip_url": f"/clips/{image.id}" if image.frame.clip_path else None}
 
 
 def sample_record(sample: UnitSample) -> dict:
-    return {"id": sample.id, "rank": sample.rank, "activation": sample.activation, "frame": sample.frame_id,
+    return {"id": sample.id, "rank": sample.rank + 1, "activation": sample.activation, "frame": sample.frame_id,
             "url": f"/samples/{sample.id}",
             "clip_url": f"/frames/{sample.frame_id}/clip" if sample.frame.clip_path else None}
 
 
 def unit_record(page: UnitPage) -> dict:
-    """One unit: its top images' URLs, its human verdict (once complete) and automatic labels, its neighbours."""
-    unit, v = page.unit, page.verdict
+    """One unit: its top images' URLs, its human verdict (once complete) and automatic labels (None when
+    blind), its neighbours."""
+    unit, v, auto = page.unit, page.verdict, page.automatic
     return {
-        "id": unit.id, "run": page.run.id, "layer": page.layer.name, "index": unit.index,
+        "id": unit.id, "run": page.run.id, "layer": page.layer.name, "index": unit.index, "blind": page.blind,
         "images": [image_record(image) for image in page.images],
         "histogram": unit.histogram,
         "samples": [{"quantile": quantile, "images": [sample_record(s) for s in samples]}
@@ -209,16 +242,14 @@ def unit_record(page: UnitPage) -> dict:
             "annotators": len(v.annotators), "settled": v.settled,
             "characteristic": page.characteristic.get(v.category or "", False),
             "image_contains": list(v.image_contains)},
-        "automatic": {"category": unit.auto_category.name if unit.auto_category else None,
-                      "precision": unit.auto_precision, "iou": unit.auto_iou,
-                      "netdissect_category": (unit.auto_netdissect_category.name
-                                              if unit.auto_netdissect_category else None),
-                      "netdissect_iou": unit.auto_netdissect_iou},
+        "automatic": None if auto is None else {
+            "category": auto.category, "precision": auto.precision, "iou": auto.iou,
+            "netdissect_category": auto.netdissect_category, "netdissect_iou": auto.netdissect_iou},
         "previous": page.previous, "next": page.next}
 
 
 def summary_record(run_id: int, u: UnitSummary) -> dict:
-    return {"id": u.id, "layer": u.layer, "index": u.index, "complete": u.complete, "answer": u.answer,
+    return {"id": u.id, "layer": u.layer, "index": u.index, "blind": u.blind, "complete": u.complete, "answer": u.answer,
             "label": u.label, "precision": u.precision, "agreement": u.agreement, "auto_category": u.auto_category,
             "auto_precision": u.auto_precision, "auto_iou": u.auto_iou, "characteristic": u.characteristic,
             "url": f"/api/v1/runs/{run_id}/units/{u.layer}/{u.index}",

@@ -1,6 +1,8 @@
 """A run's raw annotations and sound judgements as records (one per annotator and unit, one per annotator
 and clip), and any records as CSV: the exports of the results page, the API and `ambient export`.
 
+A top image's rank counts from 1 (the unit's strongest image), as the pages number them ("image 1").
+
 The per-unit verdicts (the detectors) come from backend/app/results.py's `detector_records`."""
 from __future__ import annotations
 
@@ -33,13 +35,13 @@ def _iso(moment: datetime) -> str:
 
 def annotation_records(db: Session, run: Run) -> list[dict]:
     """Every annotator's answer for every unit of `run`, oldest first: the answer, the category named
-    (for a yes), the images marked (0-based ranks and image ids) and when."""
+    (for a yes), the images marked (ranks from 1, and image ids) and when."""
     marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for annotation_id, rank, image_id in db.execute(
             select(ImageMark.annotation_id, UnitImage.rank, UnitImage.id)
             .join(UnitImage, ImageMark.unit_image_id == UnitImage.id).join(Unit, UnitImage.unit_id == Unit.id)
             .join(Layer, Unit.layer_id == Layer.id).where(Layer.run_id == run.id).order_by(UnitImage.rank)):
-        marks[annotation_id].append((rank, image_id))
+        marks[annotation_id].append((rank + 1, image_id))
     rows = db.execute(select(Annotation.id, Unit.id, Layer.name, Unit.index, Annotator.name, Annotation.answer,
                              Category.name, Annotation.created_at)
                       .join(Unit, Annotation.unit_id == Unit.id).join(Layer, Unit.layer_id == Layer.id)
@@ -60,7 +62,7 @@ def judgement_records(db: Session, run: Run) -> list[dict]:
                       .join(Unit, UnitImage.unit_id == Unit.id).join(Layer, Unit.layer_id == Layer.id)
                       .join(Annotator, SoundJudgement.annotator_id == Annotator.id)
                       .where(Layer.run_id == run.id).order_by(SoundJudgement.created_at, SoundJudgement.id))
-    return [{"unit": unit_id, "layer": layer, "index_in_layer": index, "image": image, "rank": rank,
+    return [{"unit": unit_id, "layer": layer, "index_in_layer": index, "image": image, "rank": rank + 1,
              "frame": frame, "annotator": annotator, "audible": audible, "created_at": _iso(created)}
             for unit_id, layer, index, image, rank, frame, annotator, audible, created in rows]
 

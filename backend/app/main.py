@@ -14,23 +14,23 @@ import plotly
 from jinja2 import pass_context
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
-from sqlalchemy.exc import DataError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.auth import LoginGuard
-from backend.app.deps import LoginRequired, render
+from backend.app.deps import LoginRequired, counted, optional_user, render
 from backend.app.errors import TaskError
-from backend.app.routes import (api, auth, categories, clusters, docs, explore, images, jobs, representation, results,
-                                review, sound, tokens, units, users)
+from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, representation,
+                                results, review, sound, tokens, units, users)
 from backend.config import Settings
-from backend.db.models import ServerSecret
+from backend.db.models import Annotator, ServerSecret
 from backend.db.session import open_db, session_factory
 from backend.db.store import seed_categories
 from backend.jobs import recover_orphans, worker_lifespan
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_guard = LoginGuard(settings)
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.state.templates.env.globals["url_for"] = _path_for
+    app.state.templates.env.filters["counted"] = counted
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
@@ -80,8 +81,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(script, media_type="text/javascript",
                         headers={"ETag": etag, "Cache-Control": "public, max-age=86400"})
 
+    # Browsers ask for /favicon.ico whatever the page links: the same file as /static/favicon.ico.
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(str(FRONTEND / "static" / "favicon.ico"), media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
     app.mount("/static", StaticFiles(directory=str(FRONTEND / "static")), name="static")
-    for module in (auth, units, images, sound, results, review, categories, users, api, docs, clusters, jobs,
+    for module in (auth, units, images, sound, results, review, campaign, categories, users, api, docs, clusters, jobs,
                    representation):
         app.include_router(module.router)
     app.include_router(jobs.api)
@@ -246,8 +253,21 @@ def _wants_json(request: Request) -> bool:
 
 def _error_page(request: Request, status: int, detail: str) -> Response:
     title = HTTPStatus(status).phrase
-    return render(request, "error.html", user=None, status_code=status, status=status, title=title,
-                  detail=detail)
+    # A server-side failure (the database down or busy) does not ask the database again for the navigation.
+    user = _page_user(request) if status < 500 else None
+    return render(request, "error.html", user=user, status_code=status, status=status, title=title, detail=detail)
+
+
+def _page_user(request: Request) -> Annotator | None:
+    """The logged-in account, so that an error page keeps its navigation; None when there is none or it
+    cannot be told (no session yet, the database down)."""
+    if "session" not in request.scope or "uid" not in request.session:
+        return None
+    try:
+        with request.app.state.sessions() as db:
+            return optional_user(request, db)
+    except (SQLAlchemyError, StarletteHTTPException):
+        return None
 
 
 def _seed_categories(db: Session) -> None:

@@ -14,6 +14,7 @@ from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, U
                                   units_for_review)
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
+from backend.app.errors import TaskError
 from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
                                UnitImage, UnitSettlement)
 from model.settings import ANNOTATION, DETECTOR_PRECISION, AnnotationSettings
@@ -98,6 +99,44 @@ def automatic_detectors(rows: list[UnitRow], characteristic: dict[str, bool],
     return AutomaticDetectors(threshold=threshold, labelled_units=len(labelled), detectors=detectors,
                               characteristic=n_characteristic, silent=len(detectors) - n_characteristic,
                               histogram=dict(sorted(counts.items(), key=lambda item: (-item[1], item[0]))))
+
+
+RUN_NAME_MAX = 200
+
+
+def rename_run(db: Session, run_id: int, name: str) -> Run:
+    """Give the run a new name (spaces collapsed), committed; returns it."""
+    run = db.get(Run, run_id)
+    if run is None:
+        raise TaskError(f"There is no run {run_id}.", 404)
+    name = " ".join(name.split())
+    if not name or len(name) > RUN_NAME_MAX:
+        raise TaskError(f"A run's name is 1-{RUN_NAME_MAX} characters: say what it is (network, labels, data, when).")
+    run.name = name
+    db.commit()
+    return run
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """How well the network predicts the sound labels of held-out frames, at its last evaluation."""
+
+    accuracy: float
+    chance: float | None          # 1 / k for clusters, 0.5 per bit for codes
+    majority: float | None        # always answering the commonest training label
+    epoch: int | None
+
+    @property
+    def times_majority(self) -> float | None:
+        return self.accuracy / self.majority if self.majority else None
+
+
+def held_out(run: Run) -> HeldOut | None:
+    """The run's held-out accuracy from its training metrics; None for a network not trained here."""
+    metrics = run.metrics or {}
+    if metrics.get("test_accuracy") is None:
+        return None
+    return HeldOut(metrics["test_accuracy"], metrics.get("chance"), metrics.get("majority"), metrics.get("epoch"))
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,19 @@ from sqlalchemy.orm import Session
 from annotation.aggregate import UnitAnswer
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, reserve_next,
-                                      utcnow)
+from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, open_units,
+                                      reserve_next, utcnow)
 from backend.db.models import Annotation, Annotator, ImageMark, Unit, UnitImage, UnitReservation
 from model.settings import ANNOTATION, AnnotationSettings
 
 UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))
+UNITS_TO_LABEL = select(UnitImage.unit_id)      # the queue's candidates: units with top images
 
 
 def reserve_next_unit(db: Session, annotator_id: int, now: datetime | None = None,
                       settings: AnnotationSettings = ANNOTATION) -> UnitReservation | None:
     """The unit this annotator should label next, held for them; None when nothing is left for them."""
-    return reserve_next(db, UNIT_QUEUE, annotator_id, select(UnitImage.unit_id), now or utcnow(), settings)
+    return reserve_next(db, UNIT_QUEUE, annotator_id, UNITS_TO_LABEL, now or utcnow(), settings)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,12 @@ def _aware(moment: datetime) -> datetime:
 
 def has_submissions(db: Session, annotator_id: int) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.annotator_id == annotator_id).limit(1)) is not None
+
+
+def units_left(db: Session, annotator_id: int, settings: AnnotationSettings = ANNOTATION) -> int:
+    """How many units the queue could still hand this annotator: not answered by them, a slot free."""
+    candidates = open_units(UNIT_QUEUE, annotator_id, UNITS_TO_LABEL, utcnow(), settings)
+    return db.scalar(select(func.count()).select_from(candidates.subquery()))
 
 
 def submission_count(db: Session, annotator_id: int) -> int:

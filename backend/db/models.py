@@ -319,6 +319,16 @@ class ServerSecret(Base):
     value: Mapped[str] = mapped_column(String(500))
 
 
+class CampaignSetting(Base):
+    """One of the admins' choices for the annotation campaign (backend/app/campaign.py), by name."""
+
+    __tablename__ = "campaign_settings"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[dict | list | str | int | bool | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("annotators.id", ondelete="SET NULL"))
+
+
 # --- Added by the job queue (backend/jobs.py): pipeline stages launched from the admin pages.
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")

@@ -1,7 +1,9 @@
 """Engines and sessions. ``upgrade_db`` (``ambient db upgrade``, once per deployment) brings a database to
 the current schema with Alembic; every other process opens it with ``open_db``, which checks the
 revision and refuses a database that is behind instead of migrating it (two processes migrating at
-once, as a web server and a worker starting together would, race)."""
+once, as a web server and a worker starting together would, race). An empty database (a new SQLite
+file, a new PostgreSQL database: no tables at all) is the exception: whichever process opens it first
+creates the current schema, under the database's write lock, and any other finds it made."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -11,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
@@ -60,12 +62,17 @@ def current_revision(engine: Engine) -> str | None:
 
 @lru_cache(maxsize=None)
 def open_db(url: str) -> Engine:
-    """The engine for ``url``, whose schema must be at the head revision (else SchemaBehind)."""
+    """The engine for ``url``, whose schema must be at the head revision (else SchemaBehind); an empty
+    database is created at the head revision first."""
+    _make_sqlite_folder(url)
     engine = make_engine(url)
     current, head = current_revision(engine), head_revision()
+    if current is None:
+        _create_if_empty(engine, url)
+        current = current_revision(engine)
     if current != head:
         engine.dispose()
-        state = f"at revision {current}" if current else "empty (no schema yet)"
+        state = f"at revision {current}" if current else "not an Ambient database (tables but no revision)"
         raise SchemaBehind(f"the database {make_url(url).render_as_string(hide_password=True)} is {state}; this "
                            f"version of Ambient needs revision {head}: run `ambient db upgrade --db URL` first")
     return engine
@@ -74,15 +81,42 @@ def open_db(url: str) -> Engine:
 @lru_cache(maxsize=None)
 def upgrade_db(url: str) -> Engine:
     """The engine for ``url`` after ``alembic upgrade head`` (creating the SQLite file if needed)."""
+    _make_sqlite_folder(url)
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        _upgrade(connection, url)
+    return engine
+
+
+def _make_sqlite_folder(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+
+
+def _upgrade(connection: Connection, url: str) -> None:
     config = alembic_config(url)
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    return engine
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+_SCHEMA_LOCK = 0x616D6269   # PostgreSQL advisory-lock key for creating the schema ("ambi")
+
+
+def _create_if_empty(engine: Engine, url: str) -> None:
+    """Migrate a database with no tables at all to the head revision, in one transaction that holds the
+    write lock from the check on: a second process doing the same waits, then finds tables and leaves them."""
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # pysqlite would commit each CREATE TABLE on its own: one explicit transaction, taking the lock now.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        elif connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        if inspect(connection).get_table_names():
+            connection.rollback()
+            return
+        _upgrade(connection, url)
+        connection.commit()
 
 
 def session_factory(engine: Engine) -> sessionmaker:

@@ -113,11 +113,13 @@ def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRe
 
 
 def upsert_run(session: Session, run_dir: Path, model_kind: str, labels_kind: str | None,
-               metrics: dict, dataset: Dataset | None) -> Run:
+               metrics: dict, dataset: Dataset | None, name: str | None = None) -> Run:
+    """The run of `run_dir`, added (called `name`, else its folder's name) or updated; an existing run
+    keeps its name, which an admin may have changed."""
     run_dir = Path(run_dir).resolve()
     run = session.scalar(select(Run).where(Run.run_dir == str(run_dir)))
     if run is None:
-        run = Run(run_dir=str(run_dir), name=run_dir.name, model_kind=model_kind)
+        run = Run(run_dir=str(run_dir), name=(name or run_dir.name)[:200], model_kind=model_kind)
         session.add(run)
     run.model_kind, run.labels_kind, run.metrics = model_kind, labels_kind, metrics
     run.dataset_id = dataset.id if dataset is not None else None

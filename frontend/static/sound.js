@@ -3,11 +3,22 @@
   const form = document.getElementById("sound-form");
   const clips = Array.from(document.querySelectorAll("#clips .clip"));
   const count = document.getElementById("judged-count");
+  const progress = document.getElementById("judged-progress");
+  const played = document.getElementById("played-count");
+  const autoplay = document.getElementById("autoplay");
+  autoplay.closest("label").hidden = false;
   let current = 0;
 
   const updateCount = () => {
-    count.textContent = clips.filter((c) => c.querySelector("input:checked")).length;
+    const judged = clips.filter((c) => c.querySelector("input:checked")).length;
+    count.textContent = judged;
+    progress.value = judged;
   };
+  // A clip once played is marked, however it was started (key, its own controls).
+  clips.forEach((c) => c.querySelector("audio").addEventListener("play", () => {
+    c.classList.add("played");
+    played.textContent = clips.filter((x) => x.classList.contains("played")).length;
+  }));
   const select = (i) => {
     current = Math.max(0, Math.min(clips.length - 1, i));
     clips[current].focus();
@@ -20,7 +31,10 @@
   const judge = (value) => {
     clips[current].querySelector(`input[value=${value}]`).checked = true;
     updateCount();
-    select(current + 1);
+    const next = current + 1;
+    select(next);
+    if (next < clips.length && autoplay.checked) play();
+    else clips.forEach((c) => c.querySelector("audio").pause());
   };
 
   clips.forEach((c, i) => c.addEventListener("focus", () => { current = i; }));

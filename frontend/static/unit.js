@@ -10,6 +10,29 @@
   const updateCount = () => { count.textContent = boxes.filter((b) => b.checked).length; };
   grid.addEventListener("change", updateCount);
 
+  // Marking many images: all, invert, and Shift (click or Space) for every image since the last one marked.
+  const setAll = (mark) => { boxes.forEach((b, i) => { b.checked = mark(b, i); }); updateCount(); };
+  const markAll = () => setAll(() => true);
+  const invert = () => setAll((b) => !b.checked);
+  document.getElementById("mark-all").addEventListener("click", markAll);
+  document.getElementById("invert-marks").addEventListener("click", invert);
+  document.querySelector(".mark-tools").hidden = false;
+  let anchor = null;        // the image last marked or unmarked
+  let shifted = false;      // Shift was held for the click or key that is toggling an image now
+  grid.addEventListener("pointerdown", (e) => { shifted = e.shiftKey; });
+  grid.addEventListener("keydown", (e) => { if (e.key === " ") shifted = e.shiftKey; });
+  grid.addEventListener("change", (e) => {
+    const i = boxes.indexOf(e.target);
+    if (i < 0) return;
+    if (shifted && anchor !== null) {
+      const [from, to] = anchor < i ? [anchor, i] : [i, anchor];
+      for (let j = from; j <= to; j += 1) boxes[j].checked = e.target.checked;
+      updateCount();
+    }
+    anchor = i;
+    shifted = false;
+  });
+
   // Columns of the grid as laid out now, so up/down move by one row whatever the window width.
   const columns = () => {
     const top = boxes[0].getBoundingClientRect().top;
@@ -37,6 +60,8 @@
       case "y": e.preventDefault(); choose("yes"); break;
       case "n": e.preventDefault(); choose("no"); break;
       case "t": e.preventDefault(); choose("texture"); break;
+      case "a": e.preventDefault(); markAll(); break;
+      case "i": e.preventDefault(); invert(); break;
       case "u": {
         const undo = document.getElementById("undo-form");
         if (undo) { e.preventDefault(); undo.submit(); }

@@ -45,7 +45,7 @@ class AnnotationRecord(BaseModel):
     annotator: str
     answer: str                  # yes, no or texture
     category: str | None         # the object named, for a yes
-    marked_ranks: list[int]      # the images marked as showing it: 0-based ranks among the unit's top images
+    marked_ranks: list[int]      # the images marked as showing it: their ranks among the unit's top images, from 1
     marked_image_ids: list[int]  # ... and their ids (/images/{id})
     created_at: str              # ISO 8601, UTC
 
@@ -55,7 +55,7 @@ class JudgementRecord(BaseModel):
     layer: str
     index_in_layer: int
     image: int                   # the top image whose clip was judged (/clips/{id})
-    rank: int
+    rank: int                    # its rank among the unit's top images, from 1 (as the pages number them)
     frame: int
     annotator: str
     audible: str                 # yes, no or unsure

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.clusters import (NotFound, cochleagram_png, frame_groups, frame_texture, run_groups,
                                   runs_with_clusters, texture_figure)
-from backend.app.deps import current_user, figure_html, get_db, render
+from backend.app.deps import current_user, figure_html, get_db, pages_of, render
 from backend.db.models import Annotator, Dataset, Frame
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
 CACHE = {"Cache-Control": "private, max-age=3600"}
+# Each cluster is a texture chart, a cochleagram and a row of frames with clips: five make a page.
+CLUSTERS_PER_PAGE = 5
 
 
 def _embed(figure) -> str:
@@ -47,13 +49,15 @@ def runs_with_labels(request: Request, user: Annotator = Depends(current_user), 
 
 
 @router.get("/runs/{run_id}/clusters")
-def run_clusters(run_id: int, request: Request, user: Annotator = Depends(current_user),
-                 db: Session = Depends(get_db)):
+def run_clusters(run_id: int, request: Request, offset: int = Query(0, ge=0, le=10**9),
+                 user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
     run, groups = _found(run_groups, db, run_id)
+    shown = groups[offset:offset + CLUSTERS_PER_PAGE]
     binary = run.labels_kind == "binary"
     charts = {g.index: _embed(texture_figure(g.texture, "bit on" if binary else "centroid", g.contrast,
-                                             "bit off" if binary else "")) for g in groups}
-    return render(request, "clusters_run.html", user=user, run=run, groups=groups, binary=binary, charts=charts)
+                                             "bit off" if binary else "")) for g in shown}
+    return render(request, "clusters_run.html", user=user, run=run, groups=shown, binary=binary, charts=charts,
+                  pages=pages_of(request, offset, CLUSTERS_PER_PAGE, len(groups)))
 
 
 @router.get("/runs/{run_id}/clusters/{index}/cochleagram.png", response_class=Response)

@@ -2,20 +2,23 @@
 samples' JPEGs), and the read-only JSON API (/api/v1) over runs, layers, units, sound clusters and frames, paginated."""
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import current_user, figure_html, get_db, render
+from backend.app.campaign import Visibility, visibility
+from backend.app.deps import (BlankIsNone, Share, current_user, figure_html, get_db, get_settings, pages_of,
+                              render)
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
 from backend.app.results import run_report
 from backend.app.routes.images import jpeg_response
+from backend.config import Settings
 from backend.db.models import Annotator, Layer, UnitSample
 
 pages = APIRouter(include_in_schema=False)
@@ -23,6 +26,7 @@ media = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
 api = APIRouter(prefix="/api/v1", tags=["explore"], dependencies=[Depends(current_user)])
 Item = TypeVar("Item")
 MAX_PAGE = 500
+UNITS_PER_PAGE = 50     # the units browser's page: 50 rows of 5 images each load in well under a second
 
 
 class Page(BaseModel, Generic[Item]):
@@ -53,7 +57,8 @@ class UnitSummaryOut(BaseModel):
     id: int
     layer: str
     index: int
-    complete: bool
+    blind: bool            # true: you have not answered this unit yet, so its results are hidden (null)
+    complete: bool | None
     answer: str | None
     label: str | None
     precision: float | None
@@ -61,14 +66,14 @@ class UnitSummaryOut(BaseModel):
     auto_category: str | None
     auto_precision: float | None
     auto_iou: float | None
-    characteristic: bool
+    characteristic: bool | None
     url: str
     top_image_urls: list[str]
 
 
 class ImageOut(BaseModel):
     id: int
-    rank: int
+    rank: int              # from 1 (the strongest), as the pages number images
     activation: float
     frame: int
     url: str
@@ -110,11 +115,12 @@ class UnitOut(BaseModel):
     run: int
     layer: str
     index: int
+    blind: bool                             # true: you have not answered this unit yet: verdict and automatic are null
     images: list[ImageOut]
     histogram: HistogramOut | None          # None: the run's units were extracted before histograms were saved
     samples: list[QuantileSamplesOut]
     verdict: VerdictOut | None
-    automatic: AutomaticOut
+    automatic: AutomaticOut | None
     previous: int | None
     next: int | None
 
@@ -148,12 +154,24 @@ class FrameOut(FrameSummaryOut):
     texture: list[float] | None
 
 
-def unit_filters(label: str = Query("", max_length=200), min_precision: float | None = Query(None, ge=0, le=1),
-                 min_iou: float | None = Query(None, ge=0, le=1), min_agreement: float | None = Query(None, ge=0, le=1),
-                 characteristic: bool | None = None, layer: str = Query("", max_length=200),
-                 sort: str = Query("unit", max_length=30, description=f"one of {', '.join(SORTS)}"),
-                 detectors_only: bool = False) -> UnitFilters:
-    return UnitFilters(label, min_precision, min_iou, min_agreement, characteristic, layer, sort, detectors_only)
+Bound = Annotated[Share | None, BlankIsNone, Query(description="0 to 1; blank: no bound")]
+
+
+def unit_filters(label: str = Query("", max_length=200), min_precision: Bound = None, min_iou: Bound = None,
+                 min_agreement: Bound = None,
+                 characteristic: Annotated[bool | None, BlankIsNone, Query(description="blank: any")] = None,
+                 layer: str = Query("", max_length=200),
+                 sort: Annotated[Annotated[str, Field(max_length=30)] | None, BlankIsNone,
+                                 Query(description=f"one of {', '.join(SORTS)}")] = None,
+                 detectors_only: Annotated[bool | None, BlankIsNone, Query()] = None) -> UnitFilters:
+    return UnitFilters(label, min_precision, min_iou, min_agreement, characteristic, layer, sort or "unit",
+                       bool(detectors_only))
+
+
+def shown_units(user: Annotator = Depends(current_user), db: Session = Depends(get_db),
+                settings: Settings = Depends(get_settings)) -> Visibility:
+    """Whose results this account may see: annotators are blind to a unit until they answer it (backend/app/campaign.py)."""
+    return visibility(db, user, settings.undo_minutes)
 
 
 def _offset(offset: int = Query(0, ge=0, le=10**9)) -> int:
@@ -173,18 +191,23 @@ def runs_page(request: Request, user: Annotator = Depends(current_user), db: Ses
 
 @pages.get("/runs/{run_id}/units")
 def units_browser(run_id: int, request: Request, filters: UnitFilters = Depends(unit_filters),
-                  user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+                  offset: int = Depends(_offset),
+                  user: Annotator = Depends(current_user), shown: Visibility = Depends(shown_units),
+                  db: Session = Depends(get_db)):
     run = get_run(db, run_id)
-    units = unit_summaries(run_report(db, run))
+    units = unit_summaries(run_report(db, run), shown)
     layers = db.scalars(select(Layer.name).where(Layer.run_id == run_id).order_by(Layer.name)).all()
-    return render(request, "units_browser.html", user=user, run=run, units=browse_units(units, filters),
-                  total=len(units), filters=filters, sorts=SORTS, layers=layers)
+    matching = browse_units(units, filters)
+    return render(request, "units_browser.html", user=user, run=run, units=matching[offset:offset + UNITS_PER_PAGE],
+                  pages=pages_of(request, offset, UNITS_PER_PAGE, len(matching)),
+                  total=len(units), filters=filters, sorts=SORTS, layers=layers,
+                  blind_units=sum(u.blind for u in units))
 
 
 @pages.get("/runs/{run_id}/units/{layer}/{index}")
 def unit_view(run_id: int, layer: str, index: int, request: Request, user: Annotator = Depends(current_user),
-              db: Session = Depends(get_db)):
-    page = unit_page(db, run_id, layer, index)
+              shown: Visibility = Depends(shown_units), db: Session = Depends(get_db)):
+    page = unit_page(db, run_id, layer, index, shown)
     figure = histogram_figure(page)
     return render(request, "unit_view.html", user=user, page=page,
                   histogram=figure_html(figure, displayModeBar=False) if figure is not None else None)
@@ -217,16 +240,19 @@ def api_layers(run_id: int, offset: int = Depends(_offset), limit: int = Depends
 
 @api.get("/runs/{run_id}/units", response_model=Page[UnitSummaryOut])
 def api_units(run_id: int, filters: UnitFilters = Depends(unit_filters), offset: int = Depends(_offset),
-              limit: int = Depends(_limit), db: Session = Depends(get_db)):
-    """The run's units, filtered and sorted as the units browser does: labels, precision, IoU, agreement."""
-    units = browse_units(unit_summaries(run_report(db, get_run(db, run_id))), filters)
+              limit: int = Depends(_limit), shown: Visibility = Depends(shown_units), db: Session = Depends(get_db)):
+    """The run's units, filtered and sorted as the units browser does: labels, precision, IoU, agreement.
+    An annotator's units they have not answered yet are blind (their results null) unless an admin opened the results."""
+    units = browse_units(unit_summaries(run_report(db, get_run(db, run_id)), shown), filters)
     return page_of([summary_record(run_id, u) for u in units], offset, limit)
 
 
 @api.get("/runs/{run_id}/units/{layer}/{index}", response_model=UnitOut)
-def api_unit(run_id: int, layer: str, index: int, db: Session = Depends(get_db)):
-    """One unit: its top images' and clips' URLs, human verdict (once complete), automatic labels, neighbours."""
-    return unit_record(unit_page(db, run_id, layer, index))
+def api_unit(run_id: int, layer: str, index: int, shown: Visibility = Depends(shown_units),
+             db: Session = Depends(get_db)):
+    """One unit: its top images' and clips' URLs, human verdict (once complete), automatic labels, neighbours.
+    Blind (verdict and automatic null) for an annotator who has not answered it yet, unless an admin opened the results."""
+    return unit_record(unit_page(db, run_id, layer, index, shown))
 
 
 @api.get("/runs/{run_id}/clusters", response_model=Page[ClusterOut])

@@ -8,7 +8,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from backend.app.deps import TaskPages, check_csrf, current_user, flash, form_fields, get_db, render, wants_html
+from backend.app.deps import TaskPages, check_csrf, counted, current_user, flash, form_fields, get_db, render, wants_html
 from backend.app.sound import (SOUND_QUEUE, detector_category, reserve_next_sound_unit, sound_clips,
                                submit_sound_judgements)
 from backend.db.models import Annotator, Unit
@@ -51,5 +51,5 @@ def submit(unit_id: int, request: Request, form: FormData = Depends(form_fields)
     count = submit_sound_judgements(db, user.id, unit_id, judgements)
     if not wants_html(request):
         return {"unit": unit_id, "judged": count}
-    flash(request, f"Saved {count} sound judgements for unit {unit_id}.")
+    flash(request, f"Saved {counted(count, 'sound judgement')} for unit {unit_id}.")
     return PAGES.next_unit(request, user, db)

@@ -8,9 +8,10 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from backend.app.deps import TaskPages, check_csrf, current_user, flash, get_db, get_settings, render, wants_html
+from backend.app.deps import TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings, render, wants_html
+from backend.app.campaign import instructions
 from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
-                               undo_last_annotation)
+                               undo_last_annotation, units_left)
 from backend.config import Settings
 from backend.db.models import Annotator, Unit, UnitImage
 from model.categories import category_by_name
@@ -18,10 +19,16 @@ from model.categories import category_by_name
 router = APIRouter(include_in_schema=False)
 
 
+def _start_page(db: Session, annotator_id: int) -> dict:
+    return {"questions": instructions(db), "units_left": units_left(db, annotator_id)}
+
+
 PAGES = TaskPages(UNIT_QUEUE, "/annotate", "/units", reserve_next_unit, has_submissions,
                   start={"title": "Label units", "button_id": "next-unit", "button": "Label the next unit",
-                         "message": "Each unit is held for you while you label it; then the next one comes."},
-                  empty="Every unit has all its annotators or has been labelled by you. Thank you!")
+                         "message": "Each unit is held for you while you label it; then the next one comes. "
+                                    "For each unit, three questions:"},
+                  empty="Every unit has all its annotators or has been labelled by you. Thank you!",
+                  start_extra=_start_page)
 PAGES.add_routes(router)
 
 
@@ -52,7 +59,7 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
     done = submit_annotation(db, user.id, unit_id, answer, category, marked_ids)
     if not wants_html(request):
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
-    saved = f" ({done.category}, {done.marked} images marked)" if done.category else ""
+    saved = f" ({done.category}, {counted(done.marked, 'image')} marked)" if done.category else ""
     flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
     return PAGES.next_unit(request, user, db)
 

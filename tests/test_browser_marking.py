@@ -1,0 +1,61 @@
+"""Marking many images fast in Debian's Chromium: mark all (A), invert (I), Shift-click and Shift+Space
+for every image since the last one; the marks the form submits are the ones shown."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images
+from browser_helpers import chromium_page, log_in, needs_chromium
+from backend.db.models import Annotation, ImageMark
+from backend.db.session import session_factory, upgrade_db
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
+
+
+@pytest.fixture()
+def site(tmp_path):
+    url = seed_run(tmp_path, n_units=1, n_images=60, image_size=48)
+    add_user(url, "ann")
+    with running_server(url) as base:
+        yield base, url
+
+
+def marked(page) -> list[int]:
+    """The grid positions (from 1) of the marked images."""
+    return page.evaluate("Array.from(document.querySelectorAll('#grid input')).flatMap((b, i) => b.checked ? [i + 1] : [])")
+
+
+def test_mark_all_invert_and_shift_ranges(site):
+    base, url = site
+    (unit,) = unit_ids(url)
+    with chromium_page() as page:
+        log_in(page, base, "ann")
+        page.click("#next-unit")
+        page.wait_for_url(f"{base}/units/{unit}")
+        page.keyboard.press("a")
+        assert len(marked(page)) == 60 and page.inner_text("#marked-count") == "60"
+        page.keyboard.press("i")
+        assert marked(page) == [] and page.inner_text("#marked-count") == "0"
+        page.click("#grid li:nth-child(3) label")
+        page.click("#grid li:nth-child(10) label", modifiers=["Shift"])
+        assert marked(page) == list(range(3, 11)) and page.inner_text("#marked-count") == "8"
+        page.click("#grid li:nth-child(6) label", modifiers=["Shift"])     # unmarking a range: 6..10 off
+        assert marked(page) == [3, 4, 5]
+        page.keyboard.press("ArrowRight")                                 # from image 6 to 7 ...
+        page.keyboard.press("ArrowRight")                                 # ... and 8
+        page.keyboard.press("Shift+Space")                                # 6 .. 8 marked
+        assert marked(page) == [3, 4, 5, 6, 7, 8]
+        page.click("#invert-marks")
+        inverted = list(range(1, 3)) + list(range(9, 61))
+        assert marked(page) == inverted
+
+        page.keyboard.press("y")
+        page.keyboard.type("dog")
+        page.keyboard.press("Escape")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, {len(inverted)} images marked)")
+    images = unit_images(url, unit)
+    with session_factory(upgrade_db(url))() as db:
+        saved = db.scalars(select(ImageMark.unit_image_id).join(Annotation)).all()
+    assert sorted(saved) == sorted(images[i - 1] for i in inverted)
