@@ -36,12 +36,24 @@ class Settings(BaseSettings):
     # Every form and API body is a few kB: a bigger one is refused before it is read into memory.
     max_request_bytes: int = 1024 * 1024
     min_password_length: int = 8
-    # The 11th failed login within a minute, for one account name or one client address, gets 429.
+    # zxcvbn's strength score (0-4) a new password needs, judged also against the account's own name.
+    min_password_score: int = 3
+    # Failed logins within `login_window_seconds`: the 11th for one account from one address gets 429; one
+    # address gets `login_address_failures` over all names; past `login_account_failures` for one name
+    # (from anywhere) the account is locked, but for the right password from an address with no failures.
     login_failures: int = 10
+    login_address_failures: int = 50
+    login_account_failures: int = 20
     login_window_seconds: int = 60
     # Where those failures are counted (a `limits` storage URI): memory is per server process;
     # several workers share one count with e.g. redis://host:6379.
     login_failures_storage: str = "memory://"
+    # Proxies (addresses, ","-separated) whose X-Forwarded-For and X-Forwarded-Proto are believed: only
+    # the last entry, the address the proxy itself saw. Requests from anywhere else: their own address.
+    trusted_proxies: str = "127.0.0.1,::1"
+    # API tokens expire after `token_days` unless their maker asks for fewer or more, at most `token_max_days`.
+    token_days: int = 30
+    token_max_days: int = 365
     # Argon2 takes 64 MiB a check: at most this many run at once, the others wait without a thread.
     password_checks_at_once: int = 2
     # Undo reaches back to the annotator's latest answer only, and only this long after it.

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import login
+from app_helpers import PASSWORD, login
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
-from backend.db.models import ApiToken, Category
+from backend.db.models import Annotator, ApiToken, Category
 from backend.db.session import session_factory, upgrade_db
 
 
@@ -24,11 +25,13 @@ def app(app_url):
     return create_app(Settings(database_url=app_url))
 
 
-def make_token(app, name: str, scope: str = "read") -> str:
-    """A token made on `name`'s profile page (as the page shows it, once)."""
+def make_token(app, name: str, scope: str = "read", **fields) -> str:
+    """A token made on `name`'s profile page (as the page shows it, once); an admin token with their password."""
     with TestClient(app) as client:
         csrf = login(client, name)
-        page = client.post("/profile/tokens", data={"name": f"{scope} script", "scope": scope, "csrf_token": csrf})
+        page = client.post("/profile/tokens", data={"name": f"{scope} script", "scope": scope, "csrf_token": csrf,
+                                                    **({"your_password": PASSWORD} if scope == "admin" else {}),
+                                                    **fields})
         assert page.status_code == 200, page.text
         return re.search(r'id="token-value">([^<]+)<', page.text).group(1)
 
@@ -138,3 +141,102 @@ def test_user_token_command(app, app_url):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     with session_factory(upgrade_db(app_url))() as db:
         assert sorted(db.scalars(select(ApiToken.scope))) == ["admin", "read"]     # the refused one was not stored
+
+
+# --- Issue 25, item 2: a stolen token or session does not keep its access.
+
+def test_a_token_made_before_a_password_change_is_refused_after_it(app, app_url):
+    ann, boss = make_token(app, "ann"), make_token(app, "boss", "admin")
+    with TestClient(app) as client:
+        assert client.get("/api/v1/runs", headers=bearer(ann)).status_code == 200
+        csrf = login(client, "boss")
+        page = client.get("/admin/users").text
+        ann_id = int(page.split(">ann<")[1].split('action="/admin/users/')[1].split("/")[0])
+        assert client.post(f"/admin/users/{ann_id}/password", data={"password": "", "csrf_token": csrf}).status_code == 200
+        response = client.get("/api/v1/runs", headers=bearer(ann))           # reset by another admin
+        assert response.status_code == 401 and "revoked" in response.json()["detail"]
+        assert client.get("/api/runs", headers=bearer(boss)).status_code == 200
+    result = CliRunner().invoke(cli, ["user", "password", "boss", "--db", app_url])     # one's own, by command
+    assert result.exit_code == 0, result.output
+    with TestClient(app) as client:
+        assert client.get("/api/runs", headers=bearer(boss)).status_code == 401
+    with session_factory(upgrade_db(app_url))() as db:
+        assert db.scalars(select(ApiToken)).all() == []
+
+
+def test_an_expired_token_is_refused_saying_it_expired(app, app_url):
+    token = make_token(app, "ann", days="1")
+    with session_factory(upgrade_db(app_url))() as db:
+        row = db.scalar(select(ApiToken))
+        assert timedelta(hours=23) < row.expires_at - row.created_at <= timedelta(days=1)
+        row.expires_at = datetime.now(timezone.utc) - timedelta(seconds=1)
+        db.commit()
+    with TestClient(app) as client:
+        response = client.get("/api/v1/runs", headers=bearer(token))
+        assert response.status_code == 401 and "expired" in response.json()["detail"]
+        assert response.headers["www-authenticate"] == "Bearer"
+        login(client, "ann")              # a write with it, whatever cookie comes along: refused, saying the same
+        response = client.post("/annotate", data={}, headers=bearer(token) | {"accept": "application/json"})
+        assert response.status_code == 401 and "expired" in response.json()["detail"]
+        assert "(expired)" in client.get("/profile").text
+
+
+def test_tokens_expire_after_the_default_and_at_most_the_maximum(app_url):
+    app = create_app(Settings(database_url=app_url, token_days=7, token_max_days=90))
+    make_token(app, "ann")
+    with session_factory(upgrade_db(app_url))() as db:
+        row = db.scalar(select(ApiToken))
+        assert timedelta(days=7) - timedelta(minutes=1) < row.expires_at - row.created_at <= timedelta(days=7)
+    with TestClient(app) as client:
+        csrf = login(client, "ann")
+        page = client.get("/profile").text
+        assert 'id="token-days">7<' in page and 'id="token-max-days">90<' in page
+        for days in ("91", "0", "-1", "many"):
+            response = client.post("/profile/tokens", data={"name": "long", "days": days, "csrf_token": csrf})
+            assert response.status_code == 422 and "days" in response.text, days
+    result = CliRunner().invoke(cli, ["user", "token", "ann", "--days", "366", "--db", app_url])   # the default maximum, 365
+    assert result.exit_code == 2 and "days" in result.output and "Traceback" not in result.output
+
+
+def test_an_admin_scope_token_needs_the_admins_password(app, app_url):
+    with TestClient(app) as client:
+        csrf = login(client, "boss")
+        for given in ({}, {"your_password": "not my password"}):
+            response = client.post("/profile/tokens", data={"name": "x", "scope": "admin", "csrf_token": csrf, **given})
+            assert response.status_code == 403 and "your own password" in response.json()["detail"]
+        response = client.post("/profile/tokens", data={"name": "x", "scope": "read", "csrf_token": csrf})
+        assert response.status_code == 200                              # a read token: no password asked
+    with session_factory(upgrade_db(app_url))() as db:
+        assert list(db.scalars(select(ApiToken.scope))) == ["read"]
+    make_token(app, "boss", "admin")                                    # with it (make_token sends it)
+
+
+def test_a_new_admin_account_needs_the_admins_password(app, app_url):
+    with TestClient(app) as client:
+        csrf = login(client, "boss")
+        for given in ({}, {"your_password": "not my password"}):
+            response = client.post("/admin/users", data={"name": "mallory", "is_admin": "true", "csrf_token": csrf,
+                                                         **given})
+            assert response.status_code == 403 and "your own password" in response.json()["detail"]
+        with session_factory(upgrade_db(app_url))() as db:
+            assert db.scalar(select(Annotator).where(Annotator.name == "mallory")) is None
+        response = client.post("/admin/users", data={"name": "mallory", "is_admin": "true", "your_password": PASSWORD,
+                                                     "csrf_token": csrf})
+        assert response.status_code == 200 and 'id="new-password"' in response.text
+        assert client.post("/admin/users", data={"name": "annie", "csrf_token": csrf}).status_code == 200  # no password
+
+
+# --- Issue 25, item 8: pages that show a secret are not cached.
+
+def test_pages_showing_a_new_token_or_password_are_not_stored(app):
+    with TestClient(app) as client:
+        csrf = login(client, "boss")
+        made = client.post("/profile/tokens", data={"name": "x", "csrf_token": csrf})
+        added = client.post("/admin/users", data={"name": "newbie", "csrf_token": csrf})
+        page = added.text
+        newbie = int(page.split(">newbie<")[1].split('action="/admin/users/')[1].split("/")[0])
+        changed = client.post(f"/admin/users/{newbie}/password", data={"password": "", "csrf_token": csrf})
+        assert 'id="token-value"' in made.text
+        assert 'id="new-password"' in added.text and 'id="new-password"' in changed.text
+        for response in (made, added, changed):
+            assert response.status_code == 200 and response.headers["cache-control"] == "no-store"

@@ -183,10 +183,10 @@ def test_an_admins_password_change_ends_the_accounts_other_sessions(client, app_
 def test_user_password_command_ends_the_accounts_sessions(client, app_url):
     login(client, "boss")
     runner = CliRunner()
-    result = runner.invoke(cli, ["user", "password", "boss", "--password", "long enough", "--db", app_url])
+    result = runner.invoke(cli, ["user", "password", "boss", "--password", "long enough tulip", "--db", app_url])
     assert result.exit_code == 0 and "Changed the password of boss" in result.output
     assert not logged_in(client)
-    login(client, "boss", "long enough")
+    login(client, "boss", "long enough tulip")
     result = runner.invoke(cli, ["user", "password", "boss", "--db", app_url])
     assert result.exit_code == 0 and "New password for boss: " in result.output
     assert not logged_in(client)

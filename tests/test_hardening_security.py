@@ -271,3 +271,19 @@ def test_a_missing_clip_does_not_say_where_the_server_keeps_its_files(client, ap
     login(client, "ann")
     response = client.get("/clips/1")
     assert response.status_code == 404 and str(tmp_path) not in response.text and "/data" not in response.text
+
+
+# --- Issue 25, item 4: a non-ASCII CSRF token is a 403 like any other wrong one, never a 500.
+
+@pytest.mark.parametrize("logged_in", [False, True])
+def test_a_non_ascii_csrf_token_is_refused_not_a_server_error(app, logged_in):
+    with TestClient(app, raise_server_exceptions=False) as client:
+        if logged_in:
+            login(client, "ann")
+        else:
+            client.get("/login")                  # a session with a CSRF token to compare against
+        for path in ("/login", "/annotate", "/logout"):
+            form = client.post(path, content="csrf_token=%C3%A9&name=ann&password=x",
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+            header = client.post(path, data={"name": "ann", "password": "x"}, headers={"x-csrf-token": "é".encode()})
+            assert (form.status_code, header.status_code) == (403, 403), path

@@ -5,8 +5,12 @@ SHA-256 (``LoginSession``). A session is valid while its row exists, is younger 
 `Settings.session_days` and was used within `Settings.session_idle_minutes`; logging out deletes
 the row, a password change all of the account's rows.
 
-Logins: the 11th failed login within the window, for one account name or one client address, is
-refused with 429 before any password is checked (the `limits` library counts the failures). Every
+Logins: failed logins are counted within the window (the `limits` library) per account name and client
+address together, per address, and per account name. Past the first limit (the 11th for one account from
+one address) or the second (an address trying many names), a login is refused with 429 before any
+password is checked. Past the third (many addresses after one name) the account is locked for addresses
+that have failed, but the right password from an address with no failures gets through: nobody can lock
+an account's owner out by guessing at it. Every
 check costs the same argon2 work, an unknown name included (it is checked against a dummy hash), so
 the answer's timing does not tell which names exist; and at most `password_checks_at_once` checks
 run at a time (each takes 64 MiB), the others waiting without holding a thread.
@@ -114,39 +118,52 @@ class LoginGuard:
     """The failed-login throttle and the bounded argon2 checks of one app (see the module docstring)."""
 
     def __init__(self, settings: Settings):
-        self.limit = RateLimitItemPerSecond(settings.login_failures, settings.login_window_seconds)
+        per = settings.login_window_seconds
+        self.pair_limit = RateLimitItemPerSecond(settings.login_failures, per)
+        self.address_limit = RateLimitItemPerSecond(settings.login_address_failures, per)
+        self.account_limit = RateLimitItemPerSecond(settings.login_account_failures, per)
         self.failures = MovingWindowRateLimiter(storage_from_string(settings.login_failures_storage))
         self.checks = anyio.CapacityLimiter(settings.password_checks_at_once)
         # The same argon2 parameters as every stored hash: an unknown name costs what a known one does.
         self.dummy_hash = hash_password(secrets.token_urlsafe(16))
 
-    def _keys(self, name: str, address: str) -> tuple[tuple[str, str], ...]:
-        return ("name", name.strip().lower()), ("address", address)
+    def _counts(self, name: str, address: str, reauth: bool = False):
+        """(limit, key) of each count a failure adds to; a re-entered password spares the address's own."""
+        name = name.strip().lower()
+        counts = [(self.pair_limit, ("pair", name, address)), (self.account_limit, ("account", name))]
+        return counts if reauth else [*counts, (self.address_limit, ("address", address))]
 
-    def retry_after(self, name: str, address: str) -> int | None:
-        """Seconds until this name and address may try again, or None when they may now."""
-        for key in self._keys(name, address):
-            if not self.failures.test(self.limit, *key):
-                reset = self.failures.get_window_stats(self.limit, *key).reset_time
+    def retry_after(self, name: str, address: str, reauth: bool = False) -> int | None:
+        """Seconds until this name may be tried from this address again, or None when it may now."""
+        address_failed = self.failures.get_window_stats(self.address_limit, "address", address).remaining \
+            < self.address_limit.amount
+        for limit, key in self._counts(name, address, reauth):
+            if key[0] == "account" and not address_failed:
+                continue        # an account-only lock: the owner, from a clean address, still gets in
+            if not self.failures.test(limit, *key):
+                reset = self.failures.get_window_stats(limit, *key).reset_time
                 return max(1, math.ceil(reset - time.time()))
         return None
 
-    def check_in_thread(self, password_hash: str | None, name: str, address: str, password: str) -> bool:
-        """`check` for a sync route (already on a worker thread), e.g. an admin re-entering their password."""
+    def check_in_thread(self, password_hash: str | None, name: str, address: str, password: str,
+                        reauth: bool = False) -> bool:
+        """`check` for a sync route (already on a worker thread), e.g. an admin re-entering their password
+        (`reauth`: a failure does not count against the address alone)."""
         # Also looked at once an async check's turn has come: the failures of the checks it waited for count.
-        wait = self.retry_after(name, address)
+        wait = self.retry_after(name, address, reauth)
         if wait is not None:
             raise LoginThrottled(wait)
         if verify_password(password_hash or self.dummy_hash, password) and password_hash is not None:
             return True
-        for key in self._keys(name, address):
-            self.failures.hit(self.limit, *key)
+        for limit, key in self._counts(name, address, reauth):
+            self.failures.hit(limit, *key)
         return False
 
     async def check(self, password_hash: str | None, name: str, address: str, password: str) -> bool:
         """Whether `password` matches `password_hash` (None: the name is unknown, so it never does).
 
-        Raises LoginThrottled without checking when the name or the address has failed too often."""
+        Raises LoginThrottled without checking when this name from this address, or this address, has
+        failed too often, or the name has and this address has failed at all."""
         wait = self.retry_after(name, address)
         if wait is not None:
             raise LoginThrottled(wait)

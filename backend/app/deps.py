@@ -53,11 +53,9 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 def _token_owner(request: Request, db: Session, token: str) -> Annotator:
-    """The account of a request's bearer token (its scope kept on request.state); 401 for an unknown token."""
-    found = token_user(db, token)
-    if found is None:
-        raise HTTPException(401, "The API token is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
-    user, api_token = found
+    """The account of a request's bearer token (its scope kept on request.state); 401 for an unknown,
+    revoked or expired token."""
+    user, api_token = token_user(db, token)
     request.state.token_scope = api_token.scope
     if api_token.scope == "read" and request.method not in _READ_METHODS:
         raise HTTPException(403, "This token has read scope: it can only read (GET).")
@@ -91,6 +89,25 @@ def admin_user(request: Request, user: Annotator = Depends(current_user)) -> Ann
     return user
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the peer's, or for a trusted proxy the one it saw (backend/app/main.py TrustedProxies)."""
+    return request.client.host if request.client else ""
+
+
+def reauthenticated(request: Request, user: Annotator, password: str) -> bool:
+    """Whether `password` is the acting user's own: asked before what a stolen session must not do alone
+    (an admin's new password, an admin-scope token, a new admin). A wrong one counts against this account
+    from this address, never against the address alone (a shared one would lock out its other users)."""
+    return request.app.state.login_guard.check_in_thread(user.password_hash, user.name, client_address(request),
+                                                         password, reauth=True)
+
+
+def no_store(response: Response) -> Response:
+    """Keep a page that shows a new token or password out of every cache (browser history included)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def csrf_token(request: Request) -> str:
     """The session's CSRF token, made on first use; every form carries it back."""
     token = request.session.get("csrf")
@@ -99,9 +116,9 @@ def csrf_token(request: Request) -> str:
     return token
 
 
-def _token_is_valid(request: Request, token: str) -> bool:
+def _check_token(request: Request, token: str) -> None:
     with request.app.state.sessions() as db:
-        return token_user(db, token) is not None
+        token_user(db, token)       # raises 401 for an unknown, revoked or expired token
 
 
 async def check_csrf(request: Request) -> None:
@@ -110,9 +127,7 @@ async def check_csrf(request: Request) -> None:
     browser send, and never by the cookie."""
     token = bearer_token(request.headers.get("authorization"))
     if token is not None:
-        if await run_in_threadpool(_token_is_valid, request, token):
-            return
-        raise HTTPException(401, "The API token is unknown or revoked.", headers={"WWW-Authenticate": "Bearer"})
+        return await run_in_threadpool(_check_token, request, token)
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(_FORM_TYPES):
         try:

@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(TrustedProxies, proxies=settings.trusted_proxies)    # outermost: the sessions see https
 
     @app.get("/static/plotly.min.js", include_in_schema=False)
     def plotly_js(request: Request) -> Response:
@@ -183,6 +184,33 @@ class SchemeSessions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         chosen = self.secure if scope.get("scheme") in ("https", "wss") else self.plain
         await chosen(scope, receive, send)
+
+
+class TrustedProxies:
+    """A request from one of `proxies` (","-separated addresses) gets the client address and scheme its
+    X-Forwarded-For and X-Forwarded-Proto name: their last entries only, which the proxy itself wrote
+    (the ones before are whatever the client sent). `ambient serve` turns uvicorn's own handling off:
+    with FORWARDED_ALLOW_IPS=* it believes the first entry, which the client chooses."""
+
+    def __init__(self, app: ASGIApp, proxies: str):
+        self.app, self.proxies = app, {part.strip() for part in proxies.split(",") if part.strip()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] in ("http", "websocket") and client and client[0] in self.proxies:
+            headers = dict(scope["headers"])
+            forwarded_for = _last_entry(headers.get(b"x-forwarded-for"))
+            proto = _last_entry(headers.get(b"x-forwarded-proto")).lower()
+            scope = dict(scope)
+            if forwarded_for:
+                scope["client"] = (forwarded_for, 0)
+            if proto in ("http", "https"):
+                scope["scheme"] = ("wss" if proto == "https" else "ws") if scope["type"] == "websocket" else proto
+        await self.app(scope, receive, send)
+
+
+def _last_entry(header: bytes | None) -> str:
+    return header.decode("latin-1").rsplit(",", 1)[-1].strip() if header else ""
 
 
 class SecurityHeaders:

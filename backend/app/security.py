@@ -7,6 +7,7 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from zxcvbn import zxcvbn
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults follow RFC 9106's low-memory profile
 
@@ -16,28 +17,30 @@ CATEGORY_NAME_MAX = 64
 # Letters (any script), digits, spaces, hyphens, apostrophes: enough for "fire hydrant" or
 # "potter's wheel", and nothing a browser would treat as markup.
 _CATEGORY_NAME = re.compile(r"^[^\W_](?:[\w' -]*[^\W_])?$")
-# The most common passwords of public breach lists that pass a length check: refused whatever the length.
-COMMON_PASSWORDS = frozenset("""
-12345678 123456789 1234567890 0123456789 87654321 11111111 00000000 12341234 11223344 88888888
-password password1 password12 password123 passw0rd p@ssword p@ssw0rd qwertyui qwerty123 qwertyuiop
-1q2w3e4r 1qaz2wsx zaq12wsx asdfghjk asdfasdf iloveyou abc12345 abcd1234 aa123456 a1234567
-sunshine princess football baseball superman starwars whatever welcome1 welcome123 letmein1 trustno1
-changeme administrator admin123 admin1234 annotator ambient123 1234qwer q1w2e3r4 123qweasd
-""".split())
+# zxcvbn's scores run 0 (a top-100 password) to 4; it judges only this many characters (its own limit).
+PASSWORD_CHECK_CHARS = 72
+# Words every account's password is also judged against, beside the account's own name.
+SITE_WORDS = ("ambient", "annotator", "admin")
 
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
 
 
-def check_password_policy(password: str, min_length: int) -> None:
-    """ValueError saying why `password` is unfit: too short, only white space, or a common one."""
+def check_password_policy(password: str, min_length: int, min_score: int = 3,
+                          user_inputs: tuple[str, ...] = ()) -> None:
+    """ValueError saying why `password` is unfit: too short, only white space, or too easy to guess by
+    zxcvbn (common passwords, words, names, keyboard patterns, repeats, and `user_inputs`, e.g. the
+    account's name), with zxcvbn's advice."""
     if len(password) < min_length:
         raise ValueError(f"a password needs at least {min_length} characters")
     if not password.strip():
         raise ValueError("a password cannot be only spaces")
-    if password.strip().lower() in COMMON_PASSWORDS or len(set(password)) == 1:
-        raise ValueError("that password is one of the most common ones: choose another")
+    judged = zxcvbn(password[:PASSWORD_CHECK_CHARS], user_inputs=[*user_inputs, *SITE_WORDS])
+    if judged["score"] < min_score:
+        feedback = judged["feedback"]
+        why = " ".join([feedback["warning"], *feedback["suggestions"]]).strip()
+        raise ValueError(f"that password is too easy to guess{': ' + why if why else ''}")
 
 
 def verify_password(password_hash: str, password: str) -> bool:
@@ -56,8 +59,9 @@ def new_csrf_token() -> str:
 
 
 def csrf_matches(expected: str | None, given: str | None) -> bool:
-    # compare_digest: the comparison time must not reveal how much of the token was right
-    return bool(expected) and bool(given) and hmac.compare_digest(expected, given)
+    # compare_digest: the comparison time must not reveal how much of the token was right. Compared as
+    # UTF-8 bytes: on str it raises for non-ASCII input (a 500 for `csrf_token=%C3%A9`).
+    return bool(expected) and bool(given) and hmac.compare_digest(expected.encode(), given.encode())
 
 
 def normalise_category_name(raw: str) -> str:

@@ -1,6 +1,7 @@
 """Personal API tokens: made on the profile page or with `ambient user token`, shown once, stored as
-their SHA-256, revocable. A request sends one as ``Authorization: Bearer TOKEN``; it then carries no
-cookie, so it needs no CSRF token (another site cannot make a browser send this header)."""
+their SHA-256, revocable, refused once expired (`Settings.token_days`, at most `token_max_days`) and
+revoked with a new password for their account. A request sends one as ``Authorization: Bearer TOKEN``;
+it then carries no cookie, so it needs no CSRF token (another site cannot make a browser send this header)."""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.errors import TaskError
 from backend.app.reservations import one_writer_at_a_time
+from backend.config import Settings
 from backend.db.models import TOKEN_SCOPES, Annotator, ApiToken
 
 TOKEN_PREFIX = "amb_"          # says what a leaked string is (secret scanners look for prefixes)
@@ -28,8 +30,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def create_token(db: Session, account: Annotator, name: str, scope: str) -> tuple[ApiToken, str]:
-    """A new token for `account`, committed; returns its row and the token itself (shown once, never stored).
+def create_token(db: Session, account: Annotator, name: str, scope: str, days: int, settings: Settings
+                 ) -> tuple[ApiToken, str]:
+    """A new token for `account` that expires in `days`, committed; returns its row and the token itself
+    (shown once, never stored).
 
     Only admins get "admin" scope: an annotator's token cannot call admin endpoints."""
     name = " ".join(name.split())
@@ -39,8 +43,12 @@ def create_token(db: Session, account: Annotator, name: str, scope: str) -> tupl
         raise TaskError(f"A token's scope is one of {', '.join(TOKEN_SCOPES)}, not {scope[:20]!r}.")
     if scope == "admin" and not account.is_admin:
         raise TaskError(f"{account.name} is not an admin: their tokens have read scope only.", 403)
+    if not 1 <= days <= settings.token_max_days:
+        raise TaskError(f"days: a token lasts 1-{settings.token_max_days} days, not {days}.")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken(annotator_id=account.id, name=name, token_hash=_digest(token), scope=scope, created_at=_now())
+    now = _now()
+    row = ApiToken(annotator_id=account.id, name=name, token_hash=_digest(token), scope=scope, created_at=now,
+                   expires_at=now + timedelta(days=days))
     db.add(row)
     db.commit()
     return row, token
@@ -68,20 +76,32 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip() if kind.lower() == "bearer" else None
 
 
-def token_user(db: Session, token: str) -> tuple[Annotator, ApiToken] | None:
-    """The account and token row that `token` names, or None; marks the token used."""
-    if not token.startswith(TOKEN_PREFIX):
-        return None
+def token_user(db: Session, token: str) -> tuple[Annotator, ApiToken]:
+    """The account and token row that `token` names, marking the token used; TaskError (401) for a token
+    that is unknown, revoked or expired, saying which."""
     row = db.execute(select(Annotator, ApiToken).join(ApiToken, ApiToken.annotator_id == Annotator.id)
-                     .where(ApiToken.token_hash == _digest(token))).one_or_none()
+                     .where(ApiToken.token_hash == _digest(token))).one_or_none() \
+        if token.startswith(TOKEN_PREFIX) else None
     if row is None:
-        return None
+        raise TaskError("The API token is unknown or revoked.", 401, {"WWW-Authenticate": "Bearer"})
     user, api_token = row
     now = _now()
+    if is_expired(api_token, now):
+        raise TaskError(f"The API token expired on {_aware(api_token.expires_at):%Y-%m-%d %H:%M} UTC: make a new "
+                        "one on your profile page.", 401, {"WWW-Authenticate": "Bearer"})
     last = api_token.last_used_at
-    if last is None or last.replace(tzinfo=timezone.utc) < now - timedelta(seconds=_TOUCH_SECONDS):
+    if last is None or _aware(last) < now - timedelta(seconds=_TOUCH_SECONDS):
         _touch(db, api_token.id, now)
     return user, api_token
+
+
+def is_expired(api_token: ApiToken, now: datetime | None = None) -> bool:
+    return _aware(api_token.expires_at) <= (now or _now())
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands DateTime(timezone=True) back without its zone; every stored time is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @one_writer_at_a_time

@@ -32,4 +32,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"cannot open the database {settings.database_url}: {error}", err=True)
             raise typer.Exit(1) from None
         typer.echo(f"Ambient on http://{host}:{port}/ (database {settings.database_url})")
-        uvicorn.run(web_app, host=host, port=port, log_level="warning")
+        # The app reads X-Forwarded-* itself, from AMBIENT_TRUSTED_PROXIES only (backend/app/main.py).
+        uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         prompt: bool = typer.Option(False, "--prompt", help="Ask for the password on the terminal."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
-        """Set an account's password; this logs the account out of every session."""
+        """Set an account's password; this logs the account out of every session and revokes its API tokens."""
         from backend.app.users import AccountError, set_password
         from backend.config import Settings
 
@@ -85,6 +85,8 @@ def register(app: typer.Typer) -> None:
         admin_scope: bool = typer.Option(False, "--admin-scope", help="Admin scope (admins only): the token may "
                                          "also call admin endpoints; without it, the token only reads."),
         label: str = typer.Option("command line", "--label", help="What the token is for, as the profile page lists it."),
+        days: Optional[int] = typer.Option(None, "--days", help="Days until it expires (default AMBIENT_TOKEN_DAYS, "
+                                           "at most AMBIENT_TOKEN_MAX_DAYS)."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Make a personal API token for the account and print it (once: only its hash is stored)."""
@@ -96,9 +98,10 @@ def register(app: typer.Typer) -> None:
         with open_sessions(settings.database_url)() as session:
             account = _account(session, name)
             try:
-                row, secret = create_token(session, account, label, "admin" if admin_scope else "read")
+                row, secret = create_token(session, account, label, "admin" if admin_scope else "read",
+                                           settings.token_days if days is None else days, settings)
             except TaskError as error:
-                raise typer.BadParameter(error.message, param_hint="--admin-scope or --label") from None
-        typer.echo(f"New {row.scope}-scope token for {account.name} (shown once; send it as "
-                   f"'Authorization: Bearer TOKEN'):")
+                raise typer.BadParameter(error.message, param_hint="--admin-scope, --label or --days") from None
+        typer.echo(f"New {row.scope}-scope token for {account.name}, expires {row.expires_at:%Y-%m-%d %H:%M} UTC "
+                   f"(shown once; send it as 'Authorization: Bearer TOKEN'):")
         typer.echo(secret)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, MetaData,
-                        String, Text, UniqueConstraint)
+from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
+                        String, Text, UniqueConstraint, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from annotation.aggregate import ANSWERS, AUDIBLE
@@ -200,6 +200,10 @@ class Annotator(Base):
     last_undo_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+# Account names are unique whatever their case: "BOSS" beside "boss" would pass for the admin.
+Index("uq_annotators_lower_name", func.lower(Annotator.name), unique=True)
+
+
 class Annotation(Base):
     """One annotator's answer for one unit (paper 4.1's questions)."""
 
@@ -261,7 +265,8 @@ class ApiToken(Base):
     """A personal API token, sent as ``Authorization: Bearer TOKEN``; this row holds only its SHA-256.
 
     "read" tokens make GET requests only; "admin" tokens (admins' only) may also call the admin endpoints
-    and change things. Revoking deletes the row; so does removing the account (ON DELETE CASCADE)."""
+    and change things. A token is refused after ``expires_at``. Revoking deletes the row; so do a new
+    password for the account and removing it (ON DELETE CASCADE)."""
 
     __tablename__ = "api_tokens"
     __table_args__ = (CheckConstraint(f"scope IN {TOKEN_SCOPES}", name="scope"),)
@@ -272,6 +277,7 @@ class ApiToken(Base):
     scope: Mapped[str] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class UnitReservation(Base):

@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from backend.app.auth import LoginThrottled, end_session, start_session
-from backend.app.deps import SESSION_TOKEN, check_csrf, get_db, get_settings, optional_user, render
+from backend.app.deps import (SESSION_TOKEN, check_csrf, client_address, get_db, get_settings, optional_user,
+                              render)
 from backend.app.security import new_csrf_token
 from backend.db.models import Annotator
 
@@ -45,10 +46,9 @@ async def login(request: Request, name: str = Form(max_length=200), password: st
         return response
 
     user = await run_in_threadpool(db.scalar, select(Annotator).where(Annotator.name == name.strip()))
-    address = request.client.host if request.client else ""
     try:
-        matches = await request.app.state.login_guard.check(user.password_hash if user else None, name, address,
-                                                            password)
+        matches = await request.app.state.login_guard.check(user.password_hash if user else None, name,
+                                                            client_address(request), password)
     except LoginThrottled as throttled:
         return refused(throttled.status, throttled.message, throttled.headers)
     if not matches:
