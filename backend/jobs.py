@@ -61,6 +61,10 @@ def _choice(fields: dict, name: str, choices, default: str) -> str:
     return value
 
 
+# The most a job's whole-number fields take: beyond these a job would run for ever or overflow.
+INTEGER_MAX = {"videos": 100_000, "epochs": 1_000, "k": 1_000, "gpus": 64, "seed": 2**32 - 1}
+
+
 def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int | None:
     value = fields.get(name)
     if value in (None, ""):
@@ -71,6 +75,8 @@ def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int 
         raise JobError(f"{name}: {value!r} is not a whole number") from None
     if number < low:
         raise JobError(f"{name}: must be at least {low}")
+    if number > INTEGER_MAX[name]:
+        raise JobError(f"{name}: must be at most {INTEGER_MAX[name]:,}")
     return number
 
 

@@ -10,7 +10,8 @@ from sqlalchemy import func, select
 from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
 from backend.config import Settings
-from backend.db.models import Annotation, Annotator, SoundJudgement, SoundReservation, UnitImage, UnitReservation
+from backend.db.models import (Annotation, Annotator, SoundJudgement, SoundReservation, UnitImage, UnitReservation,
+                               UnitSettlement)
 from backend.db.session import session_factory, upgrade_db
 
 JUDGES = ("j1", "j2", "j3", "j4", "j5")
@@ -158,3 +159,56 @@ def test_a_sound_unit_not_held_cannot_be_judged_or_shown(app, url):
         page = judge.get(f"/sound/{held}", follow_redirects=False)    # judged: the form is not shown again
         assert page.status_code == 303 and page.headers["location"] == "/sound"
         assert count(url, SoundJudgement) == len(unit_images(url, held))
+
+
+# --- Issue 25, items 3 and 8: settlements are for ties only; a settled unit is decided.
+
+def settle_directly(url, unit):
+    """A settlement as one made before settling was limited to ties (or by another process)."""
+    with session_factory(upgrade_db(url))() as db:
+        db.add(UnitSettlement(unit_id=unit, answer="no"))
+        db.commit()
+
+
+def test_only_ties_are_settled(app, url):
+    agreed, tied, open_unit = unit_ids(url)[:3]
+    with session_factory(upgrade_db(url))() as db:
+        ids = dict(db.execute(select(Annotator.name, Annotator.id)).all())
+        for name, given in zip(("ann", "bob", "cat"), ("yes", "no", "texture")):
+            submit_held(db, ids[name], agreed, "no", None, [])
+            submit_held(db, ids[name], tied, given, "dog" if given == "yes" else None, [])
+        submit_held(db, ids["ann"], open_unit, "no", None, [])
+    add_user(url, "boss", is_admin=True)
+    with TestClient(app) as boss:
+        token = login(boss, "boss")
+        for unit, why in ((agreed, "agreed on"), (open_unit, "all its answers yet")):
+            refused = boss.post(f"/admin/units/{unit}/settle", data={"answer": "yes", "category": "sky",
+                                                                     "csrf_token": token})
+            assert refused.status_code == 409 and why in refused.json()["detail"] and "only ties" in refused.json()["detail"]
+        settled = boss.post(f"/admin/units/{tied}/settle", data={"answer": "no", "csrf_token": token},
+                            follow_redirects=False)
+        assert settled.status_code == 303
+    assert count(url, UnitSettlement) == 1 and count(url, UnitSettlement, UnitSettlement.unit_id == tied) == 1
+
+
+def test_undo_does_not_reach_into_a_settled_unit(app, url):
+    with TestClient(app) as ann:
+        token = login(ann, "ann")
+        unit = take(ann, token)
+        assert answer(ann, token, unit).status_code == 200
+        settle_directly(url, unit)
+        refused = ann.post("/annotations/undo", data={"csrf_token": token})
+        assert refused.status_code == 409 and "settled by an admin" in refused.json()["detail"]
+        assert count(url, Annotation, Annotation.unit_id == unit) == 1
+
+
+def test_a_settled_unit_leaves_the_annotation_queue(app, url):
+    settled = unit_ids(url)[1]
+    settle_directly(url, settled)
+    with TestClient(app) as ann:
+        token = login(ann, "ann")
+        handed = []
+        while (unit := take(ann, token)) is not None:
+            handed.append(unit)
+            assert answer(ann, token, unit).status_code == 200
+    assert sorted(handed) == sorted(set(unit_ids(url)) - {settled})

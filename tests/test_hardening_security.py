@@ -8,6 +8,7 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from app_helpers import PASSWORD, add_user, csrf_of, login, unit_ids
 from backend.app import create_app
@@ -287,3 +288,33 @@ def test_a_non_ascii_csrf_token_is_refused_not_a_server_error(app, logged_in):
                                headers={"content-type": "application/x-www-form-urlencoded"})
             header = client.post(path, data={"name": "ann", "password": "x"}, headers={"x-csrf-token": "é".encode()})
             assert (form.status_code, header.status_code) == (403, 403), path
+
+
+# --- Issue 25, item 8: names that differ only by case; job numbers without an upper bound.
+
+def test_account_names_differ_by_more_than_case(client, app_url):
+    token = login(client, "boss")
+    for name in ("BOSS", "Ann", "boss"):
+        response = client.post("/admin/users", data={"name": name, "csrf_token": token}, headers={"accept": "text/html"})
+        assert response.status_code == 409 and "already an account called" in response.text, name
+    with session_factory(upgrade_db(app_url))() as db:     # and the database itself refuses one
+        db.add(Annotator(name="bOSS", password_hash="x"))
+        with pytest.raises(IntegrityError):
+            db.commit()
+    assert client.post("/admin/users", data={"name": "bossy", "csrf_token": token}).status_code == 200
+
+
+@pytest.mark.parametrize("field, value", [("videos", 10**9), ("epochs", 10**6), ("k", 10**7), ("gpus", 4096),
+                                          ("seed", 2**64), ("k", 10**40)])
+def test_job_numbers_have_an_upper_bound(app_url, tmp_path, field, value):
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "manifest.jsonl").write_text("")
+    app = create_app(Settings(database_url=app_url, data_roots=str(tmp_path)))
+    fields = {"kind": "train", "data_dir": str(tmp_path / "dataset")} if field == "gpus" else {"kind": "demo"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        token = login(client, "boss")
+        response = client.post("/api/jobs", json={**fields, field: value}, headers={"x-csrf-token": token})
+        assert response.status_code == 422 and f"{field}: must be at most" in response.json()["detail"]
+        page = client.post("/admin/jobs", data={**fields, field: str(value), "csrf_token": token},
+                           headers={"accept": "text/html"})
+        assert page.status_code == 422 and "must be at most" in page.text

@@ -185,3 +185,43 @@ def test_a_stale_or_foreign_schema_is_refused_until_ambient_db_upgrade(tmp_path)
         open_db(foreign)
     with make_engine(foreign).connect() as connection:                 # left as it was
         assert connection.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all() == ["notes"]
+
+# --- Issue 25, item 7: the database holds password and token hashes and the cookie key.
+
+@pytest.mark.skipif(not ON_SQLITE, reason="SQLite files only")
+def test_a_new_sqlite_database_and_its_wal_are_readable_by_their_owner_only(tmp_path):
+    path = tmp_path / "new" / "ambient.db"
+    engine = upgrade_db(f"sqlite:///{path}")
+    with engine.connect() as connection:        # WAL and shared memory exist while a connection is open
+        connection.execute(text("SELECT 1"))
+        files = [path, path.with_name("ambient.db-wal"), path.with_name("ambient.db-shm")]
+        assert all(f.exists() for f in files)
+        assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+
+
+def test_the_token_expiry_migration_gives_old_tokens_30_days_and_refuses_names_differing_by_case(url):
+    from alembic import command
+
+    from backend.db.session import alembic_config, make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        config = alembic_config(url)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "e7f2b4c6d8a1")       # before tokens expired
+        connection.execute(text("INSERT INTO annotators (id, name, password_hash, is_admin, created_at) "
+                                "VALUES (1, 'ann', 'x', false, '2026-12-01 10:00:00')"))
+        connection.execute(text("INSERT INTO api_tokens (annotator_id, name, token_hash, scope, created_at) "
+                                "VALUES (1, 'old', 'h', 'read', '2026-12-01 10:00:00')"))
+        connection.execute(text("INSERT INTO annotators (id, name, password_hash, is_admin, created_at) "
+                                "VALUES (2, 'ANN', 'x', false, '2026-12-01 10:00:00')"))
+    with pytest.raises(RuntimeError, match="differ only by case: ann"), engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE annotators SET name = 'ann2' WHERE id = 2"))
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        expires = connection.execute(text("SELECT expires_at FROM api_tokens")).scalar()
+    assert str(expires).startswith("2026-12-31 10:00:00")
+    engine.dispose()

@@ -208,6 +208,13 @@ def _verdict(unit_id: int, answers: Sequence[UnitAnswer], settlement: Settlement
                           settlement=settlement)
 
 
+def annotators_verdict(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> UnitVerdict | None:
+    """The unit's verdict from its annotators' votes alone (any settlement left aside); None before it
+    has all of them."""
+    n_images = db.scalar(select(func.count()).where(UnitImage.unit_id == unit_id))
+    return _verdict(unit_id, unit_answers(db, [unit_id]).get(unit_id, ()), None, n_images, settings)
+
+
 def detector_units(db: Session, unit_ids, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:
     """Which of `unit_ids` (ids or a select of them) are detectors, and of which category.
 

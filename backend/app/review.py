@@ -7,13 +7,21 @@ from sqlalchemy.orm import Session
 from annotation.aggregate import Settlement
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
+from backend.app.results import annotators_verdict
 from backend.db.models import Unit, UnitSettlement
 
 
 def settle_unit(db: Session, unit_id: int, answer: str, category: str, admin_id: int) -> Settlement:
-    """Store the admin's answer (and category, for a yes) for `unit_id`, committed; returns it."""
+    """Store the admin's answer (and category, for a yes) for `unit_id`, committed; returns it.
+
+    Only a tie is settled: a unit with all its answers whose votes left the answer or the category open.
+    A settlement overrules people only where they could not decide."""
     if db.get(Unit, unit_id) is None:
         raise TaskError(f"There is no unit {unit_id}.", 404)
+    votes = annotators_verdict(db, unit_id)
+    if votes is None or not votes.unresolved:
+        state = "does not have all its answers yet" if votes is None else "has a verdict its annotators agreed on"
+        raise TaskError(f"Unit {unit_id} {state}: only ties are settled.", 409)
     try:   # annotation.aggregate's rule: a category exactly when the answer is yes
         decision = Settlement(answer, category.strip() or None if answer == "yes" else None)
     except ValueError as error:

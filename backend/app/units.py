@@ -12,11 +12,13 @@ from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
 from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, open_units,
                                       reserve_next, utcnow)
-from backend.db.models import Annotation, Annotator, ImageMark, Unit, UnitImage, UnitReservation
+from backend.db.models import Annotation, Annotator, ImageMark, Unit, UnitImage, UnitReservation, UnitSettlement
 from model.settings import ANNOTATION, AnnotationSettings
 
 UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))
-UNITS_TO_LABEL = select(UnitImage.unit_id)      # the queue's candidates: units with top images
+# The queue's candidates: units with top images, but for those an admin has settled (decided: they need
+# no more answers).
+UNITS_TO_LABEL = select(UnitImage.unit_id).where(UnitImage.unit_id.not_in(select(UnitSettlement.unit_id)))
 
 
 def reserve_next_unit(db: Session, annotator_id: int, now: datetime | None = None,
@@ -84,7 +86,7 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
 
     One step back only: the answer must be younger than `undo_minutes`, given after their last undo
     (so undo never walks back through their history), and its unit must still lack annotators
-    (a complete unit's verdict may already be in use)."""
+    and a settlement (a complete or settled unit's verdict may already be in use)."""
     now = now or utcnow()
     lock(db, UNIT_QUEUE, None, now)
     last = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator_id)
@@ -99,6 +101,8 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
         problem = "Undo goes back one answer only: answer the unit you are holding."
     elif db.scalar(select(func.count()).where(Annotation.unit_id == last.unit_id)) >= settings.annotators_per_unit:
         problem = f"Unit {last.unit_id} has all its answers now, so yours stands."
+    elif db.scalar(select(UnitSettlement.id).where(UnitSettlement.unit_id == last.unit_id)) is not None:
+        problem = f"Unit {last.unit_id} has been settled by an admin, so yours stands."
     if problem is not None:
         db.rollback()
         raise TaskError(problem, 409)

@@ -6,6 +6,7 @@ file, a new PostgreSQL database: no tables at all) is the exception: whichever p
 creates the current schema, under the database's write lock, and any other finds it made."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +30,21 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _create_private(url: str) -> None:
+    """Create a SQLite file readable by its owner only: it holds password and token hashes and the
+    cookie-signing key. SQLite gives its -wal and -shm files the database file's permissions."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
+            or parsed.database.startswith("file:"):
+        return
+    try:
+        os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:     # there already, or a folder that is not: SQLite says which when it opens it
+        pass
+
+
 def make_engine(url: str) -> Engine:
+    _create_private(url)
     # Unbounded overflow: the app's sync routes run on anyio's 40 threads, and a pool smaller than
     # that deadlocks under load (threads wait for connections only other waiting threads can give
     # back); the threads themselves bound how many connections are open. In-memory SQLite has its own pool.

@@ -22,6 +22,13 @@ TOKEN_DAYS = 30
 
 def upgrade() -> None:
     connection = op.get_bind()
+    # Accounts that differ only by case must be renamed first: say which, rather than fail on the index.
+    names = sa.table('annotators', sa.column('name', sa.String()))
+    clashes = connection.execute(sa.select(sa.func.lower(names.c.name)).group_by(sa.func.lower(names.c.name))
+                                 .having(sa.func.count() > 1)).scalars().all()
+    if clashes:
+        raise RuntimeError(f"accounts whose names differ only by case: {', '.join(clashes)}; rename all but one "
+                           "of each (e.g. in the database) before upgrading")
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.add_column(sa.Column('expires_at', sa.DateTime(timezone=True), nullable=True))
     tokens = sa.table('api_tokens', sa.column('id', sa.Integer()), sa.column('created_at', sa.DateTime(timezone=True)),
@@ -33,13 +40,6 @@ def upgrade() -> None:
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.alter_column('expires_at', existing_type=sa.DateTime(timezone=True), nullable=False)
 
-    # Accounts that differ only by case must be renamed first: say which, rather than fail on the index.
-    names = sa.table('annotators', sa.column('name', sa.String()))
-    clashes = connection.execute(sa.select(sa.func.lower(names.c.name)).group_by(sa.func.lower(names.c.name))
-                                 .having(sa.func.count() > 1)).scalars().all()
-    if clashes:
-        raise RuntimeError(f"accounts whose names differ only by case: {', '.join(clashes)}; rename all but one "
-                           "of each (e.g. in the database) before upgrading")
     op.create_index('uq_annotators_lower_name', 'annotators', [sa.literal_column('lower(name)')], unique=True)
 
 
