@@ -81,8 +81,8 @@ def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int 
 
 
 def checked_folder(fields: dict, name: str, must_contain: str | None = None, roots: list[Path] | None = None) -> str:
-    """An absolute server path under one of ``roots`` (None: anywhere) that exists, is a readable folder
-    and (optionally) holds ``must_contain``."""
+    """An absolute server path under one of ``roots`` (None: anywhere) that exists, is a readable folder,
+    (optionally) holds ``must_contain``, and holds no link leading outside the roots."""
     value = str(fields.get(name) or "").strip()
     if not value:
         raise JobError(f"{name}: give a folder on the server")
@@ -98,6 +98,11 @@ def checked_folder(fields: dict, name: str, must_contain: str | None = None, roo
         raise JobError(f"{name}: {value} is not readable by the server")
     if must_contain and not (path / must_contain).exists():
         raise JobError(f"{name}: {value} has no {must_contain}")
+    # What the job reads or writes inside must stay in the roots too: a link there could lead anywhere.
+    leaving = ds.link_outside(path, roots) if roots is not None else None
+    if leaving is not None:
+        raise JobError(f"{name}: {leaving[0]} is a link to {leaving[1]}, outside the data roots "
+                       f"({', '.join(map(str, roots))}); remove it or set AMBIENT_DATA_ROOTS to allow that folder")
     return str(path.resolve())
 
 

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -69,11 +73,53 @@ def read_report(data_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through, so that a reader sees either the old file or the whole new
+    one: a temporary file of a fresh random name in the same folder, created exclusively and never
+    through a link (O_EXCL | O_NOFOLLOW: a link planted at a predictable name would have had it write
+    wherever the link points), then renamed over `path` (which replaces a link there, never follows
+    it). Every atomic writer of the pipeline writes through this; the temporary file goes on failure."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON so that a reader sees either the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_file(path) as file:
+        file.write(json.dumps(obj, indent=1).encode())
+
+
+def link_outside(folder: str | Path, roots: list[Path]) -> tuple[Path, Path] | None:
+    """The first link under `folder` whose target lies outside every one of `roots` (resolved folders),
+    and that target; None when every link stays inside them. Linked folders inside the roots are looked
+    through too (each folder once, so a loop of links ends)."""
+    todo, seen = [Path(folder).resolve()], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        with os.scandir(current) as entries:
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    target = path.resolve()
+                    if not any(target.is_relative_to(root) for root in roots):
+                        return path, target
+                    if entry.is_dir():
+                        todo.append(target)
+                elif entry.is_dir(follow_symlinks=False):
+                    todo.append(path)
+    return None
 
 
 def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
@@ -111,10 +157,8 @@ def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
 def write_manifest(data_dir: str | Path, records: list[FrameRecord],
                    textures: np.ndarray, spectrum: np.ndarray) -> None:
     data_dir = Path(data_dir)
-    tmp = data_dir / (MANIFEST + ".tmp")
-    with tmp.open("w") as f:
-        for r in records:
-            f.write(json.dumps(asdict(r)) + "\n")
-    np.save(data_dir / TEXTURES, textures.astype(np.float32))
-    np.save(data_dir / SPECTRUM, spectrum.astype(np.float32))
-    os.replace(tmp, data_dir / MANIFEST)   # the manifest appears last: it marks the set complete
+    for name, array in ((TEXTURES, textures), (SPECTRUM, spectrum)):
+        with atomic_file(data_dir / name) as file:
+            np.save(file, array.astype(np.float32))
+    with atomic_file(data_dir / MANIFEST) as file:    # the manifest appears last: it marks the set complete
+        file.write("".join(json.dumps(asdict(r)) + "\n" for r in records).encode())

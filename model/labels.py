@@ -16,7 +16,6 @@ GPU when present. Written to ``DATA_DIR/labels/<kind>.npz``:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,7 +221,6 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
 def _save(data_dir: str | Path, kind: str, arrays: dict) -> Path:
     path = dataset.labels_file(data_dir, kind)
     path.parent.mkdir(exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, kind=kind, **arrays)
-    os.replace(tmp, path)
+    with dataset.atomic_file(path) as file:
+        np.savez(file, kind=kind, **arrays)
     return path

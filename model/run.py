@@ -38,13 +38,13 @@ State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compi
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from model.dataset import atomic_file, write_json_atomic
 from model.network import CaffeNetBN, normalize_images
 
 RUN_JSON = "run.json"
@@ -100,15 +100,12 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save so that a kill -9 leaves either the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as file:
+        torch.save(obj, file)
 
 
 def write_run_json(run_dir: Path, info: RunInfo, extra: dict) -> None:
-    tmp = run_dir / (RUN_JSON + ".tmp")
-    tmp.write_text(json.dumps({**asdict(info), **extra}, indent=1))
-    os.replace(tmp, run_dir / RUN_JSON)
+    write_json_atomic(run_dir / RUN_JSON, {**asdict(info), **extra})
 
 
 def read_run_json(run_dir: str | Path) -> dict:
@@ -178,9 +175,7 @@ def probe_file(run_dir: str | Path, dataset: str) -> Path:
 def write_probe(run_dir: str | Path, result: dict) -> Path:
     """Store a probe result as RUN_DIR/probe_<its dataset>.json (atomically); returns the path."""
     path = probe_file(run_dir, result["dataset"])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    write_json_atomic(path, result)
     return path
 
 
@@ -197,9 +192,8 @@ def read_probes(run_dir: str | Path) -> list[dict]:
 
 def save_npz_atomic(path: Path, **arrays) -> None:
     """np.savez so that a reader sees either the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_file(path) as file:
+        np.savez(file, **arrays)
 
 
 def pack_jpegs(jpegs: list[list[bytes]]) -> dict[str, np.ndarray]:

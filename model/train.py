@@ -148,9 +148,8 @@ def _trim_metrics(path: Path, last_step: int) -> None:
     rows = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in rows if json.loads(line)["step"] <= last_step]
     if len(kept) != len(rows):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, path)
+        with dataset.atomic_file(path) as file:
+            file.write("".join(line + "\n" for line in kept).encode())
 
 
 def planned_steps(data_dir: str | Path, label_kind: str, settings: TrainSettings) -> tuple[int, int]:

@@ -240,3 +240,33 @@ def test_pages_showing_a_new_token_or_password_are_not_stored(app):
         assert 'id="new-password"' in added.text and 'id="new-password"' in changed.text
         for response in (made, added, changed):
             assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+
+
+def test_disabling_an_account_ends_its_sessions_and_tokens_and_its_logins(app, app_url):
+    token = make_token(app, "ann")
+    with TestClient(app) as ann, TestClient(app) as boss:
+        login(ann, "ann")
+        csrf = login(boss, "boss")
+        page = boss.get("/admin/users").text
+        ann_id = int(page.split(">ann<")[1].split('action="/admin/users/')[1].split("/")[0])
+        boss_id = int(page.split(">boss<")[1].split('action="/admin/users/')[1].split("/")[0])
+        assert boss.post(f"/admin/users/{boss_id}/disable", data={"csrf_token": csrf}).status_code == 409
+        response = boss.post(f"/admin/users/{ann_id}/disable", data={"csrf_token": csrf})
+        assert response.status_code == 200 and "ann is disabled" in response.text
+        assert ann.get("/api/v1/runs").status_code == 401                               # the session ...
+        assert ann.get("/api/v1/runs", headers=bearer(token)).status_code == 401        # ... and the token ended
+        page = ann.post("/login", data={"name": "ann", "password": PASSWORD,
+                                        "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                                                ann.get("/login").text).group(1)})
+        assert page.status_code == 403 and "disabled" in page.text
+        assert boss.post(f"/admin/users/{ann_id}/enable", data={"csrf_token": csrf}).status_code == 200
+        login(ann, "ann")
+        assert ann.get("/api/v1/runs").status_code == 200
+        assert ann.get("/api/v1/runs", headers=bearer(token)).status_code == 401        # revoked for good
+    result = CliRunner().invoke(cli, ["user", "disable", "ann", "--db", app_url])
+    assert result.exit_code == 0 and "ann is disabled" in result.output
+    with TestClient(app) as ann:
+        page = ann.post("/login", data={"name": "ann", "password": PASSWORD,
+                                        "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
+                                                                ann.get("/login").text).group(1)})
+        assert page.status_code == 403

@@ -67,7 +67,8 @@ def session_user(db: Session, annotator_id: object, token: object, settings: Set
     now = _now()
     row = db.execute(select(Annotator, LoginSession.id, LoginSession.last_seen_at)
                      .join(LoginSession, LoginSession.annotator_id == Annotator.id)
-                     .where(Annotator.id == annotator_id, LoginSession.token_hash == _digest(token),
+                     .where(Annotator.id == annotator_id, Annotator.disabled_at.is_(None),
+                            LoginSession.token_hash == _digest(token),
                             LoginSession.created_at >= now - timedelta(days=settings.session_days),
                             LoginSession.last_seen_at >= now - timedelta(minutes=settings.session_idle_minutes))
                      ).one_or_none()

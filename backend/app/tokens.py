@@ -80,7 +80,7 @@ def token_user(db: Session, token: str) -> tuple[Annotator, ApiToken]:
     """The account and token row that `token` names, marking the token used; TaskError (401) for a token
     that is unknown, revoked or expired, saying which."""
     row = db.execute(select(Annotator, ApiToken).join(ApiToken, ApiToken.annotator_id == Annotator.id)
-                     .where(ApiToken.token_hash == _digest(token))).one_or_none() \
+                     .where(ApiToken.token_hash == _digest(token), Annotator.disabled_at.is_(None))).one_or_none() \
         if token.startswith(TOKEN_PREFIX) else None
     if row is None:
         raise TaskError("The API token is unknown or revoked.", 401, {"WWW-Authenticate": "Bearer"})

@@ -1,7 +1,9 @@
-"""Creating accounts and setting their passwords: shared by the users page and `ambient user`."""
+"""Creating, disabling and enabling accounts and setting their passwords: shared by the users page and
+`ambient user`."""
 from __future__ import annotations
 
 import re
+from datetime import datetime, timezone
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -59,7 +61,21 @@ def set_password(db: Session, account: Annotator, password: str | None, settings
     _check_password(password, account.name, settings)
     password = password if password is not None else generate_password()
     account.password_hash = hash_password(password)
-    end_sessions(db, account.id, keep=keep_session)
-    db.execute(delete(ApiToken).where(ApiToken.annotator_id == account.id))
+    _end_access(db, account, keep_session)
     db.commit()
     return password
+
+
+def set_disabled(db: Session, account: Annotator, disabled: bool) -> None:
+    """Disable the account (committed): it can no longer log in, and its sessions and API tokens end
+    now; or enable it again (it logs in anew, and makes new tokens)."""
+    account.disabled_at = datetime.now(timezone.utc) if disabled else None
+    if disabled:
+        _end_access(db, account)
+    db.commit()
+
+
+def _end_access(db: Session, account: Annotator, keep_session: str | None = None) -> None:
+    # A stolen session or token must not outlive the password, or the account.
+    end_sessions(db, account.id, keep=keep_session)
+    db.execute(delete(ApiToken).where(ApiToken.annotator_id == account.id))

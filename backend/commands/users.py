@@ -1,5 +1,5 @@
-"""`ambient user add`, `ambient user password` and `ambient user token`: accounts for annotators and admins,
-and their personal API tokens."""
+"""`ambient user add`, `ambient user password`, `ambient user disable|enable` and `ambient user token`:
+accounts for annotators and admins, and their personal API tokens."""
 from __future__ import annotations
 
 from typing import Optional
@@ -79,6 +79,22 @@ def register(app: typer.Typer) -> None:
         else:
             typer.echo(f"Changed the password of {account.name}.")
 
+    @user_app.command("disable")
+    def disable(
+        name: str = typer.Argument(..., help="The account's name."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+    ) -> None:
+        """Disable an account: it cannot log in, and its sessions and API tokens end now."""
+        _set_disabled(name, db, True)
+
+    @user_app.command("enable")
+    def enable(
+        name: str = typer.Argument(..., help="The account's name."),
+        db: Optional[str] = typer.Option(None, help=DB_HELP),
+    ) -> None:
+        """Enable a disabled account again (it logs in anew and makes new tokens)."""
+        _set_disabled(name, db, False)
+
     @user_app.command("token")
     def token(
         name: str = typer.Argument(..., help="The account's name."),
@@ -105,3 +121,14 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"New {row.scope}-scope token for {account.name}, expires {row.expires_at:%Y-%m-%d %H:%M} UTC "
                    f"(shown once; send it as 'Authorization: Bearer TOKEN'):")
         typer.echo(secret)
+
+
+def _set_disabled(name: str, db: str | None, disabled: bool) -> None:
+    from backend.app.users import set_disabled
+    from backend.config import Settings
+
+    settings = Settings(database_url=db) if db else Settings()
+    with open_sessions(settings.database_url)() as session:
+        account = _account(session, name)
+        set_disabled(session, account, disabled)
+    typer.echo(f"{account.name} is {'disabled' if disabled else 'enabled'}.")

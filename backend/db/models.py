@@ -198,6 +198,8 @@ class Annotator(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     # Undo reaches only answers given after the last undo: one step back, never a walk through the history.
     last_undo_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A disabled account cannot log in; disabling it ended its sessions and revoked its API tokens.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # Account names are unique whatever their case: "BOSS" beside "boss" would pass for the admin.

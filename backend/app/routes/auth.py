@@ -53,6 +53,8 @@ async def login(request: Request, name: str = Form(max_length=200), password: st
         return refused(throttled.status, throttled.message, throttled.headers)
     if not matches:
         return refused(401, "Wrong name or password.")
+    if user.disabled_at is not None:
+        return refused(403, "This account is disabled: ask an admin to enable it.")
     token = await run_in_threadpool(start_session, db, user.id, get_settings(request))
     request.session.clear()      # a fresh session (and CSRF token) on every login
     request.session.update({"uid": user.id, SESSION_TOKEN: token, "csrf": new_csrf_token()})

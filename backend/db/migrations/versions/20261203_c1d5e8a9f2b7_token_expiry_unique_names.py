@@ -1,5 +1,5 @@
 """api tokens expire (expires_at; existing tokens get 30 days from their making); account names are
-unique whatever their case
+unique whatever their case; accounts can be disabled (disabled_at)
 
 Revision ID: c1d5e8a9f2b7
 Revises: e7f2b4c6d8a1
@@ -41,9 +41,13 @@ def upgrade() -> None:
         batch_op.alter_column('expires_at', existing_type=sa.DateTime(timezone=True), nullable=False)
 
     op.create_index('uq_annotators_lower_name', 'annotators', [sa.literal_column('lower(name)')], unique=True)
+    with op.batch_alter_table('annotators', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('annotators', schema=None) as batch_op:
+        batch_op.drop_column('disabled_at')
     op.drop_index('uq_annotators_lower_name', table_name='annotators')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_column('expires_at')
