@@ -32,7 +32,8 @@ _URL = seed_run(Path(_TMP.name), n_units=3, n_images=4)
 add_user(_URL, "ann")
 add_user(_URL, "boss", is_admin=True)
 # Random logins fail: no throttle here, or restoring the shared sessions would meet a 429.
-APP = create_app(Settings(database_url=_URL, login_failures=10**6))
+APP = create_app(Settings(database_url=_URL, login_failures=10**6, login_address_failures=10**6,
+                          login_account_failures=10**6))
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
@@ -46,9 +47,11 @@ SESSIONS = {name: session_cookie(name) for name in ("ann", "boss")}
 
 
 def restore_sessions() -> None:
-    """Back to the shared sessions after a case that may have ended them (a logout, a password change)."""
+    """Back to the shared sessions after a case that may have ended them (a logout, a password change,
+    disabling the account)."""
     with session_factory(upgrade_db(_URL))() as db:
-        db.execute(update(Annotator).where(Annotator.name.in_(SESSIONS)).values(password_hash=PASSWORD_HASH))
+        db.execute(update(Annotator).where(Annotator.name.in_(SESSIONS)).values(password_hash=PASSWORD_HASH,
+                                                                                disabled_at=None))
         db.commit()
     SESSIONS.update({name: session_cookie(name) for name in SESSIONS})
 
@@ -72,10 +75,11 @@ def test_openapi_operations_never_fail_on_the_server(case, who):
 
 FORM_ROUTES = ["/annotate", "/sound", "/units/{id}/annotation", "/annotations/undo", "/sound/{id}",
                "/admin/units/{id}/settle", "/admin/categories/{id}/characteristic", "/admin/categories/{id}/merge",
-               "/admin/users", "/admin/users/{id}/password", "/login", "/logout"]
-SESSION_ENDING = {"/admin/users/{id}/password", "/logout"}
+               "/admin/users", "/admin/users/{id}/password", "/admin/users/{id}/disable", "/admin/users/{id}/enable",
+               "/profile/tokens", "/login", "/logout"]
+SESSION_ENDING = {"/admin/users/{id}/password", "/admin/users/{id}/disable", "/logout"}
 FIELDS = ["answer", "category", "marked", "name", "password", "your_password", "is_admin", "characteristic", "into",
-          "next", "audible_1", "audible_x"]
+          "next", "audible_1", "audible_x", "scope", "days"]
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80)
 forms = st.lists(st.tuples(st.sampled_from(FIELDS) | text, text), max_size=8)
 

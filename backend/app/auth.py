@@ -3,17 +3,17 @@
 Sessions: the signed cookie carries the account id and a random token, the database the token's
 SHA-256 (``LoginSession``). A session is valid while its row exists, is younger than
 `Settings.session_days` and was used within `Settings.session_idle_minutes`; logging out deletes
-the row, a password change all of the account's rows.
+the row, a password change or disabling the account all of its rows.
 
 Logins: failed logins are counted within the window (the `limits` library) per account name and client
 address together, per address, and per account name. Past the first limit (the 11th for one account from
 one address) or the second (an address trying many names), a login is refused with 429 before any
 password is checked. Past the third (many addresses after one name) the account is locked for addresses
 that have failed, but the right password from an address with no failures gets through: nobody can lock
-an account's owner out by guessing at it. Every
-check costs the same argon2 work, an unknown name included (it is checked against a dummy hash), so
-the answer's timing does not tell which names exist; and at most `password_checks_at_once` checks
-run at a time (each takes 64 MiB), the others waiting without holding a thread.
+an account's owner out by guessing at it. Every check costs the same argon2 work, an unknown name
+included (it is checked against a dummy hash), so the answer's timing does not tell which names exist;
+and at most `password_checks_at_once` checks run at a time (each takes 64 MiB), the others waiting
+without holding a thread.
 """
 from __future__ import annotations
 
