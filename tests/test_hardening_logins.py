@@ -249,3 +249,13 @@ def test_failed_reauthentication_does_not_lock_the_shared_address(app_url):
                                    data={"password": "a fresh secret", "your_password": "typo", "csrf_token": token})
             assert response.status_code == 403
         assert try_login(colleague, "ann", PASSWORD).status_code == 303     # same address, another person
+
+
+@pytest.mark.parametrize("trusted, proto, secure", [("testclient", "https", True), ("testclient", "https, http", False),
+                                                    ("testclient", "http, https", True), ("127.0.0.1", "https", False)])
+def test_the_cookie_is_secure_when_a_trusted_proxy_says_it_forwarded_https(app_url, trusted, proto, secure):
+    # `ambient serve` leaves X-Forwarded-* to the app: only a trusted proxy's last entry counts.
+    app = create_app(Settings(database_url=app_url, trusted_proxies=trusted))
+    with TestClient(app) as client:
+        set_cookie = client.get("/login", headers={"x-forwarded-proto": proto}).headers["set-cookie"]
+    assert ("secure" in set_cookie.lower()) == secure
