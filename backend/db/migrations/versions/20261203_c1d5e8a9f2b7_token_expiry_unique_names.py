@@ -2,7 +2,7 @@
 unique whatever their case; accounts can be disabled (disabled_at)
 
 Revision ID: c1d5e8a9f2b7
-Revises: e7f2b4c6d8a1
+Revises: c91d4a7e2b65
 Create Date: 2026-12-03 09:00:00
 """
 from datetime import timedelta, timezone
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = 'c1d5e8a9f2b7'
-down_revision = 'e7f2b4c6d8a1'
+down_revision = 'c91d4a7e2b65'
 branch_labels = None
 depends_on = None
 
