@@ -201,6 +201,7 @@ def test_a_new_sqlite_database_and_its_wal_are_readable_by_their_owner_only(tmp_
 
 def test_the_token_expiry_migration_gives_old_tokens_30_days_and_refuses_names_differing_by_case(url):
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     from backend.db.session import alembic_config, make_engine
 
@@ -215,6 +216,8 @@ def test_the_token_expiry_migration_gives_old_tokens_30_days_and_refuses_names_d
                                 "VALUES (1, 'old', 'h', 'read', '2026-12-01 10:00:00')"))
         connection.execute(text("INSERT INTO annotators (id, name, password_hash, is_admin, created_at) "
                                 "VALUES (2, 'ANN', 'x', false, '2026-12-01 10:00:00')"))
+        # Up to the revision before it: SQLite does not roll back the DDL of a migration that failed.
+        command.upgrade(config, ScriptDirectory.from_config(config).get_revision("c1d5e8a9f2b7").down_revision)
     with pytest.raises(RuntimeError, match="differ only by case: ann"), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
