@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import PASSWORD, login
+from app_helpers import PASSWORD, add_user, login
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
@@ -270,3 +270,16 @@ def test_disabling_an_account_ends_its_sessions_and_tokens_and_its_logins(app, a
                                         "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
                                                                 ann.get("/login").text).group(1)})
         assert page.status_code == 403
+
+
+def test_disabling_or_enabling_an_admin_needs_the_acting_admins_password(app, app_url):
+    add_user(app_url, "boss2", is_admin=True)
+    with TestClient(app) as boss:
+        csrf = login(boss, "boss")
+        page = boss.get("/admin/users").text
+        boss2 = int(page.split(">boss2<")[1].split('action="/admin/users/')[1].split("/")[0])
+        for action in ("disable", "enable"):
+            refused = boss.post(f"/admin/users/{boss2}/{action}", data={"csrf_token": csrf})
+            assert refused.status_code == 403 and "your own password" in refused.json()["detail"]
+            done = boss.post(f"/admin/users/{boss2}/{action}", data={"csrf_token": csrf, "your_password": PASSWORD})
+            assert done.status_code == 200 and f"boss2 is {action}d" in done.text

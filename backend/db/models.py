@@ -268,7 +268,7 @@ class ApiToken(Base):
 
     "read" tokens make GET requests only; "admin" tokens (admins' only) may also call the admin endpoints
     and change things. A token is refused after ``expires_at``. Revoking deletes the row; so do a new
-    password for the account and removing it (ON DELETE CASCADE)."""
+    password for the account, disabling it, and removing it (ON DELETE CASCADE)."""
 
     __tablename__ = "api_tokens"
     __table_args__ = (CheckConstraint(f"scope IN {TOKEN_SCOPES}", name="scope"),)

@@ -74,8 +74,13 @@ def disable(account_id: int, request: Request, your_password: str = Form("", max
 
 
 @router.post("/admin/users/{account_id}/enable", dependencies=[Depends(check_csrf)])
-def enable(account_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+def enable(account_id: int, request: Request, your_password: str = Form("", max_length=1000),
+           user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Enable a disabled account again; an admin's only with the acting admin's own password (else a stolen
+    session could bring back an admin account whose password was stolen with it)."""
     account = _account(db, account_id)
+    if account.is_admin and not reauthenticated(request, user, your_password):
+        raise HTTPException(403, f"{account.name} is an admin: enter your own password to enable them.")
     set_disabled(db, account, False)
     return _page(request, user, db, enabled=account)
 
