@@ -73,6 +73,12 @@ def read_report(data_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def create_new(path: Path) -> BinaryIO:
+    """A new file at `path`, opened for writing: refused (FileExistsError) when anything is there already,
+    a link included, so nothing is ever written through one."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb")
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write `path` through, so that a reader sees either the old file or the whole new
@@ -82,9 +88,9 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     it). Every atomic writer of the pipeline writes through this; the temporary file goes on failure."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+    file = create_new(tmp)
     try:
-        with os.fdopen(fd, "wb") as file:
+        with file:
             yield file
         os.replace(tmp, path)
     except BaseException:

@@ -111,12 +111,6 @@ def current_index(data_dir: str | Path) -> ShardIndex | None:
     return index if index is not None and index.manifest_sha256 == manifest_digest(data_dir) else None
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
-
 def _stored_ids(path: Path) -> list[int]:
     """The frame ids of a finished shard, from its tar headers (read without reading the frames)."""
     with tarfile.open(path) as tar:
@@ -148,7 +142,7 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
     if not same_plan:      # shards of another manifest or size: none can be kept
         for old in [*folder.glob("*.tar"), *folder.glob("*.tar.tmp"), folder / INDEX]:
             old.unlink(missing_ok=True)
-    _write_json_atomic(plan_path, plan)
+    dataset.write_json_atomic(plan_path, plan)
 
     def finished(name: str) -> bool:
         """A shard this plan already wrote (and, when indexed, of its indexed size: not truncated since)."""
@@ -193,7 +187,8 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
                     shards[name] = _stored_ids(folder / name)
                 else:
                     tmp = folder / (name + ".tmp")
-                    file = tmp.open("wb")
+                    tmp.unlink(missing_ok=True)     # a killed run's part, or a planted link: never written through
+                    file = dataset.create_new(tmp)
                     writers[split] = (name, webdataset.TarWriter(file, encoder=False, mtime=0), tmp, file)
             if split not in writers or writers[split][0] != name:
                 continue                      # a shard kept from an earlier, killed run
@@ -214,11 +209,10 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
                        frame_ids=np.array([i for n in names for i in shards[n]], np.int64),
                        manifest_sha256=digest, frames_per_shard=frames_per_shard,
                        missing=np.array(missing, np.int64))
-    tmp = folder / (INDEX + ".tmp.npz")
-    np.savez(tmp, names=np.array(index.names), splits=index.splits, counts=index.counts, sizes=index.sizes,
-             frame_ids=index.frame_ids, manifest_sha256=digest, frames_per_shard=frames_per_shard,
-             missing=index.missing)
-    os.replace(tmp, folder / INDEX)           # the index appears last: it marks the shards complete
+    with dataset.atomic_file(folder / INDEX) as file:     # the index appears last: it marks the shards complete
+        np.savez(file, names=np.array(index.names), splits=index.splits, counts=index.counts, sizes=index.sizes,
+                 frame_ids=index.frame_ids, manifest_sha256=digest, frames_per_shard=frames_per_shard,
+                 missing=index.missing)
     plan_path.unlink(missing_ok=True)
     return index
 

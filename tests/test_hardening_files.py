@@ -138,3 +138,18 @@ def test_a_units_job_on_a_run_folder_holding_a_planted_link_is_refused(tmp_path,
                            headers={"x-csrf-token": token})
     assert response.status_code == 422
     assert "run_dir:" in response.json()["detail"] and "outside the data roots" in response.json()["detail"]
+
+
+def test_shards_are_not_written_through_links_at_their_old_temporary_names(tmp_path, victim):
+    from model.shards import INDEX, PLAN, write_shards
+    from test_train import make_dataset
+
+    data = make_dataset(tmp_path / "data", videos=4, frames=2)
+    folder = data / "shards"
+    folder.mkdir()
+    planted = ["train-000000.tar.tmp", "test-000000.tar.tmp", INDEX + ".tmp.npz", PLAN + ".tmp"]
+    for name in planted:
+        (folder / name).symlink_to(victim)
+    index = write_shards(data, 4, progress=False)
+    assert victim.read_bytes() == VICTIM
+    assert all((folder / name).is_file() and not (folder / name).is_symlink() for name in [*index.names, INDEX])
