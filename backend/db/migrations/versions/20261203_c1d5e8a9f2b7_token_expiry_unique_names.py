@@ -2,7 +2,7 @@
 unique whatever their case; accounts can be disabled (disabled_at)
 
 Revision ID: c1d5e8a9f2b7
-Revises: c91d4a7e2b65
+Revises: 5d2e8a4c7b19
 Create Date: 2026-12-03 09:00:00
 """
 from datetime import timedelta, timezone
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 
 revision = 'c1d5e8a9f2b7'
-down_revision = 'c91d4a7e2b65'
+down_revision = '5d2e8a4c7b19'
 branch_labels = None
 depends_on = None
 
