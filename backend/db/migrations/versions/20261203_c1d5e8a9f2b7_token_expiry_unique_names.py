@@ -40,14 +40,15 @@ def upgrade() -> None:
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.alter_column('expires_at', existing_type=sa.DateTime(timezone=True), nullable=False)
 
-    op.create_index('uq_annotators_lower_name', 'annotators', [sa.literal_column('lower(name)')], unique=True)
     with op.batch_alter_table('annotators', schema=None) as batch_op:
         batch_op.add_column(sa.Column('disabled_at', sa.DateTime(timezone=True), nullable=True))
+    op.create_index('uq_annotators_lower_name', 'annotators', [sa.literal_column('lower(name)')], unique=True)
 
 
 def downgrade() -> None:
+    # The index first: SQLite's batch mode copies the table without an index on an expression.
+    op.drop_index('uq_annotators_lower_name', table_name='annotators')
     with op.batch_alter_table('annotators', schema=None) as batch_op:
         batch_op.drop_column('disabled_at')
-    op.drop_index('uq_annotators_lower_name', table_name='annotators')
     with op.batch_alter_table('api_tokens', schema=None) as batch_op:
         batch_op.drop_column('expires_at')
