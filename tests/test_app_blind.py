@@ -91,10 +91,12 @@ def every_get_path(app, units: list[int], images: list[int]) -> list[str]:
 
 def test_an_annotator_who_answered_nothing_sees_no_result_anywhere(campaign):
     url, units = campaign
-    app = create_app(Settings(database_url=url))
+    settings = Settings(database_url=url)
+    app = create_app(settings)
     images = [unit_images(url, u)[0] for u in units]
     with session_factory(upgrade_db(url))() as db:
-        _, token = create_token(db, db.scalar(select(Annotator).where(Annotator.name == "dan")), "script", "read")
+        _, token = create_token(db, db.scalar(select(Annotator).where(Annotator.name == "dan")), "script", "read",
+                                settings.token_days, settings)
     with TestClient(app) as client:
         csrf = login(client, "dan")
         paths = every_get_path(app, units, images)
