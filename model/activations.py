@@ -203,7 +203,12 @@ class LayerGeometry:
 
 
 class GeometryError(ValueError):
-    """A layer's geometry cannot be measured or computed: dissecting it would place its maps blindly."""
+    """A layer's geometry is unknown or contradictory: dissecting it would place its maps blindly."""
+
+
+class Unmeasurable(GeometryError):
+    """The network hides where its positions sit (every position sees the whole input, no gradients
+    reach the input), as opposed to showing a layout no geometry describes (GeometryError)."""
 
 
 def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
@@ -264,7 +269,7 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
     """The geometry of a layer measured from the network itself, whatever its modules say.
 
     ``forward`` maps (N, 3, S, S) float inputs to the layer's (N, units, H, W) maps. For a few map
-    positions, the gradient of the position's units (summed) with respect to random inputs is non-zero
+    positions, the gradient of the position's units (randomly weighted) with respect to random inputs is non-zero
     exactly on the pixels the position sees: its receptive field, clipped by the image. Each
     receptive field edge that does not touch the image's border is exact; the tops and the bottoms of
     the probed positions must lie on two lines ``edge = a + stride * i`` (a layer whose positions are
@@ -272,9 +277,10 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
     columns must agree. Where the network accepts larger inputs, the output's growth must match the
     stride (stride from input and output sizes).
 
-    Raises GeometryError, saying why, when the layer gives no spatial maps, its maps do not depend
-    on the input through gradients, a position sees the whole input at every size the network accepts,
-    or its positions are not evenly spaced, in order, in the input.
+    Raises Unmeasurable, saying why, when the layer gives no spatial maps, its maps do not depend
+    on the input through gradients or a position sees the whole input at every size the network
+    accepts; GeometryError when its positions are not evenly spaced, in order, in the input, or rows
+    and columns differ.
     """
     generator = torch.Generator().manual_seed(0)
     fits: list[tuple[int, int, int, LayerGeometry | None, str]] = []    # (size, H, W, geometry, why not)
@@ -289,13 +295,13 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
                 maps = forward(x)
         except Exception as error:                  # noqa: BLE001: a network that refuses other sizes
             if scale == 1:
-                raise GeometryError(f"the network does not run on {size}x{size} inputs ({error})") from error
+                raise Unmeasurable(f"the network does not run on {size}x{size} inputs ({error})") from error
             break                                   # e.g. a torch.export program with static shapes
         if maps.ndim != 4:
-            raise GeometryError(f"the layer gives {tuple(maps.shape)} outputs, not (N, units, H, W) maps")
+            raise Unmeasurable(f"the layer gives {tuple(maps.shape)} outputs, not (N, units, H, W) maps")
         height, width = maps.shape[2:]
         if height < 2 or width < 2:
-            raise GeometryError(f"the layer gives {height}x{width} maps on {size}x{size} inputs: a map position "
+            raise Unmeasurable(f"the layer gives {height}x{width} maps on {size}x{size} inputs: a map position "
                                 f"cannot be placed in the image")
         geometry, why = _measure_at(maps, x, size)
         fits.append((size, height, width, geometry, why))
@@ -303,7 +309,7 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
             break
     size, height, width, geometry, why = fits[-1]
     if geometry is None:
-        raise GeometryError(why)
+        raise Unmeasurable(why)
     # The output's size must grow by one position per stride of input: checks the stride another way.
     for other, other_height, other_width, _, _ in fits[:-1]:
         for grown, side in ((height - other_height, "rows"), (width - other_width, "columns")):
@@ -317,13 +323,16 @@ def _measure_at(maps: torch.Tensor, x: torch.Tensor, size: int) -> tuple[LayerGe
     height, width = maps.shape[2:]
     points = sorted({(round(f * (height - 1)), round(f * (width - 1))) for f in PROBE_POSITIONS})
     edges: dict[str, list[tuple[int, int, int]]] = {"rows": [], "columns": []}   # (position, top, bottom)
+    # Units weighted at random, not summed: units whose weights cancel (blue - red and red - blue) would hide
+    # every pixel from a plain sum.
+    mix = torch.rand(maps.shape[1], generator=torch.Generator().manual_seed(1)).to(maps.device) + 0.5
     for k, (i, j) in enumerate(points):
-        (grad,) = torch.autograd.grad(maps[:, :, i, j].sum(), x, retain_graph=k < len(points) - 1,
+        (grad,) = torch.autograd.grad((maps[:, :, i, j].float() @ mix).sum(), x, retain_graph=k < len(points) - 1,
                                       allow_unused=True)
         seen = torch.zeros((size, size), dtype=torch.bool) if grad is None else \
             (grad.detach().abs().sum(dim=(0, 1)) > 0).cpu()
         if not seen.any():
-            raise GeometryError(f"map position ({i}, {j}) does not depend on the input through gradients "
+            raise Unmeasurable(f"map position ({i}, {j}) does not depend on the input through gradients "
                                 f"(a non-differentiable operation, such as rounding, on the way?)")
         for axis, along, position in (("rows", seen.any(dim=1), i), ("columns", seen.any(dim=0), j)):
             index = along.nonzero()[:, 0]
@@ -338,7 +347,7 @@ def _measure_at(maps: torch.Tensor, x: torch.Tensor, size: int) -> tuple[LayerGe
             return None, why
         geometries.append(geometry)
     if not geometries[0].agrees_with(geometries[1]):
-        return None, f"its rows ({geometries[0]}) and columns ({geometries[1]}) differ"
+        raise GeometryError(f"its rows ({geometries[0]}) and columns ({geometries[1]}) differ")
     return geometries[0], ""
 
 
@@ -376,7 +385,8 @@ def checked_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
     (``arithmetic``, e.g. ``layer_geometry``) where both exist.
 
     Disagreement raises GeometryError: one of the two misreads the network, and a dissection would be
-    wrong either way. Where the measurement is impossible, the arithmetic is used when it exists (a
+    wrong either way; so does a measured layout that no geometry describes (a flipped map). Where the
+    network hides its geometry (Unmeasurable), the arithmetic is used when it exists (a
     squeeze-and-excitation block makes every position depend on the whole image); where neither works,
     GeometryError names ``what`` (the model and layer).
     """
@@ -387,8 +397,11 @@ def checked_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
         computed, why = None, str(error)
     try:
         measured = measure_geometry(forward, input_size, device)
-    except GeometryError as error:
+    except Unmeasurable as error:
         measured, why = None, f"{error}; {why}" if why else str(error)
+    except GeometryError as error:
+        raise GeometryError(f"{what}: cannot place its map positions in the input image, so its units are not "
+                            f"dissected: {error}") from None
     if measured is not None and computed is not None and not measured.agrees_with(computed):
         raise GeometryError(f"{what}: the network measures {measured}, but its modules' kernel sizes and strides "
                             f"give {computed}: one of them misreads the network, so its units are not dissected")
