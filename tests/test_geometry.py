@@ -3,6 +3,7 @@ torch.jit.trace and torch.export gives the same geometry and the same labels end
 whose geometry cannot be measured is refused, not dissected."""
 import json
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,11 +15,14 @@ from typer.testing import CliRunner
 from app_helpers import database_url
 from backend.cli import app
 from backend.db.session import upgrade_db
+from model import pool as pl
 from model.activations import GeometryError, LayerGeometry, checked_geometry, layer_geometry, measure_geometry
-from model.dissect import upsample_maps
+from model.dissect import label_units, score_units, units_layer, upsample_maps
 from model.network import CaffeNetBN
 from model.run import dissection_scores_file, units_file
-from model.units import load_network
+from model.segmentation import match_masks, read_classes
+from model.settings import UNITS
+from model.units import _run_until, extract_units, load_network
 
 SKY, BUILDING, ROAD, TREE = 1, 2, 3, 4          # label-map values; 0 is unlabelled
 COLOURS = {SKY: (70, 130, 230), BUILDING: (160, 80, 60), ROAD: (110, 110, 110), TREE: (50, 140, 50)}
@@ -40,7 +44,8 @@ class ColourDetector(nn.Module):
         with torch.no_grad():
             self.down1.weight.fill_(1 / 16)
             self.down2.weight.fill_(1 / 4)
-            self.unit.weight.copy_(torch.tensor([[-1.0, 0, 1], [1, 0, -1], [-0.5, 1, -0.5], [0.5, -1, 0.5]])[:, :, None, None])
+            weights = torch.tensor([[-1.0, 0, 1], [1, 0, -1], [-0.5, 1, -0.5], [0.5, -1, 0.5]])   # (units, RGB)
+            self.unit.weight.copy_(weights[:, :, None, None])
             for conv in (self.down1, self.down2, self.unit):
                 conv.bias.zero_()
 
@@ -137,7 +142,6 @@ def test_the_measured_geometry_is_network_dissections_upsampling():
 def test_measured_and_computed_geometry_agree_on_known_networks():
     from torchvision.models import alexnet
 
-    from model.units import _run_until
     caffe = CaffeNetBN(4, fc_width=8).eval()
     # CaffeNet's conv5 on the 99 px crops the units tests use: its 163 px field is measured on larger inputs.
     assert measure_geometry(lambda x: caffe.forward_features(x, "conv5"), 99) == LayerGeometry(163, 16, 17)
@@ -185,10 +189,6 @@ def test_the_detector_labels_sky_end_to_end_whichever_way_it_was_saved(how, dete
 def test_a_units_file_placed_with_the_old_1x1_guess_is_not_dissected(detectors, street, tmp_path):
     """A traced network's units written before geometry was measured (every layer taken as 1x1): the
     dissection says its maps are misplaced instead of labelling them."""
-    from model.settings import UNITS
-    from model.units import extract_units
-    from dataclasses import replace
-
     images, masks, classes = street
     run = tmp_path / "run"
     extract_units(run, images, replace(UNITS, top=4, batch_size=16, workers=0), model_spec=detectors["trace"],
@@ -204,9 +204,6 @@ def test_a_units_file_placed_with_the_old_1x1_guess_is_not_dissected(detectors, 
     assert result.exit_code == 1 and "misplaced" in result.output and "stride 32 px" in result.output
     assert not (run / "dissection.json").exists()
     # What labelling it would have said (the issue's answer): every unit "building", sky lost.
-    from model import pool as pl
-    from model.dissect import label_units, score_units
-    from model.segmentation import match_masks, read_classes
     records = pl.pool_records(meta["data_dir"], "all")
     old = {**meta, "rf_size": 1.0, "stride": 1.0, "offset": 0.0, "rf_radius": 0.2}
     scores = score_units(load_network(run, "conv5", detectors["trace"]), old, arrays["frame_ids"],
@@ -268,8 +265,6 @@ def test_measurement_and_arithmetic_that_disagree_are_refused():
 
 
 def test_dissect_takes_the_layer_the_run_holds_or_lists_them(tmp_path):
-    from model.dissect import units_layer
-
     run = tmp_path / "run"
     run.mkdir()
     with pytest.raises(FileNotFoundError, match="no units to dissect"):
