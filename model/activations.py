@@ -270,13 +270,14 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
     """The geometry of a layer measured from the network itself, whatever its modules say.
 
     ``forward`` maps (N, 3, S, S) float inputs to the layer's (N, units, H, W) maps. For a few map
-    positions, the gradient of the position's units (randomly weighted) with respect to random inputs is non-zero
-    exactly on the pixels the position sees: its receptive field, clipped by the image. Each
-    receptive field edge that does not touch the border of what the layer sees is exact; the tops and
-    the bottoms of the probed positions must lie on two lines ``edge = a + stride * i`` (a layer whose
-    positions are evenly spaced in the input), which give the stride, the receptive field and the offset. Rows and
-    columns must agree. Where the network accepts larger inputs, the output's growth must match the
-    stride (stride from input and output sizes).
+    positions, the gradient of the position's units (randomly weighted) with respect to random inputs
+    is non-zero exactly on the pixels the position sees: its receptive field, clipped by the image.
+    Each receptive field edge that does not touch the border of what the layer sees is exact; the tops
+    and the bottoms of the probed positions must lie on two lines ``edge = a + stride * i`` (a layer
+    whose positions are evenly spaced in the input), which give the stride, the receptive field and the
+    offset. Rows and columns must agree. Inputs up to 4x the network's own are tried when it accepts
+    them (a field wider than twice the input shows no inside edges); then the output's growth must
+    match the stride (the stride from input and output sizes).
 
     Raises Unmeasurable, saying why, when the layer gives no spatial maps, its maps do not depend
     on the input through gradients or a position sees the whole input at every size the network
@@ -317,6 +318,9 @@ def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
                 if count > images:
                     raise
         if maps is None:
+            *found, why = fits[-1]
+            fits[-1] = (*found, f"{why} (the network runs only on {input_size}x{input_size} inputs: exported with "
+                                f"a dynamic height and width, larger inputs would show its field's edges)")
             break
         fits.append((size, height, width, geometry, why))
         if geometry is not None:
@@ -357,7 +361,7 @@ def _measure_at(maps: torch.Tensor, x: torch.Tensor, size: int) -> tuple[LayerGe
         # may be cut by the image, one inside is exact.
         bounds = (min(top for _, top, _ in found), max(bottom for _, _, bottom in found))
         try:
-            geometry, _ = _fit_edges(found, bounds, size, axis)
+            geometry = _fit_edges(found, bounds, size, axis)
         except _TooWide as error:
             return None, str(error)
         geometries.append(geometry)
@@ -366,8 +370,7 @@ def _measure_at(maps: torch.Tensor, x: torch.Tensor, size: int) -> tuple[LayerGe
     return geometries[0], ""
 
 
-def _fit_edges(found: list[tuple[int, int, int]], bounds: tuple[int, int], size: int,
-               axis: str) -> tuple[LayerGeometry | None, str]:
+def _fit_edges(found: list[tuple[int, int, int]], bounds: tuple[int, int], size: int, axis: str) -> LayerGeometry:
     """Fit top = a + stride * i and bottom = b + stride * i to the edges that lie inside the pixels the layer
     sees (``bounds``; an edge on them may be cut by the image). Tops and bottoms may come from different
     positions, so a field up to twice the input is measured; two of each, so that the fit is checked."""
@@ -380,11 +383,11 @@ def _fit_edges(found: list[tuple[int, int, int]], bounds: tuple[int, int], size:
     design = np.array([(1.0, 0.0, p) for p, _ in tops] + [(0.0, 1.0, p) for p, _ in bottoms])
     values = np.array([t for _, t in tops] + [b for _, b in bottoms], float)
     (top, bottom, stride), *_ = np.linalg.lstsq(design, values, rcond=None)
-    if np.abs(design @ (top, bottom, stride) - values).max() > 0.5 or stride <= 0 or bottom < top:
+    if np.abs(design @ (top, bottom, stride) - values).max() > 0.5 or stride <= 0 or bottom < top - 0.5:
         seen = ", ".join(f"{p}: {t}-{b}" for p, t, b in found)
         raise GeometryError(f"its map positions are not evenly spaced in order along the image's {axis} "
                             f"(position: pixels seen = {seen})")
-    return LayerGeometry(_round(bottom - top + 1), _round(stride), _round((top + bottom) / 2)), ""
+    return LayerGeometry(_round(bottom - top + 1), _round(stride), _round((top + bottom) / 2))
 
 
 class _TooWide(Unmeasurable):
@@ -422,7 +425,10 @@ def checked_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size
                             f"dissected: {error}") from None
     if measured is not None and computed is not None and not measured.agrees_with(computed):
         # Few random inputs may have missed an edge the same way at every position: look again with more.
-        measured = measure_geometry(forward, input_size, device, images=2 * RETRY_IMAGES)
+        try:
+            measured = measure_geometry(forward, input_size, device, images=2 * RETRY_IMAGES)
+        except GeometryError:
+            pass
     if measured is not None and computed is not None and not measured.agrees_with(computed):
         raise GeometryError(f"{what}: the network measures {measured}, but its modules' kernel sizes and strides "
                             f"give {computed}: one of them misreads the network, so its units are not dissected")

@@ -280,3 +280,20 @@ def test_dissect_takes_the_layer_the_run_holds_or_lists_them(tmp_path):
     result = CliRunner().invoke(app, ["dissect", str(run), "--truth", "--no-publish"])
     assert result.exit_code == 2 and "conv5, output" in unboxed(result.output)
     assert "ambient units" not in unboxed(result.output)
+
+
+def test_an_export_fixed_to_a_small_input_is_refused_and_a_dynamic_one_measured(tmp_path):
+    """At 64x64 the detector's 2x2 positions all reach the image's borders; exported with a dynamic size, larger
+    probes show its edges (the export's own input size is kept as the network's input)."""
+    detector = ColourDetector().eval()
+    torch.export.save(torch.export.export(detector, (torch.randn(1, 3, 64, 64),)), str(tmp_path / "fixed.pt2"))
+    with pytest.raises(GeometryError, match="runs only on 64x64 inputs"):
+        load_network(tmp_path, "conv5", f"export:{tmp_path / 'fixed.pt2'}")
+    side = torch.export.Dim("side", min=2, max=64)
+    program = torch.export.export(detector, (torch.randn(2, 3, 64, 64),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch", max=1024), 2: 32 * side, 3: 32 * side},))
+    torch.export.save(program, str(tmp_path / "dynamic.pt2"))
+    network = load_network(tmp_path, "conv5", f"export:{tmp_path / 'dynamic.pt2'}")
+    assert (network.geometry, network.input_size, network.frame_size) == (DETECTOR, 224, 256)
+    crops = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)
+    assert network.activations(crops).shape == (3, 4, 7, 7)        # any batch size goes through at once
