@@ -1,8 +1,12 @@
-"""Each unit's most activating images (a streaming top-k) and its receptive-field masks (paper 4.1)."""
+"""Each unit's most activating images (a streaming top-k), its receptive-field masks (paper 4.1) and
+where a layer's map positions sit in the input (measured from the network, checked against its modules)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -189,6 +193,23 @@ class LayerGeometry:
     stride: float
     offset: float
 
+    def agrees_with(self, other: "LayerGeometry", tolerance: float = 0.5) -> bool:
+        """Same stride, and offset and receptive field within ``tolerance`` pixels."""
+        return (abs(self.stride - other.stride) < 1e-6 and abs(self.offset - other.offset) <= tolerance
+                and abs(self.rf_size - other.rf_size) <= tolerance)
+
+    def __str__(self) -> str:
+        return f"receptive field {self.rf_size:g} px, stride {self.stride:g} px, offset {self.offset:g} px"
+
+
+class GeometryError(ValueError):
+    """A layer's geometry is unknown or contradictory: dissecting it would place its maps blindly."""
+
+
+class Unmeasurable(GeometryError):
+    """The network hides where its positions sit (every position sees the whole input, no gradients
+    reach the input), as opposed to showing a layout no geometry describes (GeometryError)."""
+
 
 def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
     """Receptive-field arithmetic over the convolutions and poolings up to ``layer`` (None: the whole
@@ -198,9 +219,13 @@ def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
     networks such as CaffeNet and torchvision's AlexNet/VGG. Residual networks' shortcut projections
     (torchvision's ``downsample`` branches) run beside the block's convolutions, not after them: they
     are skipped, so ResNet's geometry is its main path's.
+
+    Raises ValueError when ``layer`` is absent, and GeometryError when there are no such modules or one
+    does not say its kernel size and stride (``torch.jit.trace`` drops them): guessing 1 there is what
+    once placed a traced network's maps in the image's corner.
     """
     rf, stride, offset = 1.0, 1.0, 0.0
-    found = layer is None
+    found, counted = layer is None, 0
     for name, module in model.named_modules():
         if found and layer is not None and not name.startswith(layer + "."):
             break
@@ -209,20 +234,210 @@ def layer_geometry(model: nn.Module, layer: str | None) -> LayerGeometry:
         if "downsample" in name.split("."):
             continue
         # Scripted modules (TorchScript files) keep their class name in ``original_name``.
-        if getattr(module, "original_name", type(module).__name__) in ("Conv2d", "MaxPool2d", "AvgPool2d"):
-            kernel, step, padding, dilation = (_first(getattr(module, attr, 1))
-                                               for attr in ("kernel_size", "stride", "padding", "dilation"))
+        kind = getattr(module, "original_name", type(module).__name__)
+        if kind in ("Conv2d", "MaxPool2d", "AvgPool2d"):
+            missing = [attr for attr in ("kernel_size", "stride") if not hasattr(module, attr)]
+            if missing:
+                raise GeometryError(f"module {name!r} ({kind}) does not say its {' and '.join(missing)} "
+                                    f"(a traced TorchScript file keeps only its weights)")
+            kernel, step, padding, dilation = (_first(getattr(module, attr, default)) for attr, default in
+                                               (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)))
             kernel = dilation * (kernel - 1) + 1
             rf += (kernel - 1) * stride
             offset += ((kernel - 1) / 2 - padding) * stride
             stride *= step
+            counted += 1
     if not found:
         raise ValueError(f"the model has no layer named {layer!r}")
+    if not counted:     # convolutions done by functions (or a torch.export graph): nothing to count on
+        raise GeometryError("the model has no Conv2d, MaxPool2d or AvgPool2d modules to compute its geometry from")
     return LayerGeometry(rf, stride, offset)
 
 
 def _first(value) -> int:
-    return value[0] if isinstance(value, tuple) else int(value)
+    return value[0] if isinstance(value, (tuple, list)) else int(value)
+
+
+# Input sizes tried, as multiples of the network's own: a larger input lets a layer whose receptive field
+# is wider than the network's input (CaffeNet's conv5 on small crops) show both edges of some positions.
+PROBE_SCALES = (1, 2, 4)
+PROBE_POSITIONS = (0.0, 1 / 6, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0)   # map positions probed, as fractions of its side
+RETRY_IMAGES = 8                                  # x more random inputs when a first few give uneven edges
+
+
+def measure_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size: int,
+                     device: str | torch.device = "cpu", images: int = 2, max_size: int = 1024) -> LayerGeometry:
+    """The geometry of a layer measured from the network itself, whatever its modules say.
+
+    ``forward`` maps (N, 3, S, S) float inputs to the layer's (N, units, H, W) maps. For a few map
+    positions, the gradient of the position's units (randomly weighted) with respect to random inputs
+    is non-zero exactly on the pixels the position sees: its receptive field, clipped by the image.
+    Each receptive field edge that does not touch the border of what the layer sees is exact; the tops
+    and the bottoms of the probed positions must lie on two lines ``edge = a + stride * i`` (a layer
+    whose positions are evenly spaced in the input), which give the stride, the receptive field and the
+    offset. Rows and columns must agree. Inputs up to 4x the network's own are tried when it accepts
+    them (a field wider than twice the input shows no inside edges); then the output's growth must
+    match the stride (the stride from input and output sizes).
+
+    Raises Unmeasurable, saying why, when the layer gives no spatial maps, its maps do not depend
+    on the input through gradients or a position sees the whole input at every size the network
+    accepts; GeometryError when its positions are not evenly spaced, in order, in the input, or rows
+    and columns differ.
+    """
+    generator = torch.Generator().manual_seed(0)
+    fits: list[tuple[int, int, int, LayerGeometry | None, str]] = []    # (size, H, W, geometry, why not)
+    size = input_size
+    for scale in PROBE_SCALES:
+        size = input_size * scale
+        if scale > 1 and size > max_size:
+            break
+        for count in (images, images * RETRY_IMAGES):
+            x = torch.randn(count, 3, size, size, generator=generator).to(device).requires_grad_()
+            try:
+                with torch.enable_grad():
+                    maps = forward(x)
+            except Exception as error:              # noqa: BLE001: a network that refuses other sizes
+                if scale == 1:
+                    raise Unmeasurable(f"the network does not run on {size}x{size} inputs ({error})") from error
+                maps = None                         # e.g. a torch.export program with static shapes
+                break
+            if maps.ndim != 4:
+                raise Unmeasurable(f"the layer gives {tuple(maps.shape)} outputs, not (N, units, H, W) maps")
+            height, width = maps.shape[2:]
+            if height < 2 or width < 2:
+                raise Unmeasurable(f"the layer gives {height}x{width} maps on {size}x{size} inputs: a map "
+                                   f"position cannot be placed in the image")
+            try:
+                geometry, why = _measure_at(maps, x, size)
+                break
+            except Unmeasurable:
+                raise
+            except GeometryError:
+                # A max pooling passes gradient to one pixel of its window, a ReLU to none when off: a few
+                # random inputs can miss a receptive field's edge. More of them, before calling it uneven.
+                if count > images:
+                    raise
+        if maps is None:
+            *found, why = fits[-1]
+            fits[-1] = (*found, f"{why} (the network runs only on {input_size}x{input_size} inputs: exported with "
+                                f"a dynamic height and width, larger inputs would show its field's edges)")
+            break
+        fits.append((size, height, width, geometry, why))
+        if geometry is not None:
+            break
+    size, height, width, geometry, why = fits[-1]
+    if geometry is None:
+        raise Unmeasurable(why)
+    # The output's size must grow by one position per stride of input: checks the stride another way.
+    for other, other_height, other_width, _, _ in fits[:-1]:
+        for grown, side in ((height - other_height, "rows"), (width - other_width, "columns")):
+            if abs(grown - (size - other) / geometry.stride) > 1:
+                raise GeometryError(f"from {other} to {size} px inputs the map grows by {grown} {side}, not the "
+                                    f"{(size - other) / geometry.stride:g} that a stride of {geometry.stride:g} gives")
+    return geometry
+
+
+def _measure_at(maps: torch.Tensor, x: torch.Tensor, size: int) -> tuple[LayerGeometry | None, str]:
+    height, width = maps.shape[2:]
+    points = sorted({(round(f * (height - 1)), round(f * (width - 1))) for f in PROBE_POSITIONS})
+    edges: dict[str, list[tuple[int, int, int]]] = {"rows": [], "columns": []}   # (position, top, bottom)
+    # Units weighted at random, not summed: units whose weights cancel (blue - red and red - blue) would hide
+    # every pixel from a plain sum.
+    mix = torch.rand(maps.shape[1], generator=torch.Generator().manual_seed(1)).to(maps.device) + 0.5
+    for k, (i, j) in enumerate(points):
+        (grad,) = torch.autograd.grad((maps[:, :, i, j].float() @ mix).sum(), x, retain_graph=k < len(points) - 1,
+                                      allow_unused=True)
+        seen = torch.zeros((size, size), dtype=torch.bool) if grad is None else \
+            (grad.detach().abs().sum(dim=(0, 1)) > 0).cpu()
+        if not seen.any():
+            raise Unmeasurable(f"map position ({i}, {j}) does not depend on the input through gradients "
+                                f"(a non-differentiable operation, such as rounding, on the way?)")
+        for axis, along, position in (("rows", seen.any(dim=1), i), ("columns", seen.any(dim=0), j)):
+            index = along.nonzero()[:, 0]
+            edges[axis].append((position, int(index[0]), int(index[-1])))
+    geometries = []
+    for axis, found in edges.items():
+        # The pixels any position sees (the first's top to the last's bottom): an edge on their border
+        # may be cut by the image, one inside is exact.
+        bounds = (min(top for _, top, _ in found), max(bottom for _, _, bottom in found))
+        try:
+            geometry = _fit_edges(found, bounds, size, axis)
+        except _TooWide as error:
+            return None, str(error)
+        geometries.append(geometry)
+    if not geometries[0].agrees_with(geometries[1]):
+        raise GeometryError(f"its rows ({geometries[0]}) and columns ({geometries[1]}) differ")
+    return geometries[0], ""
+
+
+def _fit_edges(found: list[tuple[int, int, int]], bounds: tuple[int, int], size: int, axis: str) -> LayerGeometry:
+    """Fit top = a + stride * i and bottom = b + stride * i to the edges that lie inside the pixels the layer
+    sees (``bounds``; an edge on them may be cut by the image). Tops and bottoms may come from different
+    positions, so a field up to twice the input is measured; two of each, so that the fit is checked."""
+    tops = [(p, top) for p, top, _ in found if top > bounds[0]]
+    bottoms = [(p, bottom) for p, _, bottom in found if bottom < bounds[1]]
+    if len(tops) < 2 or len(bottoms) < 2:
+        raise _TooWide(f"its map positions see (nearly) the whole {size}x{size} input: their receptive fields "
+                       f"reach the image's borders, so where each sits in the image cannot be measured")
+    # Least squares with a shared slope: [1 0 i] (a, b, s) = top, [0 1 i] (a, b, s) = bottom.
+    design = np.array([(1.0, 0.0, p) for p, _ in tops] + [(0.0, 1.0, p) for p, _ in bottoms])
+    values = np.array([t for _, t in tops] + [b for _, b in bottoms], float)
+    (top, bottom, stride), *_ = np.linalg.lstsq(design, values, rcond=None)
+    if np.abs(design @ (top, bottom, stride) - values).max() > 0.5 or stride <= 0 or bottom < top - 0.5:
+        seen = ", ".join(f"{p}: {t}-{b}" for p, t, b in found)
+        raise GeometryError(f"its map positions are not evenly spaced in order along the image's {axis} "
+                            f"(position: pixels seen = {seen})")
+    return LayerGeometry(_round(bottom - top + 1), _round(stride), _round((top + bottom) / 2))
+
+
+class _TooWide(Unmeasurable):
+    """Not measurable at this input size; perhaps at a larger one."""
+
+
+def _round(value: float) -> float:
+    """Least squares leaves ~1e-14 on exact pixel figures; geometry is in (half) pixels."""
+    return float(round(value * 1e6) / 1e6)
+
+
+def checked_geometry(forward: Callable[[torch.Tensor], torch.Tensor], input_size: int,
+                     arithmetic: Callable[[], LayerGeometry] | None, what: str,
+                     device: str | torch.device = "cpu") -> LayerGeometry:
+    """The layer's measured geometry (``measure_geometry``), checked against its modules' arithmetic
+    (``arithmetic``, e.g. ``layer_geometry``) where both exist.
+
+    Disagreement raises GeometryError: one of the two misreads the network, and a dissection would be
+    wrong either way; so does a measured layout that no geometry describes (a flipped map). Where the
+    network hides its geometry (Unmeasurable), the arithmetic is used when it exists (a
+    squeeze-and-excitation block makes every position depend on the whole image); where neither works,
+    GeometryError names ``what`` (the model and layer).
+    """
+    why = ""
+    try:        # first: an absent layer is a plain ValueError, before any probing
+        computed = arithmetic() if arithmetic is not None else None
+    except GeometryError as error:
+        computed, why = None, str(error)
+    try:
+        measured = measure_geometry(forward, input_size, device)
+    except Unmeasurable as error:
+        measured, why = None, f"{error}; {why}" if why else str(error)
+    except GeometryError as error:
+        raise GeometryError(f"{what}: cannot place its map positions in the input image, so its units are not "
+                            f"dissected: {error}") from None
+    if measured is not None and computed is not None and not measured.agrees_with(computed):
+        # Few random inputs may have missed an edge the same way at every position: look again with more.
+        try:
+            measured = measure_geometry(forward, input_size, device, images=2 * RETRY_IMAGES)
+        except GeometryError:
+            pass
+    if measured is not None and computed is not None and not measured.agrees_with(computed):
+        raise GeometryError(f"{what}: the network measures {measured}, but its modules' kernel sizes and strides "
+                            f"give {computed}: one of them misreads the network, so its units are not dissected")
+    if measured is not None:
+        return measured
+    if computed is not None:
+        return computed
+    raise GeometryError(f"{what}: cannot place its map positions in the input image, so its units are not "
+                        f"dissected: {why}")
 
 
 def receptive_field_masks(maps: torch.Tensor, geometry: LayerGeometry, image_size: int,

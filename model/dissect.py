@@ -35,7 +35,7 @@ from model import pool as pl
 from model.activations import LayerGeometry, receptive_field_masks
 from model.categories import category_by_name
 from model.media import resize_center_crop
-from model.run import dissection_file, dissection_scores_file, save_npz_atomic, units_file
+from model.run import analysed_layers, dissection_file, dissection_scores_file, save_npz_atomic, units_file
 from model.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
                                 read_label_map)
 from model.settings import UNITS, UnitSettings
@@ -95,6 +95,27 @@ def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[st
     return best[2], best[0], best[1]
 
 
+def units_layer(run_dir: Path, layer: str | None) -> str:
+    """The layer to dissect: ``layer``, or when None the one layer whose units RUN_DIR holds.
+
+    FileNotFoundError / ValueError say which layers the run holds (``output`` for a TorchScript or
+    torch.export network), never to redo an extraction that is there.
+    """
+    layers = analysed_layers(run_dir)
+    if layer is not None and layer in layers:
+        return layer
+    if layer is None and len(layers) == 1:
+        return layers[0]
+    if not layers:
+        raise FileNotFoundError(f"{run_dir}: no units to dissect (no units_<layer>.npz); "
+                                f"`ambient units {run_dir} --pool DIR` finds them")
+    held = ", ".join(layers)
+    if layer is None:
+        raise ValueError(f"{run_dir} holds the units of {len(layers)} layers ({held}): choose one with --layer")
+    raise FileNotFoundError(f"{run_dir} holds no units of layer {layer!r}; it holds those of {held} "
+                            f"(choose with --layer)")
+
+
 def upsample_maps(maps: torch.Tensor, geometry: LayerGeometry, image_size: int) -> torch.Tensor:
     """(N, H, W) maps -> (N, S, S) float32: bilinear interpolation between the positions' centres in the
     image (Network Dissection upsamples the same way), the border values beyond the outermost centres."""
@@ -147,9 +168,7 @@ def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: st
 
     ``truth_of(record)`` gives the objects (category, mask in video pixels) visible in a frame.
     """
-    path = units_file(run_dir, layer or settings.layer)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `ambient units {run_dir}` first")
+    path = units_file(run_dir, units_layer(run_dir, layer))
     with np.load(path) as data:
         frame_ids, maps, meta = data["frame_ids"], torch.from_numpy(data["maps"].astype(np.float32)), \
             json.loads(str(data["meta"]))
@@ -270,9 +289,7 @@ def dissect_masks(run_dir: Path, masks_dir: Path, classes_csv: Path, layer: str 
                   show_progress: bool = True) -> tuple[list[MaskUnitLabel], MaskScores]:
     """Label every unit of RUN_DIR/units_<layer>.npz against the label maps of MASKS_DIR (one pass over
     the pool with the network the units file names); ValueError / FileNotFoundError name bad input."""
-    path = units_file(run_dir, layer or settings.layer)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `ambient units {run_dir} --pool DIR` first")
+    path = units_file(run_dir, units_layer(run_dir, layer))
     with np.load(path) as data:
         if "thresholds" not in data.files:
             raise ValueError(f"{path}: written before activation quantiles were kept; run `ambient units` again")
@@ -289,6 +306,10 @@ def dissect_masks(run_dir: Path, masks_dir: Path, classes_csv: Path, layer: str 
                          f"{meta['data_dir']} (by relative path or file stem)")
     network = load_network(Path(run_dir), meta["layer"], meta.get("model_spec"),
                            Path(meta["weights"]) if meta.get("weights") else None, device)
+    stored = LayerGeometry(meta["rf_size"], meta["stride"], meta["offset"])
+    if not stored.agrees_with(network.geometry):     # e.g. a traced network's file from before geometry was measured
+        raise ValueError(f"{path}: its maps were placed with {stored}, but the network measures {network.geometry}; "
+                         f"its top images and masks are misplaced, so extract its units again (`ambient units`)")
     with tqdm(total=len(masks), desc="masks", unit="image", disable=not show_progress) as bar:
         scores = score_units(network, meta, frame_ids, top_maps, thresholds, records, masks, classes, settings,
                              device, bar.update)

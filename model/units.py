@@ -6,7 +6,7 @@ lower quantiles of them, masked the same way (the unit page), written to RUN_DIR
 
 Entry point: ``extract_units``. The pool is an ingested dataset or a folder of still images
 (model/pool.py). Any network can be analysed: our trained run, a torchvision architecture with the
-user's weights, or a TorchScript trunk whose output is the layer.
+user's weights, or a TorchScript or ``torch.export`` file whose output is the layer.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ from tqdm import tqdm
 
 from model import dataset as ds
 from model import pool as pl
-from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, darken_outside,
-                               layer_geometry, receptive_field_masks)
+from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
+                               darken_outside, layer_geometry, receptive_field_masks)
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
 from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
@@ -40,8 +41,8 @@ class Network:
     """A network cut at the layer under study, with how to feed it frames."""
 
     module: nn.Module
-    layer: str | None           # None: the module's output is the layer (a TorchScript trunk)
-    kind: str                   # "caffenet-bn", "torchvision:alexnet", "torchscript"
+    layer: str | None           # None: the module's output is the layer (a TorchScript or torch.export file)
+    kind: str                   # "caffenet-bn", "torchvision:alexnet", "torchscript", "export"
     labels_kind: str | None
     frame_size: int             # frames are resized to this side, then centre-cropped to input_size
     input_size: int
@@ -49,16 +50,21 @@ class Network:
     std: tuple[float, float, float] = IMAGE_STD
     spec: str | None = None      # how to load it again (``load_network``): None for our run
     weights: str | None = None
+    geometry: LayerGeometry | None = None    # where the layer's positions sit in the input (``load_network``)
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's maps of normalised float inputs; differentiable, so that its geometry can be measured."""
+        if isinstance(self.module, CaffeNetBN):
+            return self.module.forward_features(x, self.layer)
+        if self.layer is None:
+            return self.module(x)
+        return _run_until(self.module, self.layer, x)
 
     @torch.inference_mode()
     def activations(self, crops: torch.Tensor) -> torch.Tensor:
         x = normalize_images(crops, self.mean, self.std)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
-            if isinstance(self.module, CaffeNetBN):
-                return self.module.forward_features(x, self.layer).float()
-            if self.layer is None:
-                return self.module(x).float()
-            return _run_until(self.module, self.layer, x).float()
+            return self.forward_map(x).float()
 
 
 class _LayerReached(Exception):
@@ -83,9 +89,12 @@ def _run_until(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
 
 def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
                  device: str | torch.device = "cpu") -> Network:
-    """Our trained run (``model_spec`` None), ``torchvision:<name>`` or ``torchscript:<file>``.
+    """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
+    ``export:<file>`` (a ``torch.export.save`` program), with the layer's geometry measured
+    (``model.activations.checked_geometry``).
 
-    Raises ValueError (bad spec, unknown layer) or FileNotFoundError with a message naming the input.
+    Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
+    the modules' arithmetic) or FileNotFoundError with a message naming the input.
     """
     if model_spec is None:
         model, info = load_run(run_dir, device)
@@ -110,10 +119,79 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
         # get_submodule is unavailable on scripted modules: the file's output is the layer.
         network = Network(model, None, "torchscript", None, INGEST.frame_size, TORCHVISION_INPUT,
                           spec=f"torchscript:{path.resolve()}")
+    elif model_spec.startswith("export:"):
+        path = Path(model_spec.split(":", 1)[1])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such torch.export file")
+        program = _ExportedProgram.load(path, device)
+        # The program's own input size when it was exported with a fixed one (the usual way).
+        size = program.size or TORCHVISION_INPUT
+        network = Network(program, None, "export", None, round(size * INGEST.frame_size / TORCHVISION_INPUT), size,
+                          spec=f"export:{path.resolve()}")
     else:
-        raise ValueError(f"{model_spec}: use torchvision:<name> or torchscript:<file>")
-    layer_geometry(network.module, network.layer)     # fails early, naming the layer, if it is absent
+        raise ValueError(f"{model_spec}: use torchvision:<name>, torchscript:<file> or export:<file>")
+    network.geometry = _network_geometry(network, run_dir, device)
     return network
+
+
+_GEOMETRIES: dict[tuple, LayerGeometry] = {}      # measured once per network file and layer in a process
+
+
+def _network_geometry(network: Network, run_dir: Path, device) -> LayerGeometry:
+    if network.kind == "caffenet-bn":
+        key: tuple = (network.kind, network.layer, network.input_size)   # the architecture fixes it, not the weights
+    else:
+        files = [Path(f) for f in (network.spec.split(":", 1)[1] if ":" in network.spec else None, network.weights)
+                 if f and Path(f).is_file()]
+        key = (network.spec, network.layer, network.input_size,
+               *((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+    if key not in _GEOMETRIES:
+        what = f"{network.spec or Path(run_dir)}, layer {network.layer or 'output'}"
+        # A torch.export graph keeps no modules to do arithmetic on: its geometry is measured only.
+        arithmetic = None if network.kind == "export" else partial(layer_geometry, network.module, network.layer)
+        _GEOMETRIES[key] = checked_geometry(network.forward_map, network.input_size, arithmetic, what, device)
+    return _GEOMETRIES[key]
+
+
+class _ExportedProgram(nn.Module):
+    """A ``torch.export`` program as a module. A program exported with a fixed batch size (the usual
+    way) is run on batches of exactly that size, the last one padded."""
+
+    def __init__(self, graph: nn.Module, batch: int | None, size: int | None):
+        super().__init__()
+        self.__dict__["graph"] = graph     # not a child: exported graphs refuse train()/eval()
+        self.batch, self.size = batch, size
+
+    @classmethod
+    def load(cls, path: Path, device) -> "_ExportedProgram":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as error:         # noqa: BLE001: any unreadable file is named, whatever went wrong
+            raise ValueError(f"{path}: not a torch.export program ({error})") from error
+        names = program.graph_signature.user_inputs
+        shapes = [node.meta["val"].shape for node in program.graph.nodes
+                  if node.op == "placeholder" and node.name in names and "val" in node.meta]
+        if len(names) != 1 or len(shapes) != 1 or len(shapes[0]) != 4 or shapes[0][1] != 3:
+            raise ValueError(f"{path}: the program takes {len(names)} inputs of shapes "
+                             f"{[tuple(s) for s in shapes]}; one (N, 3, H, W) image batch is needed")
+        batch, _, height, width = (d if isinstance(d, int) else None for d in shapes[0])
+        if height != width:
+            raise ValueError(f"{path}: the program takes {height}x{width} images; square inputs are needed")
+        return cls(program.module().to(device), batch, height)
+
+    def train(self, mode: bool = True) -> "_ExportedProgram":
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.batch is None or len(x) == self.batch:
+            return self.graph(x)
+        outputs = []
+        for start in range(0, len(x), self.batch):
+            part = x[start:start + self.batch]
+            padded = torch.cat([part, part[-1:].expand(self.batch - len(part), *part.shape[1:])])
+            outputs.append(self.graph(padded)[:len(part)])
+        return torch.cat(outputs)
 
 
 def _pool_crops(data_dir: Path, records: Sequence[ds.FrameRecord], network: Network, settings: UnitSettings,
@@ -381,7 +459,7 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
     """
     run_dir, data_dir = Path(run_dir), Path(data_dir)
     network = load_network(run_dir, settings.layer, model_spec, weights, device)
-    geometry = layer_geometry(network.module, network.layer)
+    geometry = network.geometry
     records = pool_records(data_dir, settings.split)
     with tqdm(total=len(records), desc="activations", unit="frame", disable=not show_progress) as bar:
         if ray_address is None:

@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
                                              "(pixel value = class index), matched by relative path or file stem."),
         classes: Optional[Path] = typer.Option(None, "--classes", help="CSV with index,name[,characteristic_sound] "
                                                "of the label maps' classes (other values are ignored)."),
-        layer: str = typer.Option(UNITS.layer, help="Layer whose units to label."),
+        layer: Optional[str] = typer.Option(None, help="Layer whose units to label (`output` for a TorchScript or "
+                                            "torch.export network); by default the one layer the run holds."),
         device: str = typer.Option("auto", help="Torch device for --masks: auto, cpu, cuda:N."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         publish: bool = typer.Option(True, "--publish/--no-publish",
@@ -32,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """Label each unit with the category its top images show most, as the paper's annotators did
         (and, with --masks, with Network Dissection's best-IoU class too)."""
         from backend.commands.publish import publish_or_exit
-        from model.dissect import detector_counts, write_dissection
+        from model.dissect import detector_counts, units_layer, write_dissection
         from model.run import units_file
 
         if truth == (masks is not None):
@@ -41,10 +42,11 @@ def register(app: typer.Typer) -> None:
         if masks is not None and classes is None:
             raise typer.BadParameter("--masks needs --classes CLASSES.csv (index,name[,characteristic_sound])",
                                      param_hint="--classes")
+        try:
+            layer = units_layer(run_dir, layer)
+        except (FileNotFoundError, ValueError) as error:
+            raise typer.BadParameter(str(error), param_hint="--layer" if layer else "RUN_DIR") from None
         path = units_file(run_dir, layer)
-        if not path.exists():
-            raise typer.BadParameter(f"{path} is missing; run `ambient units {run_dir}` first",
-                                     param_hint="RUN_DIR")
         labels = _mask_labels(run_dir, masks, classes, layer, device) if masks is not None \
             else _truth_labels(run_dir, path, layer)
         out = write_dissection(run_dir, labels, layer)

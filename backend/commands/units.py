@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         pool: Path = typer.Option(..., "--pool", help="Dataset folder (DATA_DIR) whose frames form the pool, or a "
                                   "folder of still images (JPEG/PNG, found recursively; no clips, so no sound task)."),
         layer: str = typer.Option(UNITS.layer, help="Layer to analyse: conv5, or a module name such as "
-                                  "features.10 for a torchvision model."),
+                                  "features.10 for a torchvision model (a TorchScript or torch.export file's output "
+                                  "is the layer, saved as `output`)."),
         top: int = typer.Option(UNITS.top, min=1, help="Images kept per unit."),
         split: str = typer.Option(UNITS.split, help="Pool frames from this split: test, train or all "
                                   "(a folder of still images is pooled whole)."),
@@ -29,7 +30,10 @@ def register(app: typer.Typer) -> None:
         publish: bool = typer.Option(True, "--publish/--no-publish",
                                      help="Publish the run into the database at the end (`ambient publish`)."),
         model: Optional[str] = typer.Option(None, help="Analyse another network: torchvision:<name> (with "
-                                            "--weights) or torchscript:<file> whose output is the layer."),
+                                            "--weights), or torchscript:<file> or export:<file> (torch.export.save, "
+                                            ".pt2) whose output is the layer. Where the layer's positions sit in the "
+                                            "image is measured from the network; one that cannot be measured is "
+                                            "refused."),
         weights: Optional[Path] = typer.Option(None, exists=True, dir_okay=False,
                                                help="State dict for a torchvision:<name> model."),
         batch_size: int = typer.Option(UNITS.batch_size, min=1, help="Frames per forward pass."),
@@ -64,9 +68,12 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, ClusterError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
+        from model.run import read_units_meta, units_file
+
+        meta = read_units_meta(units_file(run_dir, summary["layer"]))     # the geometry the file was written with
         typer.echo(f"{summary['units']} units of {summary['layer']} from {summary['pool']} frames "
-                   f"(receptive field {summary['rf_size']:.0f} px, circles of radius {summary['rf_radius']:.1f} px) "
-                   f"written to {run_dir}")
+                   f"(receptive field {meta['rf_size']:g} px, stride {meta['stride']:g} px, offset {meta['offset']:g} "
+                   f"px, circles of radius {summary['rf_radius']:.1f} px) written to {run_dir}")
         if summary["still_images"]:
             typer.echo("the pool is a folder of still images: they have no clips, so the sound task skips this run")
         if publish:
