@@ -93,7 +93,11 @@ def test_results_pages_show_figures_table1_and_automatic_labels(admin):
 def test_settling_a_tie_makes_a_detector(admin, labelled):
     client, token = admin
     _, (u1, u2, _) = labelled
-    assert "unit-%d" % u2 in client.get("/admin/review").text
+    review = client.get("/admin/review").text
+    assert "unit-%d" % u2 in review
+    link = re.search(rf'<li id="unit-{u2}">.*?<a class="unit-images-link" href="([^"]+)"', review, re.S).group(1)
+    unit_page = client.get(link.split("#")[0]).text                   # the unit's page: all its top images
+    assert f"Unit {u2} " in unit_page and unit_page.count('alt="top image ') == len(unit_images(labelled[0], u2))
     assert client.post(f"/admin/units/{u2}/settle", data={"answer": "yes", "category": "sky",
                                                          "csrf_token": token}).status_code == 200
     assert f"unit-{u2}" not in client.get("/admin/review").text
