@@ -59,3 +59,32 @@ def test_mark_all_invert_and_shift_ranges(site):
     with session_factory(upgrade_db(url))() as db:
         saved = db.scalars(select(ImageMark.unit_image_id).join(Annotation)).all()
     assert sorted(saved) == sorted(images[i - 1] for i in inverted)
+
+
+def test_undo_brings_the_unit_back_with_the_answer_and_marks(tmp_path):
+    url = seed_run(tmp_path, n_units=2, n_images=12, image_size=32)
+    add_user(url, "ann")
+    first = unit_ids(url)
+    with running_server(url) as base, chromium_page() as page:
+        log_in(page, base, "ann")
+        page.click("#next-unit")
+        page.wait_for_url(f"{base}/units/*")
+        unit = int(page.url.rsplit("/", 1)[1])
+        page.click("#grid li:nth-child(2) label")
+        page.click("#grid li:nth-child(5) label", modifiers=["Shift"])
+        page.keyboard.press("y")
+        page.keyboard.type("dog")
+        page.keyboard.press("Escape")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, 4 images marked)")
+        assert page.url != f"{base}/units/{unit}" and int(page.url.rsplit("/", 1)[1]) in first
+        page.keyboard.press("u")                                           # undo, from the next unit's page
+        page.wait_for_url(f"{base}/units/{unit}")
+        assert page.is_visible("#previous-answer")
+        assert page.is_checked("input[name=answer][value=yes]") and page.input_value("#category") == "dog"
+        assert marked(page) == [2, 3, 4, 5] and page.inner_text("#marked-count") == "4"
+        page.reload()                                                      # still filled in after a reload
+        assert marked(page) == [2, 3, 4, 5] and page.is_checked("input[name=answer][value=yes]")
+        page.click("#grid li:nth-child(5) label")                          # change the marks, answer again
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, 3 images marked)")

@@ -190,6 +190,18 @@ def flash(request: Request, message: str) -> None:
     request.session["flash"] = message
 
 
+def keep_withdrawn_answer(request: Request, task: str, unit_id: int, answer: dict) -> None:
+    """Remember an answer undo took back, so that its unit's page comes back filled in with it."""
+    request.session["withdrawn"] = {"task": task, "unit": unit_id, **answer}
+
+
+def withdrawn_answer(request: Request, task: str, unit_id: int) -> dict | None:
+    """The answer undo took back for this unit of this task, else None. It stays for reloads of the page:
+    the next undo replaces it, and the unit is not handed to them again once they have answered it."""
+    withdrawn = request.session.get("withdrawn")
+    return withdrawn if withdrawn and withdrawn.get("task") == task and withdrawn.get("unit") == unit_id else None
+
+
 async def form_fields(request: Request) -> FormData:
     """The parsed form, for routes whose field names vary (they stay sync: the database is blocking)."""
     return await request.form()
@@ -213,6 +225,7 @@ class TaskPages:
     unit_path: str                                   # "/units": a unit's page is unit_path/{id}
     reserve: Callable[[Session, int], object]        # (db, annotator id) -> a reservation, or None
     can_undo: Callable[[Session, int], bool]
+    undo_path: str                                   # POST: take back the annotator's latest answer
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
     start_extra: Callable[[Session, int], dict] | None = None   # (db, annotator id) -> more for the start page
@@ -222,7 +235,7 @@ class TaskPages:
         reservation = self.reserve(db, user.id)
         if reservation is None:
             return render(request, "queue_empty.html", user=user, message=self.empty,
-                          can_undo=self.can_undo(db, user.id))
+                          can_undo=self.can_undo(db, user.id), undo_path=self.undo_path)
         return RedirectResponse(f"{self.unit_path}/{reservation.unit_id}", status_code=303)
 
     def held(self, request: Request, user: Annotator, db: Session, unit_id: int):

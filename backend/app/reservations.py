@@ -50,6 +50,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def aware(moment: datetime) -> datetime:
+    """A stored time with its zone: SQLite hands DateTime(timezone=True) back without it; every stored time is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 @dataclass(frozen=True)
 class Queue:
     """One task's queue: where its reservations live, and who has answered which unit."""

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 from annotation.aggregate import UnitAnswer
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, check_held, filling_a_slot, lock, one_writer_at_a_time, open_units,
-                                      reserve_next, utcnow)
-from backend.db.models import Annotation, Annotator, ImageMark, Unit, UnitImage, UnitReservation, UnitSettlement
+from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, lock, one_writer_at_a_time,
+                                      open_units, reserve_next, utcnow)
+from backend.db.models import Annotation, Annotator, Category, ImageMark, Unit, UnitImage, UnitReservation, UnitSettlement
 from model.settings import ANNOTATION, AnnotationSettings
 
 UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))
@@ -79,10 +79,19 @@ def _store_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
     return Submission(unit_id, answer, category.name if category else None, len(marked))
 
 
+@dataclass(frozen=True)
+class Withdrawn:
+    """An answer taken back by undo: what its unit's page fills in again."""
+    unit_id: int
+    answer: str
+    category: str | None
+    marked_image_ids: list[int]
+
+
 @one_writer_at_a_time
 def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now: datetime | None = None,
-                         settings: AnnotationSettings = ANNOTATION) -> int:
-    """Delete this annotator's latest answer and hold its unit for them again; returns the unit id.
+                         settings: AnnotationSettings = ANNOTATION) -> Withdrawn:
+    """Delete this annotator's latest answer and hold its unit for them again; returns what the answer was.
 
     One step back only: the answer must be younger than `undo_minutes`, given after their last undo
     (so undo never walks back through their history), and its unit must still lack annotators
@@ -95,9 +104,9 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
     problem = None
     if last is None:
         problem = "You have no submission to undo."
-    elif _aware(last.created_at) < now - timedelta(minutes=undo_minutes):
+    elif aware(last.created_at) < now - timedelta(minutes=undo_minutes):
         problem = f"Your latest answer (unit {last.unit_id}) is over {undo_minutes} minutes old: it stands."
-    elif last_undo is not None and _aware(last.created_at) <= _aware(last_undo):
+    elif last_undo is not None and aware(last.created_at) <= aware(last_undo):
         problem = "Undo goes back one answer only: answer the unit you are holding."
     elif db.scalar(select(func.count()).where(Annotation.unit_id == last.unit_id)) >= settings.annotators_per_unit:
         problem = f"Unit {last.unit_id} has all its answers now, so yours stands."
@@ -107,6 +116,9 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
         db.rollback()
         raise TaskError(problem, 409)
     unit_id = last.unit_id
+    category = db.scalar(select(Category.name).where(Category.id == last.category_id)) if last.category_id else None
+    withdrawn = Withdrawn(unit_id, last.answer, category,
+                          sorted(db.scalars(select(ImageMark.unit_image_id).where(ImageMark.annotation_id == last.id))))
     db.delete(last)
     db.execute(update(Annotator).where(Annotator.id == annotator_id).values(last_undo_at=now))
     # Whatever else they held goes back to the queue: they are returning to this unit.
@@ -114,12 +126,7 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
     db.add(UnitReservation(unit_id=unit_id, annotator_id=annotator_id,
                            expires_at=now + timedelta(minutes=settings.reservation_minutes)))
     db.commit()
-    return unit_id
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands DateTime(timezone=True) back without its zone; every stored time is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=utcnow().tzinfo)
+    return withdrawn
 
 
 def has_submissions(db: Session, annotator_id: int) -> bool:

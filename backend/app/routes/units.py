@@ -8,7 +8,8 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
-from backend.app.deps import TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings, render, wants_html
+from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings,
+                              keep_withdrawn_answer, render, wants_html, withdrawn_answer)
 from backend.app.campaign import instructions
 from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
                                undo_last_annotation, units_left)
@@ -23,7 +24,7 @@ def _start_page(db: Session, annotator_id: int) -> dict:
     return {"questions": instructions(db), "units_left": units_left(db, annotator_id)}
 
 
-PAGES = TaskPages(UNIT_QUEUE, "/annotate", "/units", reserve_next_unit, has_submissions,
+PAGES = TaskPages(UNIT_QUEUE, "/annotate", "/units", reserve_next_unit, has_submissions, "/annotations/undo",
                   start={"title": "Label units", "button_id": "next-unit", "button": "Label the next unit",
                          "message": "Each unit is held for you while you label it; then the next one comes. "
                                     "For each unit, three questions:"},
@@ -45,7 +46,7 @@ def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_
     names = sorted(category_by_name())
     return render(request, "unit.html", user=user, unit=db.get(Unit, unit_id), images=images, category_names=names,
                   expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
-                  can_undo=has_submissions(db, user.id))
+                  can_undo=has_submissions(db, user.id), previous=withdrawn_answer(request, "unit", unit_id))
 
 
 @router.post("/units/{unit_id}/annotation", dependencies=[Depends(check_csrf)])
@@ -67,6 +68,8 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
 @router.post("/annotations/undo", dependencies=[Depends(check_csrf)])
 def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db),
          settings: Settings = Depends(get_settings)):
-    unit_id = undo_last_annotation(db, user.id, settings.undo_minutes)
-    flash(request, f"Your answer for unit {unit_id} was withdrawn: answer it again.")
-    return RedirectResponse(f"/units/{unit_id}", status_code=303)
+    withdrawn = undo_last_annotation(db, user.id, settings.undo_minutes)
+    keep_withdrawn_answer(request, "unit", withdrawn.unit_id, {
+        "answer": withdrawn.answer, "category": withdrawn.category, "marked": withdrawn.marked_image_ids})
+    flash(request, f"Your answer for unit {withdrawn.unit_id} was withdrawn.")
+    return RedirectResponse(f"/units/{withdrawn.unit_id}", status_code=303)
