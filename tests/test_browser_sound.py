@@ -1,5 +1,6 @@
 """The sound task in Debian's Chromium: after a judgement the next clip plays on its own (the previous one
-stops), played clips are marked, and the progress through the 30 clips shows."""
+stops), played clips are marked, and the progress through the 30 clips shows; undo brings the unit back
+with the judgements given."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +8,7 @@ from sqlalchemy import select
 
 from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
-from backend.db.models import Annotator
+from backend.db.models import Annotator, SoundJudgement
 from backend.db.session import session_factory, upgrade_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -53,3 +54,37 @@ def test_the_next_clip_plays_on_its_own_and_played_clips_are_marked(site):
         page.keyboard.press("n")
         assert playing(page) == [] and page.inner_text("#played-count") == "2"
         assert page.inner_text("#judged-count") == "2"
+
+
+def judged(page) -> list[str]:
+    return page.evaluate("Array.from(document.querySelectorAll('#clips .clip')).map("
+                         "(c) => (c.querySelector('input:checked') || {}).value || '')")
+
+
+def test_undo_brings_the_detector_back_with_its_judgements(site):
+    base, unit = site
+    given = ["yes"] * 10 + ["no"] * 10 + ["unsure"] * 10
+    with chromium_page() as page:
+        log_in(page, base, "ann")
+        page.goto(f"{base}/sound")
+        page.click("#next-detector")
+        page.wait_for_url(f"{base}/sound/{unit}")
+        assert page.locator("#undo-form").count() == 0                  # nothing judged yet
+        page.uncheck("#autoplay")
+        page.focus("#clips .clip")
+        for value in given:
+            page.keyboard.press({"yes": "y", "no": "n", "unsure": "s"}[value])
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"text=Saved 30 sound judgements for unit {unit}")
+        page.click("#undo-form button")                                  # the queue is empty: undo from there
+        page.wait_for_url(f"{base}/sound/{unit}")
+        assert page.is_visible("#previous-answer") and judged(page) == given
+        assert page.inner_text("#judged-count") == "30"
+        page.focus("#clips .clip:nth-child(30)")
+        page.keyboard.press("y")                                         # change the last one, submit again
+        page.keyboard.press("Enter")
+        page.wait_for_selector(f"text=Saved 30 sound judgements for unit {unit}")
+        page.click("#undo-form button")
+        page.wait_for_url(f"{base}/sound/{unit}")
+        assert judged(page) == given[:29] + ["yes"]
+        assert page.locator("#undo-form").count() == 0                  # nothing left to take back

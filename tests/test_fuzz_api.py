@@ -73,7 +73,7 @@ def test_openapi_operations_never_fail_on_the_server(case, who):
         assert response.status_code >= 400, (case.formatted_path, response.status_code)
 
 
-FORM_ROUTES = ["/annotate", "/sound", "/units/{id}/annotation", "/annotations/undo", "/sound/{id}",
+FORM_ROUTES = ["/annotate", "/sound", "/units/{id}/annotation", "/annotations/undo", "/sound/{id}", "/sound/undo",
                "/admin/units/{id}/settle", "/admin/categories/{id}/characteristic", "/admin/categories/{id}/merge",
                "/admin/users", "/admin/users/{id}/password", "/admin/users/{id}/disable", "/admin/users/{id}/enable",
                "/profile/tokens", "/login", "/logout"]

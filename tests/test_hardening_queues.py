@@ -27,6 +27,11 @@ def take(client, token, task="/annotate") -> int | None:
     return int(response.headers["location"].rsplit("/", 1)[1]) if response.status_code == 303 else None
 
 
+def annotator_id(url, name) -> int:
+    with session_factory(upgrade_db(url))() as db:
+        return db.scalar(select(Annotator.id).where(Annotator.name == name))
+
+
 def answer(client, token, unit, **data):
     return client.post(f"/units/{unit}/annotation", data={"answer": "no", "csrf_token": token, **data})
 
@@ -159,6 +164,37 @@ def test_a_sound_unit_not_held_cannot_be_judged_or_shown(app, url):
         page = judge.get(f"/sound/{held}", follow_redirects=False)    # judged: the form is not shown again
         assert page.status_code == 303 and page.headers["location"] == "/sound"
         assert count(url, SoundJudgement) == len(unit_images(url, held))
+
+
+def test_sound_undo_takes_back_the_last_detector_once_while_it_lacks_judges(app, url):
+    first, second = unit_ids(url)[:2]
+    make_detectors(url, [first, second])
+    clients = {name: TestClient(app) for name in JUDGES[:3]}
+    tokens = {name: login(client, name) for name, client in clients.items()}
+    j1, token = clients["j1"], tokens["j1"]
+    held = [take(j1, token, "/sound")]
+    assert judge_all(j1, token, held[0], url).status_code == 200
+    held.append(take(j1, token, "/sound"))
+    assert judge_all(j1, token, held[1], url).status_code == 200
+    undone = j1.post("/sound/undo", data={"csrf_token": token}, follow_redirects=False)
+    assert undone.status_code == 303 and undone.headers["location"] == f"/sound/{held[1]}"
+    j1_judged = SoundJudgement.annotator_id == annotator_id(url, "j1")
+    assert count(url, SoundJudgement, j1_judged) == len(unit_images(url, held[0]))
+    assert count(url, SoundReservation) == 1 and take(j1, token, "/sound") == held[1]     # held for them again
+    refused = j1.post("/sound/undo", data={"csrf_token": token})                         # not two steps back
+    assert refused.status_code == 409 and "one answer only" in refused.json()["detail"]
+    assert judge_all(j1, token, held[1], url).status_code == 200
+    for name in ("j2", "j3"):                                   # the unit gets all its judges: j1's stand
+        unit = take(clients[name], tokens[name], "/sound")
+        while unit is not None and unit != held[1]:
+            assert judge_all(clients[name], tokens[name], unit, url).status_code == 200
+            unit = take(clients[name], tokens[name], "/sound")
+        assert judge_all(clients[name], tokens[name], held[1], url).status_code == 200
+    refused = j1.post("/sound/undo", data={"csrf_token": token})
+    assert refused.status_code == 409 and "all its judges" in refused.json()["detail"]
+    assert count(url, SoundJudgement, j1_judged) == len(unit_images(url, first)) + len(unit_images(url, second))
+    for client in clients.values():
+        client.close()
 
 
 # --- Issue 25, items 3 and 8: settlements are for ties only; a settled unit is decided.

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, defer
 
 from annotation.aggregate import AUDIBLE
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, check_held, current_reservation, filling_a_slot, lock,
+from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.app.results import detector_units, maybe_detectors
-from backend.db.models import Frame, SoundJudgement, SoundReservation, Unit, UnitImage
+from backend.db.models import Annotator, Frame, SoundJudgement, SoundReservation, Unit, UnitImage
 from model.settings import ANNOTATION, AnnotationSettings
 
 # Who judged a unit, by their judgement of its first clip: judgements come all or none for a unit's
@@ -100,3 +101,54 @@ def _store_judgements(db: Session, annotator_id: int, unit_id: int, judgements: 
         db.execute(delete(SoundReservation).where(SoundReservation.unit_id == unit_id,
                                                   SoundReservation.annotator_id == annotator_id))
     return len(judgements)
+
+
+def has_sound_judgements(db: Session, annotator_id: int) -> bool:
+    return db.scalar(select(SoundJudgement.id).where(SoundJudgement.annotator_id == annotator_id).limit(1)) is not None
+
+
+@dataclass(frozen=True)
+class WithdrawnJudgements:
+    """A unit's clip judgements taken back by undo: what its sound page fills in again."""
+    unit_id: int
+    judgements: dict[int, str]          # unit image id -> yes, no or unsure
+
+
+@one_writer_at_a_time
+def undo_last_judgements(db: Session, annotator_id: int, undo_minutes: int, now: datetime | None = None,
+                         settings: AnnotationSettings = ANNOTATION) -> WithdrawnJudgements:
+    """Delete this annotator's latest unit's clip judgements and hold the unit for them again.
+
+    The unit task's rules (backend/app/units.py): one step back only (their last undo, in either task,
+    came before these judgements), within `undo_minutes`, while the unit still lacks judges."""
+    now = now or utcnow()
+    lock(db, SOUND_QUEUE, None, now)
+    last = db.execute(select(UnitImage.unit_id, SoundJudgement.created_at)
+                      .join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
+                      .where(SoundJudgement.annotator_id == annotator_id)
+                      .order_by(SoundJudgement.created_at.desc(), SoundJudgement.id.desc()).limit(1)).first()
+    last_undo = db.scalar(select(Annotator.last_undo_at).where(Annotator.id == annotator_id))
+    problem = None
+    if last is None:
+        problem = "You have no sound judgements to undo."
+    elif aware(last.created_at) < now - timedelta(minutes=undo_minutes):
+        problem = f"Your latest judgements (unit {last.unit_id}) are over {undo_minutes} minutes old: they stand."
+    elif last_undo is not None and aware(last.created_at) <= aware(last_undo):
+        problem = "Undo goes back one answer only: judge the unit you are holding."
+    elif db.scalar(select(func.count()).select_from(SOUND_QUEUE.answers.where(UnitImage.unit_id == last.unit_id)
+                                                    .subquery())) >= settings.annotators_per_unit:
+        problem = f"Unit {last.unit_id} has all its judges now, so your judgements stand."
+    if problem is not None:
+        db.rollback()
+        raise TaskError(problem, 409)
+    rows = db.execute(select(SoundJudgement.id, SoundJudgement.unit_image_id, SoundJudgement.audible)
+                      .join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
+                      .where(UnitImage.unit_id == last.unit_id, SoundJudgement.annotator_id == annotator_id)).all()
+    db.execute(delete(SoundJudgement).where(SoundJudgement.id.in_([row.id for row in rows])))
+    db.execute(update(Annotator).where(Annotator.id == annotator_id).values(last_undo_at=now))
+    # Whatever else they held goes back to the queue: they are returning to this unit.
+    db.execute(delete(SoundReservation).where(SoundReservation.annotator_id == annotator_id))
+    db.add(SoundReservation(unit_id=last.unit_id, annotator_id=annotator_id,
+                            expires_at=now + timedelta(minutes=settings.reservation_minutes)))
+    db.commit()
+    return WithdrawnJudgements(last.unit_id, {row.unit_image_id: row.audible for row in rows})

@@ -49,6 +49,11 @@
       case "y": e.preventDefault(); judge("yes"); break;
       case "n": e.preventDefault(); judge("no"); break;
       case "s": e.preventDefault(); judge("unsure"); break;
+      case "u": {
+        const undo = document.getElementById("undo-form");
+        if (undo) { e.preventDefault(); undo.submit(); }
+        break;
+      }
       case "enter": e.preventDefault(); form.requestSubmit(); break;
     }
   });

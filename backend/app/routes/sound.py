@@ -8,16 +8,18 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
-from backend.app.deps import TaskPages, check_csrf, counted, current_user, flash, form_fields, get_db, render, wants_html
-from backend.app.sound import (SOUND_QUEUE, detector_category, reserve_next_sound_unit, sound_clips,
-                               submit_sound_judgements)
+from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, form_fields, get_db, get_settings,
+                              keep_withdrawn_answer, render, wants_html, withdrawn_answer)
+from backend.app.sound import (SOUND_QUEUE, detector_category, has_sound_judgements, reserve_next_sound_unit,
+                               sound_clips, submit_sound_judgements, undo_last_judgements)
+from backend.config import Settings
 from backend.db.models import Annotator, Unit
 
 router = APIRouter(include_in_schema=False)
 FIELD_PREFIX = "audible_"
 
 
-PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, lambda _db, _user: False,
+PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, has_sound_judgements, "/sound/undo",
                   start={"title": "Sound task", "button_id": "next-detector", "button": "Judge the next detector",
                          "message": "Listen to the clips of a detector's top images: is its object's own sound "
                                     "audible?"},
@@ -27,14 +29,27 @@ PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, lamb
 PAGES.add_routes(router)
 
 
+# Before /sound/{unit_id}: "undo" is not a unit number.
+@router.post("/sound/undo", dependencies=[Depends(check_csrf)])
+def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db),
+         settings: Settings = Depends(get_settings)):
+    withdrawn = undo_last_judgements(db, user.id, settings.undo_minutes)
+    keep_withdrawn_answer(request, "sound", withdrawn.unit_id,
+                          {"judgements": {str(image): audible for image, audible in withdrawn.judgements.items()}})
+    flash(request, f"Your sound judgements for unit {withdrawn.unit_id} were withdrawn.")
+    return RedirectResponse(f"/sound/{withdrawn.unit_id}", status_code=303)
+
+
 @router.get("/sound/{unit_id}")
 def sound_page(unit_id: int, request: Request, user: Annotator = Depends(current_user),
                db: Session = Depends(get_db)):
     if PAGES.held(request, user, db, unit_id) is None:
         return RedirectResponse(PAGES.path, status_code=303)
     category = detector_category(db, unit_id)
+    previous = withdrawn_answer(request, "sound", unit_id)
     return render(request, "sound.html", user=user, unit=db.get(Unit, unit_id), category=category,
-                  images=sound_clips(db, unit_id))
+                  images=sound_clips(db, unit_id), can_undo=has_sound_judgements(db, user.id),
+                  previous=previous["judgements"] if previous else {})
 
 
 @router.post("/sound/{unit_id}", dependencies=[Depends(check_csrf)])
