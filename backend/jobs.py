@@ -18,7 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,7 +33,8 @@ from backend.pipeline import DEMO, Step, demo_folders, plan
 from model import dataset as ds
 from model.device import DEVICE_CHOICES
 from model.labels import KINDS as LABEL_KINDS
-from model.run import read_metrics, read_run_json
+from model.ingest import VIDEO_SUFFIXES
+from model.run import RUN_JSON, read_metrics, read_run_json
 from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
@@ -45,7 +48,13 @@ DECODING_SHARE = 0.1        # of a training step's progress: decoding its frames
 
 
 class JobError(Exception):
-    """A job request that cannot be honoured; the message names the bad field."""
+    """A job request that cannot be honoured. ``field`` is the request's field at fault (None: the request
+    as a whole); ``str()`` names it (the API's message), ``reason`` says what is wrong without it (the job
+    forms show it beside the field, under the field's own label)."""
+
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(f"{field}: {reason}" if field else reason)
+        self.reason, self.field = reason, field
 
 
 def utcnow() -> datetime:
@@ -57,9 +66,15 @@ def utcnow() -> datetime:
 def _choice(fields: dict, name: str, choices, default: str) -> str:
     value = str(fields.get(name) or default)
     if value not in choices:
-        raise JobError(f"{name}: {value!r} is not one of {', '.join(choices)}")
+        raise JobError(f"{value!r} is not one of {', '.join(choices)}", name)
     return value
 
+
+# Each request field as the job forms name it, in their labels and in their errors.
+FIELD_LABELS = {"kind": "Kind", "world_preset": "World", "objects": "Objects", "videos": "Videos", "seed": "Seed",
+                "videos_dir": "Videos folder", "data_dir": "Dataset folder", "label_kind": "Labels", "k": "k",
+                "preset": "Training preset", "epochs": "Epochs", "gpus": "GPUs", "device": "Device",
+                "split": "Pool split", "run_dir": "Run folder"}
 
 # The most a job's whole-number fields take: beyond these a job would run for ever or overflow.
 INTEGER_MAX = {"videos": 100_000, "epochs": 1_000, "k": 1_000, "gpus": 64, "seed": 2**32 - 1}
@@ -72,11 +87,11 @@ def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int 
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise JobError(f"{name}: {value!r} is not a whole number") from None
+        raise JobError(f"{value!r} is not a whole number", name) from None
     if number < low:
-        raise JobError(f"{name}: must be at least {low}")
+        raise JobError(f"must be at least {low}", name)
     if number > INTEGER_MAX[name]:
-        raise JobError(f"{name}: must be at most {INTEGER_MAX[name]:,}")
+        raise JobError(f"must be at most {INTEGER_MAX[name]:,}", name)
     return number
 
 
@@ -85,24 +100,24 @@ def checked_folder(fields: dict, name: str, must_contain: str | None = None, roo
     (optionally) holds ``must_contain``, and holds no link leading outside the roots."""
     value = str(fields.get(name) or "").strip()
     if not value:
-        raise JobError(f"{name}: give a folder on the server")
+        raise JobError("give a folder on the server", name)
     path = Path(value).expanduser()
     if roots is not None and not any(path.resolve().is_relative_to(root) for root in roots):
-        raise JobError(f"{name}: {value} is outside the data roots ({', '.join(map(str, roots))}); "
-                       f"set AMBIENT_DATA_ROOTS to allow other folders")
+        raise JobError(f"{value} is outside the data roots ({', '.join(map(str, roots))}); "
+                       f"set AMBIENT_DATA_ROOTS to allow other folders", name)
     if not path.exists():
-        raise JobError(f"{name}: {value} does not exist on the server")
+        raise JobError(f"{value} does not exist on the server", name)
     if not path.is_dir():
-        raise JobError(f"{name}: {value} is not a directory")
+        raise JobError(f"{value} is not a directory", name)
     if not os.access(path, os.R_OK | os.X_OK):
-        raise JobError(f"{name}: {value} is not readable by the server")
+        raise JobError(f"{value} is not readable by the server", name)
     if must_contain and not (path / must_contain).exists():
-        raise JobError(f"{name}: {value} has no {must_contain}")
+        raise JobError(f"{value} has no {must_contain}", name)
     # What the job reads or writes inside must stay in the roots too: a link there could lead anywhere.
     leaving = ds.link_outside(path, roots) if roots is not None else None
     if leaving is not None:
-        raise JobError(f"{name}: {leaving[0]} is a link to {leaving[1]}, outside the data roots "
-                       f"({', '.join(map(str, roots))}); remove it or set AMBIENT_DATA_ROOTS to allow that folder")
+        raise JobError(f"{leaving[0]} is a link to {leaving[1]}, outside the data roots ({', '.join(map(str, roots))}); "
+                       f"remove it or set AMBIENT_DATA_ROOTS to allow that folder", name)
     return str(path.resolve())
 
 
@@ -110,7 +125,7 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     """The params of a new ``kind`` job from form or JSON fields; raises JobError naming a bad field.
     Folders must lie under ``roots`` (the server's data roots; None: anywhere)."""
     if kind not in JOB_KINDS:
-        raise JobError(f"kind: {kind!r} is not one of {', '.join(JOB_KINDS)}")
+        raise JobError(f"{kind!r} is not one of {', '.join(JOB_KINDS)}", "kind")
     params: dict = {}
     if kind in ("demo", "world"):
         params["world_preset"] = _choice(fields, "world_preset", WORLD_PRESETS, DEMO["world_preset"])
@@ -144,11 +159,64 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     return params
 
 
+# The job forms' lists of folders: how deep under each data root, and how many folders, are looked at.
+FOLDER_SCAN_DEPTH = 4
+FOLDER_SCAN_LIMIT = 2_000
+
+
+@dataclass(frozen=True)
+class DataFolders:
+    """What lies under the data roots, newest first: the job forms offer these to pick from."""
+
+    datasets: list[str]         # folders holding a manifest (ingested)
+    runs: list[str]             # folders holding run.json (trained)
+    videos: list[str]           # folders holding videos (to ingest)
+
+
+def data_folders(roots: list[Path], depth: int = FOLDER_SCAN_DEPTH, limit: int = FOLDER_SCAN_LIMIT) -> DataFolders:
+    """The datasets, runs and video folders under ``roots``, breadth first, at most ``depth`` folders deep and
+    ``limit`` folders in all; not inside a dataset or run (their frames are many), through no link."""
+    found: dict[str, list[Path]] = {"datasets": [], "runs": [], "videos": []}
+    queue = deque((root, 0) for root in roots)
+    looked = 0
+    while queue and looked < limit:
+        folder, level = queue.popleft()
+        looked += 1
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue                    # unreadable or gone: the forms cannot use it either
+        names = {entry.name for entry in entries}
+        if ds.MANIFEST in names:
+            found["datasets"].append(folder)
+            continue
+        if RUN_JSON in names:
+            found["runs"].append(folder)
+            continue
+        if any(Path(entry.name).suffix.lower() in VIDEO_SUFFIXES for entry in entries):
+            found["videos"].append(folder)
+        if level < depth:
+            queue.extend((Path(entry.path), level + 1) for entry in sorted(entries, key=lambda e: e.name)
+                         if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
+
+    def newest_first(folders: list[Path]) -> list[str]:
+        return [str(f) for f in sorted(folders, key=lambda f: (-_mtime(f), str(f)))]
+    return DataFolders(**{kind: newest_first(folders) for kind, folders in found.items()})
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _run_data_dir(run_dir: Path) -> str:
     try:
         return read_run_json(run_dir)["data_dir"]
     except (OSError, ValueError, KeyError):
-        raise JobError(f"run_dir: {run_dir} has no run.json naming its dataset; give data_dir") from None
+        raise JobError(f"{run_dir} has no run.json naming its dataset: choose the pool dataset too",
+                       "run_dir") from None
 
 
 def create_job(db: Session, kind: str, fields: dict, roots: list[Path] | None = None) -> Job:

@@ -59,7 +59,7 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
             time.sleep(1)
         assert "idle" in page.inner_text("#workers")
         form = page.locator("#new-train")
-        form.locator("input[name=data_dir]").fill(str(data))
+        form.locator("select[name=data_dir]").select_option(str(data))         # picked from the data roots
         form.locator("select[name=preset]").select_option("tiny")
         form.locator("select[name=device]").select_option("cpu")
         form.locator("button[type=submit]").click()

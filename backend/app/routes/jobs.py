@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
-from backend.db.models import Annotator, Job
-from backend.jobs import (JOB_KINDS, JobError, cancel_job, create_job, fail_jobs_of_dead_workers, job_params,
-                          live_workers, requeue_job, training_warning, units_fields)
+from backend.db.models import Annotator, Job, Run
+from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_job, data_folders, fail_jobs_of_dead_workers,
+                          job_params, live_workers, requeue_job, training_warning, units_fields)
 from backend.pipeline import DEMO
 from model.dataset import read_report
 from model.ingest import report_table
@@ -82,15 +82,35 @@ def _job(db: Session, job_id: int) -> Job:
     return job
 
 
-def _jobs_page(request: Request, user: Annotator, db: Session, error: str | None = None,
+# The job forms' folder fields: a list of what lies under the data roots, and a box to type another folder
+# (FIELD + TYPED), which wins when filled.
+FOLDER_FIELDS = ("videos_dir", "data_dir", "run_dir")
+TYPED = "_typed"
+
+
+def with_typed_folders(fields: dict) -> dict:
+    """The form's fields with each folder typed in its box in place of the one picked from the list."""
+    merged = {key: value for key, value in fields.items() if not key.endswith(TYPED)}
+    for name in FOLDER_FIELDS:
+        typed = str(fields.get(name + TYPED) or "").strip()
+        if typed:
+            merged[name] = typed
+    return merged
+
+
+def _jobs_page(request: Request, user: Annotator, db: Session, error: JobError | None = None,
                fields: dict | None = None, status_code: int = 200, warning: str | None = None):
     fail_jobs_of_dead_workers(db)
     jobs = db.scalars(select(Job).order_by(Job.id.desc()).limit(200)).all()
+    roots = get_settings(request).allowed_roots()
+    folders = data_folders(roots)
+    run_names = dict(db.execute(select(Run.run_dir, Run.name).where(Run.run_dir.in_(folders.runs))).all())
     return render(request, "jobs.html", user=user, jobs=jobs, workers=live_workers(db), error=error,
                   fields=fields or {}, no_worker=NO_WORKER, warning=warning, demo=DEMO,
                   status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
                   train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICE_CHOICES, objects=OBJECT_MODES,
-                  default_k=LABELS.clusters)
+                  default_k=LABELS.clusters, folders=folders, run_names=run_names, roots=roots, typed=TYPED,
+                  labels=FIELD_LABELS)
 
 
 @router.get("/admin/jobs")
@@ -102,16 +122,18 @@ def jobs_page(request: Request, user: Annotator = Depends(admin_user), db: Sessi
 def new_job(request: Request, form: FormData = Depends(form_fields), user: Annotator = Depends(admin_user),
             db: Session = Depends(get_db)):
     fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    request_fields = with_typed_folders(fields)
     roots = get_settings(request).allowed_roots()
     try:
         if fields.get("kind") == "train" and not fields.get("confirm"):
             # Too little data for the preset: say so, with what to change, before anything is queued.
-            warning = training_warning(job_params("train", fields, roots))
+            warning = training_warning(job_params("train", request_fields, roots))
             if warning:
                 return _jobs_page(request, user, db, fields=fields, warning=warning)
-        job = create_job(db, fields.get("kind", ""), fields, roots)
+        job = create_job(db, fields.get("kind", ""), request_fields, roots)
     except JobError as error:
-        return _jobs_page(request, user, db, error=str(error), fields=fields, status_code=422)
+        # The page shows the error beside its field, in the card that was sent (the others keep their defaults).
+        return _jobs_page(request, user, db, error=error, fields=fields, status_code=422)
     flash(request, f"Job {job.id} ({job.kind}) is queued.")
     return RedirectResponse(f"/admin/jobs/{job.id}", status_code=303)
 
