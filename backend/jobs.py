@@ -473,6 +473,9 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
             return "cancelled"
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            if step.optional:
+                log += f"\n--- step {step.name} failed ({how}); what the steps before it made stands ---\n"
+                continue
             _finish(sessions, job_id, "failed", log + f"\n--- step {step.name} failed ({how}) ---\n", None)
             return "failed"
     _finish(sessions, job_id, "done", log, params.get("run_dir"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from model import dataset as ds
 from model.run import CHECKPOINT
-from model.settings import LABELS, TRAIN_PRESETS
+from model.settings import LABELS, PROBE, TRAIN_PRESETS
 
 # The demo experiment (README "The two commands"): the same on the command line and from the admin page.
 DEMO = {"world_preset": "demo", "objects": "auto", "videos": None, "seed": 0, "label_kind": "cluster",
@@ -29,6 +29,7 @@ class Step:
     run_dir: Path | None = None   # a training step's run folder: its metrics.jsonl drives the progress
     epochs: int | None = None
     processes: int = 1            # > 1: one process per GPU under torchrun (DDP)
+    optional: bool = False        # its failure is logged and the job goes on: what came before stands without it
 
     def command(self, python: str) -> list[str]:
         """The command line that runs this step with ``python``."""
@@ -78,17 +79,30 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto",
                 *on_ray]
         steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
-    if kind in ("demo", "dissect") or (kind == "train" and has_world_truth(params["data_dir"])):
+    world_dir = world_of(params["data_dir"]) if kind == "train" else None
+    if kind in ("demo", "dissect") or world_dir is not None:
         steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth"]))
+    # ... and probes its layers on the world's held-out frames (the Representation page), where there are
+    # enough of them; a probe that cannot be scored on this data leaves the run as it is.
+    if world_dir is not None and held_out_videos(params["data_dir"]) >= PROBE.world_min_test_videos:
+        argv = ["probe", params["run_dir"], "--world", str(world_dir), "--data", params["data_dir"],
+                "--device", params.get("device") or "auto"]
+        steps.append(Step("probe", argv, optional=True))
     return steps
 
 
-def has_world_truth(data_dir: str | Path) -> bool:
-    """Whether the dataset was ingested from a generated world's videos, whose truth `dissect --truth` reads."""
+def world_of(data_dir: str | Path) -> Path | None:
+    """The generated world whose videos the dataset was ingested from (its truth is what `dissect --truth`
+    and `probe --world` read), else None."""
     from model.world.truth import find_world_dir
 
     videos_dir = ds.read_report(Path(data_dir)).get("videos_dir") if (Path(data_dir) / ds.REPORT).exists() else None
     try:
-        return bool(videos_dir) and find_world_dir(videos_dir) is not None
+        return find_world_dir(videos_dir) if videos_dir else None
     except FileNotFoundError:
-        return False
+        return None
+
+
+def held_out_videos(data_dir: str | Path) -> int:
+    """How many videos the dataset's test split holds (the world probe's frames)."""
+    return len({record.video for record in ds.load_manifest(data_dir) if record.split == "test"})

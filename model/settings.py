@@ -244,6 +244,7 @@ class ProbeSettings:
     splits: int = 3                    # ... over 3 splits
     world_test_fraction: float = 0.5   # world tasks: this share of the held-out videos scores the SVMs
     world_min_videos: int = 3          # world objects: scored where on (and off) screen in this many videos a side
+    world_min_test_videos: int = 12    # train jobs probe a world's data from this many held-out videos (2x2x3 above)
     batch_size: int = 64
     max_iter: int = 10_000             # LinearSVC iterations
     jobs: int = 1                      # (network, layer) pairs probed at a time, each in its own process

@@ -75,7 +75,7 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
 
 
 def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(tmp_path):
-    """Issue 27: after training no run appeared until a second job extracted units, and nothing dissected."""
+    """Issue 27: after training no run appeared until a second job extracted units, nothing dissected or probed."""
     import json
 
     from model import dataset as ds
@@ -95,6 +95,33 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
         assert [s.name for s in steps] == expected, name
         assert steps[1].argv[:4] == ["units", params["run_dir"], "--pool", params["data_dir"]]
         assert steps[1].argv[-2:] == ["--split", "test"]
+    # With enough held-out videos to score a probe, it probes the run on the world's truth too (optional).
+    manifest = [json.dumps({"frame_id": v, "video_id": f"v{v}", "video": f"v{v}.mp4", "frame_index": 0, "time": 0.0,
+                            "image": f"v{v}.jpg", "clip": f"v{v}.mp3", "split": "test" if v < 12 else "train",
+                            "silent": False}) for v in range(20)]
+    (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest))
+    params = job_params("train", {"data_dir": str(tmp_path / "world-data"), "device": "cpu"})
+    params, steps = job_steps(3, "train", params, tmp_path / "jobs")
+    assert [s.name for s in steps] == ["train", "units", "dissect", "probe"] and steps[-1].optional
+    assert steps[-1].argv == ["probe", params["run_dir"], "--world", str(world.resolve()), "--data",
+                              params["data_dir"], "--device", "cpu"]
+    (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest[1:]))     # 11 held-out videos: no probe
+    assert [s.name for s in job_steps(3, "train", params, tmp_path / "jobs")[1]][-1] == "dissect"
+
+
+def test_an_optional_step_that_fails_is_logged_and_the_job_is_done(url, tmp_path, monkeypatch):
+    import backend.jobs as jobs
+
+    with sessions_of(url)() as db:
+        job_id = create_job(db, "world", {}).id
+        assert jobs.claim_next_job(db).id == job_id
+    steps = [Step("probe", ["no-such-command"], optional=True), Step("help", ["--help"])]
+    monkeypatch.setattr(jobs, "job_steps", lambda *args: ({}, steps))
+    assert jobs.run_job(sessions_of(url), job_id, url, tmp_path, FAST) == "done"
+    with sessions_of(url)() as db:
+        job = db.get(Job, job_id)
+    assert job.status == "done" and "step probe failed (exit status 2); what the steps before it made stands" in job.log
+    assert "$ ambient --help" in job.log                                    # the job went on after it
 
 
 def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):

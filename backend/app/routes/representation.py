@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from backend.app.deps import admin_user, figure_html, get_db, render
 from backend.app.representation import clusters_figure, probe_table, run_probes
 from backend.db.models import Annotator, Run
+from model.settings import PROBE
 
 router = APIRouter(include_in_schema=False)
 
@@ -26,7 +27,8 @@ def representation(run_id: int, request: Request, user: Annotator = Depends(admi
     figures = [clusters_figure(probe) for probe in probes]
     return render(request, "representation.html", user=user, run=run,
                   sections=[(probe_table(probe), figure_html(figure) if figure else None)
-                            for probe, figure in zip(probes, figures)])
+                            for probe, figure in zip(probes, figures)],
+                  min_test_videos=PROBE.world_min_test_videos)
 
 
 @router.get("/api/runs/{run_id}/representation.json")
