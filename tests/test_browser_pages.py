@@ -1,5 +1,6 @@
 """Long pages in Debian's Chromium: the units browser pages its units, 50 at a time, keeping the filters,
-and a run's results page folds its long lists until they are opened; every unit is a link."""
+and a run's results page folds its long lists until they are opened; every unit is a link. A blank
+filter lists every unit."""
 from __future__ import annotations
 
 import pytest
@@ -52,3 +53,19 @@ def test_units_browser_pages_and_the_run_page_folds(site):
         page.click("#auto-label-list summary")
         page.click("#auto-label-table tr[id^=auto-label-] a >> nth=0")
         page.wait_for_url(f"{base}/runs/1/units/conv5/*")
+
+
+def test_a_blank_filter_lists_every_unit(site):
+    """Issue 27 item 6: "Show" with blank number boxes and "Characteristic sound: any" was a bare 422."""
+    base = site
+    with chromium_page() as page:
+        log_in(page, base, "boss")
+        page.goto(f"{base}/runs/1/units?min_precision=0.95")                 # a filter that leaves none ...
+        assert page.inner_text("#shown-count") == "0"
+        page.fill("input[name=min_precision]", "")                          # ... cleared: blank boxes, "any"
+        page.fill("input[name=min_iou]", "")
+        page.select_option("select[name=characteristic]", "")
+        page.click("#unit-filters button[type=submit]")
+        page.wait_for_url(f"{base}/runs/1/units?*")
+        assert "min_precision=&" in page.url                                 # the blank box was sent
+        assert page.inner_text("#shown-count") == "60" and page.locator("#units tr[id^=unit-]").count() == 50
