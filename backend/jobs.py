@@ -116,8 +116,9 @@ def checked_folder(fields: dict, name: str, must_contain: str | None = None, roo
     # What the job reads or writes inside must stay in the roots too: a link there could lead anywhere.
     leaving = ds.link_outside(path, roots) if roots is not None else None
     if leaving is not None:
-        raise JobError(f"{leaving[0]} is a link to {leaving[1]}, outside the data roots ({', '.join(map(str, roots))}); "
-                       f"remove it or set AMBIENT_DATA_ROOTS to allow that folder", name)
+        raise JobError(f"{leaving[0]} is a link to {leaving[1]}, outside the data roots "
+                       f"({', '.join(map(str, roots))}); remove it or set AMBIENT_DATA_ROOTS to allow that folder",
+                       name)
     return str(path.resolve())
 
 

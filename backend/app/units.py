@@ -12,7 +12,8 @@ from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
 from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, lock, one_writer_at_a_time,
                                       open_units, reserve_next, utcnow)
-from backend.db.models import Annotation, Annotator, Category, ImageMark, Unit, UnitImage, UnitReservation, UnitSettlement
+from backend.db.models import (Annotation, Annotator, Category, ImageMark, Unit, UnitImage, UnitReservation,
+                               UnitSettlement)
 from model.settings import ANNOTATION, AnnotationSettings
 
 UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))

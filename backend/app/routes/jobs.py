@@ -15,8 +15,9 @@ from starlette.datastructures import FormData
 
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
 from backend.db.models import Annotator, Job, Run
-from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_job, data_folders, fail_jobs_of_dead_workers,
-                          job_params, live_workers, requeue_job, training_warning, units_fields)
+from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_job, data_folders,
+                          fail_jobs_of_dead_workers, job_params, live_workers, requeue_job, training_warning,
+                          units_fields)
 from backend.pipeline import DEMO
 from model.dataset import read_report
 from model.ingest import report_table
