@@ -244,7 +244,9 @@ class ProbeSettings:
     splits: int = 3                    # ... over 3 splits
     world_test_fraction: float = 0.5   # world tasks: this share of the held-out videos scores the SVMs
     world_min_videos: int = 3          # world objects: scored where on (and off) screen in this many videos a side
-    world_min_test_videos: int = 12    # train jobs probe a world's data from this many held-out videos (2x2x3 above)
+    # Train jobs probe a world's data from this many held-out videos: with 16 (an 80-video world) no object
+    # was on and off screen in 3 videos on both sides of every split, and the probe could not be scored.
+    world_min_test_videos: int = 40
     batch_size: int = 64
     max_iter: int = 10_000             # LinearSVC iterations
     jobs: int = 1                      # (network, layer) pairs probed at a time, each in its own process

@@ -79,6 +79,7 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
     import json
 
     from model import dataset as ds
+    from model.settings import PROBE
     from model.world.truth import SUMMARY
 
     world, other = tmp_path / "world", tmp_path / "own-videos"
@@ -96,16 +97,17 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
         assert steps[1].argv[:4] == ["units", params["run_dir"], "--pool", params["data_dir"]]
         assert steps[1].argv[-2:] == ["--split", "test"]
     # With enough held-out videos to score a probe, it probes the run on the world's truth too (optional).
+    held_out = PROBE.world_min_test_videos
     manifest = [json.dumps({"frame_id": v, "video_id": f"v{v}", "video": f"v{v}.mp4", "frame_index": 0, "time": 0.0,
-                            "image": f"v{v}.jpg", "clip": f"v{v}.mp3", "split": "test" if v < 12 else "train",
-                            "silent": False}) for v in range(20)]
+                            "image": f"v{v}.jpg", "clip": f"v{v}.mp3", "split": "test" if v < held_out else "train",
+                            "silent": False}) for v in range(held_out + 8)]
     (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest))
     params = job_params("train", {"data_dir": str(tmp_path / "world-data"), "device": "cpu"})
     params, steps = job_steps(3, "train", params, tmp_path / "jobs")
     assert [s.name for s in steps] == ["train", "units", "dissect", "probe"] and steps[-1].optional
     assert steps[-1].argv == ["probe", params["run_dir"], "--world", str(world.resolve()), "--data",
                               params["data_dir"], "--device", "cpu"]
-    (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest[1:]))     # 11 held-out videos: no probe
+    (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest[1:]))     # one held-out video short
     assert [s.name for s in job_steps(3, "train", params, tmp_path / "jobs")[1]][-1] == "dissect"
 
 
