@@ -52,6 +52,8 @@ def test_folders_are_picked_from_the_data_roots_and_errors_stay_beside_their_fie
         assert error.inner_text() == f"Dataset folder: {missing} does not exist on the server"
         assert "data_dir" not in page.inner_text("#job-error") and "Dataset folder" in page.inner_text("#job-error")
         assert page.locator(".field-error").count() == 1
+        assert page.locator("[aria-invalid=true]").count() == 1 and \
+            page.get_attribute("#new-train input[name=data_dir_typed]", "aria-invalid") == "true"   # the box it came from
         train = page.locator("#new-train")
         assert train.locator("input[name=data_dir_typed]").input_value() == str(missing)
         assert train.locator("input[name=epochs]").input_value() == "3"
