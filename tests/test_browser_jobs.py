@@ -1,7 +1,8 @@
 """In Debian's Chromium, on a server started with its own worker (`ambient serve --worker`, as `make demo`
 serves): the admin queues training from the jobs page, watches its progress and loss chart; the job goes
-on to the new run's units and their automatic labels (a world's data), the run is named by what it is,
-and an annotator is handed one of its units. (The probe step that follows on a world with enough
+on to the new run's units and their automatic labels (a world's data), the run is named by what it is
+(its results page shows its held-out accuracy; the admin renames it), and an annotator is handed one of
+its units. (The probe step that follows on a world with enough
 held-out videos is planned in test_jobs.py; this tiny world has too few.)"""
 from __future__ import annotations
 
@@ -91,6 +92,13 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
         assert units and any(unit["auto_category"] for unit in units)              # labelled from the truth
         # The tiny world holds too few held-out videos to score a probe: no probe step; its page is linked.
         assert "$ ambient probe" not in log and page.locator("#representation").count() == 1
+        page.click(f"a[href='/results/{run['id']}']")                              # the run's results page
+        page.wait_for_url(f"{base}/results/{run['id']}")
+        assert "Held-out accuracy" in page.inner_text("#held-out") and "chance" in page.inner_text("#held-out")
+        page.fill("#rename-run input[name=name]", "tiny world, 4 clusters")      # admins rename runs
+        page.click("#rename-run button[type=submit]")
+        page.wait_for_load_state()
+        assert page.request.get(f"{base}/api/v1/runs").json()["items"][0]["name"] == "tiny world, 4 clusters"
 
         page.click("button:has-text('Log out')")
         log_in(page, base, "ann")
