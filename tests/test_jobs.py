@@ -365,3 +365,28 @@ def test_a_training_job_on_several_gpus_runs_under_torchrun(tmp_path):
     assert train.command("python")[:5] == ["python", "-m", "torch.distributed.run", "--standalone",
                                            "--nproc_per_node=4"]
     assert train.command("python")[5:8] == ["-m", "backend.cli", "train"]
+
+
+def test_the_job_forms_list_datasets_runs_and_video_folders_under_the_roots(tmp_path):
+    import json
+
+    from backend.jobs import data_folders
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    older, newer, run, videos = root / "a" / "data", root / "b" / "data", root / "b" / "run", root / "w" / "videos"
+    for folder in (older, newer, run, videos, outside / "data"):
+        folder.mkdir(parents=True)
+    for data in (older, newer, outside / "data"):
+        (data / "manifest.jsonl").write_text("")
+    (older / "inner").mkdir()
+    (older / "inner" / "manifest.jsonl").write_text("")          # inside a dataset: not looked at
+    (run / "run.json").write_text(json.dumps({}))
+    (videos / "clip.MP4").write_bytes(b"")
+    os.utime(older, (1, 1))
+    (root / "link").symlink_to(outside)                           # links are not followed
+    deep = root.joinpath(*"cdefg") / "data"
+    deep.mkdir(parents=True)
+    (deep / "manifest.jsonl").write_text("")                      # 6 folders down: past the depth
+    found = data_folders([root])
+    assert found.datasets == [str(newer), str(older)] and found.runs == [str(run)] and found.videos == [str(videos)]
+    assert data_folders([root], limit=1).datasets == []           # the root alone
