@@ -24,6 +24,14 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
                         class_indices, class_sounds (characteristic sound flags), precision (units, classes),
                         iou (units, classes), top_with_masks (units,)
 
+Written by ``ambient ablate`` (model/ablate.py)::
+
+    ablation_<layer>.json  units switched off: layer, label_kind, test_frames, units_in_layer, random_repeats,
+                        seed, world_truth, baseline {accuracy, per_label}, ablations [{units, category, accuracy,
+                        per_label, random {accuracy, accuracy_std, repeats}, truth {own_drop, own_drop_random,
+                        own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
+                        with --each-unit also single_units [{unit, accuracy, per_label}]
+
 Written by ``ambient probe`` (model/probe.py)::
 
     probe_<dataset>.json  linear-probe results (Table 2): dataset, format, layers, tasks, networks
@@ -164,6 +172,19 @@ def dissection_scores_file(run_dir: str | Path, layer: str | None) -> Path:
 
 def read_dissection(run_dir: str | Path) -> list[dict]:
     return json.loads(dissection_file(run_dir).read_text())
+
+
+def ablation_file(run_dir: str | Path, layer: str) -> Path:
+    return Path(run_dir) / f"ablation_{layer}.json"
+
+
+def read_ablation(run_dir: str | Path, layer: str) -> dict | None:
+    """RUN_DIR/ablation_<layer>.json, or None when ``ambient ablate`` has not written it (or it does not parse)."""
+    path = ablation_file(run_dir, layer)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def probe_file(run_dir: str | Path, dataset: str) -> Path:

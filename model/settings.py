@@ -192,6 +192,20 @@ class UnitSettings:
 
 
 UNITS = UnitSettings()
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """Units switched off in the forward pass (``ambient ablate``, model/ablate.py)."""
+
+    layer: str = "conv5"
+    random_repeats: int = 20           # random unit sets of the same size per ablation: the control's spread
+    seed: int = 0                      # of those random draws
+    batch_size: int = 128              # test frames per forward pass
+    helps_predict: int = 5             # the unit page's "sounds this unit helps predict": this many clusters
+
+
+ABLATION = AblationSettings()
 POOL_SPLITS = ("test", "train", "all")   # which frames of a dataset form a units pool
 
 
