@@ -79,6 +79,7 @@ class TrainSettings:
     shuffle_buffer: int = 2000         # streaming: frames shuffled in a buffer of this many JPEGs (~30 MB at 256 px)
     compile: bool = True               # torch.compile the model (CUDA only; compiling on a CPU costs more than it saves)
     seed: int = 0
+    keep_checkpoints: int = 0          # weights kept at this many evenly spaced steps (the last always): emergence
 
 
 LABELS = LabelSettings()
