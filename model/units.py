@@ -67,16 +67,16 @@ class Network:
 
 
 def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
-                 device: str | torch.device = "cpu") -> Network:
+                 device: str | torch.device = "cpu", checkpoint: Path | None = None) -> Network:
     """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
     ``export:<file>`` (a ``torch.export.save`` program), with the layer's geometry measured
-    (``model.activations.checked_geometry``).
+    (``model.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint).
 
     Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
     the modules' arithmetic) or FileNotFoundError with a message naming the input.
     """
     if model_spec is None:
-        model, info = load_run(run_dir, device)
+        model, info = load_run(run_dir, device, checkpoint)
         network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                           info.mean, info.std)
     elif model_spec.startswith("torchvision:"):
