@@ -211,7 +211,7 @@ def ablate_run(run_dir: str | Path, layer: str = ABLATION.layer, units: Sequence
             raise ValueError(f"{run_dir}/dissection.json labels the units of {', '.join(map(str, dissected))}, "
                              f"not {layer}; dissect {layer} or name --units")
         sets = detector_sets(labels, layer, category)
-        if not sets:
+        if not sets and not each_unit:      # each unit alone is still measured when there are no detectors
             raise ValueError(f"{layer} of {run_dir} has no detectors (precision >= {DETECTOR_PRECISION:.0%}) to ablate")
     data_dir = Path(read_run_json(run_dir).get("data_dir", ""))
     if not ds.is_dataset(data_dir):

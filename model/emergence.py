@@ -19,8 +19,9 @@ import torch
 from tqdm import tqdm
 
 from model import pool as pl
-from model.dissect import (detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer)
-from model.run import kept_checkpoints, read_dissection, read_metrics, units_file
+from model.dissect import detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer
+from model.activations import TopImages
+from model.run import FINAL_MODEL, kept_checkpoints, read_dissection, read_metrics, units_file
 from model.segmentation import SegmentationClass
 from model.settings import DETECTOR_PRECISION, UNITS, UnitSettings
 from model.units import load_network, pool_pass, video_index
@@ -50,6 +51,14 @@ def first_steps(final: Sequence[dict], precisions: Sequence[tuple[int, Callable[
     return rows
 
 
+def _final_step(run_dir: Path) -> int | None:
+    """The step of RUN_DIR/model.pt (the network ``ambient units`` analysed); None without one."""
+    try:
+        return int(torch.load(Path(run_dir) / FINAL_MODEL, map_location="cpu", weights_only=True)["step"])
+    except (OSError, KeyError, RuntimeError, ValueError):
+        return None
+
+
 def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of: Callable | None = None,
                         masks: dict[int, Path] | None = None, classes: Sequence[SegmentationClass] = (),
                         settings: UnitSettings = UNITS, device: str | torch.device = "cpu",
@@ -62,6 +71,10 @@ def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of:
     path = units_file(run_dir, layer)
     with np.load(path) as data:
         meta, top = json.loads(str(data["meta"])), int(data["frame_ids"].shape[1])
+        # The final network's pass over the pool is the units file's: a kept checkpoint of the final step reuses it.
+        stored = TopImages(torch.from_numpy(data["scores"]), torch.from_numpy(data["frame_ids"]),
+                           torch.from_numpy(data["maps"].astype(np.float32)))
+        thresholds = torch.from_numpy(data["thresholds"]) if "thresholds" in data.files else None
     if meta.get("model_spec"):
         raise ValueError(f"{path}: units of {meta['model_spec']}, not of this run's training: no checkpoints")
     checkpoints = kept_checkpoints(run_dir)
@@ -73,6 +86,7 @@ def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of:
     records = pl.pool_records(meta["data_dir"], settings.split)
     videos = video_index(records)
     accuracy = {row["step"]: row.get("test_accuracy") for row in read_metrics(run_dir)}
+    final_step = _final_step(run_dir)
     steps, skipped, precisions = [], [], []
     for step, checkpoint in checkpoints:
         try:
@@ -80,16 +94,20 @@ def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of:
         except Exception as error:    # noqa: BLE001: a missing or unreadable checkpoint is named and skipped
             skipped.append({"step": step, "checkpoint": str(checkpoint), "reason": f"{type(error).__name__}: {error}"})
             continue
-        with tqdm(total=len(records), desc=f"step {step}", unit="frame", disable=not show_progress) as bar:
-            passed = pool_pass(network, Path(meta["data_dir"]), records, videos, settings, device=device,
-                               progress=bar.update)
-        found = passed.top.result()
+        if step == final_step and (masks is None or thresholds is not None):
+            found = stored
+        else:
+            with tqdm(total=len(records), desc=f"step {step}", unit="frame", disable=not show_progress) as bar:
+                passed = pool_pass(network, Path(meta["data_dir"]), records, videos, settings, device=device,
+                                   progress=bar.update)
+            found, thresholds_now = passed.top.result(), passed.quantile.result()
         if masks is None:
             scores = truth_scores(found.frame_ids.numpy(), found.maps, meta, truth_of, settings)
             labels = truth_labels(scores)
             precisions.append((step, lambda unit, category, s=scores: s[unit].get(category, (0.0, 0.0))[0]))
         else:
-            mask_scores = score_units(network, meta, found.frame_ids.numpy(), found.maps, passed.quantile.result(),
+            mask_scores = score_units(network, meta, found.frame_ids.numpy(), found.maps,
+                                      thresholds if found is stored else thresholds_now,
                                       records, masks, classes, settings, device)
             labels = label_units(mask_scores, settings)
             index = {c.name: i for i, c in enumerate(mask_scores.classes)}
