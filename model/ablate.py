@@ -238,3 +238,22 @@ def ablate_run(run_dir: str | Path, layer: str = ABLATION.layer, units: Sequence
     bar.close()
     return {"layer": layer, "label_kind": info.label_kind, "test_frames": len(test), "units_in_layer": num_units,
             "random_repeats": settings.random_repeats, "seed": settings.seed, "world_truth": heard is not None, **result}
+
+
+def single_unit_links(ablation: dict, top: int = ABLATION.helps_predict
+                      ) -> tuple[dict[int, list[dict]], dict[int, list[dict]]]:
+    """From ``single_units`` (``--each-unit``): per unit, the ``top`` sound labels whose accuracy drops most with
+    it alone off, and per label the ``top`` units whose ablation costs it most; drops > 0 only, largest first."""
+    base = ablation["baseline"]["per_label"]
+    drops = [(row["unit"], label, base[label] - after) for row in ablation.get("single_units", [])
+             for label, after in enumerate(row["per_label"]) if after is not None and base[label] is not None
+             and base[label] - after > 0]
+    drops.sort(key=lambda d: (-d[2], d[0], d[1]))
+    helps: dict[int, list[dict]] = {}
+    depends: dict[int, list[dict]] = {}
+    for unit, label, drop in drops:
+        if len(helps.setdefault(unit, [])) < top:
+            helps[unit].append({"index": label, "drop": drop})
+        if len(depends.setdefault(label, [])) < top:
+            depends[label].append({"unit": unit, "drop": drop})
+    return helps, depends

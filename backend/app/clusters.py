@@ -38,12 +38,13 @@ class PublishedGroup:
     contrast: np.ndarray | None
     closest_frame_ids: list[int]
     sources: dict[str, int]
+    depends_on: list[dict]      # ``ambient ablate --each-unit``: [{"layer", "unit", "drop"}], largest drop first
 
     @classmethod
     def of(cls, row: SoundCluster) -> "PublishedGroup":
         return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
                    None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
-                   dict(row.sources))
+                   dict(row.sources), list(row.depends_on or []))
 
 
 def _vector(data: bytes) -> np.ndarray:
