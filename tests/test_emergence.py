@@ -60,3 +60,31 @@ def test_no_kept_checkpoints_is_a_clear_error(tmp_path):
     extract_units(pool.run, pool.data, SETTINGS, show_progress=False)
     with pytest.raises(FileNotFoundError, match="--keep-checkpoints"):
         dissect_checkpoints(pool.run, "conv5", truth_of=truth, settings=SETTINGS, show_progress=False)
+
+
+def test_publish_loads_emergence_and_each_unit_s_ablation(run, tmp_path):
+    from sqlalchemy import select
+
+    from app_helpers import database_url
+    from backend.db.models import Run, Unit
+    from backend.db.session import session_factory, upgrade_db
+    from backend.publish import publish_run
+    from model.dataset import write_json_atomic
+    from model.run import ablation_file, emergence_file
+
+    emergence = dissect_checkpoints(run.pool.run, "conv5", truth_of=truth, settings=SETTINGS, show_progress=False)
+    write_json_atomic(emergence_file(run.pool.run), emergence)
+    write_json_atomic(ablation_file(run.pool.run, "conv5"), {
+        "layer": "conv5", "baseline": {"accuracy": 0.5, "per_label": [0.5, 0.5, None, 0.5]}, "ablations": [],
+        "single_units": [{"unit": u, "accuracy": 0.4, "per_label": [0.5, 0.1 if u == 7 else 0.5, None, 0.3]}
+                         for u in range(256)]})
+    url = database_url(tmp_path)
+    publish_run(run.pool.run, upgrade_db(url))
+    with session_factory(upgrade_db(url))() as db:
+        stored = db.scalar(select(Run))
+        assert stored.emergence["steps"] == emergence["steps"] and "single_units" not in stored.ablation
+        helps = {u.index: u.helps_predict for u in db.scalars(select(Unit))}
+    assert helps[7] == [{"index": 1, "drop": pytest.approx(0.4)}, {"index": 3, "drop": pytest.approx(0.2)}]
+    assert helps[8] == [{"index": 3, "drop": pytest.approx(0.2)}]
+    ablation_file(run.pool.run, "conv5").unlink()
+    emergence_file(run.pool.run).unlink()
