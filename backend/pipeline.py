@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import dataset as ds
-from model.run import CHECKPOINT, KEPT_CHECKPOINTS
+from model.run import CHECKPOINT, FINAL_MODEL, KEPT_CHECKPOINTS
 from model.settings import LABELS, TRAIN_PRESETS
 
 # The demo experiment (README "The two commands"): the same on the command line and from the admin page.
@@ -86,8 +86,10 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
     if kind in ("demo", "dissect") or (kind == "train" and has_world_truth(params["data_dir"])):
         kept = params.get("keep_checkpoints") or (Path(params["run_dir"]) / KEPT_CHECKPOINTS).is_dir()
         steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", *(["--checkpoints"] if kept else [])]))
-        # What each category's detectors, and each unit alone, do for the sound prediction (the unit pages).
-        steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
+        # What each category's detectors, and each unit alone, do for the sound prediction (the unit pages):
+        # a network trained here only (another network analysed in a run folder has no sound labels).
+        if kind in ("demo", "train") or (Path(params["run_dir"]) / FINAL_MODEL).exists():
+            steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
     return steps
 
 

@@ -338,3 +338,16 @@ def test_a_training_job_on_several_gpus_runs_under_torchrun(tmp_path):
     assert train.command("python")[:5] == ["python", "-m", "torch.distributed.run", "--standalone",
                                            "--nproc_per_node=4"]
     assert train.command("python")[5:8] == ["-m", "backend.cli", "train"]
+
+
+def test_a_dissect_job_ablates_only_a_network_trained_here(tmp_path):
+    """Issue 28: `ambient ablate` needs the run's sound labels; a folder analysing another network has none."""
+    from model.run import FINAL_MODEL
+
+    run_dir = tmp_path / "analysis"
+    run_dir.mkdir()
+    _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
+    assert [s.name for s in steps] == ["dissect"]
+    (run_dir / FINAL_MODEL).write_bytes(b"")
+    _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
+    assert [s.name for s in steps] == ["dissect", "ablate"] and steps[1].argv[-2:] == ["--detectors", "--each-unit"]

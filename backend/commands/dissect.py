@@ -63,8 +63,8 @@ def register(app: typer.Typer) -> None:
                    f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones "
                    f"(characteristic sounds as {classes if masks is not None else 'model/data/object_categories.csv'} "
                    f"has them)")
-        if checkpoints:
-            _emergence(run_dir, layer, masks, classes, device)
+        # The final labels are written whatever becomes of the checkpoints: they are published, then a failure exits 1.
+        emerged = _emergence(run_dir, layer, masks, classes, device) if checkpoints else True
         if publish:
             publish_or_exit(run_dir, db)
             # The pages count with the database's flags, which admins may have edited: say so when they differ.
@@ -80,6 +80,8 @@ def register(app: typer.Typer) -> None:
             if published != counts:
                 typer.echo(f"with the database's characteristic sounds (as the results pages count): "
                            f"{published['sounding']} sounding, {published['silent']} silent")
+        if not emerged:
+            raise typer.Exit(1)
 
 
 def _truth_of(path: Path):
@@ -106,16 +108,21 @@ def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
         raise typer.Exit(1)
 
 
-def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | None, device: str) -> None:
-    """Every kept checkpoint dissected as the final network was: RUN_DIR/emergence.json."""
+def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | None, device: str) -> bool:
+    """Every kept checkpoint dissected as the final network was: RUN_DIR/emergence.json. False when that failed
+    (said why); a run that kept no checkpoints is only warned about (a demo resumed from before they were kept)."""
     from model import pool as pl
     from model.dataset import write_json_atomic
     from model.device import resolve_device
     from model.emergence import dissect_checkpoints
-    from model.run import emergence_file, read_units_meta, units_file
+    from model.run import emergence_file, kept_checkpoints, read_units_meta, units_file
     from model.segmentation import match_masks, read_classes
 
     path = units_file(run_dir, layer)
+    if not kept_checkpoints(run_dir):
+        typer.echo(f"warning: {run_dir} kept no checkpoints (train with --keep-checkpoints N): no emergence.json",
+                   err=True)
+        return True
     try:
         if masks is None:
             result = dissect_checkpoints(run_dir, layer, truth_of=_truth_of(path), device=resolve_device(device))
@@ -126,7 +133,7 @@ def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | No
                                          classes=read_classes(classes), device=resolve_device(device))
     except (FileNotFoundError, LookupError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1)
+        return False
     for skipped in result["skipped"]:
         typer.echo(f"warning: skipped checkpoint {skipped['checkpoint']}: {skipped['reason']}", err=True)
     write_json_atomic(emergence_file(run_dir), result)
@@ -134,6 +141,7 @@ def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | No
                       + (f" ({s['accuracy']:.1%} held-out)" if s["accuracy"] is not None else "")
                       for s in result["steps"])
     typer.echo(f"wrote {emergence_file(run_dir)}: {steps}")
+    return True
 
 
 def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: str) -> list:
