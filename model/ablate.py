@@ -65,6 +65,7 @@ class Tally:
         self.count = np.zeros(num_labels)
         self.frames = 0
         self.hits = 0.0
+        self.probability_sum = 0.0
         self.probability: dict[tuple[str, bool], list[float]] = {}     # (category, heard) -> [sum, frames]
 
     def add(self, correct: torch.Tensor, probability: torch.Tensor, targets: torch.Tensor,
@@ -80,6 +81,7 @@ class Tally:
             self.count += np.bincount(labels, minlength=len(self.count))
             self.hits += correct.sum()
         self.frames += len(correct)
+        self.probability_sum += probability.sum()
         for category, mask in heard.items():
             for side in (True, False):
                 total = self.probability.setdefault((category, side), [0.0, 0])
@@ -88,6 +90,10 @@ class Tally:
 
     def accuracy(self) -> float:
         return self.hits / self.frames
+
+    def true_probability(self) -> float:
+        """The true label's mean probability over every test frame."""
+        return self.probability_sum / self.frames
 
     def per_label(self) -> list[float | None]:
         """Each label's accuracy (recall); None for a label no test frame has."""
@@ -133,15 +139,18 @@ def measure_ablations(head: Callable[[torch.Tensor], torch.Tensor], batches: Ite
     if not tallies[0].frames:
         raise ValueError("no test frames to measure the ablations on")
     base = tallies[0]
-    result = {"baseline": {"accuracy": base.accuracy(), "per_label": base.per_label()}, "ablations": []}
+    result = {"baseline": {"accuracy": base.accuracy(), "per_label": base.per_label(),
+                           "true_probability": base.true_probability()}, "ablations": []}
     random_tallies = iter(tallies[1 + len(sets):1 + len(sets) + len(sets) * repeats])
     for unit_set, tally in zip(sets, tallies[1:1 + len(sets)]):
         drawn = [next(random_tallies) for _ in range(repeats)]
         accuracies = [t.accuracy() for t in drawn]
         ablation = {"units": list(unit_set.units), "category": unit_set.category, "accuracy": tally.accuracy(),
-                    "per_label": tally.per_label(),
+                    "per_label": tally.per_label(), "true_probability": tally.true_probability(),
                     "random": {"accuracy": float(np.mean(accuracies)) if drawn else None,
-                               "accuracy_std": float(np.std(accuracies)) if drawn else None, "repeats": len(drawn)}}
+                               "accuracy_std": float(np.std(accuracies)) if drawn else None, "repeats": len(drawn),
+                               "true_probability": float(np.mean([t.true_probability() for t in drawn]))
+                               if drawn else None}}
         if truth and unit_set.category is not None:
             category = unit_set.category
             own_base, other_base = base.mean_probability(category, True), base.mean_probability(category, False)

@@ -28,8 +28,9 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
 Written by ``ambient ablate`` (model/ablate.py)::
 
     ablation_<layer>.json  units switched off: layer, label_kind, test_frames, units_in_layer, random_repeats,
-                        seed, world_truth, baseline {accuracy, per_label}, ablations [{units, category, accuracy,
-                        per_label, random {accuracy, accuracy_std, repeats}, truth {own_drop, own_drop_random,
+                        seed, world_truth, baseline {accuracy, per_label, true_probability}, ablations [{units,
+                        category, accuracy, per_label, true_probability, random {accuracy, accuracy_std, repeats,
+                        true_probability}, truth {own_drop, own_drop_random,
                         own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
                         with --each-unit also single_units [{unit, accuracy, per_label}]
 

@@ -57,6 +57,7 @@ def test_ablating_the_unit_one_class_needs_drops_that_class_only():
     ablation = result["ablations"][0]
     assert ablation["per_label"] == [0.0, 1.0, 1.0]                                  # class 0 only
     assert ablation["accuracy"] == pytest.approx(5 / 7)
+    assert ablation["true_probability"] < result["baseline"]["true_probability"]
     assert ablation["units"] == [0] and ablation["category"] == "dog"
     # The random control draws other units only: unit 1 costs class 1's 3 frames, unit 2 nothing.
     random = ablation["random"]
@@ -132,7 +133,8 @@ def test_ablate_writes_the_run_s_json_and_refuses_bad_input(run, monkeypatch):
                                  "--no-publish", "--each-unit"])
     assert result.exit_code == 0, result.output
     saved = json.loads(ablation_file(run.run, "conv5").read_text())
-    assert set(saved["baseline"]) == {"accuracy", "per_label"} and len(saved["baseline"]["per_label"]) == 4
+    assert set(saved["baseline"]) == {"accuracy", "per_label", "true_probability"}
+    assert len(saved["baseline"]["per_label"]) == 4
     assert saved["test_frames"] == 20 and saved["world_truth"] is True
     (ablation,) = saved["ablations"]
     assert ablation["units"] == [0, 1, 2] and ablation["category"] == "dog"

@@ -68,6 +68,8 @@ def test_results_unit_and_cluster_pages_show_emergence_and_ablation(site):
         assert page.locator("#helps-predict audio").count() == 2             # the cluster's closest test frames
         page.locator("#helps-predict audio").first.evaluate("audio => audio.play()")
         wait_until(page, "!document.querySelector('#helps-predict audio').paused")
+        page.click("#helps-predict a")                                     # to the cluster, on its page
+        page.wait_for_url(f"{base}/runs/1/clusters?offset=0#group-1")
         page.goto(f"{base}/runs/1/units/conv5/1")
         assert page.locator("#no-helps-predict").count() == 1
 

@@ -22,6 +22,14 @@ from model.settings import TEXTURE
 _COLOURS = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], dtype=float)
 
 
+CLUSTERS_PER_PAGE = 5
+
+
+def cluster_url(run_id: int, index: int) -> str:
+    """The cluster browser's page showing the cluster of ``index`` (clusters are listed by index)."""
+    return f"/runs/{run_id}/clusters?offset={index - index % CLUSTERS_PER_PAGE}#group-{index}"
+
+
 class NotFound(LookupError):
     """A run, group or frame the browser cannot show; the message says which."""
 

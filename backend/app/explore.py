@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
 from backend.app.campaign import Visibility
+from backend.app.clusters import cluster_url
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
@@ -184,7 +185,7 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
     if not unit.helps_predict:
         return []
     clusters = {c.index: c for c in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id))}
-    return [{"index": link["index"], "drop": link["drop"],
+    return [{"index": link["index"], "drop": link["drop"], "url": cluster_url(run_id, link["index"]),
              "name": clusters[link["index"]].name if link["index"] in clusters else f"Label {link['index'] + 1}",
              "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
             for link in unit.helps_predict]
