@@ -88,3 +88,33 @@ def test_publish_loads_emergence_and_each_unit_s_ablation(run, tmp_path):
     assert helps[8] == [{"index": 3, "drop": pytest.approx(0.2)}]
     ablation_file(run.pool.run, "conv5").unlink()
     emergence_file(run.pool.run).unlink()
+
+
+def test_checkpoints_dissected_against_label_maps(run, tmp_path):
+    """``--masks ... --checkpoints``: the same emergence from label maps of the pool's frames (the square is a dog)."""
+    import numpy as np
+    from PIL import Image
+
+    from model import pool as pl
+    from model.dissect import dissect_masks
+    from model.segmentation import match_masks, read_classes
+
+    masks = tmp_path / "masks"
+    for record in run.pool.records:
+        path = (masks / record.image).with_suffix(".png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((_square(record.frame_index)[..., 0] == 250).astype(np.uint8)).save(path)
+    (tmp_path / "classes.csv").write_text("index,name\n1,dog\n")
+    classes = read_classes(tmp_path / "classes.csv")
+    labels, _ = dissect_masks(run.pool.run, masks, tmp_path / "classes.csv", "conv5", SETTINGS, show_progress=False)
+    write_dissection(run.pool.run, labels, "conv5")
+    try:
+        matched = match_masks(pl.pool_records(run.pool.data, "test"), masks)
+        result = dissect_checkpoints(run.pool.run, "conv5", masks=matched, classes=classes, settings=SETTINGS,
+                                     show_progress=False)
+    finally:
+        write_dissection(run.pool.run, run.labels, "conv5")
+    counts = detector_counts(labels, DETECTOR_PRECISION)
+    assert result["source"] == "masks" and [s["step"] for s in result["steps"]] == [10, 20]
+    assert result["steps"][-1]["detectors"]["total"] == counts["detectors"] > 0
+    assert len(result["detectors"]) == counts["detectors"]
