@@ -85,3 +85,25 @@ def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[s
                          yaxis=dict(title="detectors", **count_axis(largest)),
                          height=450, margin=dict(l=10, r=10, t=50, b=40))
     return figure
+
+
+def emergence_figure(steps: Sequence[Mapping], title: str = "When the detectors emerge") -> go.Figure:
+    """Detectors (total, sounding, silent) and held-out accuracy against training step, from the
+    ``steps`` of RUN_DIR/emergence.json (``ambient dissect --checkpoints``)."""
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    x = [s["step"] for s in steps]
+    for key, name, color in (("total", "detectors", "#333333"), ("sounding", "sounding-category detectors",
+                                                                 CHARACTERISTIC_COLOR),
+                             ("silent", "silent-category detectors", OTHER_COLOR)):
+        figure.add_trace(go.Scatter(x=x, y=[s["detectors"][key] for s in steps], name=name, mode="lines+markers",
+                                    line={"color": color}), secondary_y=False)
+    figure.add_trace(go.Scatter(x=x, y=[s["accuracy"] for s in steps], name="held-out accuracy",
+                                mode="lines+markers", line={"color": "#2ca02c", "dash": "dot"}), secondary_y=True)
+    largest = max((s["detectors"]["total"] for s in steps), default=0)
+    figure.update_layout(title=title, height=380, margin={"l": 60, "r": 60, "t": 60, "b": 50},
+                         legend={"orientation": "h", "y": -0.25})
+    figure.update_xaxes(title_text="training step")
+    figure.update_yaxes(title_text="detectors (precision >= %d%%)" % round(100 * DETECTOR_PRECISION),
+                        secondary_y=False, **count_axis(largest))
+    figure.update_yaxes(title_text="held-out accuracy", tickformat=".0%", rangemode="tozero", secondary_y=True)
+    return figure

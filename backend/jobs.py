@@ -77,7 +77,7 @@ FIELD_LABELS = {"kind": "Kind", "world_preset": "World", "objects": "Objects", "
                 "split": "Pool split", "run_dir": "Run folder"}
 
 # The most a job's whole-number fields take: beyond these a job would run for ever or overflow.
-INTEGER_MAX = {"videos": 100_000, "epochs": 1_000, "k": 1_000, "gpus": 64, "seed": 2**32 - 1}
+INTEGER_MAX = {"videos": 100_000, "epochs": 1_000, "k": 1_000, "gpus": 64, "seed": 2**32 - 1, "keep_checkpoints": 100}
 
 
 def _integer(fields: dict, name: str, default: int | None, low: int = 1) -> int | None:
@@ -143,6 +143,8 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     if kind in ("demo", "train"):
         params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])
         params["epochs"] = _integer(fields, "epochs", DEMO["epochs"])
+        params["keep_checkpoints"] = _integer(fields, "keep_checkpoints",
+                                              DEMO["keep_checkpoints"] if kind == "demo" else None)
     if kind == "train":
         params["gpus"] = _integer(fields, "gpus", 1)     # > 1: DDP under torchrun, one process per GPU
     if kind in ("demo", "train", "units"):

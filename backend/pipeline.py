@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from model import dataset as ds
-from model.run import CHECKPOINT
+from model.run import CHECKPOINT, FINAL_MODEL, KEPT_CHECKPOINTS
 from model.settings import LABELS, PROBE, TRAIN_PRESETS
 
 # The demo experiment (README "The two commands"): the same on the command line and from the admin page.
 DEMO = {"world_preset": "demo", "objects": "auto", "videos": None, "seed": 0, "label_kind": "cluster",
         "k": LABELS.clusters, "preset": "demo", "epochs": None, "device": "auto",
         # The demo's test split holds ~160 videos: units pool all frames (the paper pooled 200,000 test frames).
-        "split": "all"}
+        "split": "all",
+        # Weights kept at 4 steps of training, dissected after it (`dissect --checkpoints`): the results page's
+        # emergence chart.
+        "keep_checkpoints": 4}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
             argv += ["--epochs", str(params["epochs"])]
         if params.get("device") not in (None, "auto"):
             argv += ["--device", params["device"]]
+        if params.get("keep_checkpoints"):
+            argv += ["--keep-checkpoints", str(params["keep_checkpoints"])]
         epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
         steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
                           params.get("gpus") or 1))
@@ -81,7 +86,12 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
     world_dir = world_of(params["data_dir"]) if kind == "train" else None
     if kind in ("demo", "dissect") or world_dir is not None:
-        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth"]))
+        kept = params.get("keep_checkpoints") or (Path(params["run_dir"]) / KEPT_CHECKPOINTS).is_dir()
+        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", *(["--checkpoints"] if kept else [])]))
+        # What each category's detectors, and each unit alone, do for the sound prediction (the unit pages):
+        # a network trained here only (another network analysed in a run folder has no sound labels).
+        if kind in ("demo", "train") or (Path(params["run_dir"]) / FINAL_MODEL).exists():
+            steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
     # ... and probes its layers on the world's held-out frames (the Representation page), where there are
     # enough of them; a probe that cannot be scored on this data leaves the run as it is.
     if world_dir is not None and held_out_videos(params["data_dir"]) >= PROBE.world_min_test_videos:

@@ -14,7 +14,9 @@ published (SQLite has one write lock):
    every time;
 4. the automatic labels of dissection.json (the paper's and, from masks, Network Dissection's; a
    mask class the categories table lacks is added, with its characteristic-sound flag);
-5. the sound clusters (or code bits) of the run's labels, with their member frames.
+5. the sound clusters (or code bits) of the run's labels, with their member frames;
+6. emergence.json (``dissect --checkpoints``) and ablation_<layer>.json (``ambient ablate``) onto the run, and
+   from the latter's single units each unit's "sounds it helps predict" and each cluster's units it depends on.
 
 Publishing is idempotent: the same files give the same database.
 """
@@ -182,7 +184,22 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     summary.auto_labels = _publish_auto_labels(sessions, run_dir, layers)
     summary.sound_groups = _publish_sound_groups(sessions, run_dir, first.get("labels_kind"), pool_dir, pool_id,
                                                  summary, progress)
+    _publish_analyses(sessions, run_dir, layers)
     return summary
+
+
+def _publish_analyses(sessions, run_dir: Path, layers: list[str]) -> None:
+    """Emergence and ablation results, those of the first analysed layer that has any."""
+    from model.ablate import single_unit_links
+
+    ablated = next((layer for layer in layers if rd.read_ablation(run_dir, layer) is not None), None)
+    ablation = rd.read_ablation(run_dir, ablated) if ablated else None
+    helps, depends = single_unit_links(ablation) if ablation else ({}, {})
+    with sessions.begin() as session:
+        run = store.find_run(session, run_dir)
+        store.write_run_analyses(session, run, rd.read_emergence(run_dir), ablation)
+        store.write_ablation_links(session, run, store.find_layer(session, run, ablated) if ablated else None,
+                                   helps, depends)
 
 
 def _publish_auto_labels(sessions, run_dir: Path, layers: list[str]) -> int | None:

@@ -12,6 +12,13 @@ One row per seed, median and range over seeds, and the issue's targets checked o
 - more sounding-category detectors than the scene-trained control (paper Table 1 row 2: 49 vs 26);
 - over all seeds, detectors for >= 6 different categories.
 
+Then the causal check (`ambient ablate sound --detectors`): for each category with detectors, its
+detectors switched off against as many random conv5 units (20 draws), measured as the drop in the
+true sound label's mean probability on the test frames whose heard sources (the world's truth)
+include the category and on the other test frames. Target, on every seed, for the category with the
+most detectors among those some test frame hears: own-frames drop >= 2x the random units' and > the
+other frames' drop.
+
     .venv/bin/python benchmarks/bench_science.py [--seeds 0 1 2 3 4] [--out DIR] [--no-controls]
     .venv/bin/python benchmarks/bench_science.py --out DIR --report-only    # the table from a kept --out
 """
@@ -33,12 +40,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from model.settings import DETECTOR_PRECISION, TRAIN_PRESETS, WORLD_PRESETS  # noqa: E402
+from model.settings import ABLATION, DETECTOR_PRECISION, TRAIN_PRESETS, WORLD_PRESETS  # noqa: E402
 from report import write_section  # noqa: E402
 
 AMBIENT = str(REPO / ".venv" / "bin" / "ambient")
 PRESET = "demo"
 TARGET_RATIO, TARGET_DETECTORS, TARGET_CATEGORIES = 2.0, 20, 6
+TARGET_CAUSAL = 2.0      # own frames' drop >= this x the random units' drop
 
 
 def ambient(log, *args: str, done: Path | None = None) -> None:
@@ -84,10 +92,44 @@ def collect(seed: int, work: Path) -> dict:
             row[control] = summarise(detectors(work / control))
     if "scene" in row:
         row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
+    if (work / "sound" / "ablation_conv5.json").exists():
+        row["causal"] = causal_rows(json.loads((work / "sound" / "ablation_conv5.json").read_text()))
     if (work / "science.json").exists():        # how long the seed's stages took when they ran, and on what code
         kept = json.loads((work / "science.json").read_text())
         row.update({key: kept[key] for key in ("minutes", "commit") if key in kept})
     return row
+
+
+def causal_rows(ablation: dict) -> list[dict]:
+    """One row per category whose detectors `ambient ablate --detectors` switched off, most detectors first."""
+    rows = []
+    for a in ablation["ablations"]:
+        truth = a.get("truth") or {}
+        rows.append({"category": a["category"], "detectors": len(a["units"]), "accuracy": a["accuracy"],
+                     "random_accuracy": a["random"]["accuracy"], "random_accuracy_std": a["random"]["accuracy_std"],
+                     "own_frames": truth.get("own_frames", 0), "own_drop": truth.get("own_drop"),
+                     "own_drop_random": truth.get("own_drop_random"),
+                     "own_drop_random_std": truth.get("own_drop_random_std"), "other_drop": truth.get("other_drop")})
+    return sorted(rows, key=lambda r: -r["detectors"])
+
+
+def causal_checked(row: dict) -> dict | None:
+    """The category the causal target is checked on: the most detectors among those some test frame hears."""
+    heard = [c for c in row.get("causal", []) if c["own_drop"] is not None]
+    return heard[0] if heard else None
+
+
+def causal_met(checked: dict) -> bool:
+    return (checked["own_drop"] >= TARGET_CAUSAL * checked["own_drop_random"]
+            and checked["own_drop"] > checked["other_drop"])
+
+
+def causal_line(seed: int, c: dict) -> str:
+    if c["own_drop"] is None:
+        return f"  seed {seed} {c['category']} ({c['detectors']} detectors): no test frame hears it"
+    return (f"  seed {seed} {c['category']} ({c['detectors']} detectors, {c['own_frames']} frames hear it): "
+            f"true-label probability drop {c['own_drop']:+.4f} vs random units {c['own_drop_random']:+.4f} "
+            f"(sd {c['own_drop_random_std']:.4f}), other frames {c['other_drop']:+.4f}")
 
 
 def analyse(log: Path, run_dir: Path, data_dir: Path) -> dict:
@@ -111,7 +153,10 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
     ambient(log, "labels", str(data), "--kind", "cluster", done=data / "labels" / "cluster.npz")
     ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "sound"), "--preset", PRESET,
             done=work / "sound" / "model.pt")
-    analyse(log, work / "sound", data)
+    if analyse(log, work / "sound", data)["detectors"]:
+        # The causal check: each category's detectors switched off (its own stage, kept like the others).
+        ambient(log, "ablate", str(work / "sound"), "--detectors", "--no-publish",
+                done=work / "sound" / "ablation_conv5.json")
     if controls:
         ambient(log, "train", str(data), "--labels", "cluster", "--out", str(work / "untrained"),
                 "--preset", PRESET, "--epochs", "0", done=work / "untrained" / "model.pt")
@@ -121,6 +166,8 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
                 done=work / "scene" / "model.pt")
         analyse(log, work / "scene", data)
     row = collect(seed, work)
+    for category in row.get("causal", []):
+        print(causal_line(seed, category), flush=True)
     # A finished seed run again keeps the time and commit of the run that did its stages.
     row.setdefault("minutes", (time.perf_counter() - started) / 60)
     row.setdefault("commit", code_version())
@@ -161,6 +208,46 @@ def table(rows: list[dict]) -> str:
                      f"| {'met' if not failed else 'missed: ' + ', '.join(failed)}"
                      f"{'' if 'scene' in r else ' (scene control not run)'} |")
     return head + "\n".join(lines)
+
+
+def causal_table(rows: list[dict]) -> str:
+    head = ("| seed | category | detectors | frames that hear it | accuracy: ablated / random units (sd) "
+            "| own frames' drop | random units' drop (sd) | other frames' drop | checked |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        checked = causal_checked(r)
+        for c in r.get("causal", []):
+            heard = c["own_drop"] is not None
+            mark = ("met" if causal_met(c) else "missed") if c is checked else ""
+            lines.append(f"| {r['seed']} | {c['category']} | {c['detectors']} | {c['own_frames']} "
+                         f"| {c['accuracy']:.1%} / {c['random_accuracy']:.1%} ({c['random_accuracy_std']:.1%}) "
+                         + (f"| {c['own_drop']:+.4f} | {c['own_drop_random']:+.4f} ({c['own_drop_random_std']:.4f}) "
+                            f"| {c['other_drop']:+.4f} " if heard else "| - | - | - ")
+                         + f"| {mark} |")
+    return head + "\n".join(lines)
+
+
+def causal_report(rows: list[dict]) -> str:
+    """The causal check's paragraph and table; empty when no seed was ablated."""
+    ablated = [r for r in rows if "causal" in r]
+    if not ablated:
+        return ""
+    checked = {r["seed"]: causal_checked(r) for r in ablated}
+    met = [seed for seed, c in checked.items() if c is not None and causal_met(c)]
+    ratios = [c["own_drop"] / c["own_drop_random"] for c in checked.values() if c and c["own_drop_random"] > 0]
+    return f"""
+Causal check (`ambient ablate sound --detectors`, {ABLATION.random_repeats} random draws of as many other conv5 units
+per category): each category's detectors switched off on the test split; drops are in the true sound label's mean
+probability on the test frames whose heard sources include the category ("own"), and on the other test frames.
+Target: on every seed, for the category with the most detectors among those some test frame hears ("checked"),
+own drop >= {TARGET_CAUSAL:g}x the random units' own drop and > the other frames' drop: met on {len(met)} of
+{len(ablated)} seeds{f" (seeds {', '.join(map(str, met))})" if met else ""}{'' if len(ablated) == len(rows) else
+f"; {len(rows) - len(ablated)} seeds not ablated"}. Own drop / random units' own drop on the checked categories: {
+spread(ratios, '.1f') + 'x (median, range)' if ratios else 'n/a'}.
+
+{causal_table(ablated)}
+"""
 
 
 def code_version() -> str:
@@ -209,7 +296,7 @@ Median (range) over seeds: {spreads}. Categories with a detector over all seeds:
 ({', '.join(all_categories)}). Targets (ratio >= {TARGET_RATIO:g}x, >= {TARGET_DETECTORS} detectors, sounding > silent,
 sounding > the scene-trained control's, on every seed; >= {TARGET_CATEGORIES} categories over all seeds):
 {'all met' if met else 'not all met (see the last column)'}.
-"""
+{causal_report(rows)}"""
 
 
 def main() -> None:

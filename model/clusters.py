@@ -87,7 +87,7 @@ def sound_groups(labels: dict, textures: np.ndarray, records: Sequence[dataset.F
     return groups
 
 
-def _truth_reader(data_dir: Path) -> Callable[[dataset.FrameRecord], list[str]] | None:
+def heard_reader(data_dir: Path) -> Callable[[dataset.FrameRecord], list[str]] | None:
     """What is heard in a frame's clip, when the dataset was ingested from the demo world."""
     from model.world.truth import find_world_dir, frame_truth
     try:
@@ -108,4 +108,4 @@ def dataset_sound_groups(data_dir: str | Path, kind: str) -> list[SoundGroup]:
     with np.load(path) as npz:
         labels = {key: npz[key] for key in npz.files}
     textures, _spectrum = dataset.load_features(data_dir)
-    return sound_groups(labels, textures.astype(np.float64), dataset.load_manifest(data_dir), _truth_reader(data_dir))
+    return sound_groups(labels, textures.astype(np.float64), dataset.load_manifest(data_dir), heard_reader(data_dir))

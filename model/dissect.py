@@ -67,21 +67,19 @@ def contains(region: np.ndarray, mask: np.ndarray, overlap_fraction: float) -> b
     return bool(smaller > 0 and (region & mask).sum() >= overlap_fraction * smaller)
 
 
-def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[str, np.ndarray]],
-               overlap_fraction: float) -> tuple[str | None, float, float]:
-    """(best category, its precision, its IoU) for one unit's top images.
+def category_scores(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[str, np.ndarray]],
+                    overlap_fraction: float) -> dict[str, tuple[float, float]]:
+    """{category: (precision, IoU)} of one unit over its top images, for every category in them.
 
     ``regions`` and ``active`` (N, S, S) bool: the masked regions and the thresholded activations;
-    ``truths[i]`` maps each category in image i to its (S, S) bool mask. Precision ranks the
-    categories; IoU breaks ties.
+    ``truths[i]`` maps each category in image i to its (S, S) bool mask.
     """
     if not len(regions):
-        return None, 0.0, 0.0
-    categories = sorted({c for truth in truths for c in truth})
+        return {}
     region_sizes = regions.sum(axis=(1, 2))
     active_sizes = active.sum(axis=(1, 2))
-    best: tuple[float, float, str | None] = (0.0, 0.0, None)
-    for category in categories:
+    scores = {}
+    for category in sorted({c for truth in truths for c in truth}):
         empty = np.zeros(regions.shape[1:], bool)
         masks = np.stack([truth.get(category, empty) for truth in truths])          # (N, S, S)
         mask_sizes = masks.sum(axis=(1, 2))
@@ -89,10 +87,24 @@ def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[st
         hits = (smaller > 0) & ((regions & masks).sum(axis=(1, 2)) >= overlap_fraction * smaller)
         inter = (active & masks).sum()
         union = active_sizes.sum() + mask_sizes.sum() - inter
-        candidate = (float(hits.mean()), float(inter / union) if union else 0.0, category)
-        if candidate[:2] > best[:2]:
-            best = candidate
+        scores[category] = (float(hits.mean()), float(inter / union) if union else 0.0)
+    return scores
+
+
+def best_category(scores: dict[str, tuple[float, float]]) -> tuple[str | None, float, float]:
+    """(category, precision, IoU) of the best precision, IoU breaking ties; (None, 0, 0) when none scores."""
+    best: tuple[float, float, str | None] = (0.0, 0.0, None)
+    for category, (precision, iou) in scores.items():
+        if (precision, iou) > best[:2]:
+            best = (precision, iou, category)
     return best[2], best[0], best[1]
+
+
+def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[str, np.ndarray]],
+               overlap_fraction: float) -> tuple[str | None, float, float]:
+    """(best category, its precision, its IoU) for one unit's top images (``category_scores``).
+    Precision ranks the categories; IoU breaks ties."""
+    return best_category(category_scores(regions, active, truths, overlap_fraction))
 
 
 def units_layer(run_dir: Path, layer: str | None) -> str:
@@ -162,6 +174,38 @@ def category_masks(objects, frame_size: int, input_size: int) -> dict[str, np.nd
     return out
 
 
+def truth_scores(frame_ids: np.ndarray, maps: torch.Tensor, meta: dict, truth_of: Callable[[ds.FrameRecord], list],
+                 settings: UnitSettings = UNITS) -> list[dict[str, tuple[float, float]]]:
+    """Per unit, ``category_scores`` of its top images: ``frame_ids`` (units, k) pool rows (-1: none) and
+    their ``maps`` (units, k, H, W), placed as a units file's ``meta`` says."""
+    geometry = LayerGeometry(meta["rf_size"], meta["stride"], meta["offset"])
+    size = meta["input_size"]
+    records = {r.frame_id: r for r in ds.load_manifest(meta["data_dir"])}
+    truths = {row: category_masks(truth_of(records[row]), meta["frame_size"], size)
+              for row in np.unique(frame_ids[frame_ids >= 0]).tolist()}
+    kept = torch.from_numpy(frame_ids >= 0)
+    # All units' maps at once (in chunks): per-call overhead dominates for small maps.
+    flat = maps[kept]
+    regions = torch.cat([receptive_field_masks(part, geometry, size, meta["rf_radius"], meta["activation_fraction"])
+                         for part in flat.split(512)]).numpy()
+    active = torch.cat([upsampled_activation(part, geometry, size, meta["activation_fraction"])
+                        for part in flat.split(512)]).numpy()
+    ends = np.cumsum(kept.sum(dim=1).numpy())
+    scores = []
+    for unit, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
+        rows = frame_ids[unit][frame_ids[unit] >= 0].tolist()
+        scores.append(category_scores(regions[start:end], active[start:end], [truths[row] for row in rows],
+                                      settings.overlap_fraction))
+    return scores
+
+
+def truth_labels(scores: Sequence[dict[str, tuple[float, float]]]) -> list[UnitLabel]:
+    """Each unit's label from its ``truth_scores``, with its category's characteristic sound."""
+    sounding = {name: c.characteristic_sound for name, c in category_by_name().items()}
+    return [UnitLabel(unit, *best_category(unit_scores), sounding.get(best_category(unit_scores)[0], False))
+            for unit, unit_scores in enumerate(scores)]
+
+
 def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: str | None = None,
             settings: UnitSettings = UNITS) -> list[UnitLabel]:
     """Label every unit of RUN_DIR/units_<layer>.npz (written by ``ambient units``).
@@ -172,27 +216,7 @@ def dissect(run_dir: Path, truth_of: Callable[[ds.FrameRecord], list], layer: st
     with np.load(path) as data:
         frame_ids, maps, meta = data["frame_ids"], torch.from_numpy(data["maps"].astype(np.float32)), \
             json.loads(str(data["meta"]))
-    geometry = LayerGeometry(meta["rf_size"], meta["stride"], meta["offset"])
-    size = meta["input_size"]
-    records = {r.frame_id: r for r in ds.load_manifest(meta["data_dir"])}
-    truths = {row: category_masks(truth_of(records[row]), meta["frame_size"], size)
-              for row in np.unique(frame_ids[frame_ids >= 0]).tolist()}
-    sounding = {name: c.characteristic_sound for name, c in category_by_name().items()}
-    kept = torch.from_numpy(frame_ids >= 0)
-    # All units' maps at once (in chunks): per-call overhead dominates for small maps.
-    flat = maps[kept]
-    regions = torch.cat([receptive_field_masks(part, geometry, size, meta["rf_radius"], meta["activation_fraction"])
-                         for part in flat.split(512)]).numpy()
-    active = torch.cat([upsampled_activation(part, geometry, size, meta["activation_fraction"])
-                        for part in flat.split(512)]).numpy()
-    ends = np.cumsum(kept.sum(dim=1).numpy())
-    labels = []
-    for unit, (start, end) in enumerate(zip([0, *ends[:-1]], ends)):
-        rows = frame_ids[unit][frame_ids[unit] >= 0].tolist()
-        category, precision, iou = label_unit(regions[start:end], active[start:end], [truths[row] for row in rows],
-                                              settings.overlap_fraction)
-        labels.append(UnitLabel(unit, category, precision, iou, sounding.get(category, False)))
-    return labels
+    return truth_labels(truth_scores(frame_ids, maps, meta, truth_of, settings))
 
 
 @dataclass(frozen=True)

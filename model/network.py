@@ -77,6 +77,17 @@ class CaffeNetBN(nn.Module):
                 return x
         raise AssertionError("unreachable: layer is in LAYERS")
 
+    def forward_from(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """Run the layers after ``layer`` on its output ``x`` (what ``forward_features(., layer)`` returned):
+        an edited layer's effect on the output without running the layers before it again."""
+        if layer not in LAYERS:
+            raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+        for name in LAYERS[LAYERS.index(layer) + 1:]:
+            if name == "fc6":
+                x = torch.flatten(x, 1)
+            x = getattr(self, name)(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x, "output")
 

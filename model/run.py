@@ -12,6 +12,7 @@ Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
                     "rng" (torch CPU and CUDA RNG states; data order and crops follow from the step),
                     "run" (RunInfo as dict)
     model.pt        final weights: {"model": state_dict, "run": RunInfo as dict, "step": int}
+    checkpoints/step_<step>.pt  with --keep-checkpoints N: the weights at N evenly spaced steps, as model.pt
 
 Written by ``ambient units`` and ``ambient dissect`` (the same layout for any analysed network)::
 
@@ -23,6 +24,15 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
     dissection_<layer>.npz  from masks: both scores of every unit and class: classes (names),
                         class_indices, class_sounds (characteristic sound flags), precision (units, classes),
                         iou (units, classes), top_with_masks (units,)
+
+Written by ``ambient ablate`` (model/ablate.py)::
+
+    ablation_<layer>.json  units switched off: layer, label_kind, test_frames, units_in_layer, random_repeats,
+                        seed, world_truth, baseline {accuracy, per_label, true_probability}, ablations [{units,
+                        category, accuracy, per_label, true_probability, random {accuracy, accuracy_std, repeats,
+                        true_probability}, truth {own_drop, own_drop_random,
+                        own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
+                        with --each-unit also single_units [{unit, accuracy, per_label}]
 
 Written by ``ambient probe`` (model/probe.py)::
 
@@ -53,6 +63,8 @@ STREAM = "stream.jsonl"
 CHECKPOINT = "checkpoint.pt"
 FINAL_MODEL = "model.pt"
 DISSECTION = "dissection.json"
+KEPT_CHECKPOINTS = "checkpoints"
+EMERGENCE = "emergence.json"
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,19 @@ def read_dissection(run_dir: str | Path) -> list[dict]:
     return json.loads(dissection_file(run_dir).read_text())
 
 
+def ablation_file(run_dir: str | Path, layer: str) -> Path:
+    return Path(run_dir) / f"ablation_{layer}.json"
+
+
+def read_ablation(run_dir: str | Path, layer: str) -> dict | None:
+    """RUN_DIR/ablation_<layer>.json, or None when ``ambient ablate`` has not written it (or it does not parse)."""
+    path = ablation_file(run_dir, layer)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def probe_file(run_dir: str | Path, dataset: str) -> Path:
     """RUN_DIR/probe_<dataset>.json; ``dataset`` is reduced to letters, digits, '-' and '_'."""
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset) or "dataset"
@@ -214,12 +239,42 @@ def load_unit_images(path: Path) -> list[list[bytes]]:
     return [images[start:end] for start, end in zip([0, *ends[:-1]], ends)]
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[CaffeNetBN, RunInfo]:
-    """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint)."""
+def kept_checkpoint_file(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / KEPT_CHECKPOINTS / f"step_{step:07d}.pt"
+
+
+def kept_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the weights ``ambient train --keep-checkpoints`` kept, by step."""
+    kept = []
+    for path in (Path(run_dir) / KEPT_CHECKPOINTS).glob("step_*.pt"):
+        step = path.stem.removeprefix("step_")
+        if step.isdigit():
+            kept.append((int(step), path))
+    return sorted(kept)
+
+
+def emergence_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / EMERGENCE
+
+
+def read_emergence(run_dir: str | Path) -> dict | None:
+    """RUN_DIR/emergence.json (``ambient dissect --checkpoints``), or None when absent or unreadable."""
+    try:
+        return json.loads(emergence_file(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
+             checkpoint: str | Path | None = None) -> tuple[CaffeNetBN, RunInfo]:
+    """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint;
+    ``checkpoint``: that file's weights, e.g. a kept one)."""
     run_dir = Path(run_dir)
-    path = run_dir / FINAL_MODEL
-    if not path.exists():
+    path = Path(checkpoint) if checkpoint is not None else run_dir / FINAL_MODEL
+    if checkpoint is None and not path.exists():
         path = run_dir / CHECKPOINT
+    if checkpoint is not None and not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
     if not path.exists():
         raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
     state = torch.load(path, map_location="cpu", weights_only=True)   # a pickle may run code: tensors and plain types only

@@ -79,6 +79,7 @@ class TrainSettings:
     shuffle_buffer: int = 2000         # streaming: frames shuffled in a buffer of this many JPEGs (~30 MB at 256 px)
     compile: bool = True               # torch.compile the model (CUDA only; compiling on a CPU costs more than it saves)
     seed: int = 0
+    keep_checkpoints: int = 0          # weights kept at this many evenly spaced steps (the last always): emergence
 
 
 LABELS = LabelSettings()
@@ -192,6 +193,20 @@ class UnitSettings:
 
 
 UNITS = UnitSettings()
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """Units switched off in the forward pass (``ambient ablate``, model/ablate.py)."""
+
+    layer: str = "conv5"
+    random_repeats: int = 20           # random unit sets of the same size per ablation: the control's spread
+    seed: int = 0                      # of those random draws
+    batch_size: int = 128              # test frames per forward pass
+    helps_predict: int = 5             # the unit page's "sounds this unit helps predict": this many clusters
+
+
+ABLATION = AblationSettings()
 POOL_SPLITS = ("test", "train", "all")   # which frames of a dataset form a units pool
 
 

@@ -32,12 +32,12 @@ from tqdm import tqdm
 from model import dataset
 from model.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
-from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, load_run, save_atomic,
-                       write_run_json)
+from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, kept_checkpoint_file, load_run,
+                       save_atomic, write_run_json)
 from model.shards import ShardStream, check_shards, current_index, write_shards
 from model.settings import FEW_STEPS, TrainSettings
 
-__all__ = ["train", "load_run", "planned_steps", "few_steps_warning"]
+__all__ = ["train", "load_run", "planned_steps", "few_steps_warning", "kept_steps"]
 
 
 def _distributed(device: torch.device) -> tuple[int, int]:
@@ -152,6 +152,13 @@ def _trim_metrics(path: Path, last_step: int) -> None:
             file.write("".join(line + "\n" for line in kept).encode())
 
 
+def kept_steps(total_steps: int, keep: int) -> list[int]:
+    """The steps whose weights ``--keep-checkpoints keep`` keeps: ``keep`` evenly spaced, the last always."""
+    if keep <= 0 or total_steps <= 0:
+        return []
+    return sorted({max(1, round(total_steps * i / keep)) for i in range(1, keep + 1)})
+
+
 def planned_steps(data_dir: str | Path, label_kind: str, settings: TrainSettings) -> tuple[int, int]:
     """(training frames kept, optimiser steps) that ``train`` would run on DATA_DIR's labels."""
     labels = load_targets(data_dir, label_kind, dataset.load_splits(data_dir))
@@ -204,6 +211,7 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
                          f"{settings.batch_size // world} frames; lower --batch-size or write smaller shards")
     total_steps = settings.epochs * steps_per_epoch   # 0 epochs: the untrained network (a control)
     eval_every = max(1, steps_per_epoch // settings.evals_per_epoch)
+    keep_steps = set(kept_steps(total_steps, settings.keep_checkpoints))
     info = RunInfo(label_kind=label_kind, num_outputs=labels.num_outputs, multilabel=labels.multilabel,
                    frame_size=settings.frame_size, crop_size=settings.crop_size, fc_width=settings.fc_width,
                    mean=IMAGE_MEAN, std=IMAGE_STD)
@@ -289,7 +297,8 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
         loss_sum, loss_count, images_seen = loss_sum + loss.detach(), loss_count + 1, images_seen + local_batch * world
         bar.update(1)
 
-        evaluating = step % eval_every == 0 or step == total_steps
+        # A kept step is evaluated too: emergence sets its detectors beside its held-out accuracy.
+        evaluating = step % eval_every == 0 or step == total_steps or step in keep_steps
         if evaluating:
             mean_loss = (loss_sum / loss_count).float().reshape(1)
             if world > 1:
@@ -314,6 +323,10 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
                 bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{accuracy:.3f}", majority=f"{majority:.3f}")
         if rank == 0 and (evaluating or step % settings.checkpoint_steps == 0):
             save_checkpoint()
+        if rank == 0 and step in keep_steps:
+            kept_checkpoint_file(run_dir, step).parent.mkdir(exist_ok=True)
+            save_atomic({"model": model.state_dict(), "run": asdict(info), "step": step},
+                        kept_checkpoint_file(run_dir, step))
         if evaluating:
             if world > 1:
                 dist.barrier()   # the others wait while rank 0 evaluates

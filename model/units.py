@@ -28,7 +28,8 @@ from model import dataset as ds
 from model import pool as pl
 from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
                                darken_outside, layer_geometry, receptive_field_masks)
-from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
+from model.nethook import run_until
+from model.network import IMAGE_MEAN, IMAGE_STD, normalize_images
 from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
 
@@ -54,11 +55,9 @@ class Network:
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's maps of normalised float inputs; differentiable, so that its geometry can be measured."""
-        if isinstance(self.module, CaffeNetBN):
-            return self.module.forward_features(x, self.layer)
         if self.layer is None:
             return self.module(x)
-        return _run_until(self.module, self.layer, x)
+        return run_until(self.module, self.layer, x)
 
     @torch.inference_mode()
     def activations(self, crops: torch.Tensor) -> torch.Tensor:
@@ -67,37 +66,17 @@ class Network:
             return self.forward_map(x).float()
 
 
-class _LayerReached(Exception):
-    def __init__(self, output: torch.Tensor):
-        super().__init__()
-        self.output = output
-
-
-def _run_until(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """The output of submodule ``layer``; the forward pass stops there instead of running the head."""
-    def stop(_module, _inputs, output):
-        raise _LayerReached(output)
-    handle = module.get_submodule(layer).register_forward_hook(stop)
-    try:
-        module(x)
-    except _LayerReached as reached:
-        return reached.output
-    finally:
-        handle.remove()
-    raise ValueError(f"layer {layer!r} is never run by the model's forward")
-
-
 def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
-                 device: str | torch.device = "cpu") -> Network:
+                 device: str | torch.device = "cpu", checkpoint: Path | None = None) -> Network:
     """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
     ``export:<file>`` (a ``torch.export.save`` program), with the layer's geometry measured
-    (``model.activations.checked_geometry``).
+    (``model.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint).
 
     Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
     the modules' arithmetic) or FileNotFoundError with a message naming the input.
     """
     if model_spec is None:
-        model, info = load_run(run_dir, device)
+        model, info = load_run(run_dir, device, checkpoint)
         network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                           info.mean, info.std)
     elif model_spec.startswith("torchvision:"):

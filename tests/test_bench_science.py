@@ -40,3 +40,37 @@ def test_the_report_names_the_commits_its_rows_ran_on():
     text = bench_science.report([row(0) | {"commit": "abc1234"}, row(1) | {"commit": "def5678"}], 60.0)
     assert "Code: commit abc1234, def5678." in text
     assert f"Code: commit {bench_science.code_version()}." in bench_science.report([row(0)], 60.0)
+
+
+def causal(category, detectors, own, random, other, frames=40) -> dict:
+    return {"category": category, "detectors": detectors, "accuracy": 0.15, "random_accuracy": 0.18,
+            "random_accuracy_std": 0.01, "own_frames": frames, "own_drop": own, "own_drop_random": random,
+            "own_drop_random_std": 0.001, "other_drop": other}
+
+
+def test_the_causal_check_takes_the_heard_category_with_most_detectors():
+    silent_first = row(0) | {"causal": [causal("tree", 9, None, None, None, frames=0),
+                                        causal("dog", 5, 0.05, 0.01, 0.02), causal("bird", 2, 0.001, 0.01, 0.0)]}
+    assert bench_science.causal_checked(silent_first)["category"] == "dog"
+    assert bench_science.causal_met(causal("dog", 5, 0.05, 0.025, 0.02))                   # exactly 2x
+    assert not bench_science.causal_met(causal("dog", 5, 0.05, 0.026, 0.02))               # < 2x random
+    assert not bench_science.causal_met(causal("dog", 5, 0.05, 0.01, 0.05))                # not > other frames
+    missed = row(1) | {"causal": [causal("person", 12, 0.01, 0.01, 0.0)]}
+    text = bench_science.report([silent_first, missed, row(2)], 60.0)
+    assert "2 seeds (seeds 0); 1 seeds not ablated" in text and "met on 1 of" in text
+    assert "| 0 | dog | 5 | 40 | 15.0% / 18.0% (1.0%) | +0.0500 | +0.0100 (0.0010) | +0.0200 | met |" in text
+    assert "| 0 | tree | 9 | 0 | 15.0% / 18.0% (1.0%) | - | - | - |  |" in text
+    assert "| 1 | person | 12 | 40 |" in text and text.count("| missed |") == 1
+    assert "Causal check" not in bench_science.report([row(0)], 60.0)
+
+
+def test_causal_rows_come_from_the_ablation_json_most_detectors_first():
+    ablation = {"ablations": [
+        {"units": [1], "category": "dog", "accuracy": 0.1, "random": {"accuracy": 0.2, "accuracy_std": 0.0},
+         "truth": {"own_frames": 3, "own_drop": 0.1, "own_drop_random": 0.0, "own_drop_random_std": 0.0,
+                   "other_drop": 0.0}},
+        {"units": [2, 3], "category": "tree", "accuracy": 0.1, "random": {"accuracy": 0.2, "accuracy_std": 0.0},
+         "truth": {"own_frames": 0, "own_drop": None, "own_drop_random": None, "own_drop_random_std": None,
+                   "other_drop": 0.0}}]}
+    rows = bench_science.causal_rows(ablation)
+    assert [(r["category"], r["detectors"], r["own_frames"]) for r in rows] == [("tree", 2, 0), ("dog", 1, 3)]

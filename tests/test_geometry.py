@@ -18,11 +18,12 @@ from backend.db.session import upgrade_db
 from model import pool as pl
 from model.activations import GeometryError, LayerGeometry, checked_geometry, layer_geometry, measure_geometry
 from model.dissect import label_units, score_units, units_layer, upsample_maps
+from model.nethook import run_until
 from model.network import CaffeNetBN
 from model.run import dissection_scores_file, units_file
 from model.segmentation import match_masks, read_classes
 from model.settings import UNITS
-from model.units import _run_until, extract_units, load_network
+from model.units import extract_units, load_network
 
 SKY, BUILDING, ROAD, TREE = 1, 2, 3, 4          # label-map values; 0 is unlabelled
 COLOURS = {SKY: (70, 130, 230), BUILDING: (160, 80, 60), ROAD: (110, 110, 110), TREE: (50, 140, 50)}
@@ -147,7 +148,7 @@ def test_measured_and_computed_geometry_agree_on_known_networks():
     assert measure_geometry(lambda x: caffe.forward_features(x, "conv5"), 99) == LayerGeometry(163, 16, 17)
     assert layer_geometry(caffe, "conv5") == LayerGeometry(163, 16, 17)
     net = alexnet().eval()
-    assert measure_geometry(lambda x: _run_until(net, "features.10", x), 224) == layer_geometry(net, "features.10")
+    assert measure_geometry(lambda x: run_until(net, "features.10", x), 224) == layer_geometry(net, "features.10")
 
 
 @pytest.fixture(scope="module")

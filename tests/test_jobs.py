@@ -56,10 +56,12 @@ def test_ingest_paths_are_checked(tmp_path):
 def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     params = job_params("demo", {"k": "4", "epochs": "3", "device": "cpu"})
     params, steps = job_steps(7, "demo", params, tmp_path)
-    assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect"]
+    assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "ablate"]
     assert params["run_dir"] == str(tmp_path / "7" / "run")
     train = steps[3]
-    assert "--resume" not in train.argv and ["--epochs", "3"] == train.argv[-4:-2] and train.epochs == 3
+    assert "--resume" not in train.argv and ["--epochs", "3"] == train.argv[-6:-4] and train.epochs == 3
+    assert train.argv[-2:] == ["--keep-checkpoints", "4"] and steps[5].argv[-1] == "--checkpoints"
+    assert steps[6].argv == ["ablate", params["run_dir"], "--detectors", "--each-unit"]
     assert steps[4].argv[-4:] == ["--device", "cpu", "--split", "all"]
     assert not any("sqlite" in arg for step in steps for arg in step.argv)    # the URL travels in the environment
     # A failed job queued again: the world and labels exist, training has a checkpoint.
@@ -70,7 +72,7 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     (tmp_path / "7" / "run").mkdir()
     (tmp_path / "7" / "run" / "checkpoint.pt").write_bytes(b"")
     _, steps = job_steps(7, "demo", params, tmp_path)
-    assert [s.name for s in steps] == ["ingest", "train", "units", "dissect"]
+    assert [s.name for s in steps] == ["ingest", "train", "units", "dissect", "ablate"]
     assert steps[1].argv[-1] == "--resume"
 
 
@@ -90,7 +92,7 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
         (tmp_path / name).mkdir()
         (tmp_path / name / ds.MANIFEST).write_text("")
         (tmp_path / name / ds.REPORT).write_text(json.dumps({"videos_dir": str(videos)}))
-    for name, expected in (("world-data", ["train", "units", "dissect"]), ("own-data", ["train", "units"])):
+    for name, expected in (("world-data", ["train", "units", "dissect", "ablate"]), ("own-data", ["train", "units"])):
         params = job_params("train", {"data_dir": str(tmp_path / name), "device": "cpu"})
         params, steps = job_steps(3, "train", params, tmp_path / "jobs")
         assert [s.name for s in steps] == expected, name
@@ -104,11 +106,11 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
     (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest))
     params = job_params("train", {"data_dir": str(tmp_path / "world-data"), "device": "cpu"})
     params, steps = job_steps(3, "train", params, tmp_path / "jobs")
-    assert [s.name for s in steps] == ["train", "units", "dissect", "probe"] and steps[-1].optional
+    assert [s.name for s in steps] == ["train", "units", "dissect", "ablate", "probe"] and steps[-1].optional
     assert steps[-1].argv == ["probe", params["run_dir"], "--world", str(world.resolve()), "--data",
                               params["data_dir"], "--device", "cpu"]
     (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest[1:]))     # one held-out video short
-    assert [s.name for s in job_steps(3, "train", params, tmp_path / "jobs")[1]][-1] == "dissect"
+    assert [s.name for s in job_steps(3, "train", params, tmp_path / "jobs")[1]][-1] == "ablate"
 
 
 def test_an_optional_step_that_fails_is_logged_and_the_job_is_done(url, tmp_path, monkeypatch):
@@ -132,7 +134,7 @@ def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
     printed = CliRunner().invoke(app, ["demo", str(tmp_path / "7"), "--objects", "tuxpaint", "--print"])
     assert printed.exit_code == 0, printed.output
     assert printed.output.splitlines() == [" ".join(["ambient", *step.argv]) for step in steps]
-    assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect"]
+    assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "ablate"]
     assert "--split all" in printed.output and "--preset demo" in printed.output
     assert '$AMBIENT demo "$DEMO" --objects "$OBJECTS"' in (REPO / "scripts" / "demo.sh").read_text()
 
@@ -390,3 +392,16 @@ def test_the_job_forms_list_datasets_runs_and_video_folders_under_the_roots(tmp_
     found = data_folders([root])
     assert found.datasets == [str(newer), str(older)] and found.runs == [str(run)] and found.videos == [str(videos)]
     assert data_folders([root], limit=1).datasets == []           # the root alone
+
+
+def test_a_dissect_job_ablates_only_a_network_trained_here(tmp_path):
+    """Issue 28: `ambient ablate` needs the run's sound labels; a folder analysing another network has none."""
+    from model.run import FINAL_MODEL
+
+    run_dir = tmp_path / "analysis"
+    run_dir.mkdir()
+    _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
+    assert [s.name for s in steps] == ["dissect"]
+    (run_dir / FINAL_MODEL).write_bytes(b"")
+    _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
+    assert [s.name for s in steps] == ["dissect", "ablate"] and steps[1].argv[-2:] == ["--detectors", "--each-unit"]

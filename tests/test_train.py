@@ -91,6 +91,42 @@ def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, tmp_
     assert model.forward_features(torch.zeros(1, 3, 67, 67), "conv5").shape[1] == 256
 
 
+def test_kept_checkpoints_are_evenly_spaced_evaluated_and_survive_a_resume(data_dir, tmp_path, monkeypatch):
+    from model import train as training
+    from model.run import kept_checkpoints
+
+    assert training.kept_steps(10, 3) == [3, 7, 10] and training.kept_steps(10, 0) == [] and \
+        training.kept_steps(2, 5) == [1, 2]
+    settings = replace(TINY, epochs=6, keep_checkpoints=3)
+    reference = tmp_path / "reference"
+    train(data_dir, "cluster", reference, settings, progress=False)
+    total = _metrics(reference)[-1]["step"]
+    expected = training.kept_steps(total, 3)
+    assert [step for step, _ in kept_checkpoints(reference)] == expected and expected[-1] == total
+    assert set(expected) <= {r["step"] for r in _metrics(reference)}      # each kept step has its accuracy
+    # Interrupted at its second evaluation, then resumed: the same steps kept, with the same weights.
+    calls = {"n": 0}
+    evaluate = training.evaluate
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args)
+    monkeypatch.setattr(training, "evaluate", interrupted)
+    resumed = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        train(data_dir, "cluster", resumed, settings, progress=False)
+    assert len(kept_checkpoints(resumed)) < len(expected)
+    monkeypatch.setattr(training, "evaluate", evaluate)
+    train(data_dir, "cluster", resumed, settings, resume=True, progress=False)
+    assert [step for step, _ in kept_checkpoints(resumed)] == expected
+    for (_, a), (_, b) in zip(kept_checkpoints(reference), kept_checkpoints(resumed)):
+        for name, x in torch.load(a, weights_only=True)["model"].items():
+            torch.testing.assert_close(x, torch.load(b, weights_only=True)["model"][name], msg=name,
+                                       rtol=1e-4, atol=1e-5)
+
+
 def test_binary_training_reports_per_bit_accuracy(data_dir, tmp_path):
     final = train(data_dir, "binary", tmp_path / "run", replace(TINY, epochs=1), progress=False)
     assert final["chance"] == 0.5 and 0.5 <= final["majority"] <= 1

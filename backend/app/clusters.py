@@ -22,6 +22,14 @@ from model.settings import TEXTURE
 _COLOURS = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], dtype=float)
 
 
+CLUSTERS_PER_PAGE = 5
+
+
+def cluster_url(run_id: int, index: int) -> str:
+    """The cluster browser's page showing the cluster of ``index`` (clusters are listed by index)."""
+    return f"/runs/{run_id}/clusters?offset={index - index % CLUSTERS_PER_PAGE}#group-{index}"
+
+
 class NotFound(LookupError):
     """A run, group or frame the browser cannot show; the message says which."""
 
@@ -38,12 +46,13 @@ class PublishedGroup:
     contrast: np.ndarray | None
     closest_frame_ids: list[int]
     sources: dict[str, int]
+    depends_on: list[dict]      # ``ambient ablate --each-unit``: [{"layer", "unit", "drop"}], largest drop first
 
     @classmethod
     def of(cls, row: SoundCluster) -> "PublishedGroup":
         return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
                    None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
-                   dict(row.sources))
+                   dict(row.sources), list(row.depends_on or []))
 
 
 def _vector(data: bytes) -> np.ndarray:

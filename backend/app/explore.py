@@ -6,7 +6,7 @@ A unit's verdict and automatic labels reach only an account whose Visibility (ba
 shows that unit: the others get the unit "blind", those fields left out before any filter or page sees them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
 from backend.app.campaign import Visibility
+from backend.app.clusters import cluster_url
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
@@ -142,6 +143,9 @@ class UnitPage:
     characteristic: dict[str, bool]
     previous: int | None               # the neighbouring units' indices in the layer
     next: int | None
+    # ``ambient ablate --each-unit``: the sound labels whose accuracy drops most with this unit alone off,
+    # [{"index", "name", "drop", "frame_ids": closest test frames, to hear}], largest drop first
+    helps_predict: list[dict] = field(default_factory=list)
 
 
 def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visibility) -> UnitPage:
@@ -173,7 +177,18 @@ def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visi
     previous = db.scalar(select(func.max(Unit.index)).where(Unit.layer_id == layer.id, Unit.index < index))
     following = db.scalar(select(func.min(Unit.index)).where(Unit.layer_id == layer.id, Unit.index > index))
     return UnitPage(run, layer, unit, images, samples, blind, verdict, automatic, characteristic_flags(db),
-                    previous, following)
+                    previous, following, _helps_predict(db, run_id, unit))
+
+
+def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list[dict]:
+    """The unit's "sounds it helps predict" with each cluster's name and its closest test frames' clips."""
+    if not unit.helps_predict:
+        return []
+    clusters = {c.index: c for c in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id))}
+    return [{"index": link["index"], "drop": link["drop"], "url": cluster_url(run_id, link["index"]),
+             "name": clusters[link["index"]].name if link["index"] in clusters else f"Label {link['index'] + 1}",
+             "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
+            for link in unit.helps_predict]
 
 
 def histogram_figure(page: UnitPage) -> go.Figure | None:
@@ -245,7 +260,9 @@ def unit_record(page: UnitPage) -> dict:
         "automatic": None if auto is None else {
             "category": auto.category, "precision": auto.precision, "iou": auto.iou,
             "netdissect_category": auto.netdissect_category, "netdissect_iou": auto.netdissect_iou},
-        "previous": page.previous, "next": page.next}
+        "previous": page.previous, "next": page.next,
+        "helps_predict": [{"index": h["index"], "name": h["name"], "drop": h["drop"],
+                           "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict]}
 
 
 def summary_record(run_id: int, u: UnitSummary) -> dict:
@@ -265,7 +282,7 @@ def cluster_records(db: Session, run_id: int) -> list[dict]:
     get_run(db, run_id)
     return [{"index": c.index, "name": c.name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
              "contrast": _vector(c.contrast), "sources": dict(c.sources),
-             "closest_frame_ids": list(c.closest_frame_ids),
+             "closest_frame_ids": list(c.closest_frame_ids), "depends_on": list(c.depends_on or []),
              "members_url": f"/api/v1/runs/{run_id}/clusters/{c.index}/members"}
             for c in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id).order_by(SoundCluster.index))]
 

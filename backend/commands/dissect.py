@@ -25,7 +25,10 @@ def register(app: typer.Typer) -> None:
                                                "of the label maps' classes (other values are ignored)."),
         layer: Optional[str] = typer.Option(None, help="Layer whose units to label (`output` for a TorchScript or "
                                             "torch.export network); by default the one layer the run holds."),
-        device: str = typer.Option("auto", help="Torch device for --masks: auto, cpu, cuda:N."),
+        device: str = typer.Option("auto", help="Torch device for --masks and --checkpoints: auto, cpu, cuda:N."),
+        checkpoints: bool = typer.Option(False, "--checkpoints", help="Also dissect every checkpoint `ambient train "
+                                         "--keep-checkpoints` kept, over the same pool: RUN_DIR/emergence.json "
+                                         "(when the detectors emerge)."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         publish: bool = typer.Option(True, "--publish/--no-publish",
                                      help="Publish the run into the database at the end (`ambient publish`)."),
@@ -60,6 +63,8 @@ def register(app: typer.Typer) -> None:
                    f"{counts['sounding']} for sounding categories, {counts['silent']} for silent ones "
                    f"(characteristic sounds as {classes if masks is not None else 'model/data/object_categories.csv'} "
                    f"has them)")
+        # The final labels are written whatever becomes of the checkpoints: they are published, then a failure exits 1.
+        emerged = _emergence(run_dir, layer, masks, classes, device) if checkpoints else True
         if publish:
             publish_or_exit(run_dir, db)
             # The pages count with the database's flags, which admins may have edited: say so when they differ.
@@ -75,24 +80,68 @@ def register(app: typer.Typer) -> None:
             if published != counts:
                 typer.echo(f"with the database's characteristic sounds (as the results pages count): "
                            f"{published['sounding']} sounding, {published['silent']} silent")
+        if not emerged:
+            raise typer.Exit(1)
 
 
-def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
+def _truth_of(path: Path):
+    """What a pool frame shows, from the world its dataset was ingested from."""
     from model import dataset as ds
-    from model.dissect import dissect as dissect_units
     from model.run import read_units_meta
     from model.world.truth import find_world_dir, frame_truth
 
+    data_dir = Path(read_units_meta(path)["data_dir"])
+    videos_dir = ds.read_report(data_dir).get("videos_dir")
+    if not videos_dir:
+        raise FileNotFoundError(f"{data_dir / ds.REPORT}: records no videos folder to find the world in")
+    world_dir = find_world_dir(videos_dir)
+    return lambda r: frame_truth(world_dir, r.video, r.time).objects
+
+
+def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
+    from model.dissect import dissect as dissect_units
+
     try:
-        data_dir = Path(read_units_meta(path)["data_dir"])
-        videos_dir = ds.read_report(data_dir).get("videos_dir")
-        if not videos_dir:
-            raise FileNotFoundError(f"{data_dir / ds.REPORT}: records no videos folder to find the world in")
-        world_dir = find_world_dir(videos_dir)
-        return dissect_units(run_dir, lambda r: frame_truth(world_dir, r.video, r.time).objects, layer)
+        return dissect_units(run_dir, _truth_of(path), layer)
     except (FileNotFoundError, LookupError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1)
+
+
+def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | None, device: str) -> bool:
+    """Every kept checkpoint dissected as the final network was: RUN_DIR/emergence.json. False when that failed
+    (said why); a run that kept no checkpoints is only warned about (a demo resumed from before they were kept)."""
+    from model import pool as pl
+    from model.dataset import write_json_atomic
+    from model.device import resolve_device
+    from model.emergence import dissect_checkpoints
+    from model.run import emergence_file, kept_checkpoints, read_units_meta, units_file
+    from model.segmentation import match_masks, read_classes
+
+    path = units_file(run_dir, layer)
+    if not kept_checkpoints(run_dir):
+        typer.echo(f"warning: {run_dir} kept no checkpoints (train with --keep-checkpoints N): no emergence.json",
+                   err=True)
+        return True
+    try:
+        if masks is None:
+            result = dissect_checkpoints(run_dir, layer, truth_of=_truth_of(path), device=resolve_device(device))
+        else:
+            meta = read_units_meta(path)
+            records = pl.pool_records(meta["data_dir"], meta.get("split", "all"))
+            result = dissect_checkpoints(run_dir, layer, masks=match_masks(records, masks),
+                                         classes=read_classes(classes), device=resolve_device(device))
+    except (FileNotFoundError, LookupError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        return False
+    for skipped in result["skipped"]:
+        typer.echo(f"warning: skipped checkpoint {skipped['checkpoint']}: {skipped['reason']}", err=True)
+    write_json_atomic(emergence_file(run_dir), result)
+    steps = ", ".join(f"step {s['step']}: {s['detectors']['total']} detectors"
+                      + (f" ({s['accuracy']:.1%} held-out)" if s["accuracy"] is not None else "")
+                      for s in result["steps"])
+    typer.echo(f"wrote {emergence_file(run_dir)}: {steps}")
+    return True
 
 
 def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: str) -> list:

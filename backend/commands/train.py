@@ -30,6 +30,9 @@ def register(app: typer.Typer) -> None:
                                         "if they fit in this many bytes (default 8 GiB), else streamed from "
                                         "DATA_DIR/shards (written first if missing; see `ambient shards`). "
                                         "0: always stream."),
+        keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", min=0, help="Keep the weights at N evenly "
+                                             "spaced steps (the last always) in OUT/checkpoints/, for "
+                                             "`ambient dissect OUT --checkpoints` (when detectors emerge)."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
         from model.device import resolve_device
@@ -49,7 +52,8 @@ def register(app: typer.Typer) -> None:
             saved = json.loads((out / RUN_JSON).read_text())
             settings, preset = TrainSettings(**saved["config"]), saved["preset"]
         overrides = {name: value for name, value in
-                     (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("cache_bytes", cache_bytes))
+                     (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("cache_bytes", cache_bytes),
+                      ("keep_checkpoints", keep_checkpoints))
                      if value is not None}
         settings = replace(settings, **overrides)
         try:

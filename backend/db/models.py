@@ -83,6 +83,10 @@ class Run(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    # RUN_DIR/emergence.json (``ambient dissect --checkpoints``): per kept step, accuracy and detectors.
+    emergence: Mapped[dict | None] = mapped_column(JSON)
+    # RUN_DIR/ablation_<layer>.json (``ambient ablate``) without its per-unit part: baseline and ablations.
+    ablation: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Layer(Base):
@@ -114,6 +118,9 @@ class Unit(Base):
     auto_netdissect_iou: Mapped[float | None]
     # The pool's histogram of the unit's spatial maxima, {"counts": [...], "edges": [...]} (``ambient units``).
     histogram: Mapped[dict | None] = mapped_column(JSON)
+    # ``ambient ablate --each-unit``: the sound labels whose accuracy drops most with this unit alone off,
+    # [{"index": label index, "drop": accuracy drop}, ...] largest first.
+    helps_predict: Mapped[list | None] = mapped_column(JSON)
 
     layer: Mapped[Layer] = relationship()
     auto_category: Mapped[Category | None] = relationship(foreign_keys=[auto_category_id])
@@ -170,6 +177,9 @@ class SoundCluster(Base):
     contrast: Mapped[bytes | None] = mapped_column(LargeBinary)   # binary: mean texture with the bit off
     sources: Mapped[dict] = mapped_column(JSON, default=dict)     # demo world: true source -> frames hearing it
     closest_frame_ids: Mapped[list] = mapped_column(JSON, default=list)   # Frame ids, nearest test frames first
+    # ``ambient ablate --each-unit``: the units whose ablation costs this label's accuracy most,
+    # [{"layer": name, "unit": index, "drop": accuracy drop}, ...] largest first.
+    depends_on: Mapped[list | None] = mapped_column(JSON)
 
 
 class SoundClusterMember(Base):

@@ -230,3 +230,24 @@ def replace_sound_clusters(session: Session, run: Run, dataset: Dataset, groups:
             session.execute(insert(SoundClusterMember), [{"cluster_id": cluster_id, "frame_id": ids[int(row)]}
                                                          for row in group.members])
     return len(groups)
+
+
+def write_run_analyses(session: Session, run: Run, emergence: dict | None, ablation: dict | None) -> None:
+    """The run's emergence and ablation results (None: not computed; the stored ones are cleared)."""
+    run.emergence = emergence
+    run.ablation = None if ablation is None else {key: value for key, value in ablation.items()
+                                                  if key != "single_units"}
+    session.flush()
+
+
+def write_ablation_links(session: Session, run: Run, layer: Layer | None, helps: dict[int, list[dict]],
+                         depends: dict[int, list[dict]]) -> None:
+    """Each unit's "sounds it helps predict" and each sound cluster's units it depends on most (issue 28);
+    units and clusters without any are cleared."""
+    if layer is not None:
+        for unit in session.scalars(select(Unit).where(Unit.layer_id == layer.id)):
+            unit.helps_predict = helps.get(unit.index)
+    for cluster in session.scalars(select(SoundCluster).where(SoundCluster.run_id == run.id)):
+        cluster.depends_on = [{"layer": layer.name, **link} for link in depends.get(cluster.index, [])] \
+            if layer is not None and cluster.index in depends else None
+    session.flush()

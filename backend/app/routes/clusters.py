@@ -9,15 +9,14 @@ from fastapi.responses import FileResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.clusters import (NotFound, cochleagram_png, frame_groups, frame_texture, run_groups,
-                                  runs_with_clusters, texture_figure)
+from backend.app.clusters import (CLUSTERS_PER_PAGE, NotFound, cochleagram_png, frame_groups, frame_texture,
+                                  run_groups, runs_with_clusters, texture_figure)
 from backend.app.deps import current_user, figure_html, get_db, pages_of, render
 from backend.db.models import Annotator, Dataset, Frame
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
 CACHE = {"Cache-Control": "private, max-age=3600"}
 # Each cluster is a texture chart, a cochleagram and a row of frames with clips: five make a page.
-CLUSTERS_PER_PAGE = 5
 
 
 def _embed(figure) -> str:

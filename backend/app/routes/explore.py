@@ -11,8 +11,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.campaign import Visibility, visibility
-from backend.app.deps import (BlankIsNone, Share, current_user, figure_html, get_db, get_settings, pages_of,
+from backend.app.deps import (BlankIsNone, Share, admin_user, current_user, figure_html, get_db, get_settings, pages_of,
                               render)
+from backend.app.errors import TaskError
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
@@ -121,6 +122,7 @@ class UnitOut(BaseModel):
     samples: list[QuantileSamplesOut]
     verdict: VerdictOut | None
     automatic: AutomaticOut | None
+    helps_predict: list[dict] = []     # ``ambient ablate --each-unit``: sound labels, largest drop first
     previous: int | None
     next: int | None
 
@@ -134,6 +136,7 @@ class ClusterOut(BaseModel):
     contrast: list[float] | None     # binary codes: the mean texture with the bit off
     sources: dict[str, int]
     closest_frame_ids: list[int]
+    depends_on: list[dict] = []        # ``ambient ablate --each-unit``: units, largest drop first
     members_url: str
 
 
@@ -273,3 +276,25 @@ def api_cluster_members(run_id: int, index: int, offset: int = Depends(_offset),
 def api_frame(frame_id: int, db: Session = Depends(get_db)):
     """One frame: its video, time, split, image and clip URLs, and its clip's 502 texture statistics."""
     return frame_record(db, frame_id)
+
+
+# Emergence and ablation name each detector's category: admins only, as the results pages (annotators are blind).
+@api.get("/runs/{run_id}/emergence", response_model=dict, dependencies=[Depends(admin_user)])
+def api_emergence(run_id: int, db: Session = Depends(get_db)):
+    """When the detectors emerged (``ambient dissect --checkpoints``): per kept training step, the held-out
+    accuracy and the detectors (total, sounding, silent, per category); each final detector's first step."""
+    run = get_run(db, run_id)
+    if run.emergence is None:
+        raise TaskError(f"Run {run.name} has no emergence results: train with --keep-checkpoints N, then run "
+                        f"`ambient dissect RUN_DIR --truth --checkpoints`.", 404)
+    return run.emergence
+
+
+@api.get("/runs/{run_id}/ablation", response_model=dict, dependencies=[Depends(admin_user)])
+def api_ablation(run_id: int, db: Session = Depends(get_db)):
+    """Units switched off (``ambient ablate``): the intact network's accuracy and, per ablated set, its
+    accuracy, per-label accuracy, the random units' control and, with the world's truth, the drops."""
+    run = get_run(db, run_id)
+    if run.ablation is None:
+        raise TaskError(f"Run {run.name} has no ablation results: run `ambient ablate RUN_DIR`.", 404)
+    return run.ablation

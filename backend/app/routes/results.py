@@ -8,7 +8,8 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from annotation.figures import detector_histogram_figure, detector_histograms_figure, threshold_curve_figure
+from annotation.figures import (detector_histogram_figure, detector_histograms_figure, emergence_figure,
+                                threshold_curve_figure)
 from backend.app.deps import BlankIsNone, Share, admin_user, check_csrf, figure_html, flash, get_db, render
 from backend.app.results import (RUN_NAME_MAX, THRESHOLDS, automatic_label_rows, characteristic_flags, held_out,
                                  rename_run, run_report)
@@ -62,6 +63,10 @@ def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user)
                   if report.histogram else None,
                   threshold_curve=figure_html(threshold_curve_figure(THRESHOLDS, {run.name: report.threshold_counts}))
                   if any(report.threshold_counts) else None,
+                  emergence=figure_html(emergence_figure(run.emergence["steps"],
+                                                         title=f"When the detectors emerge, {run.name}"))
+                  if run.emergence and run.emergence.get("steps") else None,
+                  ablation=run.ablation,
                   detector_precision=DETECTOR_PRECISION, annotators_per_unit=ANNOTATION.annotators_per_unit)
 
 
