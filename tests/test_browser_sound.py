@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
-from backend.db.models import Annotator, SoundJudgement
+from backend.db.models import Annotator
 from backend.db.session import session_factory, upgrade_db
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
