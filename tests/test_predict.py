@@ -296,3 +296,26 @@ def test_a_run_whose_network_is_not_here_says_so(app, run, tmp_path):
         response = client.post("/api/v1/runs/1/predict", files={"image": ("a.png", _png(_photo()), "image/png")},
                                headers={"X-CSRF-Token": csrf})
     assert response.status_code == 409 and "cannot be loaded" in response.json()["detail"]
+
+
+# --- The page
+
+def test_page_shows_prediction_for_an_upload_and_a_pool_frame(app, run):
+    with TestClient(app) as client:
+        csrf = login(client, "ann")
+        page = client.get(f"/runs/{run.run_id}/listen")
+        assert page.status_code == 200 and 'name="image"' in page.text and "/frames/" in page.text
+        shown = client.post(f"/runs/{run.run_id}/listen", data={"csrf_token": csrf},
+                            files={"image": ("street.png", _png(_photo()), "image/png")})
+        assert shown.status_code == 200, shown.text[:300]
+        for part in ('id="heatmap"', "data:image/png;base64,", "plotly-figure", f"/runs/{run.run_id}/units/conv5/",
+                     'class="clip"', 'id="synthesize"', "street.png"):
+            assert part in shown.text, part
+        refused = client.post(f"/runs/{run.run_id}/listen", data={"csrf_token": csrf},
+                              files={"image": ("x.png", b"", "image/png")}, headers={"Accept": "text/html"})
+        assert refused.status_code == 422 and "x.png: the file is empty" in refused.text
+        forged = client.post(f"/runs/{run.run_id}/listen", files={"image": ("street.png", _png(_photo()), "image/png")})
+        assert forged.status_code == 403                 # no CSRF token
+        frame = client.get(f"/runs/{run.run_id}/listen?frame=3")
+        assert frame.status_code == 200 and "frame 3" in frame.text and 'id="heatmap"' in frame.text
+        assert client.get(f"/runs/{run.run_id}/listen?frame=999").status_code == 404
