@@ -80,7 +80,7 @@ def main() -> None:
 scale and crop it, the full-size CaffeNet (227 crops, fc 4096, {K} clusters) forward and back to conv5
 (Grad-CAM), the firing units, the heatmap coloured over the crop and encoded as PNG (`model/predict.py`).
 {IMAGES} images after {WARMUP} warm-up ones. Goal: < 0.3 s per image on 2 cores. CPU time is both
-threads' together, which other work on the machine does not inflate: on 2 idle cores the wall time would be
+threads' together, which other work on the machine inflates far less than the wall time: on 2 idle cores the wall time would be
 between half of it (both threads busy throughout) and all of it.
 
 | wall median | 90th percentile | fastest | slowest | CPU time per image (median) |

@@ -99,20 +99,30 @@ def test_firing_units_are_ranked_against_each_units_pool_level_and_labelled(run)
         assert unit["label"] == ("car" if unit["unit"] % 2 == 0 else None)    # dissection.json labels the even ones
 
 
-def test_a_trunk_without_outputs_gets_units_and_where_its_layer_fires(run, tmp_path):
+def _analysed(folder, layer: str, model_spec: str, weights=None):
+    """A folder as `ambient units --model` leaves it, reduced to what `load_predictor` reads: the units
+    file's meta (extracting units for real takes minutes for a torchvision network on 2 shared cores)."""
+    from model.run import save_npz_atomic, units_file
+    folder.mkdir()
+    save_npz_atomic(units_file(folder, layer), meta=json.dumps(
+        {"layer": None if layer == "output" else layer, "model_spec": model_spec,
+         "weights": None if weights is None else str(weights)}))
+    return folder
+
+
+def test_a_trunk_without_outputs_gets_units_and_where_its_layer_fires(tmp_path):
     trunk = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 11, 4), torch.nn.ReLU(), torch.nn.MaxPool2d(3, 2))
     torch.jit.script(trunk).save(str(tmp_path / "trunk.pt"))
-    from dataclasses import replace
-
-    from model.units import extract_units
-    from test_units import SETTINGS
-    extract_units(tmp_path / "analysis", run.data, replace(SETTINGS, layer="output"),
-                  model_spec=f"torchscript:{tmp_path / 'trunk.pt'}", show_progress=False)
-    predictor = pr.load_predictor(tmp_path / "analysis")
-    (result,) = pr.predict(predictor, pr.image_frame(_photo(), predictor.frame_size)[None])
+    predictor = pr.load_predictor(_analysed(tmp_path / "analysis", "output", f"torchscript:{tmp_path / 'trunk.pt'}"))
+    frame = pr.image_frame(_photo(), predictor.frame_size)
+    (result,) = pr.predict(predictor, frame[None])
     assert result.labels == [] and result.target is None and result.texture is None
     assert [u["layer"] for u in result.units] == ["output"] * 5 and result.heatmap.shape == (224, 224)
     assert "not trained on sound" in result.texture_source
+    with torch.no_grad():      # the heatmap is where the trunk's maps are strongest on average
+        heat = trunk(pr.normalize_images(frame[None, :, 16:240, 16:240])).relu().mean(dim=1, keepdim=True)
+        heat = torch.nn.functional.interpolate(heat, size=(224, 224), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_allclose(result.heatmap, (heat / heat.max()).numpy(), atol=1e-4)
 
 
 # --- Bad images (model/predict.py decode_image: shared by the CLI and the app)
@@ -319,3 +329,51 @@ def test_page_shows_prediction_for_an_upload_and_a_pool_frame(app, run):
         frame = client.get(f"/runs/{run.run_id}/listen?frame=3")
         assert frame.status_code == 200 and "frame 3" in frame.text and 'id="heatmap"' in frame.text
         assert client.get(f"/runs/{run.run_id}/listen?frame=999").status_code == 404
+
+
+# --- Other runs, for what applies to them
+
+def test_a_binary_run_gives_each_bits_probability_and_the_texture_its_code_predicts(run, tmp_path):
+    from dataclasses import asdict
+
+    from model import dataset as ds
+    from model.network import IMAGE_MEAN, IMAGE_STD
+    from model.run import FINAL_MODEL, RunInfo, write_run_json
+    info = RunInfo("binary", 3, True, 112, 99, 8, IMAGE_MEAN, IMAGE_STD)
+    torch.manual_seed(1)
+    model = info.build_model().eval()
+    (tmp_path / "run").mkdir()
+    torch.save({"model": model.state_dict(), "run": asdict(info), "step": 0}, tmp_path / "run" / FINAL_MODEL)
+    write_run_json(tmp_path / "run", info, {"data_dir": str(run.data)})
+    textures = np.load(run.data / ds.TEXTURES).astype(np.float64)
+    weights = np.full(502, 2.0)
+    mean = (textures * weights).mean(0)
+    components = np.linalg.svd(textures * weights - mean, full_matrices=False)[2][:3]
+    np.savez(ds.labels_file(run.data, "binary"), kind="binary", bits=3, codes=np.zeros((24, 3), np.uint8),
+             components=components, mean=mean, weights=weights)
+    predictor = pr.load_predictor(tmp_path / "run")
+    frame = pr.image_frame(_photo(), predictor.frame_size)
+    (result,) = pr.predict(predictor, frame[None], top_labels=3)
+    with torch.no_grad():
+        bits = torch.sigmoid(model(info.prepare_images(frame[None])))[0].numpy()
+    order = np.argsort(-bits)          # each bit on its own (sigmoids, not a softmax), surest first
+    assert [row["label"] for row in result.labels] == [f"Bit {b + 1}" for b in order]
+    assert [row["probability"] for row in result.labels] == pytest.approx(bits[order].tolist(), abs=1e-5)
+    assert result.target == f"Bit {int(np.argmax(bits)) + 1}"
+    spread = np.abs((textures * weights - mean) @ components.T).mean(0)
+    expected = (mean + ((2 * bits - 1) * spread) @ components) / weights
+    np.testing.assert_allclose(result.texture, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_torchvision_network_gets_its_top_class_and_units(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), tmp_path / "squeeze.pt")
+    predictor = pr.load_predictor(_analysed(tmp_path / "analysis", "features.12", "torchvision:squeezenet1_1",
+                                            tmp_path / "squeeze.pt"))
+    (result,) = pr.predict(predictor, pr.image_frame(_photo(), predictor.frame_size)[None])
+    top = result.labels[0]["label"]
+    assert result.target == top and top.startswith("class ") and "(" in top      # e.g. "class 281 (tabby)"
+    assert len(result.labels) == 5 and result.texture is None
+    assert [u["layer"] for u in result.units] == ["features.12"] * 5 and result.heatmap.shape == (224, 224)
