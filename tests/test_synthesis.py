@@ -87,3 +87,92 @@ def test_too_short_is_refused():
     target = audio.sound_texture(modulated_noise(), RATE)
     with pytest.raises(ValueError, match="0.05 s"):
         synthesis.synthesize(target, seconds=0.05)
+
+
+# The CLI: every source of a target, both formats, and each bad input named.
+from typer.testing import CliRunner  # noqa: E402
+
+from backend.cli import app  # noqa: E402
+from model.media import probe, read_audio, write_audio_clip, write_video  # noqa: E402
+
+runner = CliRunner()
+FAST = ["--seconds", "0.5", "--steps", "2"]
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "noise.wav"
+    write_audio_clip(modulated_noise(seed=5, seconds=5.0), RATE, path)
+    return path
+
+
+def test_cli_like_and_texture_write_playable_files(tmp_path, recording):
+    wav, mp3 = tmp_path / "like.wav", tmp_path / "like.mp3"
+    result = runner.invoke(app, ["synthesize", "--like", str(recording), "--at", "2.5", "--out", str(wav), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "worst" in result.output
+    waveform, rate = read_audio(wav)
+    assert rate == RATE and waveform.size == RATE // 2 and np.abs(waveform).max() > 0.01
+    texture = tmp_path / "t.npy"
+    np.save(texture, audio.sound_texture(modulated_noise(seed=6), RATE))
+    result = runner.invoke(app, ["synthesize", "--texture", str(texture), "--out", str(mp3), "--seed", "1", *FAST])
+    assert result.exit_code == 0, result.output
+    info = probe(mp3)
+    assert info.has_audio and 0.4 < info.duration < 0.7
+
+
+def fake_cluster_run(tmp_path, centroids):
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    (data_dir / "labels").mkdir(parents=True)
+    run_dir.mkdir()
+    weights = audio.texture_scale()
+    np.savez(data_dir / "labels" / "cluster.npz", kind="cluster", centroids=centroids * weights, weights=weights)
+    (run_dir / "run.json").write_text(f'{{"label_kind": "cluster", "data_dir": "{data_dir}"}}')
+    return run_dir
+
+
+def test_cli_cluster_centroid_is_unweighted(tmp_path, monkeypatch):
+    centroids = np.stack([audio.sound_texture(modulated_noise(seed=s), RATE) for s in (7, 8)])
+    run_dir = fake_cluster_run(tmp_path, centroids)
+    seen = []
+    monkeypatch.setattr(synthesis, "synthesize",
+                        lambda target, *args, **kwargs: seen.append(target) or modulated_noise(seconds=0.5))
+    result = runner.invoke(app, ["synthesize", "--run", str(run_dir), "--cluster", "1", "--out",
+                                 str(tmp_path / "c.wav"), *FAST])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(seen[0], centroids[1], rtol=1e-5)
+    unknown = runner.invoke(app, ["synthesize", "--run", str(run_dir), "--cluster", "2", "--out",
+                                  str(tmp_path / "c.wav")])
+    assert unknown.exit_code == 1 and "cluster 2" in unknown.output and "0-1" in unknown.output
+
+
+def test_cli_bad_input(tmp_path, recording):
+    out = ["--out", str(tmp_path / "out.wav")]
+
+    def fails(*args, code=1):
+        result = runner.invoke(app, ["synthesize", *args, *out, *FAST])
+        assert result.exit_code == code, result.output
+        assert "Traceback" not in result.output
+        return result.output
+
+    assert "missing.wav" in fails("--like", str(tmp_path / "missing.wav"))
+    silent_video = tmp_path / "silent.mp4"
+    write_video(silent_video, np.zeros((50, 32, 32, 3), np.uint8), 10)
+    assert "silent.mp4" in fails("--like", str(silent_video)) and "no audio" in fails("--like", str(silent_video))
+    short = tmp_path / "short.wav"
+    write_audio_clip(modulated_noise(seconds=2.0), RATE, short)
+    message = fails("--like", str(short))
+    assert "short.wav" in message and "3.75" in message
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros(501))
+    message = fails("--texture", str(wrong))
+    assert "wrong.npy" in message and "(502,)" in message and "(501,)" in message
+    not_npy = tmp_path / "text.npy"
+    not_npy.write_text("hello")
+    assert "text.npy" in fails("--texture", str(not_npy))
+    assert "no run.json" in fails("--run", str(tmp_path), "--cluster", "0")
+    assert "exactly one" in fails("--like", str(recording), "--texture", str(wrong), code=2)
+    assert "--at" in fails("--like", str(recording), "--at", "99", code=2)
+    result = runner.invoke(app, ["synthesize", "--like", str(recording), "--out", str(tmp_path / "x.ogg")])
+    assert result.exit_code == 2 and ".wav or .mp3" in result.output
+    assert not (tmp_path / "out.wav").exists()
