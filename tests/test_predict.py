@@ -180,6 +180,25 @@ def test_cli_predicts_images_and_a_video_frame_with_heatmaps_and_textures(run, t
     assert records[1]["labels"][0] == pytest.approx(white.labels[0])
 
 
+def test_cli_synthesizes_the_predicted_sound(run, tmp_path):
+    from model.audio import sound_texture
+    from model.media import read_audio
+    from model.synthesis import texture_snr
+
+    image = tmp_path / "street.png"
+    _photo().save(image)
+    result = CliRunner().invoke(cli, ["predict", str(run.run), str(image), "--json", "--synthesize", "--seconds", "0.5",
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout.splitlines()[-1])
+    waveform, rate = read_audio(record["sound"])
+    assert record["sound"].endswith("street.wav") and len(waveform) / rate == pytest.approx(0.5, abs=0.01)
+    target = np.load(record["texture"])
+    heard = texture_snr(target, sound_texture(waveform, rate))
+    unrelated = texture_snr(target, run.centroids[(int(record["labels"][0]["label"].split()[-1])) % len(run.centroids)])
+    assert min(heard.values()) > min(unrelated.values())     # closer to its target than another cluster's texture
+
+
 def test_cli_skips_bad_inputs_and_reports_them(run, tmp_path):
     good, empty = tmp_path / "good.png", tmp_path / "empty.png"
     _photo().save(good)
@@ -377,3 +396,33 @@ def test_a_torchvision_network_gets_its_top_class_and_units(tmp_path):
     assert result.target == top and top.startswith("class ") and "(" in top      # e.g. "class 281 (tabby)"
     assert len(result.labels) == 5 and result.texture is None
     assert [u["layer"] for u in result.units] == ["features.12"] * 5 and result.heatmap.shape == (224, 224)
+
+
+def test_synthesis_runs_in_the_background_one_per_account(run):
+    import time
+    import wave
+
+    app = create_app(Settings(database_url=run.url, synthesis_seconds=0.5))
+    with TestClient(app) as client, TestClient(app) as other:
+        csrf, other_csrf = login(client, "ann"), login(other, "boss")
+        body = _upload(client, run, _png(_photo()), **{"X-CSRF-Token": csrf}).json()
+        started = client.post("/listen/synthesis", json={"prediction": body["prediction"]},
+                              headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert started.status_code == 200 and started.json()["state"] in ("queued", "running")
+        job = started.json()["id"]
+        again = client.post("/listen/synthesis", json={"prediction": body["prediction"]},
+                            headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert again.status_code == 429 and "under way" in again.json()["detail"]
+        assert other.get(f"/listen/synthesis/{job}", headers={"Accept": "application/json"}).status_code == 404
+        refused = other.post("/listen/synthesis", json={"prediction": body["prediction"]},       # not boss's prediction
+                             headers={"X-CSRF-Token": other_csrf, "Accept": "application/json"})
+        assert refused.status_code == 404
+        deadline = time.monotonic() + 240
+        while (record := client.get(f"/listen/synthesis/{job}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert record["state"] == "done" and record["done"] == record["total"] > 0, record
+        audio = client.get(record["audio_url"])
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        with wave.open(io.BytesIO(audio.content)) as file:
+            assert file.getnframes() / file.getframerate() == pytest.approx(0.5, abs=0.01)

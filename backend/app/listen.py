@@ -282,9 +282,9 @@ class SynthesisJob:
 
 
 def wav_bytes(waveform: np.ndarray, rate: int) -> bytes:
-    """16-bit mono WAV, peak-normalised (a texture fixes the loudness only up to the playback level)."""
-    peak = float(np.abs(waveform).max()) if waveform.size else 0.0
-    samples = (waveform / peak * 0.9 if peak > 0 else waveform) * 32767
+    """16-bit mono WAV in memory (nothing on disk); scaled down only where its peak would clip."""
+    peak = float(np.abs(waveform).max(initial=0.0))
+    samples = (waveform / peak if peak > 1 else waveform) * 32767
     out = io.BytesIO()
     with wave.open(out, "wb") as file:
         file.setnchannels(1), file.setsampwidth(2), file.setframerate(rate)

@@ -3,6 +3,7 @@ a Grad-CAM heatmap PNG and the predicted sound texture (model/predict.py)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help="Take units' human verdicts from this database when the run is "
                                          "published there. " + DB_HELP),
         device: str = typer.Option("cpu", help="Torch device: auto, cpu, cuda:N."),
+        sound: bool = typer.Option(False, "--synthesize", help="Also synthesise each predicted texture into "
+                                   "NAME.wav (model/synthesis.py; about a minute per input on 2 cores)."),
+        seconds: float = typer.Option(3.75, "--seconds", min=0.1, help="With --synthesize: the sound's length."),
     ) -> None:
         """Hear an image: the sound a network predicts for each input, its firing units and where it looks."""
         import numpy as np
@@ -62,11 +66,13 @@ def register(app: typer.Typer) -> None:
             heatmap = out / f"{name}.heatmap.png"
             heatmap.write_bytes(png_bytes(heatmap_overlay(result.crop, result.heatmap)))
             record = {"input": str(path), **({"at": at} if _is_video(path) else {}),
-                      **prediction_record(result), "heatmap": str(heatmap), "texture": None}
+                      **prediction_record(result), "heatmap": str(heatmap), "texture": None, "sound": None}
             if result.texture is not None:
                 texture = out / f"{name}.texture.npy"
                 np.save(texture, result.texture)
                 record["texture"] = str(texture)
+                if sound:
+                    record["sound"] = str(_synthesized(result.texture, seconds, out / f"{name}.wav"))
             typer.echo(json.dumps(record) if as_json else _summary(record))
         if failed:
             raise typer.Exit(1)
@@ -102,6 +108,25 @@ def _output_name(path: Path, at: float | None, used: set[str]) -> str:
     return name
 
 
+def _synthesized(texture, seconds: float, path: Path) -> Path:
+    """The texture as a sound (model/synthesis.py) in a WAV file, with a progress bar on stderr."""
+    import numpy as np
+
+    from model.media import write_audio_clip
+    from model.settings import TEXTURE
+    from model.synthesis import synthesize
+
+    with typer.progressbar(length=1, label=f"synthesising {path.name}", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        waveform = synthesize(texture, seconds, progress=progress)
+    peak = float(np.abs(waveform).max(initial=0.0))
+    write_audio_clip(waveform / peak if peak > 1 else waveform, TEXTURE.sample_rate, path)    # > 1 would clip
+    return path
+
+
 def _summary(record: dict) -> str:
     lines = [record["input"] + (f" at {record['at']:g} s" if "at" in record else "")]
     if record["labels"]:
@@ -110,4 +135,9 @@ def _summary(record: dict) -> str:
                                         + (f", {u['label']}" if u["label"] else "") + ")" for u in record["units"]))
     lines.append(f"  heatmap ({record['target'] or 'where the layer fires'}): {record['heatmap']}")
     lines.append(f"  texture: {record['texture'] or '-'} ({record['texture_source']})")
+    if record.get("sound"):
+        lines.append(f"  sound: {record['sound']}")
+    elif record["texture"]:
+        lines.append(f"  hear it: ambient synthesize --texture {record['texture']} --out "
+                     f"{record['texture'].removesuffix('.texture.npy')}.wav")
     return "\n".join(lines)
