@@ -3,6 +3,7 @@ trained on (with textures), units, automatic labels and sound clusters with play
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -38,7 +39,9 @@ def make_listen_run(root) -> SimpleNamespace:
     write_run_json(pool.run, pool.info, {"data_dir": str(pool.data)})
     (pool.run / DISSECTION).write_text(json.dumps([{"unit": u, "category": "car", "precision": 0.5, "iou": 0.1,
                                                     "sounding": True, "layer": "conv5"} for u in range(0, 256, 2)]))
-    extract_units(pool.run, pool.data, SETTINGS, show_progress=False)
+    # One sample per unit: the unit pages need them, the listen page does not (and extraction is the slow part).
+    extract_units(pool.run, pool.data, replace(SETTINGS, sample_quantiles=(0.5,), samples_per_quantile=1),
+                  show_progress=False)
     url = database_url(root, "listen.db")
     run_id = publish_run(pool.run, upgrade_db(url)).run_id
     add_user(url, "ann")
