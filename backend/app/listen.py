@@ -219,7 +219,8 @@ def listen(listening: Listening, db: Session, run_id: int, account: int, shown: 
     units = []
     for unit in result.units:
         published = unit["unit"] in labels
-        label = labels.get(unit["unit"]) if published else unit["label"]
+        # A unit not in the database has only RUN_DIR's automatic label: shown to those who may see every unit's.
+        label = labels.get(unit["unit"]) if published else unit["label"] if shown.everything else None
         units.append({**unit, "label": label,
                       "url": f"/runs/{run.id}/units/{unit['layer']}/{unit['unit']}" if published else None})
     return Listened(run, source, result.labels, units, result.target,
