@@ -255,6 +255,7 @@ def _temp_files() -> set[str]:
 @pytest.mark.parametrize("data, name, status, problem", [
     (b"", "empty.png", 422, "the file is empty"),
     (b"GIF89a but not really" * 50, "fake.gif", 422, "not an image"),
+    (b"\0" * 3 * 2**20, "zeros.png", 422, "not an image"),      # over the form parser's 1 MB in memory
     (_png(_photo())[:-2000], "cut.png", 422, "truncated"),
     (_png_header_claiming(20_000, 20_000), "bomb.png", 422, "too large"),
     (_animated_gif(), "moving.gif", 422, "animated"),
