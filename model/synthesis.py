@@ -2,11 +2,14 @@
 502-d sound texture (``model.audio.sound_texture``) matches a target texture.
 
 ``synthesize`` is the entry point: target texture in, mono float32 waveform at ``settings.sample_rate``
-out. As M&S, it starts from noise and imposes the statistics; where M&S alternate between imposing them on
-each subband's envelope and recombining the subbands, we descend the gradient of the texture mismatch
-through the torch texture path itself (``audio._torch_cochleagrams``, ``audio._torch_textures``, the same
-steps as ``sound_texture``), so what is optimised is exactly what is measured. Loudness, the one statistic
-that is not scale-free, is matched at the end by a gain.
+out. As M&S: start from noise (shaped to the target's mean spectrum) and repeat: split the waveform into
+its 32 cochlear subbands (``audio._torch_analytic_subbands``, the texture's own filters), take their
+compressed envelopes at 400 Hz (``audio._torch_decimated``, as the texture does), move the envelopes to
+where their statistics are the target's (L-BFGS on the envelopes through ``audio._torch_textures``, the
+texture's own statistics), put the change back on each subband's envelope keeping its fine structure,
+and recombine the subbands (the filters' squares sum to 1). M&S impose one subband at a time by
+conjugate gradient; here all at once. Loudness, the one statistic that is not scale-free, is matched at
+the end by a gain.
 
 ``texture_snr`` is the measure (M&S's): per group of statistics (the paper's Fig. 1 groups: marginal
 moments, correlations, modulation power, loudness) 10 log10(sum t^2 / sum (t - t_hat)^2), and the worst.
@@ -29,7 +32,7 @@ STATISTICS_GROUPS: dict[str, slice] = {
     "modulation": audio.TEXTURE_GROUPS["mod"],                                               # (320)
     "loudness": audio.TEXTURE_GROUPS["loudness"],                                            # (1)
 }
-_IMPOSED_BY_DESCENT = ("moments", "correlations", "modulation")   # loudness: a gain at the end
+_IMPOSED = ("moments", "correlations", "modulation")   # loudness: a gain at the end
 STEPS = 30                   # M&S iterations: analyse, impose the statistics on the envelopes, recombine
 INNER_STEPS = 10             # L-BFGS steps on the envelopes per iteration
 _MAX_SNR_DB = 300.0          # an exactly matched group (loudness after its gain) reports this, not inf
@@ -38,8 +41,8 @@ _MAX_SNR_DB = 300.0          # an exactly matched group (loudness after its gain
 def texture_snr(target: np.ndarray, synthesized: np.ndarray, settings: TextureSettings = TEXTURE) -> dict[str, float]:
     """Per statistics group 10 log10(sum t^2 / sum (t - t_hat)^2) in dB, plus "worst" (the lowest).
 
-    ``target`` and ``synthesized`` are (502,) textures. A group whose target is all zeros (a silent
-    clip's) counts as matched only when the synthesised group is zero too.
+    ``target`` and ``synthesized`` are (502,) textures (``settings``: the ones they were computed with).
+    A group whose target is all zeros (a silent clip's) counts as matched only when the synthesised one is.
     """
     target, synthesized = _checked_texture(target, "target"), _checked_texture(synthesized, "synthesized")
     snr = {}
@@ -61,7 +64,7 @@ def synthesize(target_texture: np.ndarray, seconds: float = TEXTURE.clip_seconds
     """Mono float32 waveform of ``seconds`` at ``settings.sample_rate`` whose sound texture matches
     ``target_texture`` (502,). Deterministic for a ``seed`` on one device.
 
-    ``progress(done_steps, total_steps)`` is called after each of the ``steps`` L-BFGS iterations.
+    ``progress(done_steps, total_steps)`` is called after each of the ``steps`` M&S iterations.
     ``device``: "cpu" (default), "cuda", "auto" (``model.device.resolve_device``). A silent target
     (every statistic but loudness 0) gives silence.
     """
@@ -118,7 +121,7 @@ def _statistics_imposed(frames: torch.Tensor, target: torch.Tensor, settings: Te
                         inner_steps: int) -> torch.Tensor:
     """(32, T) envelopes nearest ``frames`` in L-BFGS steps that bring their texture to ``target``'s: the
     sum over the groups of error / energy (= sum of 10^(-SNR/10), so the worst group dominates)."""
-    groups = [STATISTICS_GROUPS[name] for name in _IMPOSED_BY_DESCENT]
+    groups = [STATISTICS_GROUPS[name] for name in _IMPOSED]
     energies = [target[g].pow(2).sum().clamp(min=1e-12) for g in groups]
     envelopes = frames.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([envelopes], lr=1.0, max_iter=inner_steps, history_size=10,
