@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-postgres postgres bench science chromium clean screenshots
+.PHONY: demo test test-postgres postgres bench science chromium sounds clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml
 # Debian's Chromium for the browser tests (never `playwright install`: it downloads a browser).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+# Debian's recordings for benchmarks/bench_synthesis.py: real sounds that are not the demo world's.
+sounds:
+	@test -d /usr/share/games/lincity-ng/sounds -a -f /usr/share/games/ufoai/base/0snd.pk3 || \
+		(apt-get update -qq && apt-get install -y -qq lincity-ng-data ufoai-sound >/dev/null)
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
@@ -38,7 +43,7 @@ test-postgres: $(PG_STAMP) postgres
 demo: $(STAMP)
 	bash scripts/demo.sh $(DEMO_DIR)
 
-bench: $(STAMP)
+bench: $(STAMP) sounds
 	mkdir -p bench-out
 	for b in $(filter-out benchmarks/bench_science.py,$(wildcard benchmarks/bench_*.py)); do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 

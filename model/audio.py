@@ -427,14 +427,31 @@ def _torch_cochleagrams(clips, sample_rate: int, settings: TextureSettings):
     if sample_rate != settings.sample_rate:
         indices, weights = _resampling_gather(clips.shape[-1], sample_rate, settings.sample_rate)
         clips = (clips[:, torch.from_numpy(indices).to(device)] * torch.from_numpy(weights).to(device)).sum(-1)
+    analytic = _torch_analytic_subbands(clips, settings)
+    envelopes = analytic.abs().pow_(settings.compression)
+    del analytic
+    return _torch_decimated(envelopes, settings)
+
+
+def _torch_analytic_subbands(clips, settings: TextureSettings):
+    """(n, samples) float32 tensor at ``settings.sample_rate`` -> (n, 32, samples) complex64 analytic
+    signal of each cochlear subband (its magnitude is the envelope, its real part the subband)."""
+    import torch
+
     n_clips, n_samples = clips.shape
     spectrum = torch.fft.rfft(clips)
-    bands = _analytic_bands(n_samples, settings)
-    analytic = torch.zeros((n_clips, N_CHANNELS, n_samples), dtype=torch.complex64, device=device)
-    for channel, (first, end, response) in enumerate(bands):
-        analytic[:, channel, first:end] = spectrum[:, first:end] * torch.from_numpy(response).to(device)
-    envelopes = torch.fft.ifft(analytic, dim=-1).abs().pow_(settings.compression)
-    del analytic
+    analytic = torch.zeros((n_clips, N_CHANNELS, n_samples), dtype=torch.complex64, device=clips.device)
+    for channel, (first, end, response) in enumerate(_analytic_bands(n_samples, settings)):
+        analytic[:, channel, first:end] = spectrum[:, first:end] * torch.from_numpy(response).to(clips.device)
+    return torch.fft.ifft(analytic, dim=-1)
+
+
+def _torch_decimated(envelopes, settings: TextureSettings):
+    """(n, 32, samples) float32 compressed envelopes -> (n, 32, T) at the envelope rate, as ``_decimate``."""
+    import torch
+
+    device = envelopes.device
+    n_clips, _, n_samples = envelopes.shape
     factor = settings.sample_rate // settings.envelope_rate
     length, signal = _decimation_layout(n_samples, factor)
     buffer = torch.zeros((n_clips, N_CHANNELS, length), dtype=torch.float32, device=device)
@@ -458,6 +475,16 @@ def _torch_divide(numerator, denominator):
                        torch.zeros_like(numerator))
 
 
+def _torch_sqrt(values):
+    """sqrt, with slope 0 instead of inf at 0 (synthesis differentiates textures; a 1 s clip's lowest
+    modulation band, for one, holds no frequency and has power exactly 0)."""
+    import torch
+
+    positive = values > 0
+    return torch.where(positive, torch.where(positive, values, torch.ones_like(values)).sqrt(),
+                       torch.zeros_like(values))
+
+
 def _torch_textures(envelopes, settings: TextureSettings):
     """(n, 32, T) float64 tensor -> (n, 502) textures, as ``textures_from_cochleagrams``."""
     import torch
@@ -468,14 +495,14 @@ def _torch_textures(envelopes, settings: TextureSettings):
     mean = normalised.mean(dim=-1)
     centred = normalised - mean[..., None]
     variance = (centred ** 2).mean(dim=-1)
-    sigma = _torch_divide(variance.sqrt(), mean)
+    sigma = _torch_divide(_torch_sqrt(variance), mean)
     covariance = centred @ centred.transpose(1, 2) / n_frames
-    correlation = _torch_divide(covariance, (variance[:, :, None] * variance[:, None, :]).sqrt())
+    correlation = _torch_divide(covariance, _torch_sqrt(variance[:, :, None] * variance[:, None, :]))
     rho = torch.cat([torch.diagonal(correlation, offset, dim1=1, dim2=2)
                      for offset in settings.correlation_offsets], dim=1)
     spectrum_power = torch.fft.rfft(normalised, dim=-1).abs() ** 2
     spectrum_power[..., 1:(n_frames + 1) // 2] *= 2
     filters = torch.from_numpy(modulation_filters(n_frames, settings) ** 2).to(envelopes.device)
     band_power = spectrum_power @ filters.T / n_frames ** 2
-    modulation = _torch_divide(band_power, variance[..., None].expand_as(band_power)).sqrt()
+    modulation = _torch_sqrt(_torch_divide(band_power, variance[..., None].expand_as(band_power)))
     return torch.cat([mean, sigma, rho, modulation.reshape(n_clips, -1), loudness[:, None]], dim=1)

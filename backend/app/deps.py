@@ -26,6 +26,8 @@ from backend.db.models import Annotator, Unit
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _READ_METHODS = ("GET", "HEAD", "OPTIONS")
+# POSTs that only compute (an image upload does not fit a GET) and change nothing stored: read scope may send them.
+READ_ONLY_POSTS = frozenset({"/api/v1/runs/{run_id}/predict"})
 SESSION_TOKEN = "sid"      # the cookie session's key for its login token (backend/app/auth.py)
 
 
@@ -57,7 +59,9 @@ def _token_owner(request: Request, db: Session, token: str) -> Annotator:
     revoked or expired token."""
     user, api_token = token_user(db, token)
     request.state.token_scope = api_token.scope
-    if api_token.scope == "read" and request.method not in _READ_METHODS:
+    route = request.scope.get("route")
+    if api_token.scope == "read" and request.method not in _READ_METHODS \
+            and getattr(route, "path", None) not in READ_ONLY_POSTS:
         raise HTTPException(403, "This token has read scope: it can only read (GET).")
     return user
 

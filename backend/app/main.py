@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import re
 from http import HTTPStatus
 import secrets
 from functools import lru_cache
@@ -27,7 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, counted, optional_user, render
 from backend.app.errors import TaskError
-from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, representation,
+from backend.app.listen import Listening
+from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, listen, representation,
                                 results, review, sound, tokens, units, users)
 from backend.config import Settings
 from backend.db.models import Annotator, ServerSecret
@@ -43,6 +45,10 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()), (b"x-frame-options", b"DENY"),
                     (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+# The routes that take an image upload (backend/app/routes/listen.py): their body may be as large as
+# `predict_max_upload_bytes` plus the multipart envelope; every other body stays under `max_request_bytes`.
+UPLOAD_PATHS = re.compile(r"/runs/\d+/listen|/api/v1/runs/\d+/predict")
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 log = logging.getLogger("ambient")
 FRONTEND = resources.files("frontend")
@@ -65,12 +71,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.login_guard = LoginGuard(settings)
+    app.state.listening = Listening.of(settings)
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.state.templates.env.globals["url_for"] = _path_for
     app.state.templates.env.filters["counted"] = counted
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes,
+                       upload_bytes=settings.predict_max_upload_bytes + UPLOAD_OVERHEAD_BYTES)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(TrustedProxies, proxies=settings.trusted_proxies)    # outermost: the sessions see https
 
@@ -97,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(explore.pages)
     app.include_router(explore.api)
     app.include_router(explore.media)
+    app.include_router(listen.pages)
+    app.include_router(listen.api)
 
     @app.exception_handler(LoginRequired)
     def login_required(request: Request, _exc: LoginRequired) -> Response:
@@ -232,17 +242,19 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """Answers 413 to a request body over `max_bytes`: by its Content-Length, or while it streams in."""
+    """Answers 413 to a request body over `max_bytes` (`upload_bytes` for an image upload, UPLOAD_PATHS): by
+    its Content-Length, or while it streams in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_bytes: int):
+        self.app, self.max_bytes, self.upload_bytes = app, max_bytes, upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.upload_bytes if UPLOAD_PATHS.fullmatch(scope["path"]) else self.max_bytes
+        detail = f"The request body is over the {limit // 1024} KiB limit."
         length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > self.max_bytes:
-            detail = f"The request body is over the {self.max_bytes // 1024} KiB limit."
+        if not length.isdigit() or int(length) > limit:
             return await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
         received = 0
 
@@ -250,8 +262,8 @@ class BodyLimit:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self.max_bytes:   # chunked, no Content-Length: stop reading here
-                raise StarletteHTTPException(413, f"The request body is over the {self.max_bytes // 1024} KiB limit.")
+            if received > limit:   # chunked, no Content-Length: stop reading here
+                raise StarletteHTTPException(413, detail)
             return message
 
         await self.app(scope, counted, send)

@@ -1,0 +1,322 @@
+"""Hear an image: what a network predicts for any picture, which units fire, where the evidence is
+(Grad-CAM), and the sound texture it predicts.
+
+Entry points: ``load_predictor`` (RUN_DIR -> a ``Predictor``: our trained run, or a network that
+``ambient units`` analysed there: torchvision, TorchScript, torch.export) and ``predict`` (frames in,
+``Prediction``s out: pure, no files). ``decode_image`` turns untrusted bytes into an RGB image within
+bounds, ``image_frame`` into the network's frame as ingest makes it, ``heatmap_overlay`` the heatmap
+into a picture.
+
+What applies to which network:
+
+- our cluster run: the sound clusters' probabilities (softmax), Grad-CAM on the top cluster, and the
+  texture of the top cluster's centroid. Not the probability-weighted mix of centroids: a texture is the
+  statistics of one sound, and a mix of several clusters' statistics is the texture of no sound the network
+  learnt to tell (an average of a rain and a speech texture is neither), while the top centroid is the
+  category the network predicts, as in the paper.
+- our binary run: each code bit's probability (sigmoid), Grad-CAM on the surest bit that is on, and the texture
+  the code predicts: the training mean plus each PCA direction at its mean absolute projection, signed and
+  weighted by the bit's probability (2p - 1).
+- a spectrum run: its bits; no texture (its code is of the spectrum, not the texture).
+- a torchvision network: no sound labels; Grad-CAM on its top class, named when torchvision knows the
+  class names.
+- a TorchScript or torch.export trunk whose output is the layer: no labels; the heatmap is where the layer
+  fires (the mean of its rectified maps).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from model import dataset as ds
+from model import run as rd
+from model.hooks import retain_layer
+from model.media import resize_center_crop
+from model.network import normalize_images
+from model.settings import UNITS
+
+# Formats a photo or a video frame comes in; anything else (TIFF, PSD, EPS, ...) is refused by name.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
+# Colours of the heatmap, low to high (close to matplotlib's "jet"): hand-written, a 5-stop ramp needs no library.
+_HEAT_COLOURS = np.array([[0, 0, 143], [0, 128, 255], [128, 255, 128], [255, 128, 0], [128, 0, 0]], dtype=float)
+
+
+class BadImage(ValueError):
+    """An input that is not a still image this module reads; the message names the input and the problem."""
+
+
+@dataclass
+class Predictor:
+    """A network ready to explain images: how to feed it, its layer, and what its outputs mean."""
+
+    module: nn.Module
+    layer: str | None              # the layer whose units are reported; None: the module's output is the layer
+    kind: str                      # "caffenet-bn", "torchvision:alexnet", "torchscript", "export"
+    output_kind: str | None        # "cluster", "binary", "spectrum", "classes" (torchvision), None (a trunk)
+    frame_size: int
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output_names: list[str] = field(default_factory=list)
+    unit_labels: dict[int, str] = field(default_factory=dict)    # automatic labels (dissection.json)
+    thresholds: np.ndarray | None = None     # each unit's top-quantile activation over the pool (units file)
+    centroid_textures: np.ndarray | None = None    # cluster: (k, 502), unweighted texture space
+    code_texture: tuple[np.ndarray, np.ndarray] | None = None    # binary: (mean (502,), directions (bits, 502))
+    texture_note: str = ""         # why there is no texture, when there is none
+
+    @property
+    def layer_name(self) -> str:
+        return self.layer or "output"
+
+    @property
+    def sound_labels(self) -> bool:
+        return self.output_kind in ("cluster", "binary", "spectrum")
+
+
+@dataclass
+class Prediction:
+    """What the network makes of one image."""
+
+    labels: list[dict]          # [{"label", "probability"}], best first; empty where the network has none
+    units: list[dict]           # [{"layer", "unit", "activation", "relative", "label"}], firing most first
+    target: str | None          # what the heatmap explains ("Cluster 3", "class 281 (tabby)"), None: where the layer fires
+    heatmap: np.ndarray         # (input_size, input_size) in [0, 1], over ``crop``
+    crop: np.ndarray            # (input_size, input_size, 3) uint8: the picture the network saw
+    texture: np.ndarray | None  # (502,) predicted sound texture
+    texture_source: str         # how the texture was made, or why there is none
+
+
+# --- Loading
+
+def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """The network of RUN_DIR with what it predicts: our trained run (its model.pt or checkpoint), else the
+    network `ambient units` analysed there (conv5 first, else the first layer analysed).
+
+    Raises FileNotFoundError (naming what to run) or ValueError for a folder that holds neither."""
+    run_dir = Path(run_dir)
+    if (run_dir / rd.FINAL_MODEL).exists() or (run_dir / rd.CHECKPOINT).exists():
+        model, info = rd.load_run(run_dir, device)
+        predictor = Predictor(model, UNITS.layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
+                              info.mean, info.std, _sound_names(info.label_kind, info.num_outputs))
+        _add_textures(predictor, run_dir)
+    else:
+        layers = rd.analysed_layers(run_dir)
+        if not layers:
+            raise FileNotFoundError(f"{run_dir}: no {rd.FINAL_MODEL} (a trained run) and no units_<layer>.npz "
+                                    f"(a network published by `ambient units --model ...`)")
+        layer = UNITS.layer if UNITS.layer in layers else layers[0]
+        meta = rd.read_units_meta(rd.units_file(run_dir, layer))
+        predictor = _analysed_network(run_dir, meta, device)
+        predictor.texture_note = "no sound texture: this network was not trained on sound"
+    predictor.unit_labels = _automatic_labels(run_dir, predictor.layer_name)
+    path = rd.units_file(run_dir, predictor.layer_name)
+    if path.exists():
+        with np.load(path) as data:
+            predictor.thresholds = data["thresholds"] if "thresholds" in data else None
+    return predictor
+
+
+def _sound_names(kind: str, count: int) -> list[str]:
+    # The names model/clusters.py gives the groups (and `ambient publish` stores): pages and CLI agree.
+    return [f"Cluster {i + 1}" if kind == "cluster" else f"Bit {i + 1}" for i in range(count)]
+
+
+def _analysed_network(run_dir: Path, meta: dict, device) -> Predictor:
+    from model.units import load_network     # measures the layer's geometry: only for networks not our own
+
+    spec, weights = meta.get("model_spec"), meta.get("weights")
+    network = load_network(run_dir, meta["layer"], spec, Path(weights) if weights else None, device)
+    if network.kind.startswith("torchvision:"):
+        name = network.kind.split(":", 1)[1]
+        return Predictor(network.module, network.layer, network.kind, "classes", network.frame_size,
+                         network.input_size, network.mean, network.std, _class_names(name))
+    return Predictor(network.module, None, network.kind, None, network.frame_size, network.input_size,
+                     network.mean, network.std)
+
+
+def _class_names(model_name: str) -> list[str]:
+    """The class names torchvision ships with a model's weight enum (no download), else none."""
+    try:
+        return list(torchvision.models.get_model_weights(model_name).DEFAULT.meta.get("categories") or [])
+    except (ValueError, KeyError, AttributeError):
+        return []
+
+
+def _automatic_labels(run_dir: Path, layer: str) -> dict[int, str]:
+    if not rd.dissection_file(run_dir).exists():
+        return {}
+    return {int(row["unit"]): row["category"] for row in rd.read_dissection(run_dir)
+            if row.get("category") and row.get("layer", layer) == layer}
+
+
+def _add_textures(predictor: Predictor, run_dir: Path) -> None:
+    """The textures the run's labels stand for, from the DATA_DIR it was trained on (run.json)."""
+    kind = predictor.output_kind
+    if kind not in ("cluster", "binary"):
+        predictor.texture_note = f"no sound texture: {kind} labels code the spectrum, not the texture"
+        return
+    data_dir = rd.read_run_json(run_dir).get("data_dir")
+    path = ds.labels_file(data_dir, kind) if data_dir else None
+    if path is None or not path.exists():
+        predictor.texture_note = (f"no sound texture: the run's {kind} labels ({path or 'run.json names no data_dir'}) "
+                                  f"are not here")
+        return
+    with np.load(path) as labels:
+        weights = labels["weights"].astype(np.float64)
+        if kind == "cluster":
+            predictor.centroid_textures = labels["centroids"].astype(np.float64) / weights
+            return
+        components, mean = labels["components"].astype(np.float64), labels["mean"].astype(np.float64)
+    textures, _spectrum = ds.load_features(data_dir)
+    spread = np.abs((textures.astype(np.float64) * weights - mean) @ components.T).mean(axis=0)     # (bits,)
+    predictor.code_texture = (mean / weights, spread[:, None] * components / weights)
+
+
+# --- Images
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Untrusted bytes -> an RGB image, or BadImage naming ``name`` and the problem.
+
+    The size is checked from the header before any pixel is decoded (a 20,000 x 20,000 PNG is a few kB
+    that would take 1.2 GB). CMYK is converted to RGB; 16-bit images are scaled to 8 bits (their top
+    byte); an animated image is refused (which of its frames would be meant?)."""
+    if not data:
+        raise BadImage(f"{name}: the file is empty (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))     # reads the header only
+    except Image.DecompressionBombError as error:
+        raise BadImage(f"{name}: the image is too large (a decompression bomb?): {error}") from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise BadImage(f"{name}: not an image ({'/'.join(IMAGE_FORMATS)} expected; {error})") from None
+    if image.format not in IMAGE_FORMATS:
+        raise BadImage(f"{name}: {image.format} images are not read; use {'/'.join(IMAGE_FORMATS)}")
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadImage(f"{name}: the image is too large: {width} x {height} pixels, over the limit of {max_pixels:,}")
+    if width < 1 or height < 1:
+        raise BadImage(f"{name}: the image has no pixels ({width} x {height})")
+    if getattr(image, "n_frames", 1) > 1:
+        raise BadImage(f"{name}: an animated image ({image.n_frames} frames); upload one still frame")
+    try:     # Pillow's default (ImageFile.LOAD_TRUNCATED_IMAGES off) refuses a cut-off file, never half grey
+        image.load()
+    except (OSError, ValueError, SyntaxError) as error:
+        raise BadImage(f"{name}: the image is truncated or corrupt ({error})") from None
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):     # 16-bit greyscale: convert("L") would clip at 255
+        image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8))
+    return image.convert("RGB")
+
+
+def image_frame(image: Image.Image, frame_size: int) -> torch.Tensor:
+    """uint8 (3, frame_size, frame_size): the short side scaled to the frame size and centre-cropped, as
+    ingest does to video frames and `ambient units` to still images (model/pool.py)."""
+    return torch.from_numpy(np.array(resize_center_crop(image, frame_size))).permute(2, 0, 1).contiguous()
+
+
+def heatmap_overlay(crop: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: ``crop`` with ``heat`` (H, W, in [0, 1]) coloured over it, stronger where it is hotter."""
+    levels = np.clip(heat, 0, 1) * (len(_HEAT_COLOURS) - 1)
+    low = np.floor(levels).astype(int).clip(0, len(_HEAT_COLOURS) - 2)
+    mix = (levels - low)[..., None]
+    colour = _HEAT_COLOURS[low] * (1 - mix) + _HEAT_COLOURS[low + 1] * mix
+    alpha = opacity * (0.3 + 0.7 * np.clip(heat, 0, 1))[..., None]
+    return (crop * (1 - alpha) + colour * alpha).round().clip(0, 255).astype(np.uint8)
+
+
+# --- Prediction
+
+def predict(predictor: Predictor, frames: torch.Tensor, top_labels: int = 5, top_units: int = 5) -> list[Prediction]:
+    """uint8 (N, 3, frame_size, frame_size) frames -> one Prediction each (see the module docstring)."""
+    device = next(iter(predictor.module.parameters()), torch.empty(0)).device
+    top = (frames.shape[-2] - predictor.input_size) // 2
+    crops = frames[..., top:top + predictor.input_size, top:top + predictor.input_size].to(device)
+    x = normalize_images(crops, predictor.mean, predictor.std)
+    if predictor.output_kind is None:       # a trunk: its output is the layer
+        with torch.no_grad():
+            maps = predictor.module(x).float()
+        logits, heat = None, torch.relu(maps).mean(dim=1)
+    else:
+        with torch.enable_grad(), retain_layer(predictor.module, predictor.layer) as kept:
+            logits = predictor.module(x)
+            maps = kept.output
+            # The top cluster or class; for code bits the surest bit on (the largest logit).
+            targets = logits.detach().argmax(dim=1)
+            score = logits.gather(1, targets[:, None]).sum()
+            (gradients,) = torch.autograd.grad(score, maps)
+        # Grad-CAM (Selvaraju et al. 2017): the maps weighted by their mean gradient, rectified.
+        heat = torch.relu((gradients.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1)).detach()
+        maps, logits = maps.detach().float(), logits.detach().float()
+    if maps.ndim != 4:
+        raise ValueError(f"layer {predictor.layer_name} gives {tuple(maps.shape)} outputs, not spatial maps")
+    heat = torch.nn.functional.interpolate(heat[:, None].float(), size=crops.shape[-2:], mode="bilinear",
+                                           align_corners=False)[:, 0]
+    heat = heat / heat.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+    maxima = maps.amax(dim=(2, 3)).cpu().numpy()
+    probabilities = None if logits is None else (
+        torch.softmax(logits, 1) if predictor.output_kind in ("cluster", "classes") else torch.sigmoid(logits)
+    ).cpu().numpy()
+    results = []
+    for i in range(len(frames)):
+        labels, target, texture, source = [], None, None, predictor.texture_note
+        if probabilities is not None:
+            order = np.argsort(-probabilities[i], kind="stable")
+            labels = [{"label": _name(predictor, int(c)), "probability": float(probabilities[i, c])}
+                      for c in order[:top_labels]]
+            target = _name(predictor, int(targets[i]))
+            texture, source = _texture(predictor, probabilities[i])
+        results.append(Prediction(labels, _firing_units(predictor, maxima[i], top_units), target,
+                                  heat[i].cpu().numpy(), crops[i].permute(1, 2, 0).cpu().numpy(), texture,
+                                  source or predictor.texture_note))
+    return results
+
+
+def _name(predictor: Predictor, index: int) -> str:
+    if index < len(predictor.output_names):
+        name = predictor.output_names[index]
+        return name if predictor.sound_labels else f"class {index} ({name})"
+    return f"class {index}"
+
+
+def _firing_units(predictor: Predictor, maxima: np.ndarray, count: int) -> list[dict]:
+    """The units whose spatial maxima are largest; relative to each unit's top-quantile activation over the
+    pool when the units file gives it (a unit's scale is its own: 3.0 is a lot for one unit, little for another)."""
+    relative = None
+    if predictor.thresholds is not None and len(predictor.thresholds) == len(maxima):
+        relative = maxima / np.maximum(predictor.thresholds, 1e-6)
+    order = np.argsort(-(relative if relative is not None else maxima), kind="stable")[:count]
+    return [{"layer": predictor.layer_name, "unit": int(u), "activation": float(maxima[u]),
+             "relative": None if relative is None else float(relative[u]),
+             "label": predictor.unit_labels.get(int(u))} for u in order]
+
+
+def _texture(predictor: Predictor, probabilities: np.ndarray) -> tuple[np.ndarray | None, str]:
+    if predictor.centroid_textures is not None:
+        top = int(np.argmax(probabilities))
+        return (predictor.centroid_textures[top].astype(np.float32),
+                f"the centroid texture of {predictor.output_names[top]}, the top cluster")
+    if predictor.code_texture is not None:
+        mean, directions = predictor.code_texture
+        return ((mean + (2 * probabilities - 1) @ directions).astype(np.float32),
+                "the texture the code bits predict: the training mean plus each bit's PCA direction, "
+                "signed and weighted by the bit's probability")
+    return None, predictor.texture_note
+
+
+def prediction_record(prediction: Prediction) -> dict:
+    """The JSON fields both the CLI (--json) and the API give: labels, units, target, texture_source."""
+    return {"labels": prediction.labels, "units": prediction.units, "target": prediction.target,
+            "texture_source": prediction.texture_source}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
