@@ -142,6 +142,7 @@ def register(app: typer.Typer) -> None:
                        "(quieter than the target)", err=True)
             waveform = waveform / peak
         snr = texture_snr(target, sound_texture(waveform, TEXTURE.sample_rate))
-        write_audio_clip(waveform, TEXTURE.sample_rate, out, out_rate=INGEST.clip_sample_rate if out.suffix.lower() == ".mp3" else None)
+        mp3_rate = INGEST.clip_sample_rate if out.suffix.lower() == ".mp3" else None   # mp3 has no 20 kHz rate
+        write_audio_clip(waveform, TEXTURE.sample_rate, out, out_rate=mp3_rate)
         typer.echo(f"wrote {out} ({waveform.size / TEXTURE.sample_rate:.2f} s); texture SNR (dB): "
                    + ", ".join(f"{name} {value:.1f}" for name, value in snr.items()))
