@@ -3,6 +3,7 @@
 
 - ``layer_names`` / ``check_layer``: what layers a network has; an unknown one is refused, naming them.
 - ``run_until``: a layer's output, the forward pass stopped there (unit extraction reads layers so).
+- ``retain_layer``: a context in which a layer's latest output is kept, in the autograd graph (Grad-CAM).
 - ``edit_layer``: a context in which a layer's output is edited (ablated units, a replacement).
 - ``split_at``: the network as trunk (input -> layer) and head (layer -> output), so that many edits of
   one layer are measured by running the head only (``ablation_mask`` gives the edit that zeroes units).
@@ -77,6 +78,32 @@ def edited(x: torch.Tensor, ablation: torch.Tensor | None, replacement: torch.Te
     a = ablation.to(x.dtype).reshape(ablation.shape[0], *([1] * (x.ndim - 2)))
     out = x * (1 - a)
     return out if replacement is None else out + replacement.to(x.dtype) * a
+
+
+class Retained:
+    """The latest output of the retained layer (``output``), kept in the autograd graph."""
+
+    output: torch.Tensor | None = None
+
+
+@contextmanager
+def retain_layer(module: nn.Module, layer: str) -> Iterator[Retained]:
+    """Keep ``module.get_submodule(layer)``'s output of every forward pass inside the block; the hook
+    goes when the block ends, whatever happens in it. ValueError names a layer the module lacks."""
+    try:
+        target = module.get_submodule(layer)
+    except AttributeError:
+        raise ValueError(f"the network has no layer {layer!r}") from None
+    retained = Retained()
+
+    def keep(_module, _inputs, output):
+        retained.output = output
+
+    handle = target.register_forward_hook(keep)
+    try:
+        yield retained
+    finally:
+        handle.remove()
 
 
 @contextmanager

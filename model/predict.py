@@ -37,7 +37,7 @@ from torch import nn
 
 from model import dataset as ds
 from model import run as rd
-from model.hooks import retain_layer
+from model.nethook import retain_layer
 from model.media import resize_center_crop
 from model.network import normalize_images
 from model.settings import UNITS
