@@ -170,8 +170,8 @@ def report(rows, same_recording, different, n_windows, n_recordings, load_before
         f"{load_after[0]:.1f} after. `python benchmarks/bench_synthesis.py` (needs `make sounds`).",
         "",
         f"{len(first)} real recordings (Debian's lincity-ng-data: one per scene of its {n_recordings} recordings of "
-        f"3.75 s or more, the first 3.75 s), each synthesised from noise (seeds {', '.join(map(str, seeds))}, "
-        f"{steps} M&S steps, CPU). "
+        f"3.75 s or more, the first 3.75 s), each synthesised from noise (seeds {', '.join(map(str, seeds))}; "
+        f"{steps} M&S steps; CPU). "
         "SNR per group = 10 log10(sum t^2 / sum (t - t_hat)^2) of the synthesised texture against the clip's; "
         "a clip's figure is its worst group (loudness is matched by a gain, so it is never the worst).",
         "",
