@@ -76,6 +76,11 @@ def test_each_unit_alone_and_the_hook_agree_with_the_split():
                                   each_unit=True)
     assert "truth" not in result["ablations"][0]
     assert [u["per_label"] for u in result["single_units"]] == [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    # Each unit helps predict its own class only; unit 2's class keeps its accuracy but loses probability.
+    helps, depends = ab.single_unit_links(result)
+    assert {unit: [h["index"] for h in links] for unit, links in helps.items()} == {0: [0], 1: [1], 2: [2]}
+    assert helps[2][0]["drop"] == 0.0 and helps[2][0]["probability_drop"] > 0.5
+    assert {label: [d["unit"] for d in links] for label, links in depends.items()} == {0: [0], 1: [1], 2: [2]}
     # The context-managed hook edits the full forward pass exactly as the split's head sees the edit.
     x, _ = frames_of(classes)
     mask = ablation_mask([0, 2], 3)
@@ -90,7 +95,7 @@ def test_binary_codes_are_measured_per_bit():
     logits = torch.tensor([[2.0, -2.0], [2.0, 2.0]])
     correct, probability = ab.outcomes(logits, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), multilabel=True)
     assert correct.tolist() == [[True, True], [False, True]]
-    assert probability[0] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+    assert probability[0].tolist() == pytest.approx([torch.sigmoid(torch.tensor(2.0)).item()] * 2)
 
 
 def test_bad_layers_units_and_categories_are_named():
@@ -133,7 +138,7 @@ def test_ablate_writes_the_run_s_json_and_refuses_bad_input(run, monkeypatch):
                                  "--no-publish", "--each-unit"])
     assert result.exit_code == 0, result.output
     saved = json.loads(ablation_file(run.run, "conv5").read_text())
-    assert set(saved["baseline"]) == {"accuracy", "per_label", "true_probability"}
+    assert set(saved["baseline"]) == {"accuracy", "per_label", "true_probability", "per_label_probability"}
     assert len(saved["baseline"]["per_label"]) == 4
     assert saved["test_frames"] == 20 and saved["world_truth"] is True
     (ablation,) = saved["ablations"]

@@ -22,12 +22,13 @@ EMERGENCE = {"layer": "conv5", "source": "truth", "pool_size": 6, "split": "all"
                                                                  "per_category": {"dog": t - 1, "tree": 1}}}
                        for s, a, t in ((50, 0.08, 1), (100, 0.12, 5), (150, 0.15, 9))]}
 # Unit 0 alone off costs cluster 2 (index 1) 30 points; the dog detectors' ablation costs frames hearing dogs.
-ABLATION = {"layer": "conv5", "baseline": {"accuracy": 0.2, "per_label": [0.1, 0.5]},
+ABLATION = {"layer": "conv5", "baseline": {"accuracy": 0.2, "per_label": [0.1, 0.5], "per_label_probability": [0.3, 0.4]},
             "ablations": [{"units": [0, 2], "category": "dog", "accuracy": 0.12, "per_label": [0.1, 0.2],
                            "random": {"accuracy": 0.19, "accuracy_std": 0.01, "repeats": 20},
                            "truth": {"own_drop": 0.05, "own_drop_random": 0.004, "other_drop": 0.001}}],
-            "single_units": [{"unit": 0, "accuracy": 0.15, "per_label": [0.1, 0.2]},
-                             {"unit": 1, "accuracy": 0.2, "per_label": [0.1, 0.5]}]}
+            "single_units": [{"unit": 0, "accuracy": 0.15, "per_label": [0.1, 0.2],
+                              "per_label_probability": [0.3, 0.25]},
+                             {"unit": 1, "accuracy": 0.2, "per_label": [0.1, 0.5], "per_label_probability": [0.3, 0.4]}]}
 
 
 @pytest.fixture()
@@ -64,7 +65,7 @@ def test_results_unit_and_cluster_pages_show_emergence_and_ablation(site):
 
         page.goto(f"{base}/runs/1/units/conv5/0")
         helps = page.inner_text("#helps-predict")
-        assert "Cluster 2" in helps and "30.0 points" in helps and "Cluster 1" not in helps
+        assert "Cluster 2: probability -0.1500, accuracy -30.0 points" in helps and "Cluster 1" not in helps
         assert page.locator("#helps-predict audio").count() == 2             # the cluster's closest test frames
         page.locator("#helps-predict audio").first.evaluate("audio => audio.play()")
         wait_until(page, "!document.querySelector('#helps-predict audio').paused")

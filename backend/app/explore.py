@@ -143,8 +143,8 @@ class UnitPage:
     characteristic: dict[str, bool]
     previous: int | None               # the neighbouring units' indices in the layer
     next: int | None
-    # ``ambient ablate --each-unit``: the sound labels whose accuracy drops most with this unit alone off,
-    # [{"index", "name", "drop", "frame_ids": closest test frames, to hear}], largest drop first
+    # ``ambient ablate --each-unit``: the sound labels that lose most with this unit alone off, [{"index", "name",
+    # "probability_drop", "drop" (accuracy), "url", "frame_ids": closest test frames, to hear}], largest loss first
     helps_predict: list[dict] = field(default_factory=list)
 
 
@@ -185,7 +185,8 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
     if not unit.helps_predict:
         return []
     clusters = {c.index: c for c in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run_id))}
-    return [{"index": link["index"], "drop": link["drop"], "url": cluster_url(run_id, link["index"]),
+    return [{"index": link["index"], "drop": link.get("drop"), "probability_drop": link.get("probability_drop"),
+             "url": cluster_url(run_id, link["index"]),
              "name": clusters[link["index"]].name if link["index"] in clusters else f"Label {link['index'] + 1}",
              "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
             for link in unit.helps_predict]
@@ -262,6 +263,7 @@ def unit_record(page: UnitPage) -> dict:
             "netdissect_category": auto.netdissect_category, "netdissect_iou": auto.netdissect_iou},
         "previous": page.previous, "next": page.next,
         "helps_predict": [{"index": h["index"], "name": h["name"], "drop": h["drop"],
+                           "probability_drop": h["probability_drop"],
                            "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict]}
 
 

@@ -118,8 +118,8 @@ class Unit(Base):
     auto_netdissect_iou: Mapped[float | None]
     # The pool's histogram of the unit's spatial maxima, {"counts": [...], "edges": [...]} (``ambient units``).
     histogram: Mapped[dict | None] = mapped_column(JSON)
-    # ``ambient ablate --each-unit``: the sound labels whose accuracy drops most with this unit alone off,
-    # [{"index": label index, "drop": accuracy drop}, ...] largest first.
+    # ``ambient ablate --each-unit``: the sound labels that lose most with this unit alone off, [{"index": label
+    # index, "probability_drop": true-label probability drop, "drop": accuracy drop}, ...] largest first.
     helps_predict: Mapped[list | None] = mapped_column(JSON)
 
     layer: Mapped[Layer] = relationship()
@@ -177,8 +177,8 @@ class SoundCluster(Base):
     contrast: Mapped[bytes | None] = mapped_column(LargeBinary)   # binary: mean texture with the bit off
     sources: Mapped[dict] = mapped_column(JSON, default=dict)     # demo world: true source -> frames hearing it
     closest_frame_ids: Mapped[list] = mapped_column(JSON, default=list)   # Frame ids, nearest test frames first
-    # ``ambient ablate --each-unit``: the units whose ablation costs this label's accuracy most,
-    # [{"layer": name, "unit": index, "drop": accuracy drop}, ...] largest first.
+    # ``ambient ablate --each-unit``: the units whose ablation costs this label most,
+    # [{"layer": name, "unit": index, "probability_drop", "drop"}, ...] largest first.
     depends_on: Mapped[list | None] = mapped_column(JSON)
 
 
