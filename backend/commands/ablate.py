@@ -78,11 +78,16 @@ def register(app: typer.Typer) -> None:
             truth = ablation.get("truth")
             if truth and truth["own_drop"] is not None:
                 line += (f"; true-label probability drop on the {truth['own_frames']} frames that hear it "
-                         f"{truth['own_drop']:+.4f} (random units {truth['own_drop_random']:+.4f}), on the other "
-                         f"{truth['other_frames']} {truth['other_drop']:+.4f}")
+                         f"{_drop(truth['own_drop'])} (random units {_drop(truth['own_drop_random'])}), on the other "
+                         f"{truth['other_frames']} {_drop(truth['other_drop'])}")
             elif truth:
                 line += "; no test frame hears it"
             typer.echo(line)
         typer.echo(f"wrote {path}")
         if publish:
             publish_or_exit(run_dir, db)
+
+
+def _drop(value: float | None) -> str:
+    """A probability drop for the summary; none where no frame (or no random draw) measured it."""
+    return "none" if value is None else f"{value:+.4f}"
