@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, device_option
 from model.settings import ABLATION
 
 
@@ -38,7 +38,6 @@ def register(app: typer.Typer) -> None:
         from backend.commands.publish import publish_or_exit
         from model.ablate import ablate_run
         from model.dataset import write_json_atomic
-        from model.device import resolve_device
         from model.run import ablation_file
 
         if sum((units is not None, category is not None, detectors)) > 1:
@@ -55,10 +54,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("no unit given", param_hint="--units")
         if not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
-        try:
-            torch_device = resolve_device(device)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--device") from None
+        torch_device = device_option(device)
         settings = replace(ABLATION, random_repeats=repeats, seed=seed)
         try:
             result = ablate_run(run_dir, layer, unit_list, category, each_unit, settings, torch_device)

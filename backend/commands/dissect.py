@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP
+from backend.commands.options import DB_HELP, device_option
 from model.settings import DETECTOR_PRECISION, UNITS
 
 
@@ -145,13 +145,9 @@ def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | No
 
 
 def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: str) -> list:
-    from model.device import resolve_device
     from model.dissect import dissect_masks, write_mask_scores
 
-    try:
-        torch_device = resolve_device(device)
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--device") from None
+    torch_device = device_option(device)
     try:
         labels, scores = dissect_masks(run_dir, masks, classes, layer, device=torch_device)
     except (FileNotFoundError, ValueError) as error:

@@ -1,4 +1,4 @@
-"""What several commands share: the database option and how it resolves."""
+"""What several commands share: the database and device options and how they resolve."""
 from __future__ import annotations
 
 DB_HELP = "SQLAlchemy URL [default: AMBIENT_DATABASE_URL or sqlite:///ambient.db]."
@@ -27,3 +27,15 @@ def open_sessions(url: str):
         typer.echo(f"error: cannot open the database {make_url(url).render_as_string(hide_password=True)}: "
                    f"{error}", err=True)
         raise typer.Exit(1) from None
+
+
+def device_option(device: str):
+    """--device ("auto", "cpu", "cuda:N") as a torch device; one the machine lacks is refused as a bad --device."""
+    import typer
+
+    from model.device import resolve_device
+
+    try:
+        return resolve_device(device)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None

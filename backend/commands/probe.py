@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from backend.commands.options import device_option
+
 FORMATS = ("voc2007", "imagefolder")
 
 
@@ -38,7 +40,6 @@ def register(app: typer.Typer) -> None:
         from dataclasses import replace
 
         from model import probe as pr
-        from model.device import resolve_device
         from model.run import read_run_json, write_probe
         from model.settings import PROBE
 
@@ -55,10 +56,7 @@ def register(app: typer.Typer) -> None:
         if unknown or not chosen:
             raise typer.BadParameter(f"{unknown[0] if unknown else layers!r}: choose from "
                                      f"{', '.join(pr.PROBE_LAYERS)}", param_hint="--layers")
-        try:
-            torch_device = resolve_device(device)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--device") from None
+        torch_device = device_option(device)
         settings = replace(PROBE, layers=chosen, jobs=jobs)
         try:
             main = pr.load_probed(run_dir, torch_device)

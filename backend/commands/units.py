@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from backend.commands.options import DB_HELP, RAY_HELP
+from backend.commands.options import DB_HELP, RAY_HELP, device_option
 from model.settings import POOL_SPLITS, UNITS
 
 
@@ -44,7 +44,6 @@ def register(app: typer.Typer) -> None:
         from backend.commands.publish import publish_or_exit
         from model import dataset as ds
         from model.cluster import ClusterError
-        from model.device import resolve_device
         from model.units import extract_units, pool_records, pool_warning
 
         if split not in POOL_SPLITS:
@@ -54,10 +53,7 @@ def register(app: typer.Typer) -> None:
                                      f"`ambient ingest`) or a folder of JPEG/PNG images", param_hint="--pool")
         if model is None and not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
-        try:
-            torch_device = resolve_device(device)
-        except ValueError as error:
-            raise typer.BadParameter(str(error), param_hint="--device") from None
+        torch_device = device_option(device)
         settings = replace(UNITS, layer=layer, top=top, split=split, batch_size=batch_size)
         try:
             warning = pool_warning(len(pool_records(pool, split)), top)
