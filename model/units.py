@@ -296,7 +296,10 @@ def quantile_samples(maxima: np.ndarray, quantiles: Sequence[float], per_quantil
     ranked nearest that quantile of the unit's spatial maxima (-1 in slots a small pool cannot fill)."""
     n, units = maxima.shape
     order = np.argsort(maxima, axis=0, kind="stable")                   # (n, units), weakest first
-    take = min(per_quantile, n)
+    # No more images around a quantile than lie between it and the next one: in a small pool the windows
+    # would overlap and every quantile show the same images (12 images: 1 each, not 10 of the 12 thrice).
+    gaps = np.diff(np.sort(np.asarray(quantiles, float)))
+    take = max(1, min(per_quantile, n, int(gaps.min() * (n - 1)) if len(gaps) else n))
     positions = np.full((units, len(quantiles) * per_quantile), -1, np.int64)
     for q, quantile in enumerate(quantiles):
         start = int(np.clip(round(quantile * (n - 1)) - take // 2, 0, n - take))

@@ -31,6 +31,9 @@ def test_quantile_samples_are_the_images_ranked_around_each_quantile():
     assert positions[1].tolist() == [0, 1, 2, 3, 8, 9, 10, 11]
     small = quantile_samples(maxima[:3], (0.5,), 4)                      # a pool smaller than the samples
     assert small[0].tolist() == [2, 1, 0, -1]
+    # 12 images and quantiles 9% apart: one image each, never the same image at two quantiles.
+    twelve = quantile_samples(maxima[:12], (0.99, 0.9, 0.5), 10)
+    assert twelve[0].tolist() == [11] + [-1] * 9 + [10] + [-1] * 9 + [6] + [-1] * 9
 
 
 def test_activation_histograms_count_every_image():
