@@ -19,6 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import numpy as np
@@ -34,8 +35,10 @@ from backend.app.errors import TaskError
 from backend.app.results import run_report
 from backend.config import Settings
 from backend.db.models import Dataset, Frame, Run, SoundCluster
-from model import predict as pr
 from model.settings import TEXTURE
+
+if TYPE_CHECKING:
+    from model import predict as pr
 
 CLIPS_PER_CLUSTER = 3
 CLUSTERS_WITH_CLIPS = 3
@@ -153,6 +156,7 @@ class Listening:
         key = (str(run_dir), stamp)
         with self.networks_lock:
             if key not in self.networks:
+                from model import predict as pr      # torch: loaded with the first prediction, not at start-up
                 try:
                     predictor = pr.load_predictor(run_dir)
                 except (FileNotFoundError, ValueError) as error:
@@ -204,6 +208,7 @@ def _clusters(db: Session, run: Run, labels: list[dict]) -> list[dict]:
 def listen(listening: Listening, db: Session, run_id: int, account: int, shown: Visibility, data: bytes,
            source: str) -> Listened:
     """Predict for an image's bytes (run in a worker thread: it decodes, runs the network, reads the database)."""
+    from model import predict as pr
     run = db.get(Run, run_id)
     if run is None:
         raise TaskError(f"There is no run {run_id}.", 404)
