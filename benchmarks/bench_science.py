@@ -236,6 +236,8 @@ def causal_report(rows: list[dict]) -> str:
     checked = {r["seed"]: causal_checked(r) for r in ablated}
     met = [seed for seed, c in checked.items() if c is not None and causal_met(c)]
     ratios = [c["own_drop"] / c["own_drop_random"] for c in checked.values() if c and c["own_drop_random"] > 0]
+    # A ratio to a random drop of zero or less means nothing: those seeds are named, not averaged in.
+    no_ratio = [str(seed) for seed, c in checked.items() if c and c["own_drop_random"] <= 0]
     return f"""
 Causal check (`ambient ablate sound --detectors`, {ABLATION.random_repeats} random draws of as many other conv5 units
 per category): each category's detectors switched off on the test split; drops are in the true sound label's mean
@@ -244,7 +246,9 @@ Target: on every seed, for the category with the most detectors among those some
 own drop >= {TARGET_CAUSAL:g}x the random units' own drop and > the other frames' drop: met on {len(met)} of
 {len(ablated)} seeds{f" (seeds {', '.join(map(str, met))})" if met else ""}{'' if len(ablated) == len(rows) else
 f"; {len(rows) - len(ablated)} seeds not ablated"}. Own drop / random units' own drop on the checked categories: {
-spread(ratios, '.1f') + 'x (median, range)' if ratios else 'n/a'}.
+spread(ratios, '.1f') + 'x (median, range)' if ratios else 'n/a'}{
+f" (seed{'s' if len(no_ratio) > 1 else ''} {', '.join(no_ratio)} left out: random units there raised the own frames' probability, a drop <= 0)"
+if no_ratio else ''}.
 
 {causal_table(ablated)}
 """
