@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
+from backend.app.deps import change
 from backend.config import Settings
 from backend.db import store
 from backend.db.models import Annotator, Category, Dataset, Run, Unit
@@ -237,3 +238,9 @@ def test_units_browser_pages_keep_the_filters(tmp_path):
         last = client.get("/runs/1/units" + link(second, "next")).text
     assert rows(second) == list(range(50, 100)) and rows(last) == list(range(100, 120))
     assert 'rel="next"' not in last and "offset=50" in link(last, "prev") and "101-120 shown" in last
+
+
+def test_a_drop_reads_as_the_signed_change_it_is():
+    """The unit page's and cluster browser's ablation figures: a drop is a negative change, zero is +0."""
+    assert (change(0.016), change(-0.002), change(0.0), change(None)) == ("-0.0160", "+0.0020", "+0.0000", "?")
+    assert (change(0.3, "+.1f", 100), change(0.0, "+.1f", 100)) == ("-30.0", "+0.0")

@@ -157,6 +157,12 @@ def counted(number: int, noun: str, plural: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
+def change(drop: float | None, spec: str = "+.4f", scale: float = 1.0) -> str:
+    """A measured drop shown as the signed change it is (0.016 -> '-0.0160'; pages: {{ d|change }}), '?' where
+    nothing measured it; a drop of exactly zero reads '+0.0000', not '-0.0000'."""
+    return "?" if drop is None else format(0.0 - scale * drop, spec)
+
+
 @dataclass(frozen=True)
 class Pages:
     """Where a page of a long list is: items first..last (from 1) of total, and links to its neighbours
