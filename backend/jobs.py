@@ -27,7 +27,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from backend.config import JOBS, JobSettings
+from backend.config import JOBS, JobSettings, Settings
+from backend.data_roots import OutsideRoots, check_dataset_paths, check_run_paths, link_message, roots_env
 from backend.db.models import Job, Run, Worker
 from backend.pipeline import DEMO, Step, demo_folders, plan
 from model import dataset as ds
@@ -116,9 +117,7 @@ def checked_folder(fields: dict, name: str, must_contain: str | None = None, roo
     # What the job reads or writes inside must stay in the roots too: a link there could lead anywhere.
     leaving = ds.link_outside(path, roots) if roots is not None else None
     if leaving is not None:
-        raise JobError(f"{leaving[0]} is a link to {leaving[1]}, outside the data roots "
-                       f"({', '.join(map(str, roots))}); remove it or set AMBIENT_DATA_ROOTS to allow that folder",
-                       name)
+        raise JobError(link_message(leaving, roots), name)
     return str(path.resolve())
 
 
@@ -156,10 +155,24 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
     if kind in ("units", "dissect"):
         params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)
+        _names_inside_roots(check_run_paths, params["run_dir"], "run_dir", roots)
     if kind == "units":
         pool = fields.get("data_dir") or _run_data_dir(Path(params["run_dir"]))
         params["data_dir"] = checked_folder({"data_dir": pool}, "data_dir", ds.MANIFEST, roots)
+    if params.get("data_dir"):
+        _names_inside_roots(check_dataset_paths, params["data_dir"], "data_dir", roots)
     return params
+
+
+def _names_inside_roots(check, folder: str, name: str, roots: list[Path] | None) -> None:
+    """A run's or dataset's files may not name a path outside the roots (a pool, a network file, a videos
+    folder): the job's steps would read it, and publishing would show it."""
+    if roots is None:
+        return
+    try:
+        check(folder, roots)
+    except OutsideRoots as error:
+        raise JobError(str(error), name) from None
 
 
 # The job forms' lists of folders: how deep under each data root, and how many folders, are looked at.
@@ -428,9 +441,10 @@ def _die_with_parent() -> None:
 class _Child:
     """A child `ambient` process whose merged output is collected by a reader thread."""
 
-    def __init__(self, step: Step, db_url: str):
-        # The URL (and any password in it) goes through the environment, not the command line or the log.
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMBIENT_DATABASE_URL": db_url}
+    def __init__(self, step: Step, db_url: str, data_roots: str):
+        # The URL (and any password in it) goes through the environment, not the command line or the log;
+        # the worker's data roots too, which publishing at the end of a step checks the run against.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMBIENT_DATABASE_URL": db_url, "AMBIENT_DATA_ROOTS": data_roots}
         self.process = subprocess.Popen(step.command(sys.executable), stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         self.output = ""
@@ -465,9 +479,13 @@ def run_job(sessions: sessionmaker, job_id: int, db_url: str, jobs_dir: Path,
         job.params, base_log = params, job.log
         db.commit()
     log = base_log
+    # The jobs folder, where the job's own outputs lie, is always a root (`ambient worker --jobs-dir` may
+    # name another than AMBIENT_JOBS_DIR, and AMBIENT_DATA_ROOTS may leave it out).
+    roots = Settings(jobs_dir=str(jobs_dir)).allowed_roots()
+    data_roots = roots_env(list(dict.fromkeys([*roots, Path(jobs_dir).resolve()])))
     for number, step in enumerate(steps):
         log += f"$ ambient {' '.join(step.argv)}\n"
-        child = _Child(step, db_url)
+        child = _Child(step, db_url, data_roots)
         status = _watch(sessions, job_id, child, step, number, len(steps), log, settings, worker_id, cluster)
         code = child.finish()
         log = clean_log(log + child.output)

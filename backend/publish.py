@@ -32,6 +32,7 @@ import numpy as np
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from backend.data_roots import OutsideRoots, check_run_paths, data_roots
 from backend.db import store
 from backend.db.models import Category, Dataset
 from backend.db.session import session_factory
@@ -71,7 +72,10 @@ def units_digest(path: Path) -> str:
 def _register_frames(sessions, data_dir: Path) -> int:
     """The dataset of DATA_DIR (or the image folder) with all its frames, added a chunk per transaction;
     returns its id."""
-    records = pl.load_pool(data_dir)
+    try:
+        records = pl.load_pool(data_dir)
+    except ValueError as error:      # e.g. a manifest path leaving the folder
+        raise PublishError(str(error)) from None
     textures = np.load(Path(data_dir) / ds.TEXTURES, mmap_mode="r") if (Path(data_dir) / ds.TEXTURES).exists() \
         else None
     videos_dir = ds.read_report(data_dir).get("videos_dir")
@@ -117,9 +121,16 @@ def run_name(run_dir: Path, model_kind: str, run_json: dict, published: datetime
 
 
 def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
-                progress: Callable[[str], None] = lambda message: None) -> PublishSummary:
-    """Load RUN_DIR's units, automatic labels and sound clusters into the database (see the module doc)."""
+                progress: Callable[[str], None] = lambda message: None,
+                roots: list[Path] | None = None) -> PublishSummary:
+    """Load RUN_DIR's units, automatic labels and sound clusters into the database (see the module doc).
+    RUN_DIR and every path its files name lie under ``roots`` (None: AMBIENT_DATA_ROOTS, else the jobs
+    folder and ./demo), else nothing is published."""
     run_dir = Path(run_dir).resolve()
+    try:
+        check_run_paths(run_dir, data_roots() if roots is None else roots)
+    except OutsideRoots as error:
+        raise PublishError(str(error)) from None
     layers = rd.analysed_layers(run_dir)
     if not layers:
         raise PublishError(f"{run_dir}: no units to publish; run `ambient units {run_dir} --pool DATA_DIR` first")

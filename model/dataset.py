@@ -104,10 +104,12 @@ def write_json_atomic(path: Path, obj) -> None:
         file.write(json.dumps(obj, indent=1).encode())
 
 
-def link_outside(folder: str | Path, roots: list[Path]) -> tuple[Path, Path] | None:
-    """The first link under `folder` whose target lies outside every one of `roots` (resolved folders),
-    and that target; None when every link stays inside them. Linked folders inside the roots are looked
-    through too (each folder once, so a loop of links ends)."""
+def link_outside(folder: str | Path, roots: list[Path]) -> tuple[Path, str] | None:
+    """The first link under `folder` that may lead outside every one of `roots` (resolved folders), and
+    what it is ("a link to TARGET, outside the data roots", or "a hard link with N names"); None when
+    every link stays inside them. Linked folders inside the roots are looked through too (each folder
+    once, so a loop of links ends). A file with several names (a hard link, or a link to one) counts as
+    leaving: where its other names lie cannot be known, and the pipeline never makes one."""
     todo, seen = [Path(folder).resolve()], set()
     while todo:
         current = todo.pop()
@@ -120,20 +122,36 @@ def link_outside(folder: str | Path, roots: list[Path]) -> tuple[Path, Path] | N
                 if entry.is_symlink():
                     target = path.resolve()
                     if not any(target.is_relative_to(root) for root in roots):
-                        return path, target
+                        return path, f"a link to {target}, outside the data roots"
                     if entry.is_dir():
                         todo.append(target)
+                    elif entry.is_file() and target.stat().st_nlink > 1:
+                        return path, f"a link to {target}, a hard link with {target.stat().st_nlink} names"
                 elif entry.is_dir(follow_symlinks=False):
                     todo.append(path)
+                elif entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_nlink > 1:
+                    return path, f"a hard link with {entry.stat(follow_symlinks=False).st_nlink} names"
     return None
 
 
+def inside_dataset(relative: str) -> bool:
+    """Whether a manifest's path (an image or clip, relative to DATA_DIR) names a place inside DATA_DIR:
+    relative, with no ".." (links inside are for readers that resolve them to judge)."""
+    return not relative.startswith("/") and ".." not in relative.split("/")
+
+
 def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
+    """Every frame of DATA_DIR's manifest; ValueError naming the line whose image or clip path leaves DATA_DIR."""
     path = Path(data_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; run `ambient ingest` first")
     with path.open() as f:
-        return [FrameRecord(**json.loads(line)) for line in f if line.strip()]
+        records = [FrameRecord(**json.loads(line)) for line in f if line.strip()]
+    for number, record in enumerate(records, 1):
+        if not (inside_dataset(record.image) and inside_dataset(record.clip)):
+            raise ValueError(f"{path}: frame {number}'s image {record.image!r} or clip {record.clip!r} leaves "
+                             f"the dataset folder {data_dir}")
+    return records
 
 
 def load_splits(data_dir: str | Path, chunk_rows: int = 65_536) -> np.ndarray:

@@ -35,4 +35,5 @@ echo "Accounts (name password), also in $DEMO/accounts.txt:"
 cat "$DEMO/accounts.txt"
 PORT=${PORT:-8000}
 echo "== serving the annotation app on http://127.0.0.1:$PORT with a worker for the admin page's jobs (Ctrl-C to stop)"
-exec env AMBIENT_JOBS_DIR="$(realpath "$DEMO")/jobs" $AMBIENT serve --db "$DB" --host 127.0.0.1 --port "$PORT" --worker
+# Jobs and the app read only under the data roots: the demo's folder (its jobs/ included) unless set.
+exec env AMBIENT_JOBS_DIR="$(realpath "$DEMO")/jobs" AMBIENT_DATA_ROOTS="${AMBIENT_DATA_ROOTS:-$(realpath "$DEMO")}" $AMBIENT serve --db "$DB" --host 127.0.0.1 --port "$PORT" --worker

@@ -1,5 +1,7 @@
 """Shared fixtures. With AMBIENT_TEST_DATABASE_URL set, each test's databases on that server are
 dropped after it."""
+import os
+
 import pytest
 
 from app_helpers import add_user, created_databases, drop_databases, seed_run
@@ -12,6 +14,19 @@ def app_url(tmp_path):
     add_user(url, "ann")
     add_user(url, "boss", is_admin=True)
     return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _data_roots(tmp_path_factory):
+    """Tests make their runs and datasets under pytest's temporary folder: that is the data roots that
+    publishing checks them against (tests of the roots pass their own), in child processes too."""
+    before = os.environ.get("AMBIENT_DATA_ROOTS")
+    os.environ["AMBIENT_DATA_ROOTS"] = str(tmp_path_factory.getbasetemp().resolve())
+    yield
+    if before is None:
+        os.environ.pop("AMBIENT_DATA_ROOTS", None)
+    else:
+        os.environ["AMBIENT_DATA_ROOTS"] = before
 
 
 @pytest.fixture(autouse=True)

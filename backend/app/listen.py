@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.campaign import Visibility
 from backend.app.errors import TaskError
+from backend.app.media_files import dataset_file
 from backend.app.results import run_report
 from backend.config import Settings
 from backend.db.models import Dataset, Frame, Run, SoundCluster
@@ -240,9 +241,8 @@ def pool_frame(db: Session, run: Run, frame_id: int) -> tuple[bytes, str]:
                      .where(Frame.id == frame_id, Frame.dataset_id == run.dataset_id)).one_or_none()
     if row is None:
         raise TaskError(f"Run {run.name}'s pool has no frame {frame_id}.", 404)
-    data_dir = Path(row[0]).resolve()
-    path = (data_dir / row[1]).resolve()
-    if not path.is_relative_to(data_dir) or not path.is_file():
+    path = dataset_file(row[0], row[1])
+    if path is None:
         raise TaskError(f"The image of frame {frame_id} is missing.", 404)
     return path.read_bytes(), f"frame {frame_id}"
 

@@ -34,7 +34,11 @@ def register(app: typer.Typer) -> None:
             for step in steps:
                 typer.echo(" ".join(["ambient", *step.argv]))
             return
-        env = {**os.environ, "AMBIENT_DATABASE_URL": database_url(db)}
+        from backend.data_roots import data_roots, roots_env
+
+        # DIR is the demo's own: its steps publish what they made there, wherever it is.
+        roots = list(dict.fromkeys([*data_roots(), root.resolve()]))
+        env = {**os.environ, "AMBIENT_DATABASE_URL": database_url(db), "AMBIENT_DATA_ROOTS": roots_env(roots)}
         for step in steps:
             typer.echo(f"== {step.name}: ambient {' '.join(step.argv)}")
             code = subprocess.run([sys.executable, "-m", "backend.cli", *step.argv], env=env).returncode

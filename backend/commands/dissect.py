@@ -50,6 +50,14 @@ def register(app: typer.Typer) -> None:
         except (FileNotFoundError, ValueError) as error:
             raise typer.BadParameter(str(error), param_hint="--layer" if layer else "RUN_DIR") from None
         path = units_file(run_dir, layer)
+        if publish:        # publishing refuses a run naming paths outside the data roots: before reading them
+            from backend.data_roots import OutsideRoots, check_run_paths, data_roots
+
+            try:
+                check_run_paths(run_dir, data_roots())
+            except OutsideRoots as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from None
         labels = _mask_labels(run_dir, masks, classes, layer, device) if masks is not None \
             else _truth_labels(run_dir, path, layer)
         out = write_dissection(run_dir, labels, layer)

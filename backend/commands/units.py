@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
                                      f"`ambient ingest`) or a folder of JPEG/PNG images", param_hint="--pool")
         if model is None and not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
+        if publish:
+            _inside_roots(run_dir, pool, model, weights)
         torch_device = device_option(device)
         settings = replace(UNITS, layer=layer, top=top, split=split, batch_size=batch_size)
         try:
@@ -74,3 +76,19 @@ def register(app: typer.Typer) -> None:
             typer.echo("the pool is a folder of still images: they have no clips, so the sound task skips this run")
         if publish:
             publish_or_exit(run_dir, db)
+
+
+def _inside_roots(run_dir: Path, pool: Path, model: str | None, weights: Path | None) -> None:
+    """Publishing at the end refuses a run, pool or network file outside the data roots: say so before the work."""
+    from backend.data_roots import FILE_SPECS, OutsideRoots, check_folder, data_roots
+
+    roots = data_roots()
+    named = [("the run folder", run_dir), ("the pool", pool), ("the weights", weights),
+             ("the network file", Path(model.split(":", 1)[1]) if model and model.startswith(FILE_SPECS) else None)]
+    try:
+        for what, path in named:
+            if path is not None:
+                check_folder(path, roots, what)
+    except OutsideRoots as error:
+        typer.echo(f"error: {error} (or pass --no-publish)", err=True)
+        raise typer.Exit(1) from None

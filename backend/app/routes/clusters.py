@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from backend.app.clusters import (CLUSTERS_PER_PAGE, NotFound, cochleagram_png, frame_groups, frame_texture,
                                   run_groups, runs_with_clusters, texture_figure)
 from backend.app.deps import current_user, figure_html, get_db, pages_of, render
+from backend.app.media_files import dataset_file
 from backend.db.models import Annotator, Dataset, Frame
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
@@ -35,9 +36,8 @@ def _frame_file(db: Session, frame_id: int, column) -> Path:
                      .where(Frame.id == frame_id)).one_or_none()
     if row is None:
         raise HTTPException(404, f"There is no frame {frame_id}.")
-    data_dir = Path(row[0]).resolve()
-    path = (data_dir / row[1]).resolve()
-    if not path.is_relative_to(data_dir) or not path.is_file():
+    path = dataset_file(row[0], row[1])
+    if path is None:
         raise HTTPException(404, f"The file of frame {frame_id} is missing.")
     return path
 

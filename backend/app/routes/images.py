@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, Response
@@ -11,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.app.deps import current_user, get_db
+from backend.app.media_files import dataset_file
 from backend.db.models import Dataset, Frame, UnitImage
 
 router = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
@@ -47,10 +47,10 @@ def clip(image_id: int, db: Session = Depends(get_db)) -> FileResponse:
         raise HTTPException(404, f"There is no image {image_id}.")
     if row.clip_path is None:
         raise HTTPException(404, f"Image {image_id} is a still image: it has no clip.")
-    data_dir = Path(row.data_dir).resolve()
-    path = (data_dir / row.clip_path).resolve()
-    if not path.is_relative_to(data_dir) or not path.is_file():
+    path = dataset_file(row.data_dir, row.clip_path)
+    if path is None:
         # The folder goes to the log, not into the answer: server paths are no business of the client's.
-        log.warning("clip of image %s not found: %s", image_id, path)
+        log.warning("clip of image %s not found (or not inside its dataset): %s / %s", image_id, row.data_dir,
+                    row.clip_path)
         raise HTTPException(404, f"The clip of image {image_id} is missing from its dataset.")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
