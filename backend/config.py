@@ -71,6 +71,14 @@ class Settings(BaseSettings):
     synthesis_at_once: int = 1
     synthesis_queue: int = 8
     synthesis_seconds: float = 3.75
+    # Images are decoded in `predict_at_once` worker processes (model/decode.py): one that takes longer than
+    # `predict_decode_seconds` is killed (422) and a new one started; a decode may use `predict_decode_memory_bytes`
+    # (refused from the header when it would need more; the worker's address space is capped too). A JPEG of
+    # more than `predict_max_jpeg_scans` scans (fewer for a large one; encoders write about 10) is refused
+    # before decoding: each scan is a pass over the whole image.
+    predict_decode_seconds: float = 3.0
+    predict_decode_memory_bytes: int = 1024 ** 3
+    predict_max_jpeg_scans: int = 64
     # Undo reaches back to the annotator's latest answer only, and only this long after it.
     undo_minutes: int = 10
 

@@ -4,8 +4,8 @@
 Entry points: ``load_predictor`` (RUN_DIR -> a ``Predictor``: our trained run, or a network that
 ``ambient units`` analysed there: torchvision, TorchScript, torch.export) and ``predict`` (frames in,
 ``Prediction``s out: pure, no files). ``decode_image`` turns untrusted bytes into an RGB image within
-bounds, ``image_frame`` into the network's frame as ingest makes it, ``heatmap_overlay`` the heatmap
-into a picture.
+bounds (model/decode.py, which also decodes in worker processes killed at a deadline), ``image_frame``
+into the network's frame as ingest makes it, ``heatmap_overlay`` the heatmap into a picture.
 
 What applies to which network:
 
@@ -32,24 +32,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from model import dataset as ds
 from model import run as rd
+# Untrusted image bytes are decoded in model/decode.py (light: its worker processes import no torch).
+from model.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
 from model.nethook import retain_layer
-from model.media import resize_center_crop
 from model.network import normalize_images
 from model.settings import UNITS
 
-# Formats a photo or a video frame comes in; anything else (TIFF, PSD, EPS, ...) is refused by name.
-IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
 # Colours of the heatmap, low to high (close to matplotlib's "jet"): hand-written, a 5-stop ramp needs no library.
 _HEAT_COLOURS = np.array([[0, 0, 143], [0, 128, 255], [128, 255, 128], [255, 128, 0], [128, 0, 0]], dtype=float)
-
-
-class BadImage(ValueError):
-    """An input that is not a still image this module reads; the message names the input and the problem."""
 
 
 @dataclass
@@ -181,44 +176,15 @@ def _add_textures(predictor: Predictor, run_dir: Path) -> None:
 
 # --- Images
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> Image.Image:
-    """Untrusted bytes -> an RGB image, or BadImage naming ``name`` and the problem.
-
-    The size is checked from the header before any pixel is decoded (a 20,000 x 20,000 PNG is a few kB
-    that would take 1.2 GB). CMYK is converted to RGB; 16-bit images are scaled to 8 bits (their top
-    byte); an animated image is refused (which of its frames would be meant?)."""
-    if not data:
-        raise BadImage(f"{name}: the file is empty (0 bytes)")
-    try:
-        image = Image.open(io.BytesIO(data))     # reads the header only
-    except Image.DecompressionBombError as error:
-        raise BadImage(f"{name}: the image is too large (a decompression bomb?): {error}") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise BadImage(f"{name}: not an image ({'/'.join(IMAGE_FORMATS)} expected; {error})") from None
-    if image.format not in IMAGE_FORMATS:
-        raise BadImage(f"{name}: {image.format} images are not read; use {'/'.join(IMAGE_FORMATS)}")
-    width, height = image.size
-    if width * height > max_pixels:
-        raise BadImage(f"{name}: the image is too large: {width} x {height} pixels, over the limit of {max_pixels:,}")
-    if width < 1 or height < 1:
-        raise BadImage(f"{name}: the image has no pixels ({width} x {height})")
-    if getattr(image, "n_frames", 1) > 1:
-        raise BadImage(f"{name}: an animated image ({image.n_frames} frames); upload one still frame")
-    try:     # Pillow's default (ImageFile.LOAD_TRUNCATED_IMAGES off) refuses a cut-off file, never half grey
-        image.load()
-    except (OSError, ValueError, SyntaxError) as error:
-        raise BadImage(f"{name}: the image is truncated or corrupt ({error})") from None
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):     # 16-bit greyscale: convert("L") would clip at 255
-        image = Image.fromarray((np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
-    elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8))
-    return image.convert("RGB")
-
-
-def image_frame(image: Image.Image, frame_size: int) -> torch.Tensor:
+def image_frame(image: Image.Image | np.ndarray, frame_size: int) -> torch.Tensor:
     """uint8 (3, frame_size, frame_size): the short side scaled to the frame size and centre-cropped, as
     ingest does to video frames and `ambient units` to still images (model/pool.py)."""
-    return torch.from_numpy(np.array(resize_center_crop(image, frame_size))).permute(2, 0, 1).contiguous()
+    return frame_tensor(frame_array(image, frame_size))
+
+
+def frame_tensor(frame: np.ndarray) -> torch.Tensor:
+    """A uint8 (H, W, 3) frame (``frame_array``, or what ``DecodeWorkers.frame`` answers) as ``predict`` takes it."""
+    return torch.from_numpy(np.array(frame)).permute(2, 0, 1).contiguous()
 
 
 def heatmap_overlay(crop: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:

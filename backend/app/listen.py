@@ -36,6 +36,7 @@ from backend.app.media_files import dataset_file
 from backend.app.results import run_report
 from backend.config import Settings
 from backend.db.models import Dataset, Frame, Run, SoundCluster
+from model.decode import DecodeLimits, DecodeWorkers
 from model.settings import TEXTURE
 
 if TYPE_CHECKING:
@@ -124,6 +125,12 @@ def checked_file_name(name: str | None) -> str:
 
 # --- Predictions
 
+def decode_workers(settings: Settings, workers: int) -> DecodeWorkers:
+    """Processes that decode untrusted images within the settings' bounds (the server's, and `ambient predict`'s)."""
+    return DecodeWorkers(workers, DecodeLimits(settings.predict_max_pixels, settings.predict_max_jpeg_scans,
+                                               settings.predict_decode_seconds, settings.predict_decode_memory_bytes))
+
+
 @dataclass
 class LoadedNetwork:
     predictor: pr.Predictor
@@ -143,12 +150,14 @@ class Listening:
     jobs: OrderedDict = field(default_factory=OrderedDict)          # job id -> SynthesisJob
     jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     executor: ThreadPoolExecutor | None = None
+    decoder: DecodeWorkers | None = None     # the images' decoding processes; the app's lifespan closes them
 
     @classmethod
     def of(cls, settings: Settings) -> "Listening":
         return cls(settings, UploadGuard(settings), anyio.CapacityLimiter(settings.predict_at_once),
                    executor=ThreadPoolExecutor(max_workers=settings.synthesis_at_once,
-                                               thread_name_prefix="synthesis"))
+                                               thread_name_prefix="synthesis"),
+                   decoder=decode_workers(settings, settings.predict_at_once))
 
     def network(self, run: Run) -> LoadedNetwork:
         """The run's network, loaded once (again when its weights change); 409 when it is not on this server."""
@@ -208,19 +217,21 @@ def _clusters(db: Session, run: Run, labels: list[dict]) -> list[dict]:
 
 def listen(listening: Listening, db: Session, run_id: int, account: int, shown: Visibility, data: bytes,
            source: str) -> Listened:
-    """Predict for an image's bytes (run in a worker thread: it decodes, runs the network, reads the database)."""
+    """Predict for an image's bytes (run in a worker thread: it runs the network, reads the database). The
+    image is decoded in one of `listening.decoder`'s processes, killed at the deadline: a hostile file costs
+    a few seconds of one CPU at most, and a 422 naming it."""
     from model import predict as pr
     run = db.get(Run, run_id)
     if run is None:
         raise TaskError(f"There is no run {run_id}.", 404)
-    try:
-        image = pr.decode_image(data, source, listening.settings.predict_max_pixels)
-    except pr.BadImage as error:
-        raise TaskError(str(error), 422) from None
     loaded = listening.network(run)
     predictor = loaded.predictor
+    try:
+        frame = pr.frame_tensor(listening.decoder.frame(data, source, predictor.frame_size))
+    except pr.BadImage as error:
+        raise TaskError(str(error), 422) from None
     with loaded.lock:
-        (result,) = pr.predict(predictor, pr.image_frame(image, predictor.frame_size)[None])
+        (result,) = pr.predict(predictor, frame[None])
     labels = human_unit_labels(db, run, predictor.layer_name, shown)
     units = []
     for unit in result.units:

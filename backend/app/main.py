@@ -5,6 +5,7 @@ import errno
 import hashlib
 import logging
 import re
+from contextlib import AsyncExitStack, asynccontextmanager
 from http import HTTPStatus
 import secrets
 from functools import lru_cache
@@ -67,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Swagger UI would load from a CDN: /docs is our own offline page over /openapi.json instead.
     app = FastAPI(title="Ambient", version="0.1.0", docs_url=None, redoc_url=None,
                   description="Annotate the object-detector units of networks trained on ambient sound.",
-                  lifespan=worker_lifespan(settings) if settings.start_worker else None)
+                  lifespan=_lifespan(settings))
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.login_guard = LoginGuard(settings)
@@ -176,6 +177,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error_response(request, 500, "Something went wrong on the server; it has been logged.")
 
     return app
+
+
+def _lifespan(settings: Settings):
+    """The app's lifespan: the `ambient worker` beside it (``settings.start_worker``), and at shutdown the image
+    decoders killed, so that a shutdown never waits on a decode."""
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        async with AsyncExitStack() as stack:
+            stack.callback(app.state.listening.decoder.close)
+            if settings.start_worker:
+                await stack.enter_async_context(worker_lifespan(settings)(app))
+            yield
+    return lifespan
 
 
 @pass_context

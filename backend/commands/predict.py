@@ -36,12 +36,12 @@ def register(app: typer.Typer) -> None:
         """Hear an image: the sound a network predicts for each input, its firing units and where it looks."""
         import numpy as np
 
-        from backend.app.listen import database_unit_labels
+        from backend.app.listen import database_unit_labels, decode_workers
         from backend.config import Settings
         from model.device import resolve_device
         from model.media import MediaError
-        from model.predict import (BadImage, heatmap_overlay, image_frame, load_predictor, png_bytes,
-                                   predict as predict_images, prediction_record)
+        from model.predict import (BadImage, heatmap_overlay, load_predictor, png_bytes, predict as predict_images,
+                                   prediction_record)
 
         try:
             predictor = load_predictor(run_dir, resolve_device(device))
@@ -51,12 +51,12 @@ def register(app: typer.Typer) -> None:
         human = database_unit_labels(db, run_dir, predictor.layer_name)
         if human:
             predictor.unit_labels = {**predictor.unit_labels, **human}
-        max_pixels = Settings().predict_max_pixels
+        decoder = decode_workers(Settings(), workers=1)     # the server's bounds: an image is untrusted here too
         out.mkdir(parents=True, exist_ok=True)
         failed, used_names = 0, set()
         for path in inputs:
             try:
-                frame = image_frame(_read_input(path, at, max_pixels), predictor.frame_size)
+                frame = _read_input(path, at, decoder, predictor.frame_size)
             except (BadImage, MediaError, OSError) as error:
                 typer.echo(f"error: {error}; skipped", err=True)
                 failed += 1
@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
                 if sound:
                     record["sound"] = str(_synthesized(result.texture, seconds, out / f"{name}.wav"))
             typer.echo(json.dumps(record) if as_json else _summary(record))
+        decoder.close()
         if failed:
             raise typer.Exit(1)
 
@@ -85,16 +86,17 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in _VIDEO_SUFFIXES
 
 
-def _read_input(path: Path, at: float, max_pixels: int):
-    """An input's RGB picture: a video's frame at ``at`` (by its suffix), else the file as an image."""
+def _read_input(path: Path, at: float, decoder, frame_size: int):
+    """An input's frame for the network: a video's frame at ``at`` (by its suffix), else the file as an image,
+    decoded by ``decoder`` (model/decode.py DecodeWorkers: in a process killed at a deadline)."""
     from model.media import read_frames
-    from model.predict import BadImage, decode_image
+    from model.predict import BadImage, frame_tensor, image_frame
 
     if not path.is_file():
         raise BadImage(f"{path}: no such file")
     if _is_video(path):
-        return read_frames(path, [at])[0]
-    return decode_image(path.read_bytes(), str(path), max_pixels)
+        return image_frame(read_frames(path, [at])[0], frame_size)
+    return frame_tensor(decoder.frame(path.read_bytes(), str(path), frame_size))
 
 
 def _output_name(path: Path, at: float | None, used: set[str]) -> str:
