@@ -219,6 +219,24 @@ def test_guessing_at_an_account_does_not_lock_out_its_owner(app_url):
         assert login_from(client, "192.0.2.3", "ann", PASSWORD).status_code == 429      # which stays clean only once
 
 
+def test_failures_for_other_names_do_not_lock_out_the_others_behind_one_address(app_url):
+    # Issue 34, item 7: an office behind one NAT address; the lock is per (account, address) pair.
+    nat = "198.51.100.50"
+    with client_for(app_url, trusted_proxies="testclient", login_address_failures=30) as client:
+        for _ in range(10):                           # one person forgets their password ...
+            assert login_from(client, nat, "boss", "wrong password").status_code == 401
+        assert login_from(client, nat, "boss", PASSWORD).status_code == 429       # ... and locks their own pair
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 303        # not their colleague's
+        for i in range(20):                           # a botnet guesses at ann: her account is locked ...
+            login_from(client, f"203.0.113.{i}", "ann", "wrong password")
+        assert login_from(client, "203.0.113.3", "ann", PASSWORD).status_code == 429
+        # ... but the office's failures were for another name: ann still gets in from there.
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 303
+        for i in range(20):                           # up to the address's own cap (30 failures over any names)
+            assert login_from(client, nat, f"nobody{i}", "wrong password").status_code == 401
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 429
+
+
 def test_only_the_proxys_own_last_hop_counts(app_url):
     with client_for(app_url, trusted_proxies="testclient") as client:
         # The client claims to be someone else: the failures are still its own address's ...
