@@ -11,10 +11,10 @@ one address) or the second (an address trying many names), a login is refused wi
 password is checked. Past the third (many addresses after one name) the account is locked for addresses
 that have failed for that name, but the right password from an address with no failures for it gets
 through (up to the address's own cap): nobody can lock an account's owner out by guessing at it, and one
-person's failures do not lock out the others behind the same address (a NAT, an office proxy). Every check costs the same argon2 work, an unknown name
-included (it is checked against a dummy hash), so the answer's timing does not tell which names exist;
-and at most `password_checks_at_once` checks run at a time (each takes 64 MiB), the others waiting
-without holding a thread.
+person's failures do not lock out the others behind the same address (a NAT, an office proxy). Every
+check costs the same argon2 work, an unknown name included (it is checked against a dummy hash), so the
+answer's timing does not tell which names exist; and at most `password_checks_at_once` checks run at a
+time (each takes 64 MiB), the others waiting without holding a thread.
 """
 from __future__ import annotations
 
