@@ -135,13 +135,14 @@ def test_the_users_page_says_why_a_password_is_weak_on_the_form(app_url):
     with client_for(app_url) as client:
         token = login(client, "boss")
         response = client.post("/admin/users", data={"name": "quortlebix", "password": "quortlebix77",
-                                                      "csrf_token": token}, headers={"accept": "text/html"})
+                                                      "your_password": PASSWORD, "csrf_token": token},
+                               headers={"accept": "text/html"})
         assert response.status_code == 422
         error = re.search(r'id="add-error">([^<]+)<', response.text).group(1)
         assert "too easy to guess" in error and "Add another word or two" in error      # zxcvbn's advice
         assert 'value="quortlebix"' in response.text and 'id="add-user"' in response.text   # the form, kept
         response = client.post("/admin/users", data={"name": "quortlebix", "password": "correct horse battery",
-                                                      "csrf_token": token})
+                                                      "your_password": PASSWORD, "csrf_token": token})
         assert response.status_code == 200
 
 
@@ -149,7 +150,8 @@ def test_the_users_page_refuses_a_common_password(app_url):
     with client_for(app_url) as client:
         token = login(client, "boss")
         for password in ("12345678", "password", " " * 8):
-            response = client.post("/admin/users", data={"name": "newbie", "password": password, "csrf_token": token})
+            response = client.post("/admin/users", data={"name": "newbie", "password": password,
+                                                          "your_password": PASSWORD, "csrf_token": token})
             assert response.status_code == 422, password
 
 
