@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     min_password_score: int = 3
     # Failed logins within `login_window_seconds`: the 11th for one account from one address gets 429; one
     # address gets `login_address_failures` over all names; past `login_account_failures` for one name
-    # (from anywhere) the account is locked, but for the right password from an address with no failures.
+    # (from anywhere) the account is locked, but for the right password from an address with no failures for it.
     login_failures: int = 10
     login_address_failures: int = 50
     login_account_failures: int = 20

@@ -20,7 +20,8 @@ so relabelling needs no new shards.
 ranks so that they read disjoint shards, read sequentially through a seeded shuffle buffer; so the data
 order is a function of (seed, epoch, rank, world size), and a resumed run skips (undecoded) the samples
 the epoch has already trained on. A shard that is missing, truncated or does not read is named on
-stderr, skipped and recorded (``faults``); the rest trains.
+stderr, skipped and recorded (``faults``); the rest trains. Shards are read as plain tar only (a compressed
+one is refused, not inflated), and a member over ``MAX_MEMBER_BYTES`` is refused before it is read.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import itertools
 import json
 import os
 import random
+import re
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -49,6 +51,13 @@ INDEX = "index.npz"
 PLAN = "plan.json"
 SPLITS = ("train", "test")
 KEY_DIGITS = 9
+# A member is one frame's JPEG: ingest writes 256-px frames at quality 90 (15-60 KB), and even a 1024-px frame
+# of pure noise at quality 100 is 2.0 MB. A bigger member is no frame of ours (a crafted shard can declare
+# any size): it is refused before it is read, and a frame file over it is left out when writing.
+MAX_MEMBER_BYTES = 4 << 20
+_MEMBER_NAME = re.compile(r"[0-9]+\.jpg")
+# Leading bytes of the compressed formats tarfile would otherwise inflate (a small file, a huge stream).
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 def shard_name(split: str, number: int) -> str:
@@ -111,10 +120,28 @@ def current_index(data_dir: str | Path) -> ShardIndex | None:
     return index if index is not None and index.manifest_sha256 == manifest_digest(data_dir) else None
 
 
-def _stored_ids(path: Path) -> list[int]:
-    """The frame ids of a finished shard, from its tar headers (read without reading the frames)."""
-    with tarfile.open(path) as tar:
-        return [int(name.split(".", 1)[0]) for name in tar.getnames()]
+def _compression(head: bytes) -> str | None:
+    """The compression whose magic bytes `head` (a file's first bytes) starts with, or None."""
+    return next((kind for magic, kind in _COMPRESSED_MAGIC.items() if head.startswith(magic)), None)
+
+
+def _not_plain_tar(head: bytes) -> ValueError | None:
+    kind = _compression(head)
+    return ValueError(f"{kind}-compressed; shards are plain tar (`ambient shards` writes them)") if kind else None
+
+
+def _stored_ids(path: Path) -> list[int] | None:
+    """The frame ids of a finished shard, from its tar headers (read without reading the frames); None when
+    it does not read as a plain tar of frames (it is then written again)."""
+    try:
+        with path.open("rb") as f:
+            if _not_plain_tar(f.read(8)):
+                return None
+        with tarfile.open(path, "r:") as tar:
+            names = tar.getnames()
+    except (OSError, tarfile.TarError):
+        return None
+    return [int(name.split(".", 1)[0]) for name in names] if all(map(_MEMBER_NAME.fullmatch, names)) else None
 
 
 def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, progress: bool = True) -> ShardIndex:
@@ -183,8 +210,9 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
                 if split in writers:
                     close(split)
                 shards[name], shard_split[name] = [], split
-                if finished(name):
-                    shards[name] = _stored_ids(folder / name)
+                stored = _stored_ids(folder / name) if finished(name) else None
+                if stored is not None:
+                    shards[name] = stored
                 else:
                     tmp = folder / (name + ".tmp")
                     tmp.unlink(missing_ok=True)     # a killed run's part, or a planted link: never written through
@@ -193,7 +221,10 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
             if split not in writers or writers[split][0] != name:
                 continue                      # a shard kept from an earlier, killed run
             try:
-                jpeg = (data_dir / record["image"]).read_bytes()
+                with (data_dir / record["image"]).open("rb") as frame_file:
+                    jpeg = frame_file.read(MAX_MEMBER_BYTES + 1)
+                if len(jpeg) > MAX_MEMBER_BYTES:
+                    raise OSError(f"{data_dir / record['image']}: over {MAX_MEMBER_BYTES:,} bytes, no frame's JPEG")
             except OSError as error:
                 tqdm.write(f"warning: frame {row} left out of the shards: {error}", file=sys.stderr)
                 missing.append(row)
@@ -218,16 +249,30 @@ def write_shards(data_dir: str | Path, frames_per_shard: int = SHARD_FRAMES, pro
 
 
 def read_shard(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(frame id, JPEG bytes) of each sample of a shard, read sequentially with webdataset's tar reader."""
+    """(frame id, JPEG bytes) of each sample of a shard, read sequentially as a plain tar (not webdataset's
+    reader: it inflates any compressed tar and reads members whole, whatever their size).
+
+    ValueError saying why for a compressed shard, a member that is not a frame's JPEG (NNNNNNNNN.jpg, a
+    regular file), or one over MAX_MEMBER_BYTES, which is refused before any of it is read."""
     with path.open("rb") as stream:
-        files = webdataset.tariterators.tar_file_expander([{"url": str(path), "stream": stream}])
-        for sample in webdataset.tariterators.group_by_keys(files):
-            yield int(sample["__key__"]), sample["jpg"]
+        if error := _not_plain_tar(stream.read(8)):
+            raise error
+        stream.seek(0)
+        tar = tarfile.open(fileobj=stream, mode="r|")     # "r|": plain tar only, no compression detected
+        for member in tar:
+            if not member.isfile() or not _MEMBER_NAME.fullmatch(member.name):
+                raise ValueError(f"member {member.name[:100]!r} is not a frame's JPEG (a file NNNNNNNNN.jpg)")
+            if member.size > MAX_MEMBER_BYTES:
+                raise ValueError(f"member {member.name} declares {member.size:,} bytes, over the "
+                                 f"{MAX_MEMBER_BYTES:,} a frame's JPEG may have")
+            jpeg = tar.extractfile(member).read()
+            tar.members = []                               # streaming: keep no list of every member read
+            yield int(member.name.split(".", 1)[0]), jpeg
 
 
 def check_shards(data_dir: str | Path, index: ShardIndex) -> dict[str, str]:
     """{shard name: why it cannot be read} for shards missing, of another size than indexed (truncated),
-    or whose first tar header does not parse; cheap (one stat and one 512-byte read a shard)."""
+    compressed, or whose first tar header does not parse; cheap (one stat and one 512-byte read a shard)."""
     folder = dataset.shards_dir(data_dir)
     faults = {}
     for name, size in zip(index.names, index.sizes.tolist()):
@@ -239,10 +284,13 @@ def check_shards(data_dir: str | Path, index: ShardIndex) -> dict[str, str]:
                                 else f"{actual:,} bytes where the index has {size:,}")
                 continue
             with path.open("rb") as f:
-                tarfile.TarInfo.frombuf(f.read(tarfile.BLOCKSIZE), tarfile.ENCODING, "surrogateescape")
+                head = f.read(tarfile.BLOCKSIZE)
+            if error := _not_plain_tar(head):
+                raise error
+            tarfile.TarInfo.frombuf(head, tarfile.ENCODING, "surrogateescape")
         except FileNotFoundError:
             faults[name] = "missing"
-        except (OSError, tarfile.TarError) as error:
+        except (OSError, tarfile.TarError, ValueError) as error:
             faults[name] = f"unreadable: {error}"
     return faults
 
@@ -317,7 +365,7 @@ class ShardStream:
                 if read < len(expected):
                     raise ValueError(f"ends after {read} of its {len(expected)} frames")
             except (OSError, tarfile.TarError, ValueError, KeyError) as error:
-                # webdataset appends the stream and url to an error's args; the first says what went wrong
+                # the first of an error's args says what went wrong (without the exception's class name)
                 self._fault(name, f"unreadable after {read} frames: {error.args[0] if error.args else error!r}")
 
     def _epoch(self, epoch: int) -> Iterator[tuple[int, bytes, str]]:

@@ -26,12 +26,11 @@ def app(app_url):
 
 
 def make_token(app, name: str, scope: str = "read", **fields) -> str:
-    """A token made on `name`'s profile page (as the page shows it, once); an admin token with their password."""
+    """A token made on `name`'s profile page (as the page shows it, once), with their password."""
     with TestClient(app) as client:
         csrf = login(client, name)
         page = client.post("/profile/tokens", data={"name": f"{scope} script", "scope": scope, "csrf_token": csrf,
-                                                    **({"your_password": PASSWORD} if scope == "admin" else {}),
-                                                    **fields})
+                                                    "your_password": PASSWORD, **fields})
         assert page.status_code == 200, page.text
         return re.search(r'id="token-value">([^<]+)<', page.text).group(1)
 
@@ -88,7 +87,8 @@ def test_an_annotators_token_cannot_call_admin_endpoints(app):
             assert client.get(path, headers=bearer(token)).status_code == 403, path
         assert client.get("/api/v1/runs/1/units", headers=bearer(token)).status_code == 200
         csrf = login(client, "ann")
-        refused = client.post("/profile/tokens", data={"name": "x", "scope": "admin", "csrf_token": csrf})
+        refused = client.post("/profile/tokens", data={"name": "x", "scope": "admin", "csrf_token": csrf,
+                                                       "your_password": PASSWORD})
         assert refused.status_code == 403 and "not an admin" in refused.text
 
 
@@ -152,7 +152,8 @@ def test_a_token_made_before_a_password_change_is_refused_after_it(app, app_url)
         csrf = login(client, "boss")
         page = client.get("/admin/users").text
         ann_id = int(page.split(">ann<")[1].split('action="/admin/users/')[1].split("/")[0])
-        assert client.post(f"/admin/users/{ann_id}/password", data={"password": "", "csrf_token": csrf}).status_code == 200
+        assert client.post(f"/admin/users/{ann_id}/password", data={"password": "", "your_password": PASSWORD,
+                                                                    "csrf_token": csrf}).status_code == 200
         response = client.get("/api/v1/runs", headers=bearer(ann))           # reset by another admin
         assert response.status_code == 401 and "revoked" in response.json()["detail"]
         assert client.get("/api/runs", headers=bearer(boss)).status_code == 200
@@ -192,23 +193,38 @@ def test_tokens_expire_after_the_default_and_at_most_the_maximum(app_url):
         page = client.get("/profile").text
         assert 'id="token-days">7<' in page and 'id="token-max-days">90<' in page
         for days in ("91", "0", "-1", "many"):
-            response = client.post("/profile/tokens", data={"name": "long", "days": days, "csrf_token": csrf})
+            response = client.post("/profile/tokens", data={"name": "long", "days": days, "csrf_token": csrf,
+                                                            "your_password": PASSWORD})
             assert response.status_code == 422 and "days" in response.text, days
     result = CliRunner().invoke(cli, ["user", "token", "ann", "--days", "366", "--db", app_url])   # the default maximum, 365
     assert result.exit_code == 2 and "days" in result.output and "Traceback" not in result.output
 
 
-def test_an_admin_scope_token_needs_the_admins_password(app, app_url):
-    with TestClient(app) as client:
-        csrf = login(client, "boss")
-        for given in ({}, {"your_password": "not my password"}):
-            response = client.post("/profile/tokens", data={"name": "x", "scope": "admin", "csrf_token": csrf, **given})
-            assert response.status_code == 403 and "your own password" in response.json()["detail"]
-        response = client.post("/profile/tokens", data={"name": "x", "scope": "read", "csrf_token": csrf})
-        assert response.status_code == 200                              # a read token: no password asked
+def test_every_token_needs_its_makers_password(app, app_url):
+    # Issue 34, item 6: a stolen session minted a 365-day read token (an admin's sees unblinded verdicts).
+    for name, scopes in (("boss", ("read", "admin")), ("ann", ("read",))):
+        with TestClient(app) as client:
+            csrf = login(client, name)
+            for scope in scopes:
+                for given in ({}, {"your_password": "not my password"}):
+                    response = client.post("/profile/tokens", data={"name": "x", "scope": scope, "days": "365",
+                                                                    "csrf_token": csrf, **given})
+                    assert response.status_code == 403 and "your own password" in response.json()["detail"]
     with session_factory(upgrade_db(app_url))() as db:
-        assert list(db.scalars(select(ApiToken.scope))) == ["read"]
-    make_token(app, "boss", "admin")                                    # with it (make_token sends it)
+        assert db.scalars(select(ApiToken)).all() == []                 # none made
+    make_token(app, "boss", "admin"), make_token(app, "boss", "read"), make_token(app, "ann")   # with it
+    with session_factory(upgrade_db(app_url))() as db:
+        assert sorted(db.scalars(select(ApiToken.scope))) == ["admin", "read", "read"]
+
+
+def test_a_wrong_password_for_a_token_counts_as_a_failed_login(app_url):
+    with TestClient(create_app(Settings(database_url=app_url, login_failures=2))) as client:
+        csrf = login(client, "ann")
+        for _ in range(2):
+            response = client.post("/profile/tokens", data={"name": "x", "csrf_token": csrf, "your_password": "guess"})
+            assert response.status_code == 403
+        response = client.post("/profile/tokens", data={"name": "x", "csrf_token": csrf, "your_password": PASSWORD})
+        assert response.status_code == 429 and "Too many failed logins" in response.text
 
 
 def test_a_new_admin_account_needs_the_admins_password(app, app_url):
@@ -223,7 +239,32 @@ def test_a_new_admin_account_needs_the_admins_password(app, app_url):
         response = client.post("/admin/users", data={"name": "mallory", "is_admin": "true", "your_password": PASSWORD,
                                                      "csrf_token": csrf})
         assert response.status_code == 200 and 'id="new-password"' in response.text
-        assert client.post("/admin/users", data={"name": "annie", "csrf_token": csrf}).status_code == 200  # no password
+
+
+def test_every_account_change_needs_the_acting_admins_password(app, app_url):
+    # Issue 34, item 6: with a stolen session alone, an admin could add annotators, reset one's password
+    # (and log in as them), or disable and enable them.
+    with TestClient(app) as boss:
+        csrf = login(boss, "boss")
+        page = boss.get("/admin/users").text
+        ann_id = int(page.split(">ann<")[1].split('action="/admin/users/')[1].split("/")[0])
+        changes = {"/admin/users": {"name": "annie"},
+                   f"/admin/users/{ann_id}/password": {"password": "a fresh secret"},
+                   f"/admin/users/{ann_id}/disable": {}, f"/admin/users/{ann_id}/enable": {}}
+        for path, fields in changes.items():
+            for given in ({}, {"your_password": "not my password"}):
+                response = boss.post(path, data={"csrf_token": csrf, **fields, **given})
+                assert response.status_code == 403 and "your own password" in response.json()["detail"], path
+        with session_factory(upgrade_db(app_url))() as db:                       # nothing was done
+            assert db.scalar(select(Annotator).where(Annotator.name == "annie")) is None
+            assert db.scalar(select(Annotator.disabled_at).where(Annotator.id == ann_id)) is None
+        with TestClient(app) as ann:
+            assert login(ann, "ann")                                               # her password is unchanged
+        for path, fields in changes.items():
+            response = boss.post(path, data={"csrf_token": csrf, "your_password": PASSWORD, **fields})
+            assert response.status_code == 200, path
+        with TestClient(app) as ann:
+            assert login(ann, "ann", "a fresh secret")
 
 
 # --- Issue 25, item 8: pages that show a secret are not cached.
@@ -231,11 +272,12 @@ def test_a_new_admin_account_needs_the_admins_password(app, app_url):
 def test_pages_showing_a_new_token_or_password_are_not_stored(app):
     with TestClient(app) as client:
         csrf = login(client, "boss")
-        made = client.post("/profile/tokens", data={"name": "x", "csrf_token": csrf})
-        added = client.post("/admin/users", data={"name": "newbie", "csrf_token": csrf})
+        mine = {"csrf_token": csrf, "your_password": PASSWORD}
+        made = client.post("/profile/tokens", data={"name": "x", **mine})
+        added = client.post("/admin/users", data={"name": "newbie", **mine})
         page = added.text
         newbie = int(page.split(">newbie<")[1].split('action="/admin/users/')[1].split("/")[0])
-        changed = client.post(f"/admin/users/{newbie}/password", data={"password": "", "csrf_token": csrf})
+        changed = client.post(f"/admin/users/{newbie}/password", data={"password": "", **mine})
         assert 'id="token-value"' in made.text
         assert 'id="new-password"' in added.text and 'id="new-password"' in changed.text
         for response in (made, added, changed):
@@ -250,8 +292,9 @@ def test_disabling_an_account_ends_its_sessions_and_tokens_and_its_logins(app, a
         page = boss.get("/admin/users").text
         ann_id = int(page.split(">ann<")[1].split('action="/admin/users/')[1].split("/")[0])
         boss_id = int(page.split(">boss<")[1].split('action="/admin/users/')[1].split("/")[0])
-        assert boss.post(f"/admin/users/{boss_id}/disable", data={"csrf_token": csrf}).status_code == 409
-        response = boss.post(f"/admin/users/{ann_id}/disable", data={"csrf_token": csrf})
+        mine = {"csrf_token": csrf, "your_password": PASSWORD}
+        assert boss.post(f"/admin/users/{boss_id}/disable", data=mine).status_code == 409
+        response = boss.post(f"/admin/users/{ann_id}/disable", data=mine)
         assert response.status_code == 200 and "ann is disabled" in response.text
         assert ann.get("/api/v1/runs").status_code == 401                               # the session ...
         assert ann.get("/api/v1/runs", headers=bearer(token)).status_code == 401        # ... and the token ended
@@ -259,7 +302,7 @@ def test_disabling_an_account_ends_its_sessions_and_tokens_and_its_logins(app, a
                                         "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
                                                                 ann.get("/login").text).group(1)})
         assert page.status_code == 403 and "disabled" in page.text
-        assert boss.post(f"/admin/users/{ann_id}/enable", data={"csrf_token": csrf}).status_code == 200
+        assert boss.post(f"/admin/users/{ann_id}/enable", data=mine).status_code == 200
         login(ann, "ann")
         assert ann.get("/api/v1/runs").status_code == 200
         assert ann.get("/api/v1/runs", headers=bearer(token)).status_code == 401        # revoked for good

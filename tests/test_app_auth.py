@@ -159,7 +159,8 @@ def test_an_admins_password_change_ends_the_accounts_other_sessions(client, app_
             login(c, "ann")
         login(boss_laptop, "boss")
         ann_id, boss_id = account_id(app_url, "ann"), account_id(app_url, "boss")
-        page = client.post(f"/admin/users/{ann_id}/password", data={"password": "", "csrf_token": token})
+        page = client.post(f"/admin/users/{ann_id}/password", data={"password": "", "your_password": PASSWORD,
+                                                                    "csrf_token": token})
         assert page.status_code == 200 and "New password for ann" in page.text
         new_password = page.text.split('id="new-password">')[1].split("<")[0]
         for c in (ann, ann_phone):
@@ -171,13 +172,13 @@ def test_an_admins_password_change_ends_the_accounts_other_sessions(client, app_
                                              "csrf_token": csrf_of(ann_phone.get("/login").text)})
         assert old.status_code == 401
         # An admin changing their own password stays logged in here and is logged out elsewhere.
-        def set_password(account: int, password: str) -> int:
+        def set_password(account: int, password: str, mine: str = PASSWORD) -> int:
             return client.post(f"/admin/users/{account}/password",
-                               data={"password": password, "your_password": PASSWORD, "csrf_token": token}).status_code
+                               data={"password": password, "your_password": mine, "csrf_token": token}).status_code
 
         assert set_password(boss_id, "a new secret") == 200
         assert logged_in(client) and not logged_in(boss_laptop)
-        assert set_password(ann_id, "short") == 422 and set_password(999999, "") == 404
+        assert set_password(ann_id, "short", "a new secret") == 422 and set_password(999999, "", "a new secret") == 404
 
 
 def test_user_password_command_ends_the_accounts_sessions(client, app_url):
@@ -205,10 +206,11 @@ def test_login_redirect_stays_on_this_site(client):
 
 def test_admin_adds_a_user_who_can_log_in(client, app_url):
     token = login(client, "boss")
-    page = client.post("/admin/users", data={"name": "newbie", "password": "", "csrf_token": token}).text
+    mine = {"csrf_token": token, "your_password": PASSWORD}
+    page = client.post("/admin/users", data={"name": "newbie", "password": "", **mine}).text
     password = page.split('id="new-password">')[1].split("<")[0]
-    assert client.post("/admin/users", data={"name": "newbie", "csrf_token": token}).status_code == 409
-    assert client.post("/admin/users", data={"name": "<b>x</b>", "csrf_token": token}).status_code == 422
+    assert client.post("/admin/users", data={"name": "newbie", **mine}).status_code == 409
+    assert client.post("/admin/users", data={"name": "<b>x</b>", **mine}).status_code == 422
     with TestClient(client.app) as other:
         login(other, "newbie", password)
         assert other.get("/results").status_code == 403

@@ -12,7 +12,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import PASSWORD, add_user, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
 from backend.app.campaign import visibility
 from backend.app.reservations import utcnow
@@ -168,8 +168,14 @@ def test_admins_see_everything_and_open_the_results_to_annotators(campaign):
         assert refused.status_code == 403
         assert dan.get("/api/v1/runs/1/units/conv5/0").json()["blind"] is True
 
-        opened = admin.post("/admin/campaign/results", data={"is_open": "true", "csrf_token": admin_csrf},
-                            headers={"accept": "text/html"})
+        # Nor can an admin's session alone (issue 34, item 6): opening needs the admin's own password.
+        for given in ({}, {"your_password": "not my password"}):
+            refused = admin.post("/admin/campaign/results", data={"is_open": "true", "csrf_token": admin_csrf,
+                                                                  **given})
+            assert refused.status_code == 403 and "your own password" in refused.json()["detail"]
+        assert dan.get("/api/v1/runs/1/units/conv5/0").json()["blind"] is True
+        opened = admin.post("/admin/campaign/results", data={"is_open": "true", "csrf_token": admin_csrf,
+                                                             "your_password": PASSWORD}, headers={"accept": "text/html"})
         assert "Annotators now see every unit" in opened.text and 'id="close-results"' in opened.text
         page = re.sub(r"<[^>]+>", "", html(dan, "/runs/1/units/conv5/0"))
         assert f"A {HUMAN} detector" in page and f"Against the truth: {AUTO}, precision 81.2%" in page

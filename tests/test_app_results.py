@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import PASSWORD, add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
@@ -132,7 +132,8 @@ def test_characteristic_flag_and_merging_new_names(admin, labelled):
 def test_names_are_escaped_in_pages(admin, labelled):
     client, token = admin
     url, _ = labelled
-    client.post("/admin/users", data={"name": "x", "csrf_token": token})
+    assert client.post("/admin/users", data={"name": "x", "csrf_token": token,
+                                             "your_password": PASSWORD}).status_code == 200
     with session_factory(upgrade_db(url))() as db:     # a hostile name that slipped in some other way
         db.add(Category(name="<img src=x onerror=alert(1)>", synonyms=""))
         db.commit()

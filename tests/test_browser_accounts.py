@@ -25,6 +25,7 @@ def test_an_admin_sees_why_a_password_is_weak_and_makes_an_expiring_admin_token(
         form = page.locator("#add-user")
         form.locator("input[name=name]").fill("quortlebix")
         form.locator("input[name=password]").fill("quortlebix77")
+        form.locator("input[name=your_password]").fill(PASSWORD)      # every account change asks for it
         form.locator("button[type=submit]").click()
         page.wait_for_load_state()
         assert "too easy to guess" in page.locator("#add-error").inner_text()

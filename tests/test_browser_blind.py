@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import PASSWORD, add_user, running_server, seed_run, submit_held, unit_ids, unit_images
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium
 from backend.db.models import Annotator, Category, Unit
 from backend.db.session import session_factory, upgrade_db
@@ -78,6 +78,7 @@ def test_an_annotator_is_blind_until_she_answers_and_the_admin_opens_the_results
         assert f"{AUTO} (83.0%)" in admin.inner_text(f"#unit-{u0}") and admin.locator("#blind-notice").count() == 0
         admin.goto(f"{base}/admin/campaign")
         assert "Blind" in admin.inner_text("#results-state")
+        admin.fill("input[name=your_password]", PASSWORD)            # opening the results asks for it
         admin.click("#open-results")
         admin.wait_for_selector("#close-results")
         assert "Open:" in admin.inner_text("#results-state")

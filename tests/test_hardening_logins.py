@@ -135,13 +135,14 @@ def test_the_users_page_says_why_a_password_is_weak_on_the_form(app_url):
     with client_for(app_url) as client:
         token = login(client, "boss")
         response = client.post("/admin/users", data={"name": "quortlebix", "password": "quortlebix77",
-                                                      "csrf_token": token}, headers={"accept": "text/html"})
+                                                      "your_password": PASSWORD, "csrf_token": token},
+                               headers={"accept": "text/html"})
         assert response.status_code == 422
         error = re.search(r'id="add-error">([^<]+)<', response.text).group(1)
         assert "too easy to guess" in error and "Add another word or two" in error      # zxcvbn's advice
         assert 'value="quortlebix"' in response.text and 'id="add-user"' in response.text   # the form, kept
         response = client.post("/admin/users", data={"name": "quortlebix", "password": "correct horse battery",
-                                                      "csrf_token": token})
+                                                      "your_password": PASSWORD, "csrf_token": token})
         assert response.status_code == 200
 
 
@@ -149,7 +150,8 @@ def test_the_users_page_refuses_a_common_password(app_url):
     with client_for(app_url) as client:
         token = login(client, "boss")
         for password in ("12345678", "password", " " * 8):
-            response = client.post("/admin/users", data={"name": "newbie", "password": password, "csrf_token": token})
+            response = client.post("/admin/users", data={"name": "newbie", "password": password,
+                                                          "your_password": PASSWORD, "csrf_token": token})
             assert response.status_code == 422, password
 
 
@@ -217,6 +219,24 @@ def test_guessing_at_an_account_does_not_lock_out_its_owner(app_url):
         assert login_from(client, "192.0.2.2", "ann", PASSWORD).status_code == 303      # ... but for a clean address
         assert login_from(client, "192.0.2.3", "ann", "wrong password").status_code == 401
         assert login_from(client, "192.0.2.3", "ann", PASSWORD).status_code == 429      # which stays clean only once
+
+
+def test_failures_for_other_names_do_not_lock_out_the_others_behind_one_address(app_url):
+    # Issue 34, item 7: an office behind one NAT address; the lock is per (account, address) pair.
+    nat = "198.51.100.50"
+    with client_for(app_url, trusted_proxies="testclient", login_address_failures=30) as client:
+        for _ in range(10):                           # one person forgets their password ...
+            assert login_from(client, nat, "boss", "wrong password").status_code == 401
+        assert login_from(client, nat, "boss", PASSWORD).status_code == 429       # ... and locks their own pair
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 303        # not their colleague's
+        for i in range(20):                           # a botnet guesses at ann: her account is locked ...
+            login_from(client, f"203.0.113.{i}", "ann", "wrong password")
+        assert login_from(client, "203.0.113.3", "ann", PASSWORD).status_code == 429
+        # ... but the office's failures were for another name: ann still gets in from there.
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 303
+        for i in range(20):                           # up to the address's own cap (30 failures over any names)
+            assert login_from(client, nat, f"nobody{i}", "wrong password").status_code == 401
+        assert login_from(client, nat, "ann", PASSWORD).status_code == 429
 
 
 def test_only_the_proxys_own_last_hop_counts(app_url):

@@ -148,7 +148,7 @@ def test_markup_in_category_names_is_refused_and_never_rendered(client, app_url)
 def test_markup_in_user_names_is_refused_and_never_rendered(client, app_url):
     token = login(client, "boss")
     for name in (XSS, '"><img src=x onerror=alert(1)>', "a b", "ann\nboss"):
-        response = client.post("/admin/users", data={"name": name, "csrf_token": token},
+        response = client.post("/admin/users", data={"name": name, "csrf_token": token, "your_password": PASSWORD},
                                headers={"accept": "text/html"})
         assert response.status_code == 422
         assert "<script>alert" not in response.text and "<img src=x" not in response.text
@@ -295,13 +295,15 @@ def test_a_non_ascii_csrf_token_is_refused_not_a_server_error(app, logged_in):
 def test_account_names_differ_by_more_than_case(client, app_url):
     token = login(client, "boss")
     for name in ("BOSS", "Ann", "boss"):
-        response = client.post("/admin/users", data={"name": name, "csrf_token": token}, headers={"accept": "text/html"})
+        response = client.post("/admin/users", data={"name": name, "csrf_token": token, "your_password": PASSWORD},
+                               headers={"accept": "text/html"})
         assert response.status_code == 409 and "already an account called" in response.text, name
     with session_factory(upgrade_db(app_url))() as db:     # and the database itself refuses one
         db.add(Annotator(name="bOSS", password_hash="x"))
         with pytest.raises(IntegrityError):
             db.commit()
-    assert client.post("/admin/users", data={"name": "bossy", "csrf_token": token}).status_code == 200
+    assert client.post("/admin/users", data={"name": "bossy", "csrf_token": token,
+                                             "your_password": PASSWORD}).status_code == 200
 
 
 @pytest.mark.parametrize("field, value", [("videos", 10**9), ("epochs", 10**6), ("k", 10**7), ("gpus", 4096),

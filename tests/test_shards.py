@@ -1,9 +1,12 @@
 """Training data that streams: tar shards (model/shards.py), the same pixels as the cache, resume mid-epoch,
 disjoint shards per DDP rank, and truncated or corrupt shards skipped and reported."""
+import gzip
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
+import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +20,8 @@ from backend.cli import app
 from model import dataset
 from model.frames import FrameSource, decode_frames
 from model.run import CHECKPOINT, load_run
-from model.shards import INDEX, ShardStream, current_index, load_index, read_shard, write_shards
+from model.shards import (INDEX, MAX_MEMBER_BYTES, ShardStream, check_shards, current_index, frame_key, load_index,
+                          read_shard, write_shards)
 from model.train import train
 from test_train import TINY, make_dataset
 
@@ -171,6 +175,53 @@ def test_a_truncated_and_a_corrupt_shard_are_named_skipped_and_reported(tmp_path
     assert [i for i, _ in read_shard(truncated)] == load_index(data).ids(3).tolist()
     assert [name for name, mtime in before.items() if (data / "shards" / name).stat().st_mtime_ns != mtime] == \
         [truncated.name]
+
+
+def test_a_compressed_shard_and_a_huge_member_are_refused_without_being_read(data_dir, tmp_path, capfd):
+    # Issue 34, item 8: a 306 KB crafted shard cost +600 MB (a compressed tar inflated, a member read whole).
+    data = Path(shutil.copytree(data_dir, tmp_path / "data"))
+    index = load_index(data)
+    folder = data / "shards"
+    compressed, huge, good = (folder / index.names[i] for i in index.of_split("test")[:3])
+    plain = compressed.read_bytes()           # gzipped, padded with zeros (gzip skips them) to its indexed size
+    compressed.write_bytes(gzip.compress(plain).ljust(len(plain), b"\0"))
+    declared = 256 << 20                      # a member declaring 256 MiB, all of it a hole in a sparse file
+    member = tarfile.TarInfo(f"{frame_key(int(index.ids(index.names.index(huge.name))[0]))}.jpg")
+    member.size = declared
+    with huge.open("wb") as f:
+        f.write(member.tobuf())
+        f.truncate(tarfile.BLOCKSIZE + declared + 2 * tarfile.BLOCKSIZE)
+    with pytest.raises(ValueError, match="gzip-compressed; shards are plain tar"):
+        list(read_shard(compressed))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"declares {declared:,} bytes, over the {MAX_MEMBER_BYTES:,}"):
+            list(read_shard(huge))
+        assert tracemalloc.get_traced_memory()[1] < 4 << 20         # nothing of the declared size was allocated
+    finally:
+        tracemalloc.stop()
+    # Of the same size as indexed, the compressed one is caught by the cheap check before training ...
+    assert check_shards(data, index)[compressed.name].startswith("unreadable: gzip-compressed")
+    # ... and, should they get past it, reading skips both, saying why, and streams the rest.
+    records = dataset.load_manifest(data)
+    test_frames = np.array([r.split == "test" for r in records])
+    stream = ShardStream(data, index, {}, ~test_frames, test_frames, TINY.frame_size, torch.device("cpu"),
+                         4, 100, 0, 0, 1)
+    read = np.concatenate([rows for rows, _ in stream.test_batches(7)]).tolist()
+    skipped = {fault["shard"]: fault["reason"] for fault in stream.take_record()["faults"]}
+    assert "gzip-compressed" in skipped[compressed.name] and "over the" in skipped[huge.name]
+    assert set(index.ids(index.names.index(good.name)).tolist()) <= set(read)
+    assert not set(index.ids(index.names.index(compressed.name)).tolist()) & set(read)
+    assert f"skipping shard {huge}" in capfd.readouterr().err
+
+
+def test_a_frame_file_over_the_member_cap_is_left_out_of_the_shards(tmp_path, capfd):
+    data = make_dataset(tmp_path / "data", videos=4, frames=2)
+    record = dataset.load_manifest(data)[1]
+    (data / record.image).write_bytes(b"\xff" * (MAX_MEMBER_BYTES + 1))
+    index = write_shards(data, FRAMES_PER_SHARD, progress=False)
+    assert index.missing.tolist() == [1] and 1 not in index.frame_ids.tolist()
+    assert "frame 1 left out of the shards" in capfd.readouterr().err
 
 
 def test_write_shards_resumes_and_notices_a_new_manifest(tmp_path):

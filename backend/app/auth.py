@@ -9,11 +9,12 @@ Logins: failed logins are counted within the window (the `limits` library) per a
 address together, per address, and per account name. Past the first limit (the 11th for one account from
 one address) or the second (an address trying many names), a login is refused with 429 before any
 password is checked. Past the third (many addresses after one name) the account is locked for addresses
-that have failed, but the right password from an address with no failures gets through: nobody can lock
-an account's owner out by guessing at it. Every check costs the same argon2 work, an unknown name
-included (it is checked against a dummy hash), so the answer's timing does not tell which names exist;
-and at most `password_checks_at_once` checks run at a time (each takes 64 MiB), the others waiting
-without holding a thread.
+that have failed for that name, but the right password from an address with no failures for it gets
+through (up to the address's own cap): nobody can lock an account's owner out by guessing at it, and one
+person's failures do not lock out the others behind the same address (a NAT, an office proxy). Every
+check costs the same argon2 work, an unknown name included (it is checked against a dummy hash), so the
+answer's timing does not tell which names exist; and at most `password_checks_at_once` checks run at a
+time (each takes 64 MiB), the others waiting without holding a thread.
 """
 from __future__ import annotations
 
@@ -136,11 +137,13 @@ class LoginGuard:
 
     def retry_after(self, name: str, address: str, reauth: bool = False) -> int | None:
         """Seconds until this name may be tried from this address again, or None when it may now."""
-        address_failed = self.failures.get_window_stats(self.address_limit, "address", address).remaining \
-            < self.address_limit.amount
+        # Clean for this name: this address has no failure for it (failures for other names, e.g. colleagues
+        # behind the same NAT, do not count here; the address's own cap bounds those).
+        pair_failed = self.failures.get_window_stats(self.pair_limit, "pair", name.strip().lower(), address
+                                                     ).remaining < self.pair_limit.amount
         for limit, key in self._counts(name, address, reauth):
-            if key[0] == "account" and not address_failed:
-                continue        # an account-only lock: the owner, from a clean address, still gets in
+            if key[0] == "account" and not pair_failed:
+                continue        # an account-only lock: the owner, from an address clean for it, still gets in
             if not self.failures.test(limit, *key):
                 reset = self.failures.get_window_stats(limit, *key).reset_time
                 return max(1, math.ceil(reset - time.time()))
@@ -164,7 +167,7 @@ class LoginGuard:
         """Whether `password` matches `password_hash` (None: the name is unknown, so it never does).
 
         Raises LoginThrottled without checking when this name from this address, or this address, has
-        failed too often, or the name has and this address has failed at all."""
+        failed too often, or the name has and this address has failed for it at all."""
         wait = self.retry_after(name, address)
         if wait is not None:
             raise LoginThrottled(wait)

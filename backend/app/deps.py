@@ -100,8 +100,9 @@ def client_address(request: Request) -> str:
 
 def reauthenticated(request: Request, user: Annotator, password: str) -> bool:
     """Whether `password` is the acting user's own: asked before what a stolen session must not do alone
-    (an admin's new password, an admin-scope token, a new admin). A wrong one counts against this account
-    from this address, never against the address alone (a shared one would lock out its other users)."""
+    (any new token, any change to an account, opening the results to annotators). A wrong one counts against
+    this account from this address, never against the address alone (a shared one would lock out its other
+    users)."""
     return request.app.state.login_guard.check_in_thread(user.password_hash, user.name, client_address(request),
                                                          password, reauth=True)
 

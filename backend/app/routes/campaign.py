@@ -2,13 +2,13 @@
 instructions and examples the annotators' start page gives for each question."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from starlette.datastructures import FormData
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
 from backend.app.campaign import QUESTIONS, instructions, results_open, set_instructions, set_results_open
-from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, render
+from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, reauthenticated, render
 from backend.db.models import Annotator
 
 router = APIRouter(include_in_schema=False)
@@ -20,8 +20,12 @@ def campaign(request: Request, user: Annotator = Depends(admin_user), db: Sessio
 
 
 @router.post("/admin/campaign/results", dependencies=[Depends(check_csrf)])
-def open_or_close_results(request: Request, is_open: bool = Form(False), user: Annotator = Depends(admin_user),
-                          db: Session = Depends(get_db)):
+def open_or_close_results(request: Request, is_open: bool = Form(False), your_password: str = Form("", max_length=1000),
+                          user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Opening needs the acting admin's own password: with a stolen session alone, every annotator (and their
+    read tokens) would see the verdicts and automatic labels before answering. Closing is always safe."""
+    if is_open and not reauthenticated(request, user, your_password):
+        raise HTTPException(403, "Enter your own password to open the results to annotators.")
     set_results_open(db, is_open, user.id)
     flash(request, "Annotators now see every unit's results." if is_open else
           "Annotators are blind again: each sees a unit's results only after answering it.")

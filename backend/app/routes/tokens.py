@@ -32,10 +32,11 @@ def new_token(request: Request, name: str = Form(max_length=TOKEN_NAME_MAX), sco
               days: int | None = Form(None, ge=1), your_password: str = Form("", max_length=1000),
               user: Annotator = Depends(current_user), db: Session = Depends(get_db),
               settings: Settings = Depends(get_settings)):
-    """The page shows the new token once; the database keeps only its hash. An admin-scope token only with
-    the account's own password: a stolen session is not enough to mint a lasting key to the admin endpoints."""
-    if scope == "admin" and user.is_admin and not reauthenticated(request, user, your_password):
-        raise HTTPException(403, "An admin-scope token needs your own password: enter it in the form.")
+    """The page shows the new token once; the database keeps only its hash. Any token, read scope included,
+    only with the account's own password: a stolen session is not enough to mint a key that outlives it (a
+    read token sees what its account sees, unblinded verdicts and automatic labels for an admin's)."""
+    if not reauthenticated(request, user, your_password):
+        raise HTTPException(403, "A new token needs your own password: enter it in the form.")
     row, token = create_token(db, user, name, scope, days or settings.token_days, settings)
     return _page(request, user, db, settings, created=row, created_token=token)
 

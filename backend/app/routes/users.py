@@ -1,4 +1,5 @@
-"""Accounts for admins: list them, add annotators or admins, set a new password, disable or enable one."""
+"""Accounts for admins: list them, add annotators or admins, set a new password, disable or enable one; each
+change only with the acting admin's own password (a stolen session alone changes no account)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
@@ -30,10 +31,9 @@ def add_user(request: Request, name: str = Form(max_length=200), password: str =
              is_admin: bool = Form(False), your_password: str = Form("", max_length=1000),
              user: Annotator = Depends(admin_user), db: Session = Depends(get_db),
              settings: Settings = Depends(get_settings)):
-    """A new account (blank password: generated). A new admin only with the acting admin's own password:
-    a stolen session is not enough to make itself a lasting admin account."""
-    if is_admin and not reauthenticated(request, user, your_password):
-        raise HTTPException(403, "A new admin needs your own password: enter it beside the admin box.")
+    """A new account (blank password: generated), only with the acting admin's own password: a stolen session
+    is not enough to make itself a lasting account, admin or not."""
+    _confirm(request, user, your_password, "add an account")
     try:
         account, password = add_account(db, name, password or None, is_admin, settings)
     except AccountError as error:      # said by the form, which keeps the name typed
@@ -46,11 +46,10 @@ def change_password(account_id: int, request: Request, password: str = Form("", 
                     your_password: str = Form("", max_length=1000), user: Annotator = Depends(admin_user),
                     db: Session = Depends(get_db), settings: Settings = Depends(get_settings)):
     """A new password (blank: generated); it logs the account out everywhere but in this admin's own session,
-    and revokes its API tokens. An admin's password changes only with the acting admin's own password: a
-    stolen session is not enough."""
+    and revokes its API tokens. Only with the acting admin's own password: with a stolen session alone, an
+    annotator's account could be taken over."""
     account = _account(db, account_id)
-    if account.is_admin and not reauthenticated(request, user, your_password):
-        raise HTTPException(403, f"{account.name} is an admin: enter your own password to set theirs.")
+    _confirm(request, user, your_password, f"set {account.name}'s password")
     keep = request.session.get(SESSION_TOKEN) if account.id == user.id else None
     try:
         password = set_password(db, account, password or None, settings, keep_session=keep)
@@ -62,13 +61,12 @@ def change_password(account_id: int, request: Request, password: str = Form("", 
 @router.post("/admin/users/{account_id}/disable", dependencies=[Depends(check_csrf)])
 def disable(account_id: int, request: Request, your_password: str = Form("", max_length=1000),
             user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
-    """Disable an account: it cannot log in, and its sessions and API tokens end now. Not one's own; an
-    admin's only with the acting admin's own password."""
+    """Disable an account: it cannot log in, and its sessions and API tokens end now. Not one's own; only
+    with the acting admin's own password."""
     account = _account(db, account_id)
     if account.id == user.id:
         raise HTTPException(409, "You cannot disable your own account.")
-    if account.is_admin and not reauthenticated(request, user, your_password):
-        raise HTTPException(403, f"{account.name} is an admin: enter your own password to disable them.")
+    _confirm(request, user, your_password, f"disable {account.name}")
     set_disabled(db, account, True)
     return _page(request, user, db, disabled=account)
 
@@ -76,13 +74,18 @@ def disable(account_id: int, request: Request, your_password: str = Form("", max
 @router.post("/admin/users/{account_id}/enable", dependencies=[Depends(check_csrf)])
 def enable(account_id: int, request: Request, your_password: str = Form("", max_length=1000),
            user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
-    """Enable a disabled account again; an admin's only with the acting admin's own password (else a stolen
-    session could bring back an admin account whose password was stolen with it)."""
+    """Enable a disabled account again, only with the acting admin's own password (else a stolen session
+    could bring back an account whose password was stolen with it)."""
     account = _account(db, account_id)
-    if account.is_admin and not reauthenticated(request, user, your_password):
-        raise HTTPException(403, f"{account.name} is an admin: enter your own password to enable them.")
+    _confirm(request, user, your_password, f"enable {account.name}")
     set_disabled(db, account, False)
     return _page(request, user, db, enabled=account)
+
+
+def _confirm(request: Request, user: Annotator, your_password: str, doing: str) -> None:
+    """403, nothing done, unless `your_password` is the acting admin's own (a wrong one counts as a failed login)."""
+    if not reauthenticated(request, user, your_password):
+        raise HTTPException(403, f"Enter your own password to {doing}.")
 
 
 def _account(db: Session, account_id: int) -> Annotator:
