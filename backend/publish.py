@@ -42,6 +42,7 @@ from model import run as rd
 from model.categories import Category as CategoryInfo
 from model.categories import load_categories
 from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
+from model.modelfiles import file_sha256
 from model.units import read_unit_views
 
 FRAMES_PER_TRANSACTION = 20_000
@@ -67,6 +68,14 @@ def units_digest(path: Path) -> str:
         for key in ("frame_ids", "scores", "offsets", "jpegs"):
             digest.update(np.ascontiguousarray(data[key]).tobytes())
     return digest.hexdigest()
+
+
+def model_file_digests(run_dir: Path) -> dict[str, str]:
+    """{resolved path: SHA-256} of each model file the run's network loads from (``network_files``; one that
+    is not there is left out, and the server then says it cannot load the network)."""
+    from model.predict import network_files
+
+    return {str(path.resolve()): file_sha256(path) for path in network_files(run_dir) if path.is_file()}
 
 
 def _register_frames(sessions, data_dir: Path) -> int:
@@ -151,10 +160,12 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     progress(f"frames of {pool_dir}")
     pool_id = _register_frames(sessions, pool_dir)
     first = metas[layers[0]]
+    model_files = model_file_digests(run_dir)       # hashed before the transaction: it only writes
     with sessions.begin() as session:
         run = store.upsert_run(session, run_dir, first["kind"], first.get("labels_kind"), rd.last_metrics(run_dir),
                                session.get(Dataset, pool_id),
                                name=run_name(run_dir, first["kind"], rd.read_run_json(run_dir), datetime.now()))
+        store.record_model_files(session, run, model_files)
         summary = PublishSummary(run.id)
 
     for layer in layers:

@@ -26,6 +26,7 @@ What applies to which network:
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,25 +91,23 @@ class Prediction:
 
 # --- Loading
 
-def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu") -> Predictor:
+def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu",
+                   digests: Mapping[str, str] | None = None) -> Predictor:
     """The network of RUN_DIR with what it predicts: our trained run (its model.pt or checkpoint), else the
-    network `ambient units` analysed there (conv5 first, else the first layer analysed).
+    network `ambient units` analysed there (conv5 first, else the first layer analysed). ``digests``
+    ({resolved path: SHA-256}, recorded when the run was published): each model file read must have its
+    recorded digest (``model.modelfiles.model_bytes``).
 
-    Raises FileNotFoundError (naming what to run) or ValueError for a folder that holds neither."""
+    Raises FileNotFoundError (naming what to run) or ValueError for a folder that holds neither, or a model
+    file that could run code or has changed (``ModelFileRefused``)."""
     run_dir = Path(run_dir)
-    if (run_dir / rd.FINAL_MODEL).exists() or (run_dir / rd.CHECKPOINT).exists():
-        model, info = rd.load_run(run_dir, device)
+    if rd.run_model_file(run_dir) is not None:
+        model, info = rd.load_run(run_dir, device, digests=digests)
         predictor = Predictor(model, UNITS.layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                               info.mean, info.std, _sound_names(info.label_kind, info.num_outputs))
         _add_textures(predictor, run_dir)
     else:
-        layers = rd.analysed_layers(run_dir)
-        if not layers:
-            raise FileNotFoundError(f"{run_dir}: no {rd.FINAL_MODEL} (a trained run) and no units_<layer>.npz "
-                                    f"(a network published by `ambient units --model ...`)")
-        layer = UNITS.layer if UNITS.layer in layers else layers[0]
-        meta = rd.read_units_meta(rd.units_file(run_dir, layer))
-        predictor = _analysed_network(run_dir, meta, device)
+        predictor = _analysed_network(run_dir, _analysed_meta(run_dir), device, digests)
         predictor.texture_note = "no sound texture: this network was not trained on sound"
     predictor.unit_labels = _automatic_labels(run_dir, predictor.layer_name)
     path = rd.units_file(run_dir, predictor.layer_name)
@@ -123,11 +122,34 @@ def _sound_names(kind: str, count: int) -> list[str]:
     return [f"Cluster {i + 1}" if kind == "cluster" else f"Bit {i + 1}" for i in range(count)]
 
 
-def _analysed_network(run_dir: Path, meta: dict, device) -> Predictor:
+def network_files(run_dir: str | Path) -> list[Path]:
+    """The model files ``load_predictor`` reads for RUN_DIR: our run's weights, else the analysed network's
+    file (TorchScript or torch.export) and weights; what ``ambient publish`` records the SHA-256 of."""
+    path = rd.run_model_file(run_dir)
+    if path is not None:
+        return [path]
+    meta = _analysed_meta(Path(run_dir))
+    spec, weights = meta.get("model_spec") or "", meta.get("weights")
+    files = [Path(spec.split(":", 1)[1])] if spec.startswith(("torchscript:", "export:")) else []
+    return files + ([Path(weights)] if weights else [])
+
+
+def _analysed_meta(run_dir: Path) -> dict:
+    """The units file's meta of the layer ``load_predictor`` shows for a network `ambient units` analysed."""
+    layers = rd.analysed_layers(run_dir)
+    if not layers:
+        raise FileNotFoundError(f"{run_dir}: no {rd.FINAL_MODEL} (a trained run) and no units_<layer>.npz "
+                                f"(a network published by `ambient units --model ...`)")
+    layer = UNITS.layer if UNITS.layer in layers else layers[0]
+    return rd.read_units_meta(rd.units_file(run_dir, layer))
+
+
+def _analysed_network(run_dir: Path, meta: dict, device, digests: Mapping[str, str] | None = None) -> Predictor:
     from model.units import load_network     # measures the layer's geometry: only for networks not our own
 
     spec, weights = meta.get("model_spec"), meta.get("weights")
-    network = load_network(run_dir, meta["layer"], spec, Path(weights) if weights else None, device)
+    network = load_network(run_dir, meta["layer"], spec, Path(weights) if weights else None, device,
+                           digests=digests)
     if network.kind.startswith("torchvision:"):
         name = network.kind.split(":", 1)[1]
         return Predictor(network.module, network.layer, network.kind, "classes", network.frame_size,

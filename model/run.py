@@ -48,6 +48,7 @@ State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compi
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -55,6 +56,7 @@ import numpy as np
 import torch
 
 from model.dataset import atomic_file, write_json_atomic
+from model.modelfiles import model_source
 from model.network import CaffeNetBN, normalize_images
 
 RUN_JSON = "run.json"
@@ -265,19 +267,25 @@ def read_emergence(run_dir: str | Path) -> dict | None:
         return None
 
 
+def run_model_file(run_dir: str | Path) -> Path | None:
+    """The weights ``load_run`` reads by default: the final ones, else the latest checkpoint; None: neither."""
+    return next((path for path in (Path(run_dir) / FINAL_MODEL, Path(run_dir) / CHECKPOINT) if path.exists()), None)
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
-             checkpoint: str | Path | None = None) -> tuple[CaffeNetBN, RunInfo]:
+             checkpoint: str | Path | None = None,
+             digests: Mapping[str, str] | None = None) -> tuple[CaffeNetBN, RunInfo]:
     """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint;
-    ``checkpoint``: that file's weights, e.g. a kept one)."""
+    ``checkpoint``: that file's weights, e.g. a kept one; ``digests``: the file must have its recorded
+    SHA-256, model/modelfiles.py)."""
     run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint is not None else run_dir / FINAL_MODEL
-    if checkpoint is None and not path.exists():
-        path = run_dir / CHECKPOINT
+    path = Path(checkpoint) if checkpoint is not None else run_model_file(run_dir)
     if checkpoint is not None and not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    if not path.exists():
+    if path is None:
         raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
-    state = torch.load(path, map_location="cpu", weights_only=True)   # a pickle may run code: tensors and plain types only
+    # A pickle may run code: tensors and plain types only.
+    state = torch.load(model_source(path, digests), map_location="cpu", weights_only=True)
     info = RunInfo.from_dict(state["run"])
     model = info.build_model()
     model.load_state_dict(state["model"])

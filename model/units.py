@@ -10,9 +10,10 @@ user's weights, or a TorchScript or ``torch.export`` file whose output is the la
 """
 from __future__ import annotations
 
+import io
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +29,7 @@ from model import dataset as ds
 from model import pool as pl
 from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
                                darken_outside, layer_geometry, receptive_field_masks)
+from model.modelfiles import check_export_archive, model_bytes, model_source
 from model.nethook import run_until
 from model.network import IMAGE_MEAN, IMAGE_STD, normalize_images
 from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
@@ -67,16 +69,19 @@ class Network:
 
 
 def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
-                 device: str | torch.device = "cpu", checkpoint: Path | None = None) -> Network:
+                 device: str | torch.device = "cpu", checkpoint: Path | None = None,
+                 digests: Mapping[str, str] | None = None) -> Network:
     """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
     ``export:<file>`` (a ``torch.export.save`` program), with the layer's geometry measured
-    (``model.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint).
+    (``model.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint);
+    ``digests``: each model file must have its recorded SHA-256 (the server, model/modelfiles.py).
 
     Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
-    the modules' arithmetic) or FileNotFoundError with a message naming the input.
+    the modules' arithmetic, a model file that could run code or has changed: ModelFileRefused) or
+    FileNotFoundError with a message naming the input.
     """
     if model_spec is None:
-        model, info = load_run(run_dir, device, checkpoint)
+        model, info = load_run(run_dir, device, checkpoint, digests)
         network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                           info.mean, info.std)
     elif model_spec.startswith("torchvision:"):
@@ -86,7 +91,7 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
         if weights is None:
             raise ValueError(f"{model_spec}: give the network's weights with --weights FILE")
         model = torchvision.models.get_model(name, weights=None)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = torch.load(model_source(weights, digests), map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("state_dict", state.get("model", state)))
         network = Network(model.to(device).eval(), layer, model_spec, None, INGEST.frame_size, TORCHVISION_INPUT,
                           spec=model_spec, weights=str(Path(weights).resolve()))
@@ -94,7 +99,8 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
         path = Path(model_spec.split(":", 1)[1])
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such TorchScript file")
-        model = torch.jit.load(str(path), map_location=device).eval()
+        # A TorchScript file is a program: only the CLI names one (the server: as published, by its digest).
+        model = torch.jit.load(model_source(path, digests), map_location=device).eval()
         # get_submodule is unavailable on scripted modules: the file's output is the layer.
         network = Network(model, None, "torchscript", None, INGEST.frame_size, TORCHVISION_INPUT,
                           spec=f"torchscript:{path.resolve()}")
@@ -102,7 +108,7 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
         path = Path(model_spec.split(":", 1)[1])
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such torch.export file")
-        program = _ExportedProgram.load(path, device)
+        program = _ExportedProgram.load(path, device, digests)
         # The program's own input size when it was exported with a fixed one (the usual way).
         size = program.size or TORCHVISION_INPUT
         network = Network(program, None, "export", None, round(size * INGEST.frame_size / TORCHVISION_INPUT), size,
@@ -142,9 +148,11 @@ class _ExportedProgram(nn.Module):
         self.batch, self.size = batch, size
 
     @classmethod
-    def load(cls, path: Path, device) -> "_ExportedProgram":
+    def load(cls, path: Path, device, digests: Mapping[str, str] | None = None) -> "_ExportedProgram":
+        data = model_bytes(path, digests)     # read once: the bytes checked are the bytes loaded
+        check_export_archive(data, path)
         try:
-            program = torch.export.load(str(path))
+            program = torch.export.load(io.BytesIO(data))
         except Exception as error:         # noqa: BLE001: any unreadable file is named, whatever went wrong
             raise ValueError(f"{path}: not a torch.export program ({error})") from error
         names = program.graph_signature.user_inputs

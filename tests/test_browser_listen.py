@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 def site(tmp_path):
     run = make_listen_run(tmp_path)
     # A short synthesis keeps the test fast; its length is a setting like any other.
-    with running_server(run.url, env={"AMBIENT_SYNTHESIS_SECONDS": "0.5"}) as base:
+    with running_server(run.url, env={"AMBIENT_SYNTHESIS_SECONDS": "0.5", "AMBIENT_DATA_ROOTS": str(tmp_path)}) as base:
         yield base, run
 
 

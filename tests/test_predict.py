@@ -216,7 +216,7 @@ def test_cli_skips_bad_inputs_and_reports_them(run, tmp_path):
 
 @pytest.fixture(scope="module")
 def app(run):
-    return create_app(Settings(database_url=run.url))
+    return create_app(Settings(database_url=run.url, data_roots=str(run.root)))
 
 
 def _upload(client, run, data: bytes, name: str = "photo.png", **headers):
@@ -303,14 +303,16 @@ def test_a_50_mb_body_is_refused_before_it_is_read(app, run):
 
 
 def test_uploads_are_bounded_per_account(run):
-    app = create_app(Settings(database_url=run.url, predict_per_minute=2, predict_bytes_per_hour=10**9))
+    app = create_app(Settings(database_url=run.url, data_roots=str(run.root), predict_per_minute=2,
+                              predict_bytes_per_hour=10**9))
     token, other = make_token(app, "ann"), make_token(app, "boss")
     with TestClient(app) as client:
         assert [_upload(client, run, _png(_photo()), **bearer(token)).status_code for _ in range(3)] == [200, 200, 429]
         refused = _upload(client, run, _png(_photo()), **bearer(token))
         assert "at most 2 a minute" in refused.json()["detail"] and int(refused.headers["Retry-After"]) > 0
         assert _upload(client, run, _png(_photo()), **bearer(other)).status_code == 200     # another account
-    app = create_app(Settings(database_url=run.url, predict_bytes_per_hour=len(_png(_photo())) + 10))
+    app = create_app(Settings(database_url=run.url, data_roots=str(run.root),
+                              predict_bytes_per_hour=len(_png(_photo())) + 10))
     token = make_token(app, "ann")
     with TestClient(app) as client:
         assert [_upload(client, run, _png(_photo()), **bearer(token)).status_code for _ in range(2)] == [200, 429]
@@ -403,7 +405,7 @@ def test_synthesis_runs_in_the_background_one_per_account(run):
     import time
     import wave
 
-    app = create_app(Settings(database_url=run.url, synthesis_seconds=0.5))
+    app = create_app(Settings(database_url=run.url, data_roots=str(run.root), synthesis_seconds=0.5))
     with TestClient(app) as client, TestClient(app) as other:
         csrf, other_csrf = login(client, "ann"), login(other, "boss")
         body = _upload(client, run, _png(_photo()), **{"X-CSRF-Token": csrf}).json()

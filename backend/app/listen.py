@@ -160,17 +160,29 @@ class Listening:
                    decoder=decode_workers(settings, settings.predict_at_once))
 
     def network(self, run: Run) -> LoadedNetwork:
-        """The run's network, loaded once (again when its weights change); 409 when it is not on this server."""
+        """The run's network, loaded once (again when its files change); 409 when it is not on this server.
+
+        Only the model files recorded when the run was published are loaded, each inside the data roots and
+        with its recorded SHA-256 (its bytes are read once, hashed and loaded from memory: model/modelfiles.py)."""
         run_dir = Path(run.run_dir)
+        refused = f"Run {run.name}'s network cannot be loaded on this server"
+        if run.model_files is None:
+            raise TaskError(f"{refused}: the run was published before the SHA-256 of its model files was "
+                            f"recorded; publish the run again (ambient publish RUN_DIR)", 409)
+        roots = self.settings.allowed_roots()
+        for path in run.model_files:
+            if not any(Path(path).resolve().is_relative_to(root) for root in roots):
+                raise TaskError(f"{refused}: its model file {path} lies outside the data roots "
+                                f"(AMBIENT_DATA_ROOTS)", 409)
         stamp = tuple(p.stat().st_mtime_ns for p in sorted(run_dir.glob("*.pt")) + sorted(run_dir.glob("units_*.npz")))
-        key = (str(run_dir), stamp)
+        key = (str(run_dir), stamp, tuple(_file_stamp(Path(path)) for path in sorted(run.model_files)))
         with self.networks_lock:
             if key not in self.networks:
                 from model import predict as pr      # torch: loaded with the first prediction, not at start-up
                 try:
-                    predictor = pr.load_predictor(run_dir)
+                    predictor = pr.load_predictor(run_dir, digests=run.model_files)
                 except (FileNotFoundError, ValueError) as error:
-                    raise TaskError(f"Run {run.name}'s network cannot be loaded on this server: {error}", 409) from None
+                    raise TaskError(f"{refused}: {error}", 409) from None
                 self.networks[key] = LoadedNetwork(predictor)
                 while len(self.networks) > 2:          # a CaffeNet is ~250 MB: keep the two latest
                     self.networks.popitem(last=False)
@@ -185,6 +197,15 @@ class Listening:
             while len(self.predictions) > PREDICTIONS_KEPT:
                 self.predictions.popitem(last=False)
         return key
+
+
+def _file_stamp(path: Path) -> tuple:
+    """A model file's (path, mtime, size): a changed file is loaded (and its digest checked) again."""
+    try:
+        status = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), status.st_mtime_ns, status.st_size)
 
 
 @dataclass

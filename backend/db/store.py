@@ -127,6 +127,13 @@ def upsert_run(session: Session, run_dir: Path, model_kind: str, labels_kind: st
     return run
 
 
+def record_model_files(session: Session, run: Run, digests: dict[str, str]) -> None:
+    """The SHA-256 of each model file the run's network loads from ({resolved path: hex digest}), as
+    published: the server loads those files only while they still have it (backend/app/listen.py)."""
+    run.model_files = dict(digests)
+    session.flush()
+
+
 def find_run(session: Session, run_dir: Path) -> Run | None:
     return session.scalar(select(Run).where(Run.run_dir == str(Path(run_dir).resolve())))
 
