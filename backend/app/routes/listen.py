@@ -27,7 +27,9 @@ from backend.app.listen import (Listened, Listening, checked_file_name, labels_f
 from backend.app.listen_limits import job_record, synthesis_audio, synthesis_job
 from backend.db.models import Annotator, Run
 
-FORM_FIELDS = 4                # the CSRF token and `frame` (an upload's file is counted apart: one)
+# The CSRF token and `frame` are read (an upload's file is counted apart: one); a form may carry a few more, which
+# are ignored, so that a form without the right token is a 403 whatever else it holds.
+FORM_FIELDS = 16
 FIELD_BYTES = 4096             # a form field's value, at most
 # The OpenAPI description of the body upload_form reads (FastAPI describes only parameters it parses itself).
 IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
