@@ -59,14 +59,13 @@ class Settings(BaseSettings):
     # Listening to an image (/runs/{id}/listen and POST /api/v1/runs/{id}/predict). An upload is refused past
     # `predict_max_upload_bytes` (by its Content-Length, before it is read) or `predict_max_pixels` pixels
     # (from the image's header, before it is decoded); an account gets `predict_per_minute` predictions a
-    # minute and `predict_bytes_per_hour` uploaded bytes an hour (counted in `predict_limits_storage`, a
-    # `limits` storage URI). At most `predict_at_once` predictions run at a time, and `synthesis_at_once`
-    # syntheses (one per account, `synthesis_queue` waiting at most); a synthesised clip is `synthesis_seconds` long.
+    # minute and `predict_bytes_per_hour` uploaded bytes an hour. At most `predict_at_once` predictions run at
+    # a time, and `synthesis_at_once` syntheses (one per account, `synthesis_queue` unfinished at most); a
+    # synthesised clip is `synthesis_seconds` long. All are counted in the database, over every server process.
     predict_max_upload_bytes: int = 10 * 1024 * 1024
     predict_max_pixels: int = 40_000_000
     predict_per_minute: int = 30
     predict_bytes_per_hour: int = 200 * 1024 * 1024
-    predict_limits_storage: str = "memory://"
     predict_at_once: int = 2
     synthesis_at_once: int = 1
     synthesis_queue: int = 8

@@ -33,6 +33,10 @@ def test_upload_chart_heatmap_clip_and_synthesis(site, tmp_path):
         log_in(page, base, "ann")
         page.goto(f"{base}/listen")
         page.click(f"a[href='/runs/{run.run_id}/listen']")
+        # Picking a frame of the pool is a POST of the page's CSRF-checked form (a GET predicts nothing).
+        with page.expect_navigation():
+            page.click("#pool-form button.frame-pick")
+        assert page.locator("#heatmap").count() == 1 and page.inner_text("#result h2").startswith("frame ")
         page.set_input_files("input[name=image]", str(photo))
         page.click("#listen-form button[type=submit]")
         page.wait_for_load_state()

@@ -303,9 +303,12 @@ def test_a_50_mb_body_is_refused_before_it_is_read(app, run):
 
 
 def test_uploads_are_bounded_per_account(run):
-    app = create_app(Settings(database_url=run.url, data_roots=str(run.root), predict_per_minute=2,
-                              predict_bytes_per_hour=10**9))
-    token, other = make_token(app, "ann"), make_token(app, "boss")
+    from app_helpers import add_user
+    # The counts live in the database, over every app on it: accounts of their own, uncounted so far.
+    for name in ("counted", "other", "bytes"):
+        add_user(run.url, name)
+    app = create_app(Settings(database_url=run.url, data_roots=str(run.root), predict_per_minute=2, predict_bytes_per_hour=10**9))
+    token, other = make_token(app, "counted"), make_token(app, "other")
     with TestClient(app) as client:
         assert [_upload(client, run, _png(_photo()), **bearer(token)).status_code for _ in range(3)] == [200, 200, 429]
         refused = _upload(client, run, _png(_photo()), **bearer(token))
@@ -313,7 +316,7 @@ def test_uploads_are_bounded_per_account(run):
         assert _upload(client, run, _png(_photo()), **bearer(other)).status_code == 200     # another account
     app = create_app(Settings(database_url=run.url, data_roots=str(run.root),
                               predict_bytes_per_hour=len(_png(_photo())) + 10))
-    token = make_token(app, "ann")
+    token = make_token(app, "bytes")
     with TestClient(app) as client:
         assert [_upload(client, run, _png(_photo()), **bearer(token)).status_code for _ in range(2)] == [200, 429]
 
@@ -348,9 +351,9 @@ def test_page_shows_prediction_for_an_upload_and_a_pool_frame(app, run):
         assert refused.status_code == 422 and "x.png: the file is empty" in refused.text
         forged = client.post(f"/runs/{run.run_id}/listen", files={"image": ("street.png", _png(_photo()), "image/png")})
         assert forged.status_code == 403                 # no CSRF token
-        frame = client.get(f"/runs/{run.run_id}/listen?frame=3")
+        frame = client.post(f"/runs/{run.run_id}/listen", data={"frame": "3", "csrf_token": csrf})
         assert frame.status_code == 200 and "frame 3" in frame.text and 'id="heatmap"' in frame.text
-        assert client.get(f"/runs/{run.run_id}/listen?frame=999").status_code == 404
+        assert client.post(f"/runs/{run.run_id}/listen", data={"frame": "999", "csrf_token": csrf}).status_code == 404
 
 
 # --- Other runs, for what applies to them

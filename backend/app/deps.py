@@ -135,11 +135,13 @@ async def check_csrf(request: Request) -> None:
         return await run_in_threadpool(_check_token, request, token)
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(_FORM_TYPES):
-        try:
-            await request.body()     # kept, so that a JSON route can still read its body after this parse
-        except RuntimeError:         # "Stream consumed": the route's own form was parsed, and form() has it
-            pass
-        form = await request.form()
+        form = getattr(request.state, "form", None)     # an upload route's, parsed in memory (routes/listen.py)
+        if form is None:
+            try:
+                await request.body()     # kept, so that a JSON route can still read its body after this parse
+            except RuntimeError:         # "Stream consumed": the route's own form was parsed, and form() has it
+                pass
+            form = await request.form()
         given = form.get(CSRF_FIELD)
     if not csrf_matches(request.session.get("csrf"), given if isinstance(given, str) else None):
         raise HTTPException(403, "The form's security token is missing or stale: reload the page and try again.")

@@ -3,17 +3,18 @@
 clusters; uploads checked and bounded per account; the predicted sound synthesised in the background.
 
 Uploads are hostile until checked: the body is bounded by its Content-Length before it is read
-(backend/app/main.py BodyLimit), the file name may not carry path parts, the image's pixels are counted
-from its header before anything is decoded, and nothing is written to disk (the bytes stay in memory).
-Predictions run in worker threads, at most `predict_at_once` at a time, one at a time per network (its
-Grad-CAM hook is the network's own); syntheses in a small pool of their own, one per account.
+(backend/app/main.py BodyLimit) and parsed only once the session or token is known good, the file name may
+not carry path parts, the image's pixels are counted from its header before anything is decoded, and nothing
+is written to disk: the body and the image's bytes stay in memory (backend/app/routes/listen.py upload_form).
+Predictions run in worker threads, at most `predict_at_once` at a time over all the server's processes, one
+at a time per network (its Grad-CAM hook is the network's own); syntheses in threads of their own, one per
+account. The limits, the remembered predictions and the synthesis jobs live in the database
+(backend/app/listen_limits.py), so that they hold across uvicorn workers.
 """
 from __future__ import annotations
 
 import io
-import secrets
 import threading
-import time
 import wave
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,14 +25,13 @@ from typing import TYPE_CHECKING
 import anyio
 import numpy as np
 import plotly.graph_objects as go
-from limits import RateLimitItemPerHour, RateLimitItemPerMinute
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from backend.app.campaign import Visibility
 from backend.app.errors import TaskError
+from backend.app.listen_limits import (PredictionSlots, UploadGuard, finish, job_record, progress_writer,
+                                       queue_synthesis, remember_prediction, wait_to_run)
 from backend.app.media_files import dataset_file
 from backend.app.results import run_report
 from backend.config import Settings
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 CLIPS_PER_CLUSTER = 3
 CLUSTERS_WITH_CLIPS = 3
 POOL_FRAMES = 12              # frames of the pool offered to pick from
-PREDICTIONS_KEPT = 200        # predicted textures kept for the synthesise button, oldest forgotten first
-JOBS_KEPT = 100
 
 
 # --- Labels of the units
@@ -87,33 +85,6 @@ def database_unit_labels(url: str | None, run_dir: Path, layer: str) -> dict[int
 
 # --- Uploads
 
-class UploadGuard:
-    """Per-account bounds on predictions: requests a minute and uploaded bytes an hour (`limits`)."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.per_minute = RateLimitItemPerMinute(settings.predict_per_minute)
-        self.bytes_per_hour = RateLimitItemPerHour(settings.predict_bytes_per_hour)
-        self.limiter = MovingWindowRateLimiter(storage_from_string(settings.predict_limits_storage))
-
-    def _refuse(self, item, key: str, account: int, what: str) -> None:
-        reset = self.limiter.get_window_stats(item, key, str(account)).reset_time
-        wait = max(1, int(reset - time.time()) + 1)
-        raise TaskError(f"Too many {what}: try again in {wait} s.", 429, {"Retry-After": str(wait)})
-
-    def request(self, account: int) -> None:
-        """Count a prediction; 429 past `predict_per_minute`."""
-        if not self.limiter.hit(self.per_minute, "predict", str(account)):
-            self._refuse(self.per_minute, "predict", account,
-                         f"predictions (at most {self.settings.predict_per_minute} a minute)")
-
-    def upload(self, account: int, size: int) -> None:
-        """Count an upload's bytes; 429 past `predict_bytes_per_hour`."""
-        if not self.limiter.hit(self.bytes_per_hour, "upload", str(account), cost=max(1, size)):
-            self._refuse(self.bytes_per_hour, "upload", account,
-                         f"uploaded bytes (at most {self.settings.predict_bytes_per_hour // 2**20} MiB an hour)")
-
-
 def checked_file_name(name: str | None) -> str:
     """The upload's file name, for messages; 422 for one with path parts (browsers send the bare name)."""
     name = name or "upload"
@@ -142,21 +113,21 @@ class Listening:
     """One app's prediction and synthesis state (app.state.listening)."""
 
     settings: Settings
+    sessions: sessionmaker
     guard: UploadGuard
-    limiter: anyio.CapacityLimiter
+    slots: PredictionSlots                # over all processes
+    limiter: anyio.CapacityLimiter        # this process's threads waiting for or holding a slot
     networks: OrderedDict = field(default_factory=OrderedDict)      # (run_dir, model file mtime) -> LoadedNetwork
     networks_lock: threading.Lock = field(default_factory=threading.Lock)
-    predictions: OrderedDict = field(default_factory=OrderedDict)   # key -> (account, run id, texture)
-    jobs: OrderedDict = field(default_factory=OrderedDict)          # job id -> SynthesisJob
-    jobs_lock: threading.Lock = field(default_factory=threading.Lock)
     executor: ThreadPoolExecutor | None = None
     decoder: DecodeWorkers | None = None     # the images' decoding processes; the app's lifespan closes them
 
     @classmethod
-    def of(cls, settings: Settings) -> "Listening":
-        return cls(settings, UploadGuard(settings), anyio.CapacityLimiter(settings.predict_at_once),
-                   executor=ThreadPoolExecutor(max_workers=settings.synthesis_at_once,
-                                               thread_name_prefix="synthesis"),
+    def of(cls, settings: Settings, sessions: sessionmaker) -> "Listening":
+        # A thread for every job the queue admits: a queued job waits (and beats) in its own thread.
+        return cls(settings, sessions, UploadGuard(settings, sessions), PredictionSlots(settings, sessions),
+                   anyio.CapacityLimiter(settings.predict_at_once),
+                   executor=ThreadPoolExecutor(max_workers=settings.synthesis_queue, thread_name_prefix="synthesis"),
                    decoder=decode_workers(settings, settings.predict_at_once))
 
     def network(self, run: Run) -> LoadedNetwork:
@@ -191,12 +162,7 @@ class Listening:
     def remember(self, account: int, run_id: int, texture: np.ndarray | None) -> str | None:
         if texture is None:
             return None
-        key = secrets.token_urlsafe(12)
-        with self.jobs_lock:
-            self.predictions[key] = (account, run_id, texture)
-            while len(self.predictions) > PREDICTIONS_KEPT:
-                self.predictions.popitem(last=False)
-        return key
+        return remember_prediction(self.sessions, account, run_id, texture)
 
 
 def _file_stamp(path: Path) -> tuple:
@@ -304,21 +270,6 @@ def labels_figure(listened: Listened) -> go.Figure:
 
 # --- Synthesis in the background
 
-@dataclass
-class SynthesisJob:
-    id: str
-    account: int
-    state: str = "queued"           # queued, running, done, failed
-    done: int = 0
-    total: int = 0
-    wav: bytes | None = None
-    error: str | None = None
-
-    def record(self) -> dict:
-        return {"id": self.id, "state": self.state, "done": self.done, "total": self.total, "error": self.error,
-                "audio_url": f"/listen/synthesis/{self.id}/audio.wav" if self.state == "done" else None}
-
-
 def wav_bytes(waveform: np.ndarray, rate: int) -> bytes:
     """16-bit mono WAV in memory (nothing on disk); scaled down only where its peak would clip."""
     peak = float(np.abs(waveform).max(initial=0.0))
@@ -330,49 +281,23 @@ def wav_bytes(waveform: np.ndarray, rate: int) -> bytes:
     return out.getvalue()
 
 
-def start_synthesis(listening: Listening, account: int, prediction: str) -> SynthesisJob:
-    """Queue the synthesis of a prediction's texture; 404 for an unknown (or another account's) prediction,
-    429 while the account has one unfinished, 503 when the queue is full."""
-    with listening.jobs_lock:
-        remembered = listening.predictions.get(prediction)
-        if remembered is None or remembered[0] != account:
-            raise TaskError("That prediction is not known (any more): predict again, then synthesise.", 404)
-        unfinished = [job for job in listening.jobs.values() if job.state in ("queued", "running")]
-        if any(job.account == account for job in unfinished):
-            raise TaskError("You have a synthesis under way: wait for it to finish.", 429, {"Retry-After": "5"})
-        if len(unfinished) >= listening.settings.synthesis_queue:
-            raise TaskError("The server is synthesising for others: try again in a minute.", 503,
-                            {"Retry-After": "60"})
-        job = SynthesisJob(secrets.token_urlsafe(12), account)
-        listening.jobs[job.id] = job
-        while len(listening.jobs) > JOBS_KEPT:
-            oldest = next(iter(listening.jobs))
-            if listening.jobs[oldest].state in ("queued", "running"):
-                break
-            listening.jobs.pop(oldest)
-    texture = remembered[2]
-    listening.executor.submit(_synthesize, job, texture, listening.settings.synthesis_seconds)
-    return job
+def start_synthesis(listening: Listening, account: int, prediction: str) -> dict:
+    """Queue the synthesis of a prediction's texture in this process; its record (backend/app/listen_limits.py
+    queue_synthesis says what is refused)."""
+    job, texture = queue_synthesis(listening.settings, listening.sessions, account, prediction)
+    listening.executor.submit(_synthesize, listening, job.id, texture)
+    return job_record(job)
 
 
-def _synthesize(job: SynthesisJob, texture: np.ndarray, seconds: float) -> None:
-    job.state = "running"
-
-    def progress(done: int, total: int) -> None:
-        job.done, job.total = done, total
-
+def _synthesize(listening: Listening, job_id: str, texture: np.ndarray) -> None:
+    sessions = listening.sessions
     try:
+        if not wait_to_run(listening.settings, sessions, job_id):
+            return
         from model.synthesis import synthesize
 
-        waveform = synthesize(texture, seconds=seconds, seed=0, progress=progress)
-        job.wav = wav_bytes(np.asarray(waveform, np.float64), TEXTURE.sample_rate)
-        job.state = "done"
+        waveform = synthesize(texture, seconds=listening.settings.synthesis_seconds, seed=0,
+                              progress=progress_writer(sessions, job_id))
+        finish(sessions, job_id, state="done", wav=wav_bytes(np.asarray(waveform, np.float64), TEXTURE.sample_rate))
     except Exception as error:     # noqa: BLE001: the job says what went wrong; the server goes on
-        job.error, job.state = f"{type(error).__name__}: {error}", "failed"
-
-
-def synthesis_job(listening: Listening, account: int, job_id: str) -> SynthesisJob:
-    job = listening.jobs.get(job_id)
-    if job is None or job.account != account:
-        raise TaskError(f"There is no synthesis {job_id[:40]!r} of yours.", 404)
-    return job
+        finish(sessions, job_id, state="failed", error=f"{type(error).__name__}: {error}")

@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.login_guard = LoginGuard(settings)
-    app.state.listening = Listening.of(settings)
+    app.state.listening = Listening.of(settings, sessions)
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.state.templates.env.globals["url_for"] = _path_for
     app.state.templates.env.filters["counted"] = counted

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import (JSON, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, MetaData,
-                        String, Text, UniqueConstraint, func)
+from sqlalchemy import (JSON, BigInteger, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Text, UniqueConstraint, func)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from annotation.aggregate import ANSWERS, AUDIBLE
@@ -391,3 +391,58 @@ class Worker(Base):
     # The Ray cluster its ingest and units jobs run on (AMBIENT_RAY_ADDRESS), as last seen: model.cluster's
     # cluster_summary plus "address", or {"address", "error"}; None without a cluster.
     cluster: Mapped[dict | None] = mapped_column(JSON)
+
+
+# --- Added by listening (backend/app/listen_limits.py): what every server process shares about predictions.
+
+class UploadUsage(Base):
+    """One prediction an account asked for (kind "predict", amount 1) or one upload (kind "upload", amount its
+    bytes): the per-account limits sum these over a moving window, whichever server process counts."""
+
+    __tablename__ = "upload_usage"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    kind: Mapped[str] = mapped_column(String(10))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class PredictionSlot(Base):
+    """One of the `predict_at_once` predictions running now, on any server process; the slot of a process that
+    died is free again after ``expires_at``."""
+
+    __tablename__ = "prediction_slots"
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    holder: Mapped[str] = mapped_column(String(64))          # a random token of the request holding it
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ListenPrediction(Base):
+    """A prediction's sound texture, kept for its synthesise button (the click may reach another process)."""
+
+    __tablename__ = "listen_predictions"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    run_id: Mapped[int] = _parent("runs")
+    texture: Mapped[bytes] = mapped_column(LargeBinary)      # float64 (502,)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+SYNTHESIS_STATES = ("queued", "running", "done", "failed")
+
+
+class SynthesisJob(Base):
+    """A synthesis of a predicted sound: run by the process that accepted it, read by any. An unfinished job
+    whose ``updated_at`` (its heartbeat) is older than a minute lost its process and counts as failed."""
+
+    __tablename__ = "synthesis_jobs"
+    __table_args__ = (CheckConstraint(f"state IN {SYNTHESIS_STATES}", name="state"),)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator_id: Mapped[int] = _parent("annotators")
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    wav: Mapped[bytes | None] = mapped_column(LargeBinary)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

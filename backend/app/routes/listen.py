@@ -1,23 +1,39 @@
 """Listen to an image (every account): upload an image or pick a frame of the pool, see the sound the
 run predicts, its firing units and heatmap, hear the top clusters' clips and a synthesised sound; the
-same prediction as JSON at POST /api/v1/runs/{run_id}/predict (an API token works)."""
+same prediction as JSON at POST /api/v1/runs/{run_id}/predict (an API token works).
+
+Every prediction is a POST: a GET (which another site can make a browser send) shows the page and spends
+nothing. The upload routes take no File parameter, which FastAPI would parse before any dependency ran:
+the routers' login check comes first, then upload_form parses the body, in memory."""
 from __future__ import annotations
 
 import base64
+from contextlib import aclosing
 
 import anyio
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from backend.app.campaign import visibility
 from backend.app.deps import check_csrf, current_user, figure_html, get_db, render
 from backend.app.errors import TaskError
 from backend.app.listen import (Listened, Listening, checked_file_name, labels_figure, listen, pool_frame, pool_frames,
-                                start_synthesis, synthesis_job)
+                                start_synthesis)
+from backend.app.listen_limits import job_record, synthesis_audio, synthesis_job
 from backend.db.models import Annotator, Run
+
+# The CSRF token and `frame` are read (an upload's file is counted apart: one); a form may carry a few more, which
+# are ignored, so that a form without the right token is a 403 whatever else it holds.
+FORM_FIELDS = 16
+FIELD_BYTES = 4096             # a form field's value, at most
+# The OpenAPI description of the body upload_form reads (FastAPI describes only parameters it parses itself).
+IMAGE_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"], "properties": {"image": {"type": "string", "format": "binary"}}}}}}}
 
 pages = APIRouter(include_in_schema=False, dependencies=[Depends(current_user)])
 api = APIRouter(prefix="/api/v1", tags=["listen"], dependencies=[Depends(current_user)])
@@ -79,6 +95,37 @@ def _record(listened: Listened) -> dict:
             "clusters": listened.clusters, "prediction": listened.prediction}
 
 
+class _InMemoryParts(MultiPartParser):
+    """Starlette's multipart parser, keeping a file part in memory up to ``spool_max_size`` bytes (by default it
+    writes one over 1 MiB to a temporary file)."""
+
+    def __init__(self, *args, spool_max_size: int, **options):
+        super().__init__(*args, **options)
+        self.spool_max_size = spool_max_size
+
+
+async def upload_form(request: Request) -> FormData:
+    """The upload routes' form: one file and a few short fields, parsed only after the login check (the routers'
+    current_user runs before the routes' dependencies) and kept in memory; BodyLimit (backend/app/main.py) has
+    bounded the body before a byte of it is read. Left on request.state.form for check_csrf."""
+    settings = request.app.state.settings
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("multipart/form-data"):
+            async with aclosing(request.stream()) as stream:
+                form = await _InMemoryParts(request.headers, stream, max_files=1, max_fields=FORM_FIELDS,
+                                            max_part_size=FIELD_BYTES,
+                                            spool_max_size=settings.predict_max_upload_bytes + 2**20).parse()
+        elif content_type.startswith("application/x-www-form-urlencoded"):
+            form = await request.form(max_files=0, max_fields=FORM_FIELDS, max_part_size=FIELD_BYTES)
+        else:
+            raise TaskError("Send the image as a multipart/form-data body, in the field `image`.", 415)
+    except MultiPartException as error:
+        raise TaskError(f"The form cannot be read: {error.message}", 400) from None
+    request.state.form = form
+    return form
+
+
 async def _read_upload(request: Request, image: UploadFile) -> tuple[bytes, str]:
     """The upload's bytes (in memory: nothing is written to disk) and checked name, counted against the account."""
     name = checked_file_name(image.filename)
@@ -96,13 +143,13 @@ async def _predict(request: Request, user: Annotator, run_id: int, read) -> List
     """Count the request against the account, get the image (``read``: a coroutine function) and predict in a
     worker thread, a bounded number at a time: the event loop keeps answering everyone else."""
     listening = _listening(request)
-    listening.guard.request(user.id)
-    data, source = await read()
-    listening.guard.upload(user.id, len(data))
     user_id = user.id
+    await anyio.to_thread.run_sync(listening.guard.request, user_id)
+    data, source = await read()
+    await anyio.to_thread.run_sync(listening.guard.upload, user_id, len(data))
 
     def work() -> Listened:
-        with request.app.state.sessions() as db:
+        with listening.slots.held(), request.app.state.sessions() as db:
             account = db.get(Annotator, user_id)
             shown = visibility(db, account, request.app.state.settings.undo_minutes)
             return listen(listening, db, run_id, user_id, shown, data, source)
@@ -140,41 +187,56 @@ def listen_runs(request: Request, user: Annotator = Depends(current_user), db: S
 
 
 @pages.get("/runs/{run_id}/listen")
-async def listen_page(run_id: int, request: Request, frame: int | None = Query(None, ge=1, le=2**31),
-                      user: Annotator = Depends(current_user)):
-    """The page; with ?frame=ID, the prediction for that frame of the run's pool."""
-    listened = None if frame is None else await _predict(request, user, run_id, _pool_reader(request, run_id, frame))
-    return await anyio.to_thread.run_sync(_page, request, user, run_id, listened)
+async def listen_page(run_id: int, request: Request, user: Annotator = Depends(current_user)):
+    """The page: the upload form and the pool's frames to pick (a POST each; a GET predicts nothing)."""
+    return await anyio.to_thread.run_sync(_page, request, user, run_id, None)
 
 
-@pages.post("/runs/{run_id}/listen", dependencies=[Depends(check_csrf)])
-async def listen_upload(run_id: int, request: Request, image: UploadFile = File(...),
+def _pool_frame_id(value) -> int:
+    if not isinstance(value, str) or not value.isdigit() or not 1 <= int(value) <= 2**31:
+        raise TaskError(f"frame: {str(value)[:40]!r} is not a frame's id.", 422)
+    return int(value)
+
+
+@pages.post("/runs/{run_id}/listen", dependencies=[Depends(upload_form), Depends(check_csrf)])
+async def listen_upload(run_id: int, request: Request, form: FormData = Depends(upload_form),
                         user: Annotator = Depends(current_user)):
-    listened = await _predict(request, user, run_id, lambda: _read_upload(request, image))
+    """The prediction for an uploaded image (multipart field `image`) or a frame of the run's pool (field `frame`)."""
+    image = form.get("image")
+    if isinstance(image, UploadFile):
+        async def read() -> tuple[bytes, str]:
+            return await _read_upload(request, image)
+    elif "frame" in form:
+        read = _pool_reader(request, run_id, _pool_frame_id(form.get("frame")))
+    else:
+        raise TaskError("Send an image (field `image`) or pick a frame of the pool (field `frame`).", 422)
+    listened = await _predict(request, user, run_id, read)
     return await anyio.to_thread.run_sync(_page, request, user, run_id, listened)
 
 
-@api.post("/runs/{run_id}/predict", response_model=PredictionOut, dependencies=[Depends(check_csrf)])
-async def api_predict(run_id: int, request: Request, image: UploadFile = File(...),
+@api.post("/runs/{run_id}/predict", response_model=PredictionOut, openapi_extra=IMAGE_BODY,
+          dependencies=[Depends(upload_form), Depends(check_csrf)])
+async def api_predict(run_id: int, request: Request, form: FormData = Depends(upload_form),
                       user: Annotator = Depends(current_user)):
     """The run's prediction for an uploaded image (multipart field `image`)."""
+    image = form.get("image")
+    if not isinstance(image, UploadFile):
+        raise TaskError("Send the image as a file in the multipart field `image`.", 422)
     return _record(await _predict(request, user, run_id, lambda: _read_upload(request, image)))
 
 
 @pages.post("/listen/synthesis", dependencies=[Depends(check_csrf)])
 def synthesis_start(body: SynthesisIn, request: Request, user: Annotator = Depends(current_user)) -> dict:
     """Synthesise a prediction's sound in the background; poll GET /listen/synthesis/{id} for progress."""
-    return start_synthesis(_listening(request), user.id, body.prediction).record()
+    return start_synthesis(_listening(request), user.id, body.prediction)
 
 
 @pages.get("/listen/synthesis/{job_id}")
 def synthesis_progress(job_id: str, request: Request, user: Annotator = Depends(current_user)) -> dict:
-    return synthesis_job(_listening(request), user.id, job_id).record()
+    return job_record(synthesis_job(request.app.state.sessions, user.id, job_id))
 
 
 @pages.get("/listen/synthesis/{job_id}/audio.wav", response_class=Response)
-def synthesis_audio(job_id: str, request: Request, user: Annotator = Depends(current_user)) -> Response:
-    job = synthesis_job(_listening(request), user.id, job_id)
-    if job.wav is None:
-        raise TaskError(f"Synthesis {job_id[:40]} is {job.state}, not done.", 409)
-    return Response(job.wav, media_type="audio/wav", headers={"Cache-Control": "private, max-age=3600"})
+def synthesis_audio_file(job_id: str, request: Request, user: Annotator = Depends(current_user)) -> Response:
+    return Response(synthesis_audio(request.app.state.sessions, user.id, job_id), media_type="audio/wav",
+                    headers={"Cache-Control": "private, max-age=3600"})
