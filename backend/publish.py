@@ -1,6 +1,6 @@
 """``ambient publish RUN_DIR``: the one step that loads a run's files into the database.
 
-The pipeline (model/) writes only files; this reads them through model/run.py and model/dataset.py
+The pipeline (model/) writes only files; this reads them through model/network/run.py and model/data/dataset.py
 and writes the database in short transactions, so annotators keep submitting while a run is
 published (SQLite has one write lock):
 
@@ -36,14 +36,14 @@ from backend.data_roots import OutsideRoots, check_run_paths, data_roots
 from backend.db import store
 from backend.db.models import Category, Dataset
 from backend.db.session import session_factory
-from model import dataset as ds
-from model import pool as pl
-from model import run as rd
+from model.data import dataset as ds
+from model.data import pool as pl
+from model.network import run as rd
 from model.categories import Category as CategoryInfo
 from model.categories import load_categories
-from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
-from model.modelfiles import file_sha256
-from model.units import read_unit_views
+from model.sound.groups import BROWSABLE_KINDS, dataset_sound_groups
+from model.network.modelfiles import file_sha256
+from model.units.top_images import read_unit_views
 
 FRAMES_PER_TRANSACTION = 20_000
 
@@ -73,7 +73,7 @@ def units_digest(path: Path) -> str:
 def model_file_digests(run_dir: Path) -> dict[str, str]:
     """{resolved path: SHA-256} of each model file the run's network loads from (``network_files``; one that
     is not there is left out, and the server then says it cannot load the network)."""
-    from model.predict import network_files
+    from model.units.predict import network_files
 
     return {str(path.resolve()): file_sha256(path) for path in network_files(run_dir) if path.is_file()}
 
@@ -212,7 +212,7 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
 
 def _publish_analyses(sessions, run_dir: Path, layers: list[str]) -> None:
     """Emergence and ablation results, those of the first analysed layer that has any."""
-    from model.ablate import single_unit_links
+    from model.units.ablate import single_unit_links
 
     ablated = next((layer for layer in layers if rd.read_ablation(run_dir, layer) is not None), None)
     ablation = rd.read_ablation(run_dir, ablated) if ablated else None

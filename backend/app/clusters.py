@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.db.models import Frame, Run, SoundCluster, SoundClusterMember
-from model import audio, media
+from model.sound import texture as audio
+from model.data import media
 from model.settings import TEXTURE
 
 # Colours of the cochleagram image, low to high (close to matplotlib's "magma").

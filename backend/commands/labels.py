@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(LABELS.seed, "--seed", help="Random seed of the k-means initialisation."),
     ) -> None:
         """Compute sound labels from the training split and write DATA_DIR/labels/KIND.npz (GPU if present)."""
-        from model.labels import KINDS, make_labels
+        from model.sound.labels import KINDS, make_labels
 
         if kind not in KINDS:
             raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--kind")

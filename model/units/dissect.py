@@ -1,6 +1,6 @@
 """Automatic unit labels: from the demo world's ground truth (``ambient dissect RUN_DIR --truth``,
 ``dissect``) or from segmentation masks of any pool (``--masks MASKS_DIR --classes CLASSES.csv``,
-``dissect_masks``; the format is in model/segmentation.py).
+``dissect_masks``; the format is in model/units/segmentation.py).
 
 An image counts as containing a category when the unit's masked region (the paper's receptive-field
 circles) and the category's pixels overlap by at least ``overlap_fraction`` of the smaller of the two:
@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import dataset as ds
-from model import pool as pl
-from model.activations import LayerGeometry, receptive_field_masks
+from model.data import dataset as ds
+from model.data import pool as pl
+from model.units.activations import LayerGeometry, receptive_field_masks
 from model.categories import category_by_name
-from model.media import resize_center_crop
-from model.run import analysed_layers, dissection_file, dissection_scores_file, save_npz_atomic, units_file
-from model.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
+from model.data.media import resize_center_crop
+from model.network.run import analysed_layers, dissection_file, dissection_scores_file, save_npz_atomic, units_file
+from model.units.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
                                 read_label_map)
 from model.settings import UNITS, UnitSettings
-from model.units import _pool_crops, load_network
+from model.units.top_images import _pool_crops, load_network
 
 # Upsampled maps are handled this many (unit x pixel) values at a time: bounds memory at any image size.
 VALUES_PER_CHUNK = 1 << 24
@@ -347,7 +347,7 @@ def write_dissection(run_dir: Path, labels: Sequence[UnitLabel], layer: str) -> 
 
 
 def write_mask_scores(run_dir: Path, layer: str | None, scores: MaskScores) -> Path:
-    """Both scores of every unit and class (RUN_DIR/dissection_<layer>.npz, see model/run.py)."""
+    """Both scores of every unit and class (RUN_DIR/dissection_<layer>.npz, see model/network/run.py)."""
     path = dissection_scores_file(run_dir, layer)
     save_npz_atomic(path, classes=np.array([c.name for c in scores.classes]),
                     class_indices=np.array([c.index for c in scores.classes]),

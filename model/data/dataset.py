@@ -11,9 +11,9 @@ Layout of DATA_DIR (written by ``ambient ingest``)::
     textures.npy                      (N, 502) float32, row i = line i of manifest.jsonl
     spectrum.npy                      (N, 32) float32, same order
     ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames",
-                                       "warnings": [{"path", "warning"}]} (see model.ingest.report_table)
-    labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
-    shards/                           the frames as WebDataset tar shards for streaming training (model/shards.py)
+                                       "warnings": [{"path", "warning"}]} (see model.data.ingest.report_table)
+    labels/<kind>.npz                 written by ``ambient labels`` (model/sound/labels.py)
+    shards/                           the frames as WebDataset tar shards for streaming training (model/data/shards.py)
 
 A video directory is complete only when ``video.json`` exists: it is written last,
 atomically, so a killed ingest leaves nothing half-finished that looks done.
@@ -58,12 +58,12 @@ def is_dataset(path: str | Path) -> bool:
 
 
 def labels_file(data_dir: str | Path, kind: str) -> Path:
-    """Where ``ambient labels --kind KIND`` writes (model/labels.py)."""
+    """Where ``ambient labels --kind KIND`` writes (model/sound/labels.py)."""
     return Path(data_dir) / LABELS_DIR / f"{kind}.npz"
 
 
 def shards_dir(data_dir: str | Path) -> Path:
-    """Where ``ambient shards`` writes the frames as tar shards (model/shards.py)."""
+    """Where ``ambient shards`` writes the frames as tar shards (model/data/shards.py)."""
     return Path(data_dir) / SHARDS_DIR
 
 

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import pool as pl
-from model.dissect import detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer
-from model.activations import TopImages
-from model.run import FINAL_MODEL, kept_checkpoints, read_dissection, read_metrics, units_file
-from model.segmentation import SegmentationClass
+from model.data import pool as pl
+from model.units.dissect import detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer
+from model.units.activations import TopImages
+from model.network.run import FINAL_MODEL, kept_checkpoints, read_dissection, read_metrics, units_file
+from model.units.segmentation import SegmentationClass
 from model.settings import DETECTOR_PRECISION, UNITS, UnitSettings
-from model.units import load_network, pool_pass, video_index
+from model.units.top_images import load_network, pool_pass, video_index
 
 
 def step_summary(step: int, accuracy: float | None, labels: Sequence) -> dict:

@@ -4,7 +4,7 @@
 Entry points: ``load_predictor`` (RUN_DIR -> a ``Predictor``: our trained run, or a network that
 ``ambient units`` analysed there: torchvision, TorchScript, torch.export) and ``predict`` (frames in,
 ``Prediction``s out: pure, no files). ``decode_image`` turns untrusted bytes into an RGB image within
-bounds (model/decode.py, which also decodes in worker processes killed at a deadline), ``image_frame``
+bounds (model/data/decode.py, which also decodes in worker processes killed at a deadline), ``image_frame``
 into the network's frame as ingest makes it, ``heatmap_overlay`` the heatmap into a picture.
 
 What applies to which network:
@@ -36,12 +36,12 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from model import dataset as ds
-from model import run as rd
-# Untrusted image bytes are decoded in model/decode.py (light: its worker processes import no torch).
-from model.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
-from model.nethook import retain_layer
-from model.network import normalize_images
+from model.data import dataset as ds
+from model.network import run as rd
+# Untrusted image bytes are decoded in model/data/decode.py (light: its worker processes import no torch).
+from model.data.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
+from model.units.nethook import retain_layer
+from model.network.caffenet import normalize_images
 from model.settings import UNITS
 
 # Colours of the heatmap, low to high (close to matplotlib's "jet"): hand-written, a 5-stop ramp needs no library.
@@ -96,7 +96,7 @@ def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu",
     """The network of RUN_DIR with what it predicts: our trained run (its model.pt or checkpoint), else the
     network `ambient units` analysed there (conv5 first, else the first layer analysed). ``digests``
     ({resolved path: SHA-256}, recorded when the run was published): each model file read must have its
-    recorded digest (``model.modelfiles.model_bytes``).
+    recorded digest (``model.network.modelfiles.model_bytes``).
 
     Raises FileNotFoundError (naming what to run) or ValueError for a folder that holds neither, or a model
     file that could run code or has changed (``ModelFileRefused``)."""
@@ -118,7 +118,7 @@ def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu",
 
 
 def _sound_names(kind: str, count: int) -> list[str]:
-    # The names model/clusters.py gives the groups (and `ambient publish` stores): pages and CLI agree.
+    # The names model/sound/groups.py gives the groups (and `ambient publish` stores): pages and CLI agree.
     return [f"Cluster {i + 1}" if kind == "cluster" else f"Bit {i + 1}" for i in range(count)]
 
 
@@ -145,7 +145,7 @@ def _analysed_meta(run_dir: Path) -> dict:
 
 
 def _analysed_network(run_dir: Path, meta: dict, device, digests: Mapping[str, str] | None = None) -> Predictor:
-    from model.units import load_network     # measures the layer's geometry: only for networks not our own
+    from model.units.top_images import load_network     # measures the layer's geometry: only for networks not our own
 
     spec, weights = meta.get("model_spec"), meta.get("weights")
     network = load_network(run_dir, meta["layer"], spec, Path(weights) if weights else None, device,
@@ -200,7 +200,7 @@ def _add_textures(predictor: Predictor, run_dir: Path) -> None:
 
 def image_frame(image: Image.Image | np.ndarray, frame_size: int) -> torch.Tensor:
     """uint8 (3, frame_size, frame_size): the short side scaled to the frame size and centre-cropped, as
-    ingest does to video frames and `ambient units` to still images (model/pool.py)."""
+    ingest does to video frames and `ambient units` to still images (model/data/pool.py)."""
     return frame_tensor(frame_array(image, frame_size))
 
 

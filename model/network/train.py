@@ -6,11 +6,11 @@ global batch and only rank 0 evaluates and writes.
 
 Frames come from one of two sources. When the decoded frames fit ``TrainSettings.cache_bytes`` they are
 decoded once into memory (``FrameSource``) and each epoch is a seeded shuffle of the kept training rows.
-Otherwise training streams them from the dataset's tar shards (``model/shards.py``; rank 0 writes them
+Otherwise training streams them from the dataset's tar shards (``model/data/shards.py``; rank 0 writes them
 first if they are missing or stale): each rank reads its own shards of a seeded shard order through a
 seeded shuffle buffer, in memory that does not grow with the dataset. Either way the data order and
 each step's augmentation are functions of (seed, step, rank), so a resumed run replays exactly the
-batches an uninterrupted run would. RUN_DIR layout and the checkpoint format: ``model/run.py``.
+batches an uninterrupted run would. RUN_DIR layout and the checkpoint format: ``model/network/run.py``.
 """
 from __future__ import annotations
 
@@ -29,12 +29,12 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from model import dataset
-from model.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
-from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
-from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, kept_checkpoint_file, load_run,
+from model.data import dataset
+from model.data.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
+from model.network.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, kept_checkpoint_file, load_run,
                        save_atomic, write_run_json)
-from model.shards import ShardStream, check_shards, current_index, write_shards
+from model.data.shards import ShardStream, check_shards, current_index, write_shards
 from model.settings import FEW_STEPS, TrainSettings
 
 __all__ = ["train", "load_run", "planned_steps", "few_steps_warning", "kept_steps"]
@@ -137,7 +137,7 @@ def evaluate(model: CaffeNetBN, test_batches: Iterator[tuple[np.ndarray, torch.T
         else:
             correct += float((logits.argmax(1) == targets).sum())
         count += len(rows)
-    model.train(was_training)
+    model.network.train(was_training)
     return correct / count, loss_sum / count
 
 

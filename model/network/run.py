@@ -20,12 +20,12 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
                         maps (their activation maps), meta (JSON: pool, geometry, network), and their
                         masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit)
     dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding", "layer"}, ...];
-                        from masks also "netdissect_category", "netdissect_iou" (model/dissect.py)
+                        from masks also "netdissect_category", "netdissect_iou" (model/units/dissect.py)
     dissection_<layer>.npz  from masks: both scores of every unit and class: classes (names),
                         class_indices, class_sounds (characteristic sound flags), precision (units, classes),
                         iou (units, classes), top_with_masks (units,)
 
-Written by ``ambient ablate`` (model/ablate.py)::
+Written by ``ambient ablate`` (model/units/ablate.py)::
 
     ablation_<layer>.json  units switched off: layer, label_kind, test_frames, units_in_layer, random_repeats,
                         seed, world_truth, baseline {accuracy, per_label, true_probability}, ablations [{units,
@@ -34,7 +34,7 @@ Written by ``ambient ablate`` (model/ablate.py)::
                         own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
                         with --each-unit also single_units [{unit, accuracy, per_label}]
 
-Written by ``ambient probe`` (model/probe.py)::
+Written by ``ambient probe`` (model/units/probe.py)::
 
     probe_<dataset>.json  linear-probe results (Table 2): dataset, format, layers, tasks, networks
                           [{"name", "run_dir", "label_kind", "k", "trained", "results": {task: {layer: {"score", ...}}}}]
@@ -55,9 +55,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.dataset import atomic_file, write_json_atomic
-from model.modelfiles import model_source
-from model.network import CaffeNetBN, normalize_images
+from model.data.dataset import atomic_file, write_json_atomic
+from model.network.modelfiles import model_source
+from model.network.caffenet import CaffeNetBN, normalize_images
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -277,7 +277,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
              digests: Mapping[str, str] | None = None) -> tuple[CaffeNetBN, RunInfo]:
     """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint;
     ``checkpoint``: that file's weights, e.g. a kept one; ``digests``: the file must have its recorded
-    SHA-256, model/modelfiles.py)."""
+    SHA-256, model/network/modelfiles.py)."""
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint is not None else run_model_file(run_dir)
     if checkpoint is not None and not path.exists():

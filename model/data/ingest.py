@@ -1,4 +1,4 @@
-"""Ingest: videos -> 10 frames each, their 3.75 s clips, sound textures and spectra (see model/dataset.py).
+"""Ingest: videos -> 10 frames each, their 3.75 s clips, sound textures and spectra (see model/data/dataset.py).
 
 Each video is processed on its own into ``videos/<id>/`` (``video.json`` last = finished), so runs
 resume, shards can run on many machines, and ``merge`` joins whatever is finished into the manifest.
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model import dataset
-from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
-from model.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
+from model.data import dataset
+from model.sound.texture import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
+from model.data.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
                          stream_spans, write_audio_clip)
 from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
 
@@ -287,7 +287,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     With `shard=(i, n)` only videos whose sorted index is i mod n are processed and the manifest is
     not written (run with `merge=True` once all shards are done); the report then covers this shard
     only. Without a shard the finished set is merged at the end. `merge=True` only merges.
-    With `ray_address` the videos are ingested by tasks on that Ray cluster (model/cluster.py; out_dir
+    With `ray_address` the videos are ingested by tasks on that Ray cluster (model/engine.py; out_dir
     on storage every node sees): the same per-video function, so the same files, and the same merge.
     """
     out_dir = Path(out_dir)
@@ -295,7 +295,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
         return merge_videos(out_dir)
     videos_dir = Path(videos_dir)
     if ray_address is not None:
-        from model.cluster import on_cluster
+        from model.engine import on_cluster
 
         with on_cluster(ray_address):    # joined before anything is written: a dead address writes nothing
             return _ingest(videos_dir, out_dir, workers, shard, progress, settings, on_ray=True)
@@ -319,7 +319,7 @@ def _ingest(videos_dir: Path, out_dir: Path, workers: int | None, shard: tuple[i
                unit="video", disable=not progress)
     results = [(p, 0, reason, []) for p, reason in skipped_before.items()]
     if on_ray:
-        from model.cluster import map_on_cluster
+        from model.engine import map_on_cluster
 
         # Textures on the nodes' CPUs unless a GPU was asked for: a task then holds a share of one.
         gpus = 0.25 if settings.device == "cuda" else 0

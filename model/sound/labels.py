@@ -10,7 +10,7 @@ GPU when present. Written to ``DATA_DIR/labels/<kind>.npz``:
                       there are cluster labels, else every training frame), names (k,):
                       not a sound label but the control the paper compares with (a scene-trained network,
                       Places): each frame's scene from the generated world's truth, trained like clusters.
-    texton:           as cluster, k-means of visual texton histograms (model/texton.py) instead of sound:
+    texton:           as cluster, k-means of visual texton histograms (model/network/texton.py) instead of sound:
                       the paper's Texton-CNN control; also textons (512, F), histograms (N, 512)
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import audio, dataset
+from model.sound import texture as audio
+from model.data import dataset
 from model.device import resolve_device
 from model.settings import LABELS, LabelSettings
 
@@ -201,7 +202,7 @@ def make_labels(data_dir: str | Path, kind: str, k: int = LABELS.clusters,
         keep = np.load(clusters)["keep"] if clusters.exists() else train_mask
         return _save(data_dir, kind, dict(labels=scenes, keep=keep, k=len(names), names=np.array(names)))
     if kind == "texton":
-        from model.texton import texton_labels
+        from model.network.texton import texton_labels
 
         paths = [Path(data_dir) / r.image for r in records]
         return _save(data_dir, kind, texton_labels(paths, train_mask, k, settings, device or resolve_device(), progress))

@@ -10,7 +10,7 @@ measured on the test frames whose heard sources include the category against the
 With ``each_unit`` every unit is also switched off alone (``single_units``: the unit page's "sounds this
 unit helps predict").
 
-The layer's output is computed once per batch (model/nethook.py ``split_at``); each edit runs the head only.
+The layer's output is computed once per batch (model/units/nethook.py ``split_at``); each edit runs the head only.
 Entry points: ``measure_ablations`` (tensors in, results out) and ``ablate_run`` (a RUN_DIR's files).
 """
 from __future__ import annotations
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import dataset as ds
-from model import pool as pl
+from model.data import dataset as ds
+from model.data import pool as pl
 from model.categories import category_by_name
-from model.clusters import heard_reader
-from model.frames import load_targets
-from model.nethook import LayerSplit, ablation_mask, edited, split_at
-from model.run import dissection_file, load_run, read_dissection, read_run_json
+from model.sound.groups import heard_reader
+from model.data.frames import load_targets
+from model.units.nethook import LayerSplit, ablation_mask, edited, split_at
+from model.network.run import dissection_file, load_run, read_dissection, read_run_json
 from model.settings import ABLATION, DETECTOR_PRECISION, AblationSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]   # (layer inputs, targets, {category: heard})
