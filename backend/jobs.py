@@ -33,7 +33,6 @@ from backend.db.models import Job, Run, Worker
 from backend.pipeline import DEMO, Step, demo_folders, plan
 from model.data import dataset as ds
 from model.device import DEVICE_CHOICES
-from model.sound.labels import KINDS as LABEL_KINDS
 from model.data.ingest import VIDEO_SUFFIXES
 from model.network.run import RUN_JSON, read_metrics, read_run_json
 from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, WORLD_PRESETS
@@ -137,7 +136,7 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     if kind in ("labels", "train"):
         params["data_dir"] = checked_folder(fields, "data_dir", ds.MANIFEST, roots)
     if kind in ("demo", "labels", "train"):
-        params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, DEMO["label_kind"])
+        params["label_kind"] = _choice(fields, "label_kind", ds.LABEL_KINDS, DEMO["label_kind"])
         params["k"] = _integer(fields, "k", DEMO["k"] if kind != "train" else None)
     if kind in ("demo", "train"):
         params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])

@@ -35,7 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model.sound.texture import sound_texture, sound_textures, texture_scale  # noqa: E402
-from model.sound.labels import cluster_labels  # noqa: E402
+from model.kmeans import cluster_labels  # noqa: E402
 from model.data.media import probe, read_audio  # noqa: E402
 from model.settings import TEXTURE  # noqa: E402
 from model.sound.synthesis import STEPS, synthesize, texture_snr  # noqa: E402

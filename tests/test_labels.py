@@ -4,7 +4,8 @@ import pytest
 
 import model.sound.labels as labels
 from model.data import dataset
-from model.sound.labels import binary_codes, cluster_labels, make_labels
+from model.kmeans import cluster_labels
+from model.sound.labels import binary_codes, make_labels
 
 
 def _blobs(per_blob=40, k=4, dim=20, seed=0):

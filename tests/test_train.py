@@ -18,7 +18,8 @@ from backend.cli import app
 from model.data import dataset
 from model.data.frames import random_crop_flip
 from model.data.dataset import labels_file
-from model.sound.labels import binary_codes, cluster_labels
+from model.kmeans import cluster_labels
+from model.sound.labels import binary_codes
 from model.network.run import CHECKPOINT, load_run
 from model.settings import TRAIN_PRESETS
 from model.network.train import train

@@ -37,6 +37,8 @@ SPECTRUM = "spectrum.npy"
 REPORT = "ingest_report.json"
 LABELS_DIR = "labels"
 SHARDS_DIR = "shards"
+# The kinds of labels/<kind>.npz (model/sound/labels.py makes them; frames, training and the job forms read them).
+LABEL_KINDS = ("cluster", "binary", "spectrum", "scene", "texton")
 
 
 @dataclass

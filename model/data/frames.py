@@ -20,8 +20,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from tqdm import tqdm
 
 from model.data import dataset
-from model.data.dataset import labels_file
-from model.sound.labels import KINDS
+from model.data.dataset import LABEL_KINDS, labels_file
 from model.network.run import resize_frames
 
 DECODE_BATCH = 256
@@ -56,8 +55,8 @@ class LabelTargets:
 
 def load_targets(data_dir: str | Path, kind: str, splits: np.ndarray) -> LabelTargets:
     """The labels of ``kind`` for every manifest row; ``splits``: each row's split (``dataset.load_splits``)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(LABEL_KINDS)}")
     path = labels_file(data_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from model.data.frames import stream_frames
-from model.sound.labels import cluster_labels
+from model.kmeans import cluster_labels
 from model.settings import LABELS, TEXTON, LabelSettings, TextonSettings
 
 ASSIGN_ROWS = 65_536          # pixels per nearest-texton computation: bounds its (rows, textons) matrix
