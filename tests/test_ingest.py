@@ -13,8 +13,9 @@ from backend.cli import app
 from model.data import dataset
 from model.data import media
 from model.sound.texture import sound_textures
+from model.data.dataset import report_table
 from model.data.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, ingest_video,
-                          report_table, split_of, video_id)
+                               split_of, video_id)
 from model.data.media import read_audio, write_video
 
 RATE = 22_050

@@ -86,3 +86,11 @@ def test_model_never_imports_backend_even_inside_functions():
     offenders = [f"{module_name(path)}: {name}" for path in MODEL.rglob("*.py") for name in imported_names(path)
                  if name == "backend" or name.startswith("backend.")]
     assert offenders == []
+
+
+def test_the_web_app_starts_without_torch_or_scipy():
+    """Importing the app loads neither torch nor scipy (seconds on 2 cores); Listen loads torch on first use."""
+    code = ("import sys, backend.app.main\n"
+            "print(sorted(name for name in ('torch', 'scipy') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

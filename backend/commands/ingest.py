@@ -49,7 +49,8 @@ def register(app: typer.Typer) -> None:
 
         from model.sound.texture import resolve_device
         from model.engine import ClusterError
-        from model.data.ingest import ingest, report_table
+        from model.data.dataset import report_table
+        from model.data.ingest import ingest
         from model.settings import INGEST
 
         if merge:

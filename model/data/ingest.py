@@ -10,7 +10,6 @@ import hashlib
 import json
 import multiprocessing
 import re
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,12 +18,11 @@ import numpy as np
 from tqdm import tqdm
 
 from model.data import dataset
-from model.sound.texture import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
-from model.data.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
-                         stream_spans, write_audio_clip)
+from model.data.media import (VIDEO_SUFFIXES, MediaError, StreamSpans, probe, read_audio_clips, read_frames,
+                              resize_center_crop, stream_spans, write_audio_clip)
 from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
+from model.sound.texture import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
 VIDEO_RECORD = "video.json"
 SKIPPED_RECORD = "skipped.json"     # a video that could not be used, with its reason
 FEATURES = "features.npz"
@@ -261,22 +259,6 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
                            np.concatenate(spectrum) if spectrum else np.zeros((0, N_CHANNELS)))
     dataset.write_json_atomic(out_dir / dataset.REPORT, asdict(report))
     return report
-
-
-def reason_kind(text: str) -> str:
-    """What a skip reason or warning says without its particulars (numbers, error details, the
-    clauses after its first ";"), so that videos skipped for the same cause count together."""
-    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text.split(";")[0])   # "(0.50 s)", "(InvalidDataError: ...)"
-    return re.sub(r"\d+(\.\d+)?", "N", text)
-
-
-def report_table(report: IngestReport | dict) -> list[tuple[str, str, int]]:
-    """(kind "skipped" or "warning", reason, videos) rows, most frequent first: the end of an ingest."""
-    report = report if isinstance(report, dict) else asdict(report)
-    counts = Counter([("skipped", reason_kind(s["reason"])) for s in report["skipped"]]
-                     + [("warning", reason_kind(w["warning"])) for w in report.get("warnings", [])])
-    return [(kind, reason, count) for (kind, reason), count in
-            sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))]
 
 
 def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | None = None,

@@ -40,7 +40,8 @@ Written by ``ambient probe`` (model/units/probe.py)::
                           [{"name", "run_dir", "label_kind", "k", "trained", "results": {task: {layer: {"score", ...}}}}]
 
 This module owns every path in RUN_DIR and every reader of these files; ``ambient publish`` loads them
-into the database.
+into the database. It imports torch only where a checkpoint is read or written or images are resized: the
+web app reads run files without loading torch.
 
 State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compile wrapper), so
 ``CaffeNetBN(info.num_outputs, info.crop_size, info.fc_width).load_state_dict(...)`` always works.
@@ -51,13 +52,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from model.data.dataset import atomic_file, write_json_atomic
 from model.network.modelfiles import model_source
-from model.network.caffenet import CaffeNetBN, normalize_images
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.network.caffenet import CaffeNetBN
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -89,10 +94,14 @@ class RunInfo:
         return cls(**values)
 
     def build_model(self) -> CaffeNetBN:
+        from model.network.caffenet import CaffeNetBN
+
         return CaffeNetBN(self.num_outputs, input_size=self.crop_size, fc_width=self.fc_width)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) frames -> the network's normalised centre crops, as at test time."""
+        from model.network.caffenet import normalize_images
+
         return normalize_images(center_crop(resize_frames(images, self.frame_size), self.crop_size),
                                 self.mean, self.std)
 
@@ -101,6 +110,8 @@ def resize_frames(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size), antialiased; a no-op at the same size."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
+    import torch
+
     resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
                                               antialias=True, align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)
@@ -114,6 +125,8 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save so that a kill -9 leaves either the old file or the whole new one."""
+    import torch
+
     with atomic_file(path) as file:
         torch.save(obj, file)
 
@@ -284,6 +297,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
         raise FileNotFoundError(f"{path}: no such checkpoint")
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
+    import torch
+
     # A pickle may run code: tensors and plain types only.
     state = torch.load(model_source(path, digests), map_location="cpu", weights_only=True)
     info = RunInfo.from_dict(state["run"])
