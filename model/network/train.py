@@ -137,7 +137,7 @@ def evaluate(model: CaffeNetBN, test_batches: Iterator[tuple[np.ndarray, torch.T
         else:
             correct += float((logits.argmax(1) == targets).sum())
         count += len(rows)
-    model.network.train(was_training)
+    model.train(was_training)
     return correct / count, loss_sum / count
 
 
