@@ -94,3 +94,21 @@ def test_the_web_app_starts_without_torch_or_scipy():
             "print(sorted(name for name in ('torch', 'scipy') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_run_folder_is_read_without_torch(tmp_path):
+    """RunFolder hands out run.json, the analysed layers, units meta and dissection; torch only for the network."""
+    import json
+
+    import numpy as np
+
+    (tmp_path / "run.json").write_text(json.dumps({"data_dir": "/data", "label_kind": "cluster"}))
+    (tmp_path / "dissection.json").write_text(json.dumps([{"unit": 0, "category": "dog", "layer": "conv5"}]))
+    np.savez(tmp_path / "units_conv5.npz", meta=json.dumps({"layer": "conv5"}))
+    code = ("import sys\nfrom model.network.run import RunFolder\n"
+            f"run = RunFolder({str(tmp_path)!r})\n"
+            "print(run.data_dir, run.layers, run.units_meta('conv5'), run.dissection[0]['category'], "
+            "run.labels_file('cluster'), 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["/data", "['conv5']", "{'layer':", "'conv5'}", "dog", "/data/labels/cluster.npz",
+                                     "False"]

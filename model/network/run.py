@@ -51,12 +51,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from model.data.dataset import atomic_file, write_json_atomic
+from model.data.dataset import atomic_file, labels_file, write_json_atomic
 from model.network.modelfiles import model_source
 
 if TYPE_CHECKING:
@@ -305,3 +306,77 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
     model = info.build_model()
     model.load_state_dict(state["model"])
     return model.to(device).eval(), info
+
+
+class RunFolder:
+    """The one reader of a RUN_DIR: what training, ``ambient units``, ``ambient dissect`` and ``ambient ablate``
+    wrote there, each file read once and handed out (no torch until the network is asked for).
+
+    Predict, units, dissect, ablate and publish take a run's pieces from here rather than each deriving
+    them from the folder: its run.json (``info``), weights (``network``), labels and textures (through the
+    ``data_dir`` it was trained on), units files and their meta per layer, dissection, ablation, emergence.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir)
+        self._units_meta: dict[str, dict] = {}
+
+    @classmethod
+    def of(cls, run: RunFolder | str | Path) -> RunFolder:
+        """``run`` itself when it is a reader already (its files stay read once), else a reader of RUN_DIR ``run``."""
+        return run if isinstance(run, RunFolder) else cls(run)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @cached_property
+    def info(self) -> dict:
+        """run.json, or {} for a folder no training wrote (an analysis of another network)."""
+        return read_run_json(self.path)
+
+    @property
+    def data_dir(self) -> str | None:
+        """The DATA_DIR the run was trained on (run.json), None when it names none."""
+        return self.info.get("data_dir")
+
+    def labels_file(self, kind: str) -> Path | None:
+        """The ``kind`` labels of the run's DATA_DIR (their centroids or codes give its textures); None: no data_dir."""
+        return labels_file(self.data_dir, kind) if self.data_dir else None
+
+    @property
+    def model_file(self) -> Path | None:
+        """Our run's weights (final, else the latest checkpoint); None: not a trained run."""
+        return run_model_file(self.path)
+
+    def network(self, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
+                digests: Mapping[str, str] | None = None) -> tuple[CaffeNetBN, RunInfo]:
+        """Our trained network in eval mode (``load_run``)."""
+        return load_run(self.path, device, checkpoint, digests)
+
+    @property
+    def layers(self) -> list[str]:
+        """The layers ``ambient units`` has finished here."""
+        return analysed_layers(self.path)
+
+    def units_file(self, layer: str | None) -> Path:
+        return units_file(self.path, layer)
+
+    def units_meta(self, layer: str) -> dict:
+        """The meta of a layer's units file (pool, geometry, network), read once."""
+        if layer not in self._units_meta:
+            self._units_meta[layer] = read_units_meta(self.units_file(layer))
+        return self._units_meta[layer]
+
+    @cached_property
+    def dissection(self) -> list[dict] | None:
+        """dissection.json's automatic labels; None when ``ambient dissect`` has not written it."""
+        return read_dissection(self.path) if dissection_file(self.path).exists() else None
+
+    def ablation(self, layer: str) -> dict | None:
+        return read_ablation(self.path, layer)
+
+    def emergence(self) -> dict | None:
+        return read_emergence(self.path)
+
+    def last_metrics(self) -> dict:
+        return last_metrics(self.path)

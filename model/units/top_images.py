@@ -32,7 +32,7 @@ from model.units.activations import (LayerGeometry, RunningQuantile, RunningTopK
 from model.network.modelfiles import check_export_archive, model_bytes, model_source
 from model.units.nethook import run_until
 from model.network.caffenet import IMAGE_MEAN, IMAGE_STD, normalize_images
-from model.network.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
+from model.network.run import RunFolder, center_crop, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
 
 UNITS_PER_MASK_BATCH = 8
@@ -68,7 +68,7 @@ class Network:
             return self.forward_map(x).float()
 
 
-def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
+def load_network(run: RunFolder | str | Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
                  device: str | torch.device = "cpu", checkpoint: Path | None = None,
                  digests: Mapping[str, str] | None = None) -> Network:
     """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
@@ -78,10 +78,11 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
 
     Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
     the modules' arithmetic, a model file that could run code or has changed: ModelFileRefused) or
-    FileNotFoundError with a message naming the input.
+    FileNotFoundError with a message naming the input. ``run``: RUN_DIR or its reader.
     """
+    run = RunFolder.of(run)
     if model_spec is None:
-        model, info = load_run(run_dir, device, checkpoint, digests)
+        model, info = run.network(device, checkpoint, digests)
         network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                           info.mean, info.std)
     elif model_spec.startswith("torchvision:"):
@@ -115,7 +116,7 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
                           spec=f"export:{path.resolve()}")
     else:
         raise ValueError(f"{model_spec}: use torchvision:<name>, torchscript:<file> or export:<file>")
-    network.geometry = _network_geometry(network, run_dir, device)
+    network.geometry = _network_geometry(network, run.path, device)
     return network
 
 
