@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from model.units.activations import (LayerGeometry, RunningTopK, darken_outside, layer_geometry,
-                               receptive_field_masks)
+                                     receptive_field_masks)
 from model.network.caffenet import CaffeNetBN
 
 

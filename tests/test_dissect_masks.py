@@ -19,7 +19,7 @@ from model.units.dissect import MaskScores, dissect_masks, label_units
 from model.data.pool import still_image_records
 from model.network.run import dissection_scores_file, units_file
 from model.units.segmentation import (IGNORED, IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
-                                read_label_map)
+                                      read_label_map)
 from model.settings import UNITS
 from model.units.top_images import extract_units
 from dataclasses import replace

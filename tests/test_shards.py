@@ -21,7 +21,7 @@ from model.data import dataset
 from model.data.frames import FrameSource, decode_frames
 from model.network.run import CHECKPOINT, load_run
 from model.data.shards import (INDEX, MAX_MEMBER_BYTES, ShardStream, check_shards, current_index, frame_key, load_index,
-                          read_shard, write_shards)
+                               read_shard, write_shards)
 from model.network.train import train
 from test_train import TINY, make_dataset
 

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from model.device import resolve_device
         from model.data.media import MediaError
         from model.units.predict import (BadImage, heatmap_overlay, load_predictor, png_bytes, predict as predict_images,
-                                   prediction_record)
+                                         prediction_record)
 
         try:
             predictor = load_predictor(run_dir, resolve_device(device))

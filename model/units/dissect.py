@@ -37,7 +37,7 @@ from model.categories import category_by_name
 from model.data.media import resize_center_crop
 from model.network.run import RunFolder, dissection_file, dissection_scores_file, save_npz_atomic, units_file
 from model.units.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
-                                read_label_map)
+                                      read_label_map)
 from model.settings import UNITS, UnitSettings
 from model.units.top_images import _pool_crops, load_network
 

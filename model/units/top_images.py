@@ -28,7 +28,7 @@ from tqdm import tqdm
 from model.data import dataset as ds
 from model.data import pool as pl
 from model.units.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
-                               darken_outside, layer_geometry, receptive_field_masks)
+                                     darken_outside, layer_geometry, receptive_field_masks)
 from model.network.modelfiles import check_export_archive, model_bytes, model_source
 from model.units.nethook import run_until
 from model.network.caffenet import IMAGE_MEAN, IMAGE_STD, normalize_images
