@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     synthesis_at_once: int = 1
     synthesis_queue: int = 8
     synthesis_seconds: float = 3.75
-    # Images are decoded in `predict_at_once` worker processes (model/decode.py): one that takes longer than
+    # Images are decoded in `predict_at_once` worker processes (model/data/decode.py): one that takes longer than
     # `predict_decode_seconds` is killed (422) and a new one started; a decode may use `predict_decode_memory_bytes`
     # (refused from the header when it would need more; the worker's address space is capped too). A JPEG of
     # more than `predict_max_jpeg_scans` scans (fewer for a large one; encoders write about 10) is refused

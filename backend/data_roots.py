@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import dataset as ds
-from model import run as rd
+from model.data import dataset as ds
+from model.network import run as rd
 
 # The units file's network specs whose part after the colon is a file (torchvision:<name> is a name).
 FILE_SPECS = ("torchscript:", "export:")
@@ -61,7 +61,7 @@ def check_folder(folder: str | Path, roots: list[Path], what: str) -> None:
 
 
 def link_message(leaving: tuple[Path, str], roots: list[Path]) -> str:
-    """What ``model.dataset.link_outside`` found, and what to do about it."""
+    """What ``model.data.dataset.link_outside`` found, and what to do about it."""
     path, what = leaving
     if "hard link" in what:     # its other names could be anywhere: no root makes it safe
         return (f"{path} is {what}, whose other names may lie outside the data roots ({roots_text(roots)}); "

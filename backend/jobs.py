@@ -31,18 +31,17 @@ from backend.config import JOBS, JobSettings, Settings
 from backend.data_roots import OutsideRoots, check_dataset_paths, check_run_paths, link_message, roots_env
 from backend.db.models import Job, Run, Worker
 from backend.pipeline import DEMO, Step, demo_folders, plan
-from model import dataset as ds
+from model.data import dataset as ds
 from model.device import DEVICE_CHOICES
-from model.labels import KINDS as LABEL_KINDS
-from model.ingest import VIDEO_SUFFIXES
-from model.run import RUN_JSON, read_metrics, read_run_json
+from model.data.media import VIDEO_SUFFIXES
+from model.network.run import RUN_JSON, read_metrics, read_run_json
 from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
 
 HOST = socket.gethostname()
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
-# A training step's bars (model/frames.py, model/train.py): the frames decoded first, then the steps.
+# A training step's bars (model/data/frames.py, model/network/train.py): the frames decoded first, then the steps.
 _DECODING_PERCENT = re.compile(r"decoding frames:\s*(\d{1,3})%\|")
 _TRAINING_PERCENT = re.compile(r"training \([^)]*\):\s*(\d{1,3})%\|")
 DECODING_SHARE = 0.1        # of a training step's progress: decoding its frames, before the first step
@@ -137,7 +136,7 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
     if kind in ("labels", "train"):
         params["data_dir"] = checked_folder(fields, "data_dir", ds.MANIFEST, roots)
     if kind in ("demo", "labels", "train"):
-        params["label_kind"] = _choice(fields, "label_kind", LABEL_KINDS, DEMO["label_kind"])
+        params["label_kind"] = _choice(fields, "label_kind", ds.LABEL_KINDS, DEMO["label_kind"])
         params["k"] = _integer(fields, "k", DEMO["k"] if kind != "train" else None)
     if kind in ("demo", "train"):
         params["preset"] = _choice(fields, "preset", TRAIN_PRESETS, DEMO["preset"])
@@ -248,7 +247,7 @@ def training_warning(params: dict) -> str | None:
     """The few-steps warning `ambient train` would print for a train job's params (None: enough data)."""
     from dataclasses import replace
 
-    from model.train import few_steps_warning, planned_steps
+    from model.network.train import few_steps_warning, planned_steps
 
     settings = TRAIN_PRESETS[params["preset"]]
     if params.get("epochs"):
@@ -383,7 +382,7 @@ class ClusterView:
             return self._state
         import ray
 
-        from model.cluster import cluster_summary, connect
+        from model.engine import cluster_summary, connect
 
         try:
             connect(self.address, timeout_s=self.settings.cluster_connect_seconds)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import dataset as ds
-from model.run import CHECKPOINT, FINAL_MODEL, KEPT_CHECKPOINTS
+from model.data import dataset as ds
+from model.network.run import CHECKPOINT, FINAL_MODEL, KEPT_CHECKPOINTS
 from model.settings import LABELS, PROBE, TRAIN_PRESETS
 
 # The demo experiment (README "The two commands"): the same on the command line and from the admin page.

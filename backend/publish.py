@@ -1,6 +1,6 @@
 """``ambient publish RUN_DIR``: the one step that loads a run's files into the database.
 
-The pipeline (model/) writes only files; this reads them through model/run.py and model/dataset.py
+The pipeline (model/) writes only files; this reads them through model/network/run.py and model/data/dataset.py
 and writes the database in short transactions, so annotators keep submitting while a run is
 published (SQLite has one write lock):
 
@@ -36,14 +36,14 @@ from backend.data_roots import OutsideRoots, check_run_paths, data_roots
 from backend.db import store
 from backend.db.models import Category, Dataset
 from backend.db.session import session_factory
-from model import dataset as ds
-from model import pool as pl
-from model import run as rd
+from model.data import dataset as ds
+from model.data import pool as pl
+from model.network import run as rd
 from model.categories import Category as CategoryInfo
 from model.categories import load_categories
-from model.clusters import BROWSABLE_KINDS, dataset_sound_groups
-from model.modelfiles import file_sha256
-from model.units import read_unit_views
+from model.sound.groups import BROWSABLE_KINDS, dataset_sound_groups
+from model.network.modelfiles import file_sha256
+from model.units.top_images import read_unit_views
 
 FRAMES_PER_TRANSACTION = 20_000
 
@@ -70,10 +70,10 @@ def units_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_file_digests(run_dir: Path) -> dict[str, str]:
+def model_file_digests(run_dir: Path | rd.RunFolder) -> dict[str, str]:
     """{resolved path: SHA-256} of each model file the run's network loads from (``network_files``; one that
     is not there is left out, and the server then says it cannot load the network)."""
-    from model.predict import network_files
+    from model.units.predict import network_files
 
     return {str(path.resolve()): file_sha256(path) for path in network_files(run_dir) if path.is_file()}
 
@@ -140,11 +140,12 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
         check_run_paths(run_dir, data_roots() if roots is None else roots)
     except OutsideRoots as error:
         raise PublishError(str(error)) from None
-    layers = rd.analysed_layers(run_dir)
+    folder = rd.RunFolder(run_dir)
+    layers = folder.layers
     if not layers:
         raise PublishError(f"{run_dir}: no units to publish; run `ambient units {run_dir} --pool DATA_DIR` first")
     sessions = session_factory(engine)
-    metas = {layer: rd.read_units_meta(rd.units_file(run_dir, layer)) for layer in layers}
+    metas = {layer: folder.units_meta(layer) for layer in layers}
     pool_dir = Path(metas[layers[0]]["data_dir"])
     if any(Path(meta["data_dir"]) != pool_dir for meta in metas.values()):
         raise PublishError(f"{run_dir}: its layers were analysed on different pools; publish one pool per run folder")
@@ -160,16 +161,16 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     progress(f"frames of {pool_dir}")
     pool_id = _register_frames(sessions, pool_dir)
     first = metas[layers[0]]
-    model_files = model_file_digests(run_dir)       # hashed before the transaction: it only writes
+    model_files = model_file_digests(folder)       # hashed before the transaction: it only writes
     with sessions.begin() as session:
-        run = store.upsert_run(session, run_dir, first["kind"], first.get("labels_kind"), rd.last_metrics(run_dir),
+        run = store.upsert_run(session, run_dir, first["kind"], first.get("labels_kind"), folder.last_metrics(),
                                session.get(Dataset, pool_id),
-                               name=run_name(run_dir, first["kind"], rd.read_run_json(run_dir), datetime.now()))
+                               name=run_name(run_dir, first["kind"], folder.info, datetime.now()))
         store.record_model_files(session, run, model_files)
         summary = PublishSummary(run.id)
 
     for layer in layers:
-        path = rd.units_file(run_dir, layer)
+        path = folder.units_file(layer)
         digest = units_digest(path)
         with sessions() as session:
             run = store.find_run(session, run_dir)
@@ -191,7 +192,7 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
         summary.layers[layer] = "published"
 
     for layer in layers:    # the unit pages' histograms and samples: nobody annotates them, so always replaced
-        views = read_unit_views(rd.units_file(run_dir, layer))
+        views = read_unit_views(folder.units_file(layer))
         if views is None:
             summary.notes.append(f"layer {layer}: no activation histograms or lower-quantile samples in its units "
                                  f"file (made before they were saved); run `ambient units` again to add them")
@@ -203,36 +204,35 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
                                      [store.UnitSampleRecord(*sample) for sample in view.samples])
                 for unit, view in enumerate(views)])
 
-    summary.auto_labels = _publish_auto_labels(sessions, run_dir, layers)
-    summary.sound_groups = _publish_sound_groups(sessions, run_dir, first.get("labels_kind"), pool_dir, pool_id,
+    summary.auto_labels = _publish_auto_labels(sessions, folder, layers)
+    summary.sound_groups = _publish_sound_groups(sessions, folder, first.get("labels_kind"), pool_dir, pool_id,
                                                  summary, progress)
-    _publish_analyses(sessions, run_dir, layers)
+    _publish_analyses(sessions, folder, layers)
     return summary
 
 
-def _publish_analyses(sessions, run_dir: Path, layers: list[str]) -> None:
+def _publish_analyses(sessions, folder: rd.RunFolder, layers: list[str]) -> None:
     """Emergence and ablation results, those of the first analysed layer that has any."""
-    from model.ablate import single_unit_links
+    from model.units.ablate import single_unit_links
 
-    ablated = next((layer for layer in layers if rd.read_ablation(run_dir, layer) is not None), None)
-    ablation = rd.read_ablation(run_dir, ablated) if ablated else None
+    ablated = next((layer for layer in layers if folder.ablation(layer) is not None), None)
+    ablation = folder.ablation(ablated) if ablated else None
     helps, depends = single_unit_links(ablation) if ablation else ({}, {})
     with sessions.begin() as session:
-        run = store.find_run(session, run_dir)
-        store.write_run_analyses(session, run, rd.read_emergence(run_dir), ablation)
+        run = store.find_run(session, folder.path)
+        store.write_run_analyses(session, run, folder.emergence(), ablation)
         store.write_ablation_links(session, run, store.find_layer(session, run, ablated) if ablated else None,
                                    helps, depends)
 
 
-def _publish_auto_labels(sessions, run_dir: Path, layers: list[str]) -> int | None:
-    path = rd.dissection_file(run_dir)
-    if not path.exists():
+def _publish_auto_labels(sessions, folder: rd.RunFolder, layers: list[str]) -> int | None:
+    labels = folder.dissection
+    if labels is None:
         return None
-    labels = rd.read_dissection(run_dir)
     layer = labels[0].get("layer", layers[0]) if labels else layers[0]
     if layer not in layers:
         return None
-    scores = rd.dissection_scores_file(run_dir, layer)
+    scores = rd.dissection_scores_file(folder.path, layer)
     mask_classes = []
     if scores.exists():
         with np.load(scores) as data:
@@ -240,17 +240,17 @@ def _publish_auto_labels(sessions, run_dir: Path, layers: list[str]) -> int | No
                             for name, sound in zip(data["classes"].tolist(), data["class_sounds"].tolist())]
     with sessions.begin() as session:
         store.seed_categories(session, mask_classes)
-        return store.write_auto_labels(session, run_dir, layer, [
+        return store.write_auto_labels(session, folder.path, layer, [
             store.AutoLabel(row["unit"], row["category"], row["precision"], row["iou"],
                             row.get("netdissect_category"), row.get("netdissect_iou")) for row in labels])
 
 
-def _publish_sound_groups(sessions, run_dir: Path, labels_kind: str | None, pool_dir: Path, pool_id: int,
+def _publish_sound_groups(sessions, folder: rd.RunFolder, labels_kind: str | None, pool_dir: Path, pool_id: int,
                           summary: PublishSummary, progress) -> int | None:
     """The clusters of the labels the run was trained on (from its training set, which may not be the pool)."""
     if labels_kind not in BROWSABLE_KINDS:
         return None
-    data_dir = Path(rd.read_run_json(run_dir).get("data_dir") or pool_dir)
+    data_dir = Path(folder.data_dir or pool_dir)
     try:
         groups = dataset_sound_groups(data_dir, labels_kind)
     except (FileNotFoundError, ValueError) as error:
@@ -259,7 +259,7 @@ def _publish_sound_groups(sessions, run_dir: Path, labels_kind: str | None, pool
     dataset_id = pool_id if data_dir.resolve() == pool_dir.resolve() else _register_frames(sessions, data_dir)
     progress(f"{len(groups)} sound groups of {data_dir}")
     with sessions.begin() as session:
-        return store.replace_sound_clusters(session, store.find_run(session, run_dir),
+        return store.replace_sound_clusters(session, store.find_run(session, folder.path),
                                             session.get(Dataset, dataset_id), groups)
 
 

@@ -62,7 +62,7 @@ def make_pool(root: Path, count: int) -> tuple[Path, Path, Path]:
 def make_run(run_dir: Path) -> None:
     import torch
 
-    from model.run import FINAL_MODEL, RunInfo
+    from model.network.run import FINAL_MODEL, RunInfo
     from model.settings import TRAIN_PRESETS
 
     preset = TRAIN_PRESETS["tiny"]
@@ -75,9 +75,9 @@ def make_run(run_dir: Path) -> None:
 
 def child(root: Path, count: int, stage: str) -> dict:
     """One stage ("units" or "dissect") over the first ``count`` images (a pool folder of its own)."""
-    from model.dissect import dissect_masks
+    from model.units.dissect import dissect_masks
     from model.settings import UNITS
-    from model.units import extract_units
+    from model.units.top_images import extract_units
 
     imported_mb = _peak_mb()          # torch, torchvision and the pipeline, before any work
     pool = root / f"pool_{count}"
@@ -157,7 +157,7 @@ torchvision and the pipeline alone takes {median['imported_mb']:.0f} MB.
 For {args.images / args.small:.0f}x the images, `ambient dissect --masks` peaks at {large['dissect_peak_mb'] / median['dissect_peak_mb']:.2f}x
 the memory: its state is the quantile thresholds, the IoU tally (256 x classes sums) and the precision
 counts, whatever the pool; the quantile sketch during `ambient units` is a fixed 256 x {_buckets()} int64
-counts (relative error 0.5% on the threshold value, `model.activations.RunningQuantile`). `ambient units`
+counts (relative error 0.5% on the threshold value, `model.units.activations.RunningQuantile`). `ambient units`
 peaks at {large['units_peak_mb'] / median['units_peak_mb']:.2f}x: it keeps the decoded crop of every distinct top image to mask
 (at most 256 units x 60 = 15,360 crops, so this stops growing once the pool is larger), as it did before
 still-image pools. {large['netdissect_labelled']} of 256 random units have a Network Dissection label
@@ -173,7 +173,7 @@ for this measurement.
 
 
 def _buckets() -> int:
-    from model.activations import RunningQuantile
+    from model.units.activations import RunningQuantile
     from model.settings import UNITS
     return RunningQuantile(1 - UNITS.top_quantile, UNITS.quantile_error).buckets
 

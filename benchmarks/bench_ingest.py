@@ -16,8 +16,8 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.ingest import ingest, ingest_video  # noqa: E402
-from model.media import write_video  # noqa: E402
+from model.data.ingest import ingest, ingest_video  # noqa: E402
+from model.data.media import write_video  # noqa: E402
 from model.settings import MEDIA_LIMITS  # noqa: E402
 from report import write_section
 
@@ -84,7 +84,7 @@ def long_video(load: float) -> None:
     print(f"long video: 10 s {short:.2f} s, 10 min {long:.2f} s, ratio {long / short:.2f} "
           f"(runs {seconds}; generating took {generated:.0f} s)")
     write_section("Ingest (long videos)", f"""\
-`benchmarks/bench_ingest.py`: `model.ingest.ingest_video` (one process: probe, stream spans, 10 clips,
+`benchmarks/bench_ingest.py`: `model.data.ingest.ingest_video` (one process: probe, stream spans, 10 clips,
 10 frames, textures, JPEGs and mp3 clips) on one generated 1280x720 H.264 (30 fps, keyframe every 250
 frames) + AAC 22.05 kHz video of 10 minutes ({sizes["long.mp4"]:.0f} MiB) and one of 10 seconds
 ({sizes["short.mp4"]:.1f} MiB), 10 frames each, alternating, median of {LONG_REPEATS}.

@@ -26,8 +26,8 @@ from report import write_section  # noqa: E402
 from backend.db import store  # noqa: E402
 from backend.db.models import Annotation, Annotator, Category, Dataset, ImageMark, Run, Unit, UnitImage  # noqa: E402
 from backend.db.session import session_factory, upgrade_db  # noqa: E402
-from model.audio import TEXTURE_DIM  # noqa: E402
-from model.clusters import SoundGroup  # noqa: E402
+from model.sound.texture import TEXTURE_DIM  # noqa: E402
+from model.sound.groups import SoundGroup  # noqa: E402
 
 UNITS, IMAGES, CLUSTERS, REQUESTS = 256, 60, 30, 10
 PAGES = ("/runs/1/units", "/runs/1/units?offset=200", "/runs/1/units?sort=precision&min_agreement=",

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import dataset as ds  # noqa: E402
-from model import predict as pr  # noqa: E402
-from model.network import IMAGE_MEAN, IMAGE_STD  # noqa: E402
-from model.run import FINAL_MODEL, RunInfo, write_run_json  # noqa: E402
+from model.data import dataset as ds  # noqa: E402
+from model.units import predict as pr  # noqa: E402
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD  # noqa: E402
+from model.network.run import FINAL_MODEL, RunInfo, write_run_json  # noqa: E402
 from report import write_section  # noqa: E402
 
 IMAGES, WARMUP, THREADS, K = 30, 3, 2, 30
@@ -78,7 +78,7 @@ def main() -> None:
     write_section("Hear an image: prediction with heatmap", f"""\
 `benchmarks/bench_predict.py`: per image on the CPU with {THREADS} torch threads: decode a 640x480 JPEG,
 scale and crop it, the full-size CaffeNet (227 crops, fc 4096, {K} clusters) forward and back to conv5
-(Grad-CAM), the firing units, the heatmap coloured over the crop and encoded as PNG (`model/predict.py`).
+(Grad-CAM), the firing units, the heatmap coloured over the crop and encoded as PNG (`model/units/predict.py`).
 {IMAGES} images after {WARMUP} warm-up ones. Goal: < 0.3 s per image on 2 cores. CPU time is both
 threads' together, which other work on the machine inflates far less than the wall time: on 2 idle cores the wall time would be
 between half of it (both threads busy throughout) and all of it.

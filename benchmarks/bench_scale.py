@@ -65,8 +65,8 @@ def _paper_run(run_dir: Path) -> None:
     """A run folder holding a paper-size CaffeNet-BN (random weights: speed does not depend on them)."""
     import torch
 
-    from model.network import IMAGE_MEAN, IMAGE_STD
-    from model.run import FINAL_MODEL, RunInfo
+    from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+    from model.network.run import FINAL_MODEL, RunInfo
     from model.settings import TRAIN_PRESETS
 
     paper = TRAIN_PRESETS["paper"]
@@ -78,7 +78,7 @@ def _paper_run(run_dir: Path) -> None:
 
 def _repeat_pool(data_dir: Path, out: Path, frames: int) -> None:
     """A dataset of ``frames`` manifest rows that reuse ``data_dir``'s frame files in turn."""
-    from model import dataset as ds
+    from model.data import dataset as ds
 
     records = ds.load_manifest(data_dir)
     rows = [replace(records[i % len(records)], frame_id=i) for i in range(frames)]
@@ -90,8 +90,8 @@ def _repeat_pool(data_dir: Path, out: Path, frames: int) -> None:
 
 def _warm() -> None:
     """A task that imports what the stages' tasks import: fresh Ray workers pay it once, not per stage."""
-    import model.ingest  # noqa: F401
-    import model.units  # noqa: F401
+    import model.data.ingest  # noqa: F401
+    import model.units.top_images  # noqa: F401
 
 
 def _cluster(nodes: int):
@@ -102,7 +102,7 @@ def _cluster(nodes: int):
     for _ in range(nodes):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
-    from model.cluster import map_on_cluster, on_cluster
+    from model.engine import map_on_cluster, on_cluster
 
     with on_cluster(cluster.address):
         for _ in map_on_cluster(_warm, [()] * (2 * nodes)):
@@ -113,11 +113,11 @@ def _cluster(nodes: int):
 def throughput(videos: int, pool_frames: int, repeats: int) -> None:
     import torch
 
-    from model import dataset as ds
-    from model.cluster import on_cluster
-    from model.ingest import ingest
+    from model.data import dataset as ds
+    from model.engine import on_cluster
+    from model.data.ingest import ingest
     from model.settings import UNITS
-    from model.units import load_network, pool_pass, pool_pass_on_cluster, pool_records, video_index
+    from model.units.top_images import load_network, pool_pass, pool_pass_on_cluster, pool_records, video_index
     from model.world import generate_world
 
     load = os.getloadavg()[0]
@@ -194,7 +194,7 @@ def throughput(videos: int, pool_frames: int, repeats: int) -> None:
                       for stage, label, cpus, rate, seconds in rows)
     body = f"""
 `benchmarks/bench_scale.py --section throughput`: {videos} demo-world videos (6 s, 320x256 H.264 + AAC) ingested
-(10 frames, clips, 502-d textures each), then the units pool pass (`model.units.pool_pass`: JPEG decode, centre
+(10 frames, clips, 502-d textures each), then the units pool pass (`model.units.top_images.pool_pass`: JPEG decode, centre
 crop, paper-size CaffeNet-BN conv5 forward in fp32, running top-60 of 256 units, quantile counts) over a
 {pool_frames:,}-frame pool of those frames repeated, batch {settings.batch_size}. Ray: a local cluster on loopback, a head
 that runs no tasks and 1 or 2 worker nodes of 1 CPU each (`ray.cluster_utils.Cluster`; start-up and
@@ -232,9 +232,9 @@ def units_memory(scales: list[int]) -> None:
     import torch
     from PIL import Image
 
-    from model import dataset as ds
-    from model.network import IMAGE_MEAN, IMAGE_STD
-    from model.run import FINAL_MODEL, RunInfo
+    from model.data import dataset as ds
+    from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+    from model.network.run import FINAL_MODEL, RunInfo
     from model.settings import TRAIN_PRESETS
 
     load = os.getloadavg()[0]
@@ -320,8 +320,8 @@ def _make_jpegs(folder: Path) -> None:
 def _train_dataset(root: Path, frames: int, jpegs: Path) -> Path:
     """A dataset of ``frames`` manifest rows over the shared JPEGs, with cluster labels (no textures: training
     reads none)."""
-    from model import dataset
-    from model.dataset import labels_file
+    from model.data import dataset
+    from model.data.dataset import labels_file
     root.mkdir(parents=True)
     (root / "frames").symlink_to(jpegs)
     rng = np.random.default_rng(frames)
@@ -387,7 +387,7 @@ def _measure(command: list[str], done=None, limit_s: float = 3600) -> tuple[floa
 
 def _train_peak(data_dir: Path, run_dir: Path, cache_bytes: int | None) -> tuple[float, float, str]:
     """(peak MB, seconds to the first checkpoint, frame source) of `ambient train --preset demo`."""
-    from model.run import CHECKPOINT
+    from model.network.run import CHECKPOINT
     command = [sys.executable, "-m", "backend.cli", "train", str(data_dir), "--labels", "cluster", "--out",
                str(run_dir), "--preset", TRAIN_PRESET, "--device", "cpu"]
     if cache_bytes is not None:
@@ -403,7 +403,7 @@ import json, sys
 from dataclasses import replace
 from pathlib import Path
 from model.settings import TRAIN_PRESETS
-from model.train import train
+from model.network.train import train
 data, run = sys.argv[1:3]
 settings = replace(TRAIN_PRESETS[{preset!r}], epochs={epochs})
 train(data, "cluster", run, settings, "cpu", progress=False)
@@ -437,7 +437,7 @@ def train_memory(work_root: Path | None) -> None:
 def _train_memory(work: Path) -> None:
     import torch
 
-    from model import dataset
+    from model.data import dataset
     from model.settings import TRAIN_PRESETS
     jpegs = work / "jpegs"
     _make_jpegs(jpegs)
@@ -464,8 +464,8 @@ def _train_memory(work: Path) -> None:
         shutil.rmtree(data_dir)
 
     speed_data = _train_dataset(work / "data-speed", SPEED_FRAMES, jpegs)
-    # "before": the commit before the one that added model/shards.py (streaming), wherever this tree is
-    added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", "model/shards.py"], cwd=ROOT,
+    # "before": the commit before the one that added model/data/shards.py (streaming), wherever this tree is
+    added = subprocess.run(["git", "log", "--diff-filter=A", "--format=%H", "--", "model/data/shards.py"], cwd=ROOT,
                            capture_output=True, text=True, check=True).stdout.split()[-1]
     base = subprocess.run(["git", "rev-parse", added + "^"], cwd=ROOT, capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -507,7 +507,7 @@ while they fit `cache_bytes`, and decoding them takes most of an hour on these c
 
 The small-data path's speed: the cache path's training steps/s (from metrics' images/s,
 evaluation and checkpoints excluded; {SPEED_FRAMES:,} frames, {SPEED_EPOCHS} epochs, median of {SPEED_REPEATS},
-versions alternating) before streaming existed ({base[:7]}, the parent of the commit adding `model/shards.py`)
+versions alternating) before streaming existed ({base[:7]}, the parent of the commit adding `model/data/shards.py`)
 and with it:
 
 | code | steps/s (median) | runs |
@@ -576,7 +576,7 @@ def _train_rate_cpu(steps: int = 3, batch: int = 16) -> float:
     """Paper-preset CaffeNet-BN forward + backward + SGD, images/s on this CPU (random tensors)."""
     import torch
 
-    from model.network import CaffeNetBN
+    from model.network.caffenet import CaffeNetBN
     from model.settings import TRAIN_PRESETS
 
     paper = TRAIN_PRESETS["paper"]

@@ -1,4 +1,4 @@
-"""Sound texture synthesis (`model.synthesis`) on real recordings, not the demo world's sounds.
+"""Sound texture synthesis (`model.sound.synthesis`) on real recordings, not the demo world's sounds.
 
 Clips: Debian's lincity-ng-data ships ~4 s field recordings of city scenes (traffic, farms, water,
 crowds, trains, building sites, ...; `make sounds` installs it). One recording per scene (the first
@@ -6,7 +6,7 @@ by name of Water1..Water5 and so on, so no scene counts five times), its first 3
 its texture (the target), a synthesis from noise (seed 0, default steps, on the CPU), and the
 per-group SNR of the synthesised texture against the target; a clip's figure is its worst group.
 
-Same k-means cluster: k-means (model/labels.py, k = 30, the weighted texture space the project's labels
+Same k-means cluster: k-means (model/sound/labels.py, k = 30, the weighted texture space the project's labels
 use) fitted on the textures of every 3.75 s window (every 1.875 s) of every recording of lincity-ng-data
 and of ufoai-sound's ambience loops (Debian's ufoai-sound, also installed by `make sounds`); a clip counts
 when its synthesis lands in its target's cluster.
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.audio import sound_texture, sound_textures, texture_scale  # noqa: E402
-from model.labels import cluster_labels  # noqa: E402
-from model.media import probe, read_audio  # noqa: E402
+from model.sound.texture import sound_texture, sound_textures, texture_scale  # noqa: E402
+from model.kmeans import cluster_labels  # noqa: E402
+from model.data.media import probe, read_audio  # noqa: E402
 from model.settings import TEXTURE  # noqa: E402
-from model.synthesis import STEPS, synthesize, texture_snr  # noqa: E402
+from model.sound.synthesis import STEPS, synthesize, texture_snr  # noqa: E402
 from report import write_section  # noqa: E402
 
 LINCITY_SOUNDS = Path("/usr/share/games/lincity-ng/sounds")
@@ -186,7 +186,7 @@ def report(rows, same_recording, different, n_windows, n_recordings, load_before
         "- Median per group (all runs): "
         + ", ".join(f"{g} {_median([r['snr'][g] for r in rows]):.1f} dB" for g in groups) + ".",
         f"- **Same k-means cluster as the target: {sum(r['same'] for r in rows)} of {len(rows)} runs "
-        f"({100 * np.mean([r['same'] for r in rows]):.0f}%)** (target >= 90%); k-means (model/labels.py, k = {K}, "
+        f"({100 * np.mean([r['same'] for r in rows]):.0f}%)** (target >= 90%); k-means (model/sound/labels.py, k = {K}, "
         f"the labels' weighted texture space) fitted on {n_windows} windows of 3.75 s (every 1.875 s) of every "
         "recording of lincity-ng-data and ufoai-sound's ambience loops.",
         f"- **Time per 3.75 s clip on the CPU (all runs): median {_median([r['wall'] for r in rows]):.1f} s wall "

@@ -16,7 +16,7 @@ import scipy.fft
 import scipy.signal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.audio import clip_features, cochlear_filters, sound_textures, textures_from_cochleagrams  # noqa: E402
+from model.sound.texture import clip_features, cochlear_filters, sound_textures, textures_from_cochleagrams  # noqa: E402
 from model.settings import TEXTURE  # noqa: E402
 from report import write_section
 
@@ -71,7 +71,7 @@ def main() -> None:
           f"load {load:.1f}; {gpu_row}")
     write_section("Sound textures", f"""\
 `benchmarks/bench_texture.py`: 502-d textures of 3.75 s clips at 22.05 kHz (amplitude-modulated noise),
-median of {REPEATS} repeats in one process. Batched = `model.audio.sound_textures` on {BATCHED_CLIPS} clips;
+median of {REPEATS} repeats in one process. Batched = `model.sound.texture.sound_textures` on {BATCHED_CLIPS} clips;
 plain = resample_poly, FFT filtering, `scipy.signal.hilbert`, resample_poly, one clip at a time.
 
 | method | clips/s | CPU ms per clip |

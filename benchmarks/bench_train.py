@@ -1,6 +1,6 @@
 """Training speed on this CPU for the demo preset: model-only and end-to-end images/s (median of 3).
 
-Model-only: forward + backward + SGD step on random tensors. End-to-end: ``model.train.train`` on a
+Model-only: forward + backward + SGD step on random tensors. End-to-end: ``model.network.train.train`` on a
 generated dataset of 256x256 JPEGs (decoded once to the uint8 cache, then crop/flip/normalise per batch),
 as reported in its metrics (evaluation and checkpointing excluded).
 """
@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import dataset  # noqa: E402
-from model.dataset import labels_file  # noqa: E402
-from model.network import CaffeNetBN  # noqa: E402
+from model.data import dataset  # noqa: E402
+from model.data.dataset import labels_file  # noqa: E402
+from model.network.caffenet import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
-from model.train import train  # noqa: E402
+from model.network.train import train  # noqa: E402
 from report import write_section
 
 PRESET, REPEATS, MODEL_STEPS, FRAMES, CLASSES = "demo", 3, 5, 640, 30

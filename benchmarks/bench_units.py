@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.activations import RunningTopK, darken_outside, layer_geometry, receptive_field_masks  # noqa: E402
-from model.network import CaffeNetBN, normalize_images  # noqa: E402
+from model.units.activations import RunningTopK, darken_outside, layer_geometry, receptive_field_masks  # noqa: E402
+from model.network.caffenet import CaffeNetBN, normalize_images  # noqa: E402
 from model.settings import TRAIN_PRESETS, UNITS  # noqa: E402
 from report import write_section
 

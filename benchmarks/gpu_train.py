@@ -1,7 +1,7 @@
 """GPU training speed: model-only vs end-to-end from stored JPEGs (paper preset, batch 256).
 
 Model-only: bf16 autocast, channels_last, torch.compile, a fixed random batch already on the GPU.
-End-to-end: ``model.train.train`` on generated 256x256 JPEGs with the decoded cache disabled, so every
+End-to-end: ``model.network.train.train`` on generated 256x256 JPEGs with the decoded cache disabled, so every
 batch is read as JPEG bytes, decoded with ``torchvision.io.decode_jpeg(device="cuda")`` (prefetched by
 threads) and cropped/flipped/normalised on the GPU. Prints both and their ratio (target >= 70%), and on a
 GPU records them in BENCHMARKS.md under "Training (GPU)".
@@ -28,11 +28,11 @@ import torch
 from torchvision.io import encode_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import dataset  # noqa: E402
-from model.dataset import labels_file  # noqa: E402
-from model.network import CaffeNetBN  # noqa: E402
+from model.data import dataset  # noqa: E402
+from model.data.dataset import labels_file  # noqa: E402
+from model.network.caffenet import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS  # noqa: E402
-from model.train import train  # noqa: E402
+from model.network.train import train  # noqa: E402
 from report import BENCHMARKS, write_section
 
 CLASSES = 30

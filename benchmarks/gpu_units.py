@@ -5,9 +5,9 @@ of 256 px frames) in eval mode, channels_last on CUDA:
 
 - model only: ``Network.activations`` (normalise, conv5 forward in bf16 autocast) + ``RunningTopK.update``
   on random uint8 crops already on the device (comparable with the issue's ~51,000 images/s on one H100);
-- pool: ``model.units.top_images`` over N generated 256x256 JPEGs (default 200,000), each read from disk and
-  decoded by ``model.frames.stream_frames`` (``torchvision.io.decode_jpeg``, nvJPEG on a GPU);
-- masks: ``model.units.masked_units`` for all 256 units x 60 top images (decode the top frames,
+- pool: ``model.units.top_images.top_images`` over N generated 256x256 JPEGs (default 200,000), each read from disk and
+  decoded by ``model.data.frames.stream_frames`` (``torchvision.io.decode_jpeg``, nvJPEG on a GPU);
+- masks: ``model.units.top_images.masked_units`` for all 256 units x 60 top images (decode the top frames,
   receptive-field masks, darkening, JPEG encoding).
 
 Targets (the issue): the 200,000-frame pool in < 60 s on one H100, the masks in < 10 s more. On a GPU the
@@ -33,10 +33,10 @@ import torch
 from torchvision.io import decode_jpeg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.activations import RunningTopK, TopImages, layer_geometry  # noqa: E402
-from model.network import CaffeNetBN  # noqa: E402
+from model.units.activations import RunningTopK, TopImages, layer_geometry  # noqa: E402
+from model.network.caffenet import CaffeNetBN  # noqa: E402
 from model.settings import TRAIN_PRESETS, UNITS  # noqa: E402
-from model.units import Network, masked_units, pool_records, top_images  # noqa: E402
+from model.units.top_images import Network, masked_units, pool_records, top_images  # noqa: E402
 from gpu_train import CLASSES, make_dataset  # noqa: E402
 from report import BENCHMARKS, write_section  # noqa: E402
 
@@ -49,7 +49,7 @@ def _sync(device: torch.device) -> None:
 
 
 def build_network(preset, device: torch.device) -> Network:
-    """A random CaffeNet-BN cut at conv5, as ``model.units.load_network`` builds one for a trained run."""
+    """A random CaffeNet-BN cut at conv5, as ``model.units.top_images.load_network`` builds one for a trained run."""
     torch.manual_seed(0)
     model = CaffeNetBN(CLASSES, input_size=preset.crop_size, fc_width=preset.fc_width).to(device).eval()
     if device.type == "cuda":
@@ -202,8 +202,8 @@ def main() -> None:
     recorded = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
     if device.type != "cuda" and "## Units (GPU)" not in recorded:
         write_section("Units (GPU)", f"""\
-`benchmarks/gpu_units.py` (paper-size CaffeNet-BN, conv5 top-60 over 256 units with `model.units.top_images`
-on {POOL_TARGET_FRAMES:,} stored JPEGs decoded on the GPU, then `model.units.masked_units` for all 256 x 60
+`benchmarks/gpu_units.py` (paper-size CaffeNet-BN, conv5 top-60 over 256 units with `model.units.top_images.top_images`
+on {POOL_TARGET_FRAMES:,} stored JPEGs decoded on the GPU, then `model.units.top_images.masked_units` for all 256 x 60
 top images): **still open**, no GPU was available ({datetime.date.today().isoformat()}). The script was
 checked on the CPU with `--small`. Target: the {POOL_TARGET_FRAMES:,}-frame pool, decoding included, in
 < {POOL_TARGET_S} s on one H100, masks < {MASKS_TARGET_S} s more (the issue measured ~{ISSUE_MODEL_RATE:,}

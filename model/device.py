@@ -1,13 +1,21 @@
-"""The one place a device name ("auto", "cpu", "cuda", "cuda:N") becomes a torch device."""
+"""The one place a device name ("auto", "cpu", "cuda", "cuda:N") becomes a torch device.
+
+Imports torch only when a name is resolved: the web app's job forms list DEVICE_CHOICES without loading torch.
+"""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")     # and "cuda:N" for one GPU of several
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """auto (or None): the first GPU when there is one, else the CPU. ValueError names a device that is absent."""
+    import torch
+
     if name in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

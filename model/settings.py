@@ -83,7 +83,7 @@ class TrainSettings:
 
 
 LABELS = LabelSettings()
-# Frames per tar shard (model/shards.py): ~15 MB of 256 px frames; 1.8 M frames make ~1,800 shards, enough for
+# Frames per tar shard (model/data/shards.py): ~15 MB of 256 px frames; 1.8 M frames make ~1,800 shards, enough for
 # many DDP ranks to read disjoint ones.
 SHARD_FRAMES = 1000
 # `ambient train` warns below this many optimiser steps: the demo network needs about this many to learn.
@@ -168,7 +168,7 @@ class UnitSettings:
     top: int = 60                      # paper: each unit's 60 most activating images
     split: str = "test"                # the pool: the paper sampled its Flickr test set
     batch_size: int = 128
-    workers: int = 4                   # batches read and decoded ahead by threads (model.frames.stream_frames)
+    workers: int = 4                   # batches read and decoded ahead by threads (model.data.frames.stream_frames)
     cluster_part_batches: int = 16     # on a Ray cluster (--ray): at most this many batches of the pool per task
     activation_fraction: float = 0.5   # paper: positions with at least half the image's maximum
     # Zhou et al. 2015 ("Object detectors emerge in deep scene CNNs", Table 2) measure the empirical
@@ -177,13 +177,13 @@ class UnitSettings:
     darken: float = 0.2                # brightness kept outside the receptive-field circles
     jpeg_quality: int = 85
     # Dissection: an image contains a category when the category's pixels and the unit's region
-    # overlap by at least this fraction of the smaller of the two (see model/dissect.py).
+    # overlap by at least this fraction of the smaller of the two (see model/units/dissect.py).
     overlap_fraction: float = 0.5
     # Network Dissection (Bau et al. 2017): a unit's activation threshold is its top 0.5% quantile over the
     # whole pool, and the unit is labelled with its best class when that class's IoU exceeds 0.04.
     top_quantile: float = 0.005
     min_iou: float = 0.04
-    # The streaming quantile's relative error (model.activations.RunningQuantile): fixed memory per unit.
+    # The streaming quantile's relative error (model.units.activations.RunningQuantile): fixed memory per unit.
     quantile_error: float = 0.005
     # Beyond the top images (Gale et al. 2020: a precise unit can still fire on much else): a histogram of
     # each pool image's spatial maximum, and the images nearest these quantiles of it, masked the same way.
@@ -197,7 +197,7 @@ UNITS = UnitSettings()
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """Units switched off in the forward pass (``ambient ablate``, model/ablate.py)."""
+    """Units switched off in the forward pass (``ambient ablate``, model/units/ablate.py)."""
 
     layer: str = "conv5"
     random_repeats: int = 20           # random unit sets of the same size per ablation: the control's spread
@@ -212,7 +212,7 @@ POOL_SPLITS = ("test", "train", "all")   # which frames of a dataset form a unit
 
 @dataclass(frozen=True)
 class MediaLimits:
-    """Videos ingest refuses (see model/ingest.py): the first two from the header alone, before decoding."""
+    """Videos ingest refuses (see model/data/ingest.py): the first two from the header alone, before decoding."""
 
     # 8K DCI: a bigger frame is more likely a decompression bomb than footage (one RGB frame is > 100 MB).
     max_video_pixels: int = 8192 * 4320

@@ -32,7 +32,7 @@ from backend.db import store
 from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
 from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
-from model.dataset import FrameRecord
+from model.data.dataset import FrameRecord
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"

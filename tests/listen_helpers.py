@@ -11,10 +11,10 @@ import numpy as np
 from app_helpers import add_user, database_url
 from backend.db.session import upgrade_db
 from backend.publish import publish_run
-from model import dataset as ds
-from model.media import write_audio_clip
-from model.run import DISSECTION, write_run_json
-from model.units import extract_units
+from model.data import dataset as ds
+from model.data.media import write_audio_clip
+from model.network.run import DISSECTION, write_run_json
+from model.units.top_images import extract_units
 from test_units import SETTINGS, make_pool
 
 K = 4

@@ -1,4 +1,4 @@
-"""Switching units off (model/nethook.py, model/ablate.py, `ambient ablate`): a hand-made network whose
+"""Switching units off (model/units/nethook.py, model/units/ablate.py, `ambient ablate`): a hand-made network whose
 answer is known, the JSON a run gets, and bad input."""
 import json
 from collections import OrderedDict
@@ -10,10 +10,10 @@ from torch import nn
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import ablate as ab
-from model import dataset as ds
-from model.nethook import ablation_mask, check_layer, edit_layer, edited, run_until, split_at
-from model.run import ablation_file, write_run_json
+from model.units import ablate as ab
+from model.data import dataset as ds
+from model.units.nethook import ablation_mask, check_layer, edit_layer, edited, run_until, split_at
+from model.network.run import ablation_file, write_run_json
 from test_units import make_pool
 
 CLASSES = 3

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from model.activations import (LayerGeometry, RunningTopK, darken_outside, layer_geometry,
-                               receptive_field_masks)
-from model.network import CaffeNetBN
+from model.units.activations import (LayerGeometry, RunningTopK, darken_outside, layer_geometry,
+                                     receptive_field_masks)
+from model.network.caffenet import CaffeNetBN
 
 
 def _stream(maps, videos, k, one_per_video, batch):

@@ -16,7 +16,7 @@ from backend.config import Settings
 from backend.db import store
 from backend.db.models import Annotator, Category, Dataset, Run, Unit
 from backend.db.session import session_factory, upgrade_db
-from model.clusters import SoundGroup
+from model.sound.groups import SoundGroup
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ def test_app_shows_a_runs_representation_and_exports_it(tmp_path):
     from app_helpers import add_user, login, seed_run
     from backend.app import create_app
     from backend.config import Settings
-    from model.run import write_probe
+    from model.network.run import write_probe
 
     url = seed_run(tmp_path)                       # its run's folder is tmp_path / "run-a"
     (tmp_path / "run-a").mkdir()

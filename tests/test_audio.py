@@ -10,9 +10,9 @@ import scipy.signal
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import audio
-from model.audio import TEXTURE_GROUPS
-from model.media import write_audio_clip, write_video
+from model.sound import texture as audio
+from model.sound.texture import TEXTURE_GROUPS
+from model.data.media import write_audio_clip, write_video
 from model.settings import TEXTURE
 
 RATE = 20_000
@@ -205,7 +205,7 @@ def test_real_speech_is_more_modulated_than_noise(tmp_path):
     wav = tmp_path / "speech.wav"
     subprocess.run(["espeak-ng", "-w", str(wav), "the quick brown fox jumps over the lazy dog "
                     "while the band plays on"], check=True)
-    from model.media import read_audio
+    from model.data.media import read_audio
     speech, rate = read_audio(wav, 0, TEXTURE.clip_seconds)
     texture = audio.sound_texture(speech, rate)
     white = audio.sound_texture(0.1 * noise(8, speech.size), rate)

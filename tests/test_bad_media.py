@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 
 from app_helpers import jpeg
 from backend.cli import app
-from model import dataset, ingest as ingest_module
-from model.ingest import SKIPPED_RECORD, ingest, merge_videos, video_id
-from model.media import write_audio_clip
+from model.data import dataset
+from model.data import ingest as ingest_module
+from model.data.ingest import SKIPPED_RECORD, ingest, merge_videos, video_id
+from model.data.media import write_audio_clip
 
 RATE = 22_050
 FPS = 10

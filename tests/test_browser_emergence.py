@@ -12,8 +12,8 @@ from backend.db import store
 from backend.db.models import Dataset, Layer, Run
 from backend.db.session import session_factory, upgrade_db
 from browser_helpers import SCREENSHOTS, chromium_page, log_in, needs_chromium, wait_until
-from model.ablate import single_unit_links
-from model.clusters import SoundGroup
+from model.units.ablate import single_unit_links
+from model.sound.groups import SoundGroup
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 

@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset
-from model.ingest import ingest
-from model.run import units_file
-from model.units import extract_units
+from model.data import dataset
+from model.data.ingest import ingest
+from model.network.run import units_file
+from model.units.top_images import extract_units
 from test_ingest import make_video
 from test_units import SETTINGS, make_pool
 
@@ -128,7 +128,7 @@ def test_ingest_survives_a_killed_worker(cluster, videos, single, tmp_path):
 def pool(tmp_path_factory):
     """A units pool of 96 frames (12 batches of 8: several parts per node), a tiny random network, and
     the single-process extraction in a run folder of its own."""
-    from model.run import FINAL_MODEL
+    from model.network.run import FINAL_MODEL
 
     made = make_pool(tmp_path_factory.mktemp("pool"), 96, 96)
     single = made.root / "single"
@@ -234,7 +234,7 @@ def test_a_listener_that_is_not_ray_is_refused_in_time():
         server.listen()
         address = f"127.0.0.1:{server.getsockname()[1]}"
         started = time.monotonic()
-        child = subprocess.run([sys.executable, "-c", f"from model.cluster import connect; connect({address!r}, 3)"],
+        child = subprocess.run([sys.executable, "-c", f"from model.engine import connect; connect({address!r}, 3)"],
                                capture_output=True, text=True, timeout=60)
         assert time.monotonic() - started < 30
     assert child.returncode != 0

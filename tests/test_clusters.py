@@ -13,10 +13,10 @@ from backend.config import Settings
 from backend.db import store
 from backend.db.models import Dataset, Frame, Run
 from backend.db.session import upgrade_db, session_factory
-from model import dataset
-from model.audio import TEXTURE_DIM
-from model.clusters import dataset_sound_groups, one_per_video, sound_groups
-from model.labels import make_labels
+from model.data import dataset
+from model.sound.texture import TEXTURE_DIM
+from model.sound.groups import dataset_sound_groups, one_per_video, sound_groups
+from model.sound.labels import make_labels
 
 HTML = {"accept": "text/html"}
 
@@ -109,7 +109,7 @@ def test_cluster_pages_show_frames_clips_charts_and_cochleagrams(site):
 
 
 def test_many_clusters_come_five_to_a_page(site):
-    from model.clusters import SoundGroup
+    from model.sound.groups import SoundGroup
 
     client, url = site
     texture = np.linspace(0, 1, TEXTURE_DIM)

@@ -14,14 +14,14 @@ from app_helpers import database_url
 from backend.cli import app
 from backend.db.models import Category, Dataset, Frame, Run, Unit
 from backend.db.session import session_factory, upgrade_db
-from model.activations import RunningQuantile
-from model.dissect import MaskScores, dissect_masks, label_units
-from model.pool import still_image_records
-from model.run import dissection_scores_file, units_file
-from model.segmentation import (IGNORED, IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
-                                read_label_map)
+from model.units.activations import RunningQuantile
+from model.units.dissect import MaskScores, dissect_masks, label_units
+from model.data.pool import still_image_records
+from model.network.run import dissection_scores_file, units_file
+from model.units.segmentation import (IGNORED, IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
+                                      read_label_map)
 from model.settings import UNITS
-from model.units import extract_units
+from model.units.top_images import extract_units
 from dataclasses import replace
 
 ROAD, WATER, CAR = 1, 3, 7          # label-map values; 0 is "unlabelled" (not in the CSV: ignored)
@@ -55,8 +55,8 @@ def test_contains_classes_is_contains_for_every_class():
 
 
 def test_separable_upsampling_is_grid_samples_bilinear_interpolation():
-    from model.activations import LayerGeometry
-    from model.dissect import bilinear_weights, upsample_maps
+    from model.units.activations import LayerGeometry
+    from model.units.dissect import bilinear_weights, upsample_maps
     maps = torch.randn(3, 13, 13, generator=torch.Generator().manual_seed(0))
     geometry = LayerGeometry(163, 16, 15)
     weights = bilinear_weights(13, geometry, 224)

@@ -1,15 +1,15 @@
-"""`ambient dissect --checkpoints` (model/emergence.py): every kept checkpoint dissected over the same pool."""
+"""`ambient dissect --checkpoints` (model/units/emergence.py): every kept checkpoint dissected over the same pool."""
 import json
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from model.dissect import detector_counts, dissect, write_dissection
-from model.emergence import dissect_checkpoints
-from model.run import FINAL_MODEL, kept_checkpoint_file
+from model.units.dissect import detector_counts, dissect, write_dissection
+from model.units.emergence import dissect_checkpoints
+from model.network.run import FINAL_MODEL, kept_checkpoint_file
 from model.settings import DETECTOR_PRECISION
-from model.units import extract_units
+from model.units.top_images import extract_units
 from test_units import SETTINGS, _square, make_pool
 
 
@@ -69,8 +69,8 @@ def test_publish_loads_emergence_and_each_unit_s_ablation(run, tmp_path):
     from backend.db.models import Run, Unit
     from backend.db.session import session_factory, upgrade_db
     from backend.publish import publish_run
-    from model.dataset import write_json_atomic
-    from model.run import ablation_file, emergence_file
+    from model.data.dataset import write_json_atomic
+    from model.network.run import ablation_file, emergence_file
 
     emergence = dissect_checkpoints(run.pool.run, "conv5", truth_of=truth, settings=SETTINGS, show_progress=False)
     write_json_atomic(emergence_file(run.pool.run), emergence)
@@ -96,9 +96,9 @@ def test_checkpoints_dissected_against_label_maps(run, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from model import pool as pl
-    from model.dissect import dissect_masks
-    from model.segmentation import match_masks, read_classes
+    from model.data import pool as pl
+    from model.units.dissect import dissect_masks
+    from model.units.segmentation import match_masks, read_classes
 
     masks = tmp_path / "masks"
     for record in run.pool.records:

@@ -15,15 +15,15 @@ from typer.testing import CliRunner
 from app_helpers import database_url
 from backend.cli import app
 from backend.db.session import upgrade_db
-from model import pool as pl
-from model.activations import GeometryError, LayerGeometry, checked_geometry, layer_geometry, measure_geometry
-from model.dissect import label_units, score_units, units_layer, upsample_maps
-from model.nethook import run_until
-from model.network import CaffeNetBN
-from model.run import dissection_scores_file, units_file
-from model.segmentation import match_masks, read_classes
+from model.data import pool as pl
+from model.units.activations import GeometryError, LayerGeometry, checked_geometry, layer_geometry, measure_geometry
+from model.units.dissect import label_units, score_units, units_layer, upsample_maps
+from model.units.nethook import run_until
+from model.network.caffenet import CaffeNetBN
+from model.network.run import dissection_scores_file, units_file
+from model.units.segmentation import match_masks, read_classes
 from model.settings import UNITS
-from model.units import extract_units, load_network
+from model.units.top_images import extract_units, load_network
 
 SKY, BUILDING, ROAD, TREE = 1, 2, 3, 4          # label-map values; 0 is unlabelled
 COLOURS = {SKY: (70, 130, 230), BUILDING: (160, 80, 60), ROAD: (110, 110, 110), TREE: (50, 140, 50)}

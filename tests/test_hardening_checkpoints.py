@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.run import CHECKPOINT, FINAL_MODEL, load_run
+from model.network.run import CHECKPOINT, FINAL_MODEL, load_run
 
 
 class _Planted:

@@ -1,5 +1,5 @@
 """Untrusted images cannot hold a CPU or the memory (issue 34, items 2, 5 and 10's first part): a progressive
-JPEG's scans are counted before decoding (model/decode.py), decodes run in worker processes killed at a
+JPEG's scans are counted before decoding (model/data/decode.py), decodes run in worker processes killed at a
 deadline, the server shuts down with one in flight, 16-bit images are scaled without widening them, and no
 message shows a heap address."""
 from __future__ import annotations
@@ -25,8 +25,8 @@ from app_helpers import REPO, running_server
 from backend.app import create_app
 from backend.config import Settings
 from listen_helpers import make_listen_run
-from model import decode
-from model.decode import BadImage, DecodeLimits, DecodeWorkers, decode_image, jpeg_scans
+from model.data import decode
+from model.data.decode import BadImage, DecodeLimits, DecodeWorkers, decode_image, jpeg_scans
 from test_api_tokens import bearer, make_token
 
 MAX_PIXELS = 40_000_000
@@ -161,7 +161,7 @@ def test_a_worker_is_bounded_in_memory_and_cpu_time_of_its_own():
 ORPHAN = """
 import os, sys, threading, time
 from pathlib import Path
-from model.decode import DecodeLimits, DecodeWorkers
+from model.data.decode import DecodeLimits, DecodeWorkers
 workers = DecodeWorkers(1, DecodeLimits(40_000_000, max_scans=10**6, seconds=0.2))
 workers.frame(Path(sys.argv[1]).read_bytes(), "photo.jpg", 8)
 print(workers.pids()[0], flush=True)

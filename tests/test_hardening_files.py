@@ -12,9 +12,11 @@ from app_helpers import add_user, database_url, login
 from backend.app import create_app
 from backend.config import Settings
 from backend.jobs import JobError, job_params
-from model import dataset as ds
-from model import labels, run, train
-from model.dataset import FrameRecord
+from model.data import dataset as ds
+from model.sound import labels
+from model.network import run
+from model.network import train
+from model.data.dataset import FrameRecord
 
 VICTIM = b"someone else's file\n"
 
@@ -141,7 +143,7 @@ def test_a_units_job_on_a_run_folder_holding_a_planted_link_is_refused(tmp_path,
 
 
 def test_shards_are_not_written_through_links_at_their_old_temporary_names(tmp_path, victim):
-    from model.shards import INDEX, PLAN, write_shards
+    from model.data.shards import INDEX, PLAN, write_shards
     from test_train import make_dataset
 
     data = make_dataset(tmp_path / "data", videos=4, frames=2)

@@ -2,7 +2,7 @@
 `ambient units --model export:` and `ambient predict`, the server's predictions), and the server loads only the
 model files a run was published with, inside the data roots, with their recorded SHA-256 (issue 34, item 1).
 
-model/modelfiles.py says which formats are data; tests/test_hardening_checkpoints.py covers model.pt."""
+model/network/modelfiles.py says which formats are data; tests/test_hardening_checkpoints.py covers model.pt."""
 from __future__ import annotations
 
 import hashlib
@@ -30,9 +30,9 @@ from backend.db.models import Run
 from backend.db.session import open_db, session_factory
 from backend.publish import publish_run
 from listen_helpers import make_listen_run
-from model.modelfiles import ModelFileRefused, check_export_archive
-from model.run import FINAL_MODEL, read_units_meta, save_npz_atomic, units_file
-from model.units import _ExportedProgram, load_network
+from model.network.modelfiles import ModelFileRefused, check_export_archive
+from model.network.run import FINAL_MODEL, read_units_meta, save_npz_atomic, units_file
+from model.units.top_images import _ExportedProgram, load_network
 from test_units import make_pool
 
 CRAFTS = ("sample_inputs", "pickled_weight", "opaque_constant", "legacy_state_dict", "compiled_code")

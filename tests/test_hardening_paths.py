@@ -27,9 +27,9 @@ from backend.db.session import session_factory, upgrade_db
 from backend.jobs import JobError, create_job, job_params
 from backend.pipeline import Step
 from backend.publish import PublishError, publish_run
-from model import dataset as ds
-from model import run as rd
-from model.pool import pool_digest
+from model.data import dataset as ds
+from model.network import run as rd
+from model.data.pool import pool_digest
 
 SECRET = b"someone else's file\n"
 

@@ -10,11 +10,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset, media
-from model.audio import sound_textures
-from model.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, ingest_video,
-                          report_table, split_of, video_id)
-from model.media import read_audio, write_video
+from model.data import dataset
+from model.data import media
+from model.sound.texture import sound_textures
+from model.data.dataset import report_table
+from model.data.ingest import (SKIPPED_RECORD, VIDEO_RECORD, IngestReport, frame_times, ingest, ingest_video,
+                               split_of, video_id)
+from model.data.media import read_audio, write_video
 
 RATE = 22_050
 FPS = 10

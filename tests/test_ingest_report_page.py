@@ -1,4 +1,4 @@
-"""The admin page of an ingest job shows the table `ambient ingest` ends with (model.ingest.report_table)."""
+"""The admin page of an ingest job shows the table `ambient ingest` ends with (model.data.ingest.report_table)."""
 from __future__ import annotations
 
 import re
@@ -11,8 +11,8 @@ from backend.app.main import create_app
 from backend.config import Settings
 from backend.db.models import Job
 from backend.db.session import session_factory, upgrade_db
-from model import dataset
-from model.ingest import IngestReport
+from model.data import dataset
+from model.data.ingest import IngestReport
 
 
 def test_ingest_job_page_shows_the_table_of_reasons(tmp_path):

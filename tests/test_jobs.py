@@ -80,7 +80,7 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
     """Issue 27: after training no run appeared until a second job extracted units, nothing dissected or probed."""
     import json
 
-    from model import dataset as ds
+    from model.data import dataset as ds
     from model.settings import PROBE
     from model.world.truth import SUMMARY
 
@@ -336,8 +336,8 @@ def test_three_workers_racing_never_take_the_same_job(url):
 def test_a_train_job_on_small_data_shows_the_few_steps_warning_before_it_is_queued(url, tmp_path):
     import numpy as np
 
-    from model import dataset
-    from model.labels import make_labels
+    from model.data import dataset
+    from model.sound.labels import make_labels
 
     data = tmp_path / "data"
     data.mkdir()
@@ -396,7 +396,7 @@ def test_the_job_forms_list_datasets_runs_and_video_folders_under_the_roots(tmp_
 
 def test_a_dissect_job_ablates_only_a_network_trained_here(tmp_path):
     """Issue 28: `ambient ablate` needs the run's sound labels; a folder analysing another network has none."""
-    from model.run import FINAL_MODEL
+    from model.network.run import FINAL_MODEL
 
     run_dir = tmp_path / "analysis"
     run_dir.mkdir()

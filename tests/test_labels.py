@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 
-import model.labels as labels
-from model import dataset
-from model.labels import binary_codes, cluster_labels, make_labels
+import model.sound.labels as labels
+from model.data import dataset
+from model.kmeans import cluster_labels
+from model.sound.labels import binary_codes, make_labels
 
 
 def _blobs(per_blob=40, k=4, dim=20, seed=0):

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.media import (MediaError, probe, read_audio, read_frames, resize_center_crop,
-                         write_audio_clip, write_video)
+from model.data.media import (MediaError, probe, read_audio, read_frames, resize_center_crop,
+                              write_audio_clip, write_video)
 
 RATE = 22_050
 FPS = 10

@@ -12,8 +12,8 @@ from fractions import Fraction
 
 import pytest
 
-from model.ingest import ingest
-from model.media import read_frames
+from model.data.ingest import ingest
+from model.data.media import read_frames
 from test_sync import Quirk, assert_in_sync, write_case, write_flash_click
 
 VP9, VP8 = "libvpx-vp9", "libvpx"

@@ -4,8 +4,8 @@ import json
 import pytest
 import torch
 
-from model.network import LAYERS, CaffeNetBN, pool5_size
-from model.run import CHECKPOINT, FINAL_MODEL, RunInfo, load_run, save_atomic
+from model.network.caffenet import LAYERS, CaffeNetBN, pool5_size
+from model.network.run import CHECKPOINT, FINAL_MODEL, RunInfo, load_run, save_atomic
 
 
 def test_paper_geometry_at_227():

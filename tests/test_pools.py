@@ -1,4 +1,4 @@
-"""Still-image pools (model/pool.py): `ambient units --pool DIR` on a folder of JPEG/PNG images."""
+"""Still-image pools (model/data/pool.py): `ambient units --pool DIR` on a folder of JPEG/PNG images."""
 from dataclasses import asdict, replace
 
 import numpy as np
@@ -13,12 +13,12 @@ from backend.cli import app
 from backend.db.models import Dataset, Frame, Run, Unit, UnitImage, Video
 from backend.db.session import session_factory, upgrade_db
 from backend.publish import PublishError, publish_run
-from model.media import resize_center_crop
-from model.network import IMAGE_MEAN, IMAGE_STD
-from model.pool import load_pool, stream_pool, still_image_records
-from model.run import FINAL_MODEL, RunInfo, center_crop
+from model.data.media import resize_center_crop
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+from model.data.pool import load_pool, stream_pool, still_image_records
+from model.network.run import FINAL_MODEL, RunInfo, center_crop
 from model.settings import UNITS
-from model.units import extract_units
+from model.units.top_images import extract_units
 
 FRAME, CROP, TOP = 112, 99, 4
 SETTINGS = replace(UNITS, top=TOP, batch_size=5, workers=0)

@@ -1,4 +1,4 @@
-"""Hear an image: model/predict.py, `ambient predict`, POST /api/v1/runs/RUN/predict with a token, and
+"""Hear an image: model/units/predict.py, `ambient predict`, POST /api/v1/runs/RUN/predict with a token, and
 every bad upload (issue 29), on test_units' tiny network."""
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
 from listen_helpers import make_listen_run
-from model import predict as pr
-from model.media import write_video
+from model.units import predict as pr
+from model.data.media import write_video
 from test_api_tokens import bearer, make_token
 
 MAX_PIXELS = 40_000_000
@@ -102,7 +102,7 @@ def test_firing_units_are_ranked_against_each_units_pool_level_and_labelled(run)
 def _analysed(folder, layer: str, model_spec: str, weights=None):
     """A folder as `ambient units --model` leaves it, reduced to what `load_predictor` reads: the units
     file's meta (extracting units for real takes minutes for a torchvision network on 2 shared cores)."""
-    from model.run import save_npz_atomic, units_file
+    from model.network.run import save_npz_atomic, units_file
     folder.mkdir()
     save_npz_atomic(units_file(folder, layer), meta=json.dumps(
         {"layer": None if layer == "output" else layer, "model_spec": model_spec,
@@ -125,7 +125,7 @@ def test_a_trunk_without_outputs_gets_units_and_where_its_layer_fires(tmp_path):
     np.testing.assert_allclose(result.heatmap, (heat / heat.max()).numpy(), atol=1e-4)
 
 
-# --- Bad images (model/predict.py decode_image: shared by the CLI and the app)
+# --- Bad images (model/units/predict.py decode_image: shared by the CLI and the app)
 
 @pytest.mark.parametrize("data, problem", [
     (b"", "empty"),
@@ -181,9 +181,9 @@ def test_cli_predicts_images_and_a_video_frame_with_heatmaps_and_textures(run, t
 
 
 def test_cli_synthesizes_the_predicted_sound(run, tmp_path):
-    from model.audio import sound_texture
-    from model.media import read_audio
-    from model.synthesis import texture_snr
+    from model.sound.texture import sound_texture
+    from model.data.media import read_audio
+    from model.sound.synthesis import texture_snr
 
     image = tmp_path / "street.png"
     _photo().save(image)
@@ -361,9 +361,9 @@ def test_page_shows_prediction_for_an_upload_and_a_pool_frame(app, run):
 def test_a_binary_run_gives_each_bits_probability_and_the_texture_its_code_predicts(run, tmp_path):
     from dataclasses import asdict
 
-    from model import dataset as ds
-    from model.network import IMAGE_MEAN, IMAGE_STD
-    from model.run import FINAL_MODEL, RunInfo, write_run_json
+    from model.data import dataset as ds
+    from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+    from model.network.run import FINAL_MODEL, RunInfo, write_run_json
     info = RunInfo("binary", 3, True, 112, 99, 8, IMAGE_MEAN, IMAGE_STD)
     torch.manual_seed(1)
     model = info.build_model().eval()

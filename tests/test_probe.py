@@ -1,4 +1,4 @@
-"""Linear probes (model/probe.py, `ambient probe`): metrics against scikit-learn's, informative and random
+"""Linear probes (model/units/probe.py, `ambient probe`): metrics against scikit-learn's, informative and random
 features, the VOC 2007 layout reader, SUN-style splits, the world tasks and the command end to end."""
 import json
 from dataclasses import asdict, replace
@@ -13,10 +13,10 @@ from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset as ds
-from model import probe
-from model.network import IMAGE_MEAN, IMAGE_STD
-from model.run import FINAL_MODEL, RunInfo, probe_file, read_probes, write_run_json
+from model.data import dataset as ds
+from model.units import probe
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+from model.network.run import FINAL_MODEL, RunInfo, probe_file, read_probes, write_run_json
 from model.settings import PROBE
 from model.world.scenes import SCENES
 from model.world.truth import SUMMARY, write_truth

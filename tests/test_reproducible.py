@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset
-from model.run import FINAL_MODEL, METRICS, RUN_JSON, RunInfo
+from model.data import dataset
+from model.network.run import FINAL_MODEL, METRICS, RUN_JSON, RunInfo
 from model.settings import FEW_STEPS, TRAIN_PRESETS, WORLD
-from model.train import few_steps_warning
+from model.network.train import few_steps_warning
 from model.world import tuxpaint, video_truth
 from model.world.scenes import SCENES
 
@@ -135,7 +135,7 @@ def test_zero_epochs_saves_the_untrained_network(runs):
 def _encode_after_garbage(args: tuple[int, str]) -> str:
     """Leave garbage of a seed-dependent size in this process's heap, then encode the same frames."""
     import hashlib
-    from model.media import write_video
+    from model.data.media import write_video
     seed, out = args
     rng = np.random.default_rng(seed)
     junk = [rng.integers(0, 255, int(rng.integers(10_000, 400_000)), dtype=np.uint8).tobytes() for _ in range(200)]

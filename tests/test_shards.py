@@ -1,4 +1,4 @@
-"""Training data that streams: tar shards (model/shards.py), the same pixels as the cache, resume mid-epoch,
+"""Training data that streams: tar shards (model/data/shards.py), the same pixels as the cache, resume mid-epoch,
 disjoint shards per DDP rank, and truncated or corrupt shards skipped and reported."""
 import gzip
 import json
@@ -15,14 +15,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import model.train
+import model.network.train
 from backend.cli import app
-from model import dataset
-from model.frames import FrameSource, decode_frames
-from model.run import CHECKPOINT, load_run
-from model.shards import (INDEX, MAX_MEMBER_BYTES, ShardStream, check_shards, current_index, frame_key, load_index,
-                          read_shard, write_shards)
-from model.train import train
+from model.data import dataset
+from model.data.frames import FrameSource, decode_frames
+from model.network.run import CHECKPOINT, load_run
+from model.data.shards import (INDEX, MAX_MEMBER_BYTES, ShardStream, check_shards, current_index, frame_key, load_index,
+                               read_shard, write_shards)
+from model.network.train import train
 from test_train import TINY, make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,18 +106,18 @@ def test_resume_mid_epoch_replays_the_stream(data_dir, tmp_path, monkeypatch):
     reference = tmp_path / "reference"
     train(data_dir, "cluster", reference, settings, progress=False)
 
-    save_atomic = model.train.save_atomic
+    save_atomic = model.network.train.save_atomic
 
     def crash_after_step_4(state, path):          # dies like a kill right after the checkpoint of step 4
         save_atomic(state, path)
         if path.name == CHECKPOINT and state["step"] == 4:
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(model.train, "save_atomic", crash_after_step_4)
+    monkeypatch.setattr(model.network.train, "save_atomic", crash_after_step_4)
     crashed = tmp_path / "crashed"
     with pytest.raises(KeyboardInterrupt):
         train(data_dir, "cluster", crashed, settings, progress=False)
-    monkeypatch.setattr(model.train, "save_atomic", save_atomic)
+    monkeypatch.setattr(model.network.train, "save_atomic", save_atomic)
     assert torch.load(crashed / CHECKPOINT, weights_only=True)["step"] == 4   # mid-epoch: 3 steps an epoch
     train(data_dir, "cluster", crashed, settings, resume=True, progress=False)
     expected, resumed = _metrics(reference), _metrics(crashed)

@@ -16,7 +16,7 @@ from backend.db import store
 from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
 from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
-from model.dataset import FrameRecord
+from model.data.dataset import FrameRecord
 
 RECORDS = [FrameRecord(frame_id=i, video_id=f"v{i // 2}", video=f"v{i // 2}.mp4", frame_index=i % 2,
                        time=1.0 + i % 2, image=f"videos/v{i // 2}/frame_{i % 2:02d}.jpg",

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model import dataset
-from model.ingest import frame_times, ingest
-from model.media import read_audio
+from model.data import dataset
+from model.data.ingest import frame_times, ingest
+from model.data.media import read_audio
 from model.settings import INGEST, TEXTURE
 
 FPS = 30

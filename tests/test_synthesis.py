@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from model import audio, synthesis
+from model.sound import texture as audio
+from model.sound import synthesis
 from model.settings import TEXTURE
 
 RATE = TEXTURE.sample_rate
@@ -93,7 +94,7 @@ def test_too_short_is_refused():
 from typer.testing import CliRunner  # noqa: E402
 
 from backend.cli import app  # noqa: E402
-from model.media import probe, read_audio, write_audio_clip, write_video  # noqa: E402
+from model.data.media import probe, read_audio, write_audio_clip, write_video  # noqa: E402
 
 runner = CliRunner()
 FAST = ["--seconds", "0.5", "--steps", "2"]

@@ -1,4 +1,4 @@
-"""Visual texton histograms (model/texton.py) and `ambient labels --kind texton`, the Texton-CNN control."""
+"""Visual texton histograms (model/network/texton.py) and `ambient labels --kind texton`, the Texton-CNN control."""
 from dataclasses import replace
 
 import numpy as np
@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from model import dataset as ds
-from model import texton
-from model.frames import load_targets
-from model.labels import make_labels
+from model.data import dataset as ds
+from model.network import texton
+from model.data.frames import load_targets
+from model.sound.labels import make_labels
 from model.settings import TEXTON
 
 SMALL = replace(TEXTON, frame_size=48, textons=8, learn_pixels=2_000, batch_size=8)

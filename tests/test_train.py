@@ -15,13 +15,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model import dataset
-from model.frames import random_crop_flip
-from model.dataset import labels_file
-from model.labels import binary_codes, cluster_labels
-from model.run import CHECKPOINT, load_run
+from model.data import dataset
+from model.data.frames import random_crop_flip
+from model.data.dataset import labels_file
+from model.kmeans import cluster_labels
+from model.sound.labels import binary_codes
+from model.network.run import CHECKPOINT, load_run
 from model.settings import TRAIN_PRESETS
-from model.train import train
+from model.network.train import train
 
 TINY = TRAIN_PRESETS["tiny"]
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +93,8 @@ def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, tmp_
 
 
 def test_kept_checkpoints_are_evenly_spaced_evaluated_and_survive_a_resume(data_dir, tmp_path, monkeypatch):
-    from model import train as training
-    from model.run import kept_checkpoints
+    from model.network import train as training
+    from model.network.run import kept_checkpoints
 
     assert training.kept_steps(10, 3) == [3, 7, 10] and training.kept_steps(10, 0) == [] and \
         training.kept_steps(2, 5) == [1, 2]

@@ -18,7 +18,7 @@ from backend.app import create_app
 from backend.config import Settings
 from backend.db.models import Unit, UnitSample
 from backend.db.session import session_factory, upgrade_db
-from model.units import activation_histograms, quantile_samples
+from model.units.top_images import activation_histograms, quantile_samples
 from test_units import CROP, SETTINGS, extract_and_publish, pool  # noqa: F401  (pool is a fixture)
 
 VIEW_SETTINGS = replace(SETTINGS, sample_quantiles=(0.9, 0.5), samples_per_quantile=3, histogram_bins=8)

@@ -15,13 +15,13 @@ from app_helpers import database_url
 from backend.cli import app
 from backend.db.models import Layer, Run, Unit, UnitImage
 from backend.db.session import upgrade_db, session_factory
-from model import dataset as ds
+from model.data import dataset as ds
 from backend.publish import publish_run
-from model.dissect import contains, dissect, label_unit, write_dissection
-from model.network import IMAGE_MEAN, IMAGE_STD
-from model.run import DISSECTION, FINAL_MODEL, RunInfo, units_file
+from model.units.dissect import contains, dissect, label_unit, write_dissection
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD
+from model.network.run import DISSECTION, FINAL_MODEL, RunInfo, units_file
 from model.settings import UNITS
-from model.units import extract_units
+from model.units.top_images import extract_units
 
 FRAME, CROP, TOP = 112, 99, 5     # CaffeNet conv5 on a 99 crop: 5x5 maps
 SETTINGS = replace(UNITS, top=TOP, batch_size=8, workers=0)
@@ -175,10 +175,10 @@ def test_dissect_finds_the_square_a_unit_fires_on(pool, extracted):
 
 
 def test_units_see_the_pixels_training_saw(pool):
-    """One JPEG decoder (model.frames): extraction's crops are training's frames, centre-cropped, in order."""
-    from model.frames import FrameSource
-    from model.run import center_crop
-    from model.units import _pool_crops, load_network
+    """One JPEG decoder (model.data.frames): extraction's crops are training's frames, centre-cropped, in order."""
+    from model.data.frames import FrameSource
+    from model.network.run import center_crop
+    from model.units.top_images import _pool_crops, load_network
     network = load_network(pool.run, "conv5")
     batches = list(_pool_crops(pool.data, pool.records, network, SETTINGS, "cpu"))
     assert torch.equal(torch.cat([positions for _, positions in batches]), torch.arange(24))

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
-from model.audio import TEXTURE_GROUPS, cochlear_center_frequencies, sound_textures
+from model.sound.texture import TEXTURE_GROUPS, cochlear_center_frequencies, sound_textures
 from model.categories import category_by_name, load_categories
-from model.media import probe, read_audio, read_frames
+from model.data.media import probe, read_audio, read_frames
 from model.settings import WORLD, WORLD_PRESETS
 from model.world import frame_truth, generate_world, video_truth
 from model.world.truth import camera_x

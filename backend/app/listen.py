@@ -1,5 +1,5 @@
 """Listening to an image (every account): a run's prediction for an uploaded image or a frame of its pool
-(model/predict.py), with the units' labels as this account may see them and the clips of the top sound
+(model/units/predict.py), with the units' labels as this account may see them and the clips of the top sound
 clusters; uploads checked and bounded per account; the predicted sound synthesised in the background.
 
 Uploads are hostile until checked: the body is bounded by its Content-Length before it is read
@@ -36,11 +36,11 @@ from backend.app.media_files import dataset_file
 from backend.app.results import run_report
 from backend.config import Settings
 from backend.db.models import Dataset, Frame, Run, SoundCluster
-from model.decode import DecodeLimits, DecodeWorkers
+from model.data.decode import DecodeLimits, DecodeWorkers
 from model.settings import TEXTURE
 
 if TYPE_CHECKING:
-    from model import predict as pr
+    from model.units import predict as pr
 
 CLIPS_PER_CLUSTER = 3
 CLUSTERS_WITH_CLIPS = 3
@@ -134,7 +134,7 @@ class Listening:
         """The run's network, loaded once (again when its files change); 409 when it is not on this server.
 
         Only the model files recorded when the run was published are loaded, each inside the data roots and
-        with its recorded SHA-256 (its bytes are read once, hashed and loaded from memory: model/modelfiles.py)."""
+        with its recorded SHA-256 (its bytes are read once, hashed and loaded from memory: model/network/modelfiles.py)."""
         run_dir = Path(run.run_dir)
         refused = f"Run {run.name}'s network cannot be loaded on this server"
         if run.model_files is None:
@@ -149,7 +149,7 @@ class Listening:
         key = (str(run_dir), stamp, tuple(_file_stamp(Path(path)) for path in sorted(run.model_files)))
         with self.networks_lock:
             if key not in self.networks:
-                from model import predict as pr      # torch: loaded with the first prediction, not at start-up
+                from model.units import predict as pr  # torch: loaded with the first prediction, not at start-up
                 try:
                     predictor = pr.load_predictor(run_dir, digests=run.model_files)
                 except (FileNotFoundError, ValueError) as error:
@@ -207,7 +207,7 @@ def listen(listening: Listening, db: Session, run_id: int, account: int, shown: 
     """Predict for an image's bytes (run in a worker thread: it runs the network, reads the database). The
     image is decoded in one of `listening.decoder`'s processes, killed at the deadline: a hostile file costs
     a few seconds of one CPU at most, and a 422 naming it."""
-    from model import predict as pr
+    from model.units import predict as pr
     run = db.get(Run, run_id)
     if run is None:
         raise TaskError(f"There is no run {run_id}.", 404)
@@ -294,7 +294,7 @@ def _synthesize(listening: Listening, job_id: str, texture: np.ndarray) -> None:
     try:
         if not wait_to_run(listening.settings, sessions, job_id):
             return
-        from model.synthesis import synthesize
+        from model.sound.synthesis import synthesize
 
         waveform = synthesize(texture, seconds=listening.settings.synthesis_seconds, seed=0,
                               progress=progress_writer(sessions, job_id))

@@ -1,6 +1,6 @@
 """The Representation section of a run: its linear-probe results (Table 2a's shape) and Fig. A1a.
 
-``ambient probe`` writes RUN_DIR/probe_<dataset>.json (model/probe.py); this module reads those files
+``ambient probe`` writes RUN_DIR/probe_<dataset>.json (model/units/probe.py); this module reads those files
 through the run's ``run_dir`` and shapes them for the page and the JSON export.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from backend.db.models import Run
-from model.run import read_probes
+from model.network.run import read_probes
 
 
 @dataclass

@@ -22,7 +22,7 @@ SOUND_QUEUE = Queue("sound", SoundReservation,
                     select(UnitImage.unit_id, SoundJudgement.annotator_id)
                     .join(SoundJudgement, SoundJudgement.unit_image_id == UnitImage.id).where(UnitImage.rank == 0))
 DETECTOR_BATCH = 5      # candidates whose verdicts are worked out at a time: each reads its answers and marks
-# Units whose top images are still images (a pool folder of images, model/pool.py): no clips, no sound task.
+# Units whose top images are still images (a pool folder of images, model/data/pool.py): no clips, no sound task.
 UNITS_WITHOUT_CLIPS = (select(UnitImage.unit_id).join(Frame, UnitImage.frame_id == Frame.id)
                        .where(Frame.clip_path.is_(None)))
 

@@ -1,4 +1,4 @@
-"""`ambient ablate`: switch a layer's units off and measure what the sound prediction loses (model/ablate.py)."""
+"""`ambient ablate`: switch a layer's units off and measure what the sound prediction loses (model/units/ablate.py)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
         """Zero units in the forward pass and measure each sound label's accuracy and the true label's
         probability on the test split, against as many random units; writes RUN_DIR/ablation_<layer>.json."""
         from backend.commands.publish import publish_or_exit
-        from model.ablate import ablate_run
-        from model.dataset import write_json_atomic
-        from model.run import ablation_file
+        from model.units.ablate import ablate_run
+        from model.data.dataset import write_json_atomic
+        from model.network.run import ablation_file
 
         if sum((units is not None, category is not None, detectors)) > 1:
             raise typer.BadParameter("choose one of --units, --category and --detectors",

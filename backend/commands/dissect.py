@@ -36,8 +36,8 @@ def register(app: typer.Typer) -> None:
         """Label each unit with the category its top images show most, as the paper's annotators did
         (and, with --masks, with Network Dissection's best-IoU class too)."""
         from backend.commands.publish import publish_or_exit
-        from model.dissect import detector_counts, units_layer, write_dissection
-        from model.run import units_file
+        from model.units.dissect import detector_counts, units_layer, write_dissection
+        from model.network.run import units_file
 
         if truth == (masks is not None):
             raise typer.BadParameter("pass --truth (the demo world) or --masks MASKS_DIR --classes CLASSES.csv",
@@ -94,8 +94,8 @@ def register(app: typer.Typer) -> None:
 
 def _truth_of(path: Path):
     """What a pool frame shows, from the world its dataset was ingested from."""
-    from model import dataset as ds
-    from model.run import read_units_meta
+    from model.data import dataset as ds
+    from model.network.run import read_units_meta
     from model.world.truth import find_world_dir, frame_truth
 
     data_dir = Path(read_units_meta(path)["data_dir"])
@@ -107,7 +107,7 @@ def _truth_of(path: Path):
 
 
 def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
-    from model.dissect import dissect as dissect_units
+    from model.units.dissect import dissect as dissect_units
 
     try:
         return dissect_units(run_dir, _truth_of(path), layer)
@@ -119,12 +119,12 @@ def _truth_labels(run_dir: Path, path: Path, layer: str) -> list:
 def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | None, device: str) -> bool:
     """Every kept checkpoint dissected as the final network was: RUN_DIR/emergence.json. False when that failed
     (said why); a run that kept no checkpoints is only warned about (a demo resumed from before they were kept)."""
-    from model import pool as pl
-    from model.dataset import write_json_atomic
+    from model.data import pool as pl
+    from model.data.dataset import write_json_atomic
     from model.device import resolve_device
-    from model.emergence import dissect_checkpoints
-    from model.run import emergence_file, kept_checkpoints, read_units_meta, units_file
-    from model.segmentation import match_masks, read_classes
+    from model.units.emergence import dissect_checkpoints
+    from model.network.run import emergence_file, kept_checkpoints, read_units_meta, units_file
+    from model.units.segmentation import match_masks, read_classes
 
     path = units_file(run_dir, layer)
     if not kept_checkpoints(run_dir):
@@ -153,7 +153,7 @@ def _emergence(run_dir: Path, layer: str, masks: Path | None, classes: Path | No
 
 
 def _mask_labels(run_dir: Path, masks: Path, classes: Path, layer: str, device: str) -> list:
-    from model.dissect import dissect_masks, write_mask_scores
+    from model.units.dissect import dissect_masks, write_mask_scores
 
     torch_device = device_option(device)
     try:

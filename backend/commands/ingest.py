@@ -47,9 +47,10 @@ def register(app: typer.Typer) -> None:
         """
         from dataclasses import replace
 
-        from model.audio import resolve_device
-        from model.cluster import ClusterError
-        from model.ingest import ingest, report_table
+        from model.sound.texture import resolve_device
+        from model.engine import ClusterError
+        from model.data.dataset import report_table
+        from model.data.ingest import ingest
         from model.settings import INGEST
 
         if merge:

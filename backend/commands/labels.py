@@ -24,10 +24,11 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(LABELS.seed, "--seed", help="Random seed of the k-means initialisation."),
     ) -> None:
         """Compute sound labels from the training split and write DATA_DIR/labels/KIND.npz (GPU if present)."""
-        from model.labels import KINDS, make_labels
+        from model.data.dataset import LABEL_KINDS
+        from model.sound.labels import make_labels
 
-        if kind not in KINDS:
-            raise typer.BadParameter(f"{kind!r} is not one of {', '.join(KINDS)}", param_hint="--kind")
+        if kind not in LABEL_KINDS:
+            raise typer.BadParameter(f"{kind!r} is not one of {', '.join(LABEL_KINDS)}", param_hint="--kind")
         if not data_dir.is_dir():
             raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="DATA_DIR")
         try:

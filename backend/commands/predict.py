@@ -1,5 +1,5 @@
 """`ambient predict`: what a run's network makes of images or video frames: sound labels, firing units,
-a Grad-CAM heatmap PNG and the predicted sound texture (model/predict.py)."""
+a Grad-CAM heatmap PNG and the predicted sound texture (model/units/predict.py)."""
 from __future__ import annotations
 
 import json
@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
                                          "published there. " + DB_HELP),
         device: str = typer.Option("cpu", help="Torch device: auto, cpu, cuda:N."),
         sound: bool = typer.Option(False, "--synthesize", help="Also synthesise each predicted texture into "
-                                   "NAME.wav (model/synthesis.py; about a minute per input on 2 cores)."),
+                                   "NAME.wav (model/sound/synthesis.py; about a minute per input on 2 cores)."),
         seconds: float = typer.Option(3.75, "--seconds", min=0.1, help="With --synthesize: the sound's length."),
     ) -> None:
         """Hear an image: the sound a network predicts for each input, its firing units and where it looks."""
@@ -39,9 +39,9 @@ def register(app: typer.Typer) -> None:
         from backend.app.listen import database_unit_labels, decode_workers
         from backend.config import Settings
         from model.device import resolve_device
-        from model.media import MediaError
-        from model.predict import (BadImage, heatmap_overlay, load_predictor, png_bytes, predict as predict_images,
-                                   prediction_record)
+        from model.data.media import MediaError
+        from model.units.predict import (BadImage, heatmap_overlay, load_predictor, png_bytes, predict as predict_images,
+                                         prediction_record)
 
         try:
             predictor = load_predictor(run_dir, resolve_device(device))
@@ -88,9 +88,9 @@ def _is_video(path: Path) -> bool:
 
 def _read_input(path: Path, at: float, decoder, frame_size: int):
     """An input's frame for the network: a video's frame at ``at`` (by its suffix), else the file as an image,
-    decoded by ``decoder`` (model/decode.py DecodeWorkers: in a process killed at a deadline)."""
-    from model.media import read_frames
-    from model.predict import BadImage, frame_tensor, image_frame
+    decoded by ``decoder`` (model/data/decode.py DecodeWorkers: in a process killed at a deadline)."""
+    from model.data.media import read_frames
+    from model.units.predict import BadImage, frame_tensor, image_frame
 
     if not path.is_file():
         raise BadImage(f"{path}: no such file")
@@ -111,12 +111,12 @@ def _output_name(path: Path, at: float | None, used: set[str]) -> str:
 
 
 def _synthesized(texture, seconds: float, path: Path) -> Path:
-    """The texture as a sound (model/synthesis.py) in a WAV file, with a progress bar on stderr."""
+    """The texture as a sound (model/sound/synthesis.py) in a WAV file, with a progress bar on stderr."""
     import numpy as np
 
-    from model.media import write_audio_clip
+    from model.data.media import write_audio_clip
     from model.settings import TEXTURE
-    from model.synthesis import synthesize
+    from model.sound.synthesis import synthesize
 
     with typer.progressbar(length=1, label=f"synthesising {path.name}", file=sys.stderr) as bar:
         def progress(done: int, total: int) -> None:

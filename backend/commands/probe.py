@@ -39,8 +39,8 @@ def register(app: typer.Typer) -> None:
         """Fit linear SVMs (C by 3-fold cross-validation) on max5/pool5/fc6/fc7 and write RUN_DIR/probe_<dataset>.json."""
         from dataclasses import replace
 
-        from model import probe as pr
-        from model.run import read_run_json, write_probe
+        from model.units import probe as pr
+        from model.network.run import read_run_json, write_probe
         from model.settings import PROBE
 
         if (world is None) == (dataset is None):

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
         itself then if they are missing or stale). Running it again resumes a killed run, rewrites a
         shard that is missing or truncated, and does nothing when all are up to date.
         """
-        from model.shards import write_shards
+        from model.data.shards import write_shards
 
         if not data_dir.is_dir():
             raise typer.BadParameter(f"{data_dir} is not a directory", param_hint="DATA_DIR")

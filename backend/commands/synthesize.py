@@ -1,5 +1,5 @@
 """`ambient synthesize`: a sound whose texture matches a clip's, a saved texture or a cluster's centroid
-(McDermott-Simoncelli synthesis, model/synthesis.py)."""
+(McDermott-Simoncelli synthesis, model/sound/synthesis.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +18,8 @@ def _fail(message: str) -> None:
 def _texture_like(file: Path, at: Optional[float]) -> np.ndarray:
     """The texture of the 3.75 s of FILE centred on --at (default: the middle), as `ambient texture`."""
     from backend.commands.texture import _clip_start
-    from model.audio import sound_texture
-    from model.media import MediaError, probe, read_audio
+    from model.sound.texture import sound_texture
+    from model.data.media import MediaError, probe, read_audio
 
     if not file.is_file():
         _fail(f"{file}: no such file (--like)")
@@ -46,7 +46,7 @@ def _texture_like(file: Path, at: Optional[float]) -> np.ndarray:
 def _texture_file(path: Path) -> np.ndarray:
     import numpy as np
 
-    from model.audio import TEXTURE_DIM
+    from model.sound.texture import TEXTURE_DIM
 
     if not path.is_file():
         _fail(f"{path}: no such file (--texture)")
@@ -64,7 +64,8 @@ def _cluster_texture(run_dir: Path, cluster: int) -> np.ndarray:
     """The centroid of the run's sound cluster, in texture space (the labels file keeps it weighted)."""
     import numpy as np
 
-    from model import dataset, run
+    from model.data import dataset
+    from model.network import run
 
     info = run.read_run_json(run_dir)
     if not info:
@@ -97,15 +98,15 @@ def register(app: typer.Typer) -> None:
         seconds: float = typer.Option(TEXTURE.clip_seconds, "--seconds", min=0.1, help="Length of the sound."),
         seed: int = typer.Option(0, "--seed", help="Seed of the starting noise."),
         steps: Optional[int] = typer.Option(None, "--steps", min=1, help="M&S iterations (more: closer, "
-                                            "slower) [default: model.synthesis.STEPS, 30]."),
+                                            "slower) [default: model.sound.synthesis.STEPS, 30]."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     ) -> None:
         """Synthesise a sound whose 502-d sound texture matches a target (McDermott & Simoncelli 2011):
         --like FILE, --texture T.npy, or --run RUN --cluster K."""
         import numpy as np
 
-        from model.media import write_audio_clip
-        from model.synthesis import STEPS, synthesize, texture_snr
+        from model.data.media import write_audio_clip
+        from model.sound.synthesis import STEPS, synthesize, texture_snr
 
         sources = [like is not None, texture is not None, run_dir is not None or cluster is not None]
         if sum(sources) != 1:
@@ -125,7 +126,7 @@ def register(app: typer.Typer) -> None:
         else:
             target = _cluster_texture(run_dir, cluster)
 
-        from model.audio import sound_texture
+        from model.sound.texture import sound_texture
 
         with typer.progressbar(length=1, label="synthesising") as bar:
             def progress(done: int, total: int) -> None:

@@ -16,7 +16,7 @@ def _clip_start(at: float, duration: float, clip_seconds: float) -> float:
 
 
 def _summary(texture, path: Path, start: float, seconds: float, silent: bool) -> str:
-    from model.audio import TEXTURE_GROUPS
+    from model.sound.texture import TEXTURE_GROUPS
 
     lines = [f"{path}: sound texture of {start:.2f}-{start + seconds:.2f} s ({texture.size} values)"]
     if silent:
@@ -40,8 +40,8 @@ def register(app: typer.Typer) -> None:
                                      "loudness, silent and the whole 502-d vector."),
     ) -> None:
         """Print the McDermott-Simoncelli sound texture of the 3.75 s of FILE around --at."""
-        from model.audio import TEXTURE_GROUPS, is_silent, sound_texture
-        from model.media import MediaError, probe, read_audio
+        from model.sound.texture import TEXTURE_GROUPS, is_silent, sound_texture
+        from model.data.media import MediaError, probe, read_audio
 
         try:
             info = probe(file)

@@ -36,9 +36,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
         from model.device import resolve_device
-        from model.run import RUN_JSON
+        from model.network.run import RUN_JSON
         from model.settings import TrainSettings
-        from model.train import few_steps_warning, planned_steps, train
+        from model.network.train import few_steps_warning, planned_steps, train
 
         if preset not in TRAIN_PRESETS:
             raise typer.BadParameter(f"{preset!r} is not one of {', '.join(TRAIN_PRESETS)}", param_hint="--preset")

@@ -42,9 +42,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Find each unit's top images over a pool of frames (paper 4.1), mask them, and publish them."""
         from backend.commands.publish import publish_or_exit
-        from model import dataset as ds
-        from model.cluster import ClusterError
-        from model.units import extract_units, pool_records, pool_warning
+        from model.data import dataset as ds
+        from model.engine import ClusterError
+        from model.units.top_images import extract_units, pool_records, pool_warning
 
         if split not in POOL_SPLITS:
             raise typer.BadParameter(f"{split!r}: choose {', '.join(POOL_SPLITS)}", param_hint="--split")
@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileNotFoundError, ClusterError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
-        from model.run import read_units_meta, units_file
+        from model.network.run import read_units_meta, units_file
 
         meta = read_units_meta(units_file(run_dir, summary["layer"]))     # the geometry the file was written with
         typer.echo(f"{summary['units']} units of {summary['layer']} from {summary['pool']} frames "

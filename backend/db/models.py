@@ -53,7 +53,7 @@ class Video(Base):
 class Frame(Base):
     """A frame and its 3.75 s clip; ``row`` is its line in the dataset's manifest.jsonl.
 
-    A still image of an image-folder pool (model/pool.py) has no video and no clip; ``row`` is its
+    A still image of an image-folder pool (model/data/pool.py) has no video and no clip; ``row`` is its
     place in the folder's sorted image list."""
 
     __tablename__ = "frames"
@@ -166,7 +166,7 @@ class UnitSample(Base):
 
 
 class SoundCluster(Base):
-    """One sound cluster (or code bit) of a run's labels, as ``ambient publish`` found it (model/clusters.py)."""
+    """One sound cluster (or code bit) of a run's labels, as ``ambient publish`` found it (model/sound/groups.py)."""
 
     __tablename__ = "sound_clusters"
     __table_args__ = (UniqueConstraint("run_id", "index"),)
@@ -388,7 +388,7 @@ class Worker(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, index=True)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))   # running now
-    # The Ray cluster its ingest and units jobs run on (AMBIENT_RAY_ADDRESS), as last seen: model.cluster's
+    # The Ray cluster its ingest and units jobs run on (AMBIENT_RAY_ADDRESS), as last seen: model.engine's
     # cluster_summary plus "address", or {"address", "error"}; None without a cluster.
     cluster: Mapped[dict | None] = mapped_column(JSON)
 

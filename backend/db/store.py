@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 from backend.db.models import (Annotation, Category, Dataset, Frame, Layer, Run, SoundCluster,
                                SoundClusterMember, SoundJudgement, Unit, UnitImage, UnitSample, Video)
 from model.categories import Category as CategoryInfo
-from model.clusters import SoundGroup
-from model.dataset import FrameRecord
+from model.sound.groups import SoundGroup
+from model.data.dataset import FrameRecord
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRe
                      textures: np.ndarray | None, videos_dir: str | None) -> Dataset:
     """The dataset of ``data_dir`` with all its videos and frames (only missing rows are added).
 
-    Still images (``clip == ""``, model/pool.py) have no video or clip. Their rows are places in a folder's
+    Still images (``clip == ""``, model/data/pool.py) have no video or clip. Their rows are places in a folder's
     sorted image list: rows already stored under other images mean the folder changed, and are refused.
     """
     data_dir = Path(data_dir).resolve()

@@ -13,8 +13,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.categories import category_by_name
-from model.dataset import write_json_atomic
-from model.media import fill_fresh_memory, write_video
+from model.data.dataset import write_json_atomic
+from model.data.media import fill_fresh_memory, write_video
 from model.settings import OBJECT_MODES, WORLD, WORLD_PRESETS, WorldSettings
 from model.world import sounds, tuxpaint
 from model.world.objects import DRAWERS

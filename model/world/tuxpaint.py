@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from scipy import signal
 
-from model.media import MediaError, read_audio
+from model.data.media import MediaError, read_audio
 
 STAMPS_DIR = Path("/usr/share/tuxpaint/stamps")
 

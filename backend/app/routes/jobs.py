@@ -19,9 +19,7 @@ from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_
                           fail_jobs_of_dead_workers, job_params, live_workers, requeue_job, training_warning,
                           units_fields)
 from backend.pipeline import DEMO
-from model.dataset import read_report
-from model.ingest import report_table
-from model.labels import KINDS as LABEL_KINDS
+from model.data.dataset import LABEL_KINDS, read_report, report_table
 from model.device import DEVICE_CHOICES
 from model.settings import LABELS, OBJECT_MODES, TRAIN_PRESETS, WORLD_PRESETS
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model.network import LAYERS, CaffeNetBN
+from model.network.caffenet import LAYERS, CaffeNetBN
 
 
 def layer_names(module: nn.Module) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model import dataset
+from model.data import dataset
 
 BROWSABLE_KINDS = ("cluster", "binary")
 CLOSEST_FRAMES = 8

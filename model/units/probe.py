@@ -14,7 +14,7 @@ cross-validation from the paper's grid) are fitted on them. Three kinds of task:
 
 Metrics are scikit-learn's (``average_precision_score``: the area under the precision-recall curve,
 not VOC 2007's 11-point interpolation). Entry points: ``probe_voc2007``, ``probe_imagefolder``,
-``probe_world``; each returns the JSON ``model/run.py``'s ``write_probe`` stores in RUN_DIR.
+``probe_world``; each returns the JSON ``model/network/run.py``'s ``write_probe`` stores in RUN_DIR.
 """
 from __future__ import annotations
 
@@ -35,10 +35,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from model import dataset as ds
-from model.frames import stream_frames
-from model.network import CaffeNetBN
-from model.run import RunInfo, load_run, read_run_json
+from model.data import dataset as ds
+from model.data.frames import stream_frames
+from model.network.caffenet import CaffeNetBN
+from model.network.run import RunInfo, load_run, read_run_json
 from model.settings import PROBE, ProbeSettings
 
 PROBE_LAYERS = ("max5", "pool5", "fc6", "fc7")

@@ -7,7 +7,7 @@ JPEG the number of scans: each scan of a progressive JPEG is another pass over t
 for the next image) and limited in address space and CPU time: a decode inside libjpeg or zlib cannot be
 interrupted, and a thread cannot be killed. The server's predictions and `ambient predict` decode there.
 
-Imports only numpy and Pillow (and model.media in the workers): a worker starts in a fraction of a second.
+Imports only numpy and Pillow (and model.data.media in the workers): a worker starts in a fraction of a second.
 """
 from __future__ import annotations
 
@@ -153,8 +153,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
 def frame_array(image: Image.Image | np.ndarray, frame_size: int) -> np.ndarray:
     """uint8 (frame_size, frame_size, 3): the short side scaled to the frame size and centre-cropped, as
-    ingest does to video frames and `ambient units` to still images (model/pool.py)."""
-    from model.media import resize_center_crop
+    ingest does to video frames and `ambient units` to still images (model/data/pool.py)."""
+    from model.data.media import resize_center_crop
 
     return np.array(resize_center_crop(image, frame_size))
 
@@ -184,7 +184,7 @@ class DecodeWorkers:
     each at a time; each is started on first use and again after it was killed. ``close`` kills them all
     (a later ``frame`` starts new ones), so a server's shutdown never waits on a decode.
 
-    A worker is `python -m model.decode`, not a multiprocessing child: it never re-imports the caller's main
+    A worker is `python -m model.data.decode`, not a multiprocessing child: it never re-imports the caller's main
     module, and it answers in plain bytes (a frame or a message), never a pickle the caller would load."""
 
     def __init__(self, workers: int, limits: DecodeLimits):
@@ -248,7 +248,7 @@ class DecodeWorkers:
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}    # one image, one thread
         limits = json.dumps(dataclasses.asdict(self.limits))
         try:
-            process = subprocess.Popen([sys.executable, "-m", "model.decode", str(theirs.fileno()), limits],
+            process = subprocess.Popen([sys.executable, "-m", "model.data.decode", str(theirs.fileno()), limits],
                                        pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, env=env)
         finally:
             theirs.close()
@@ -279,7 +279,7 @@ def _serve(connection: Connection, limits: DecodeLimits) -> None:
     until the pipe closes."""
     import resource
 
-    import model.media  # noqa: F401: imported before the memory bound, which then counts decoding only
+    import model.data.media  # noqa: F401: imported before the memory bound, which then counts decoding only
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C in `ambient predict`: the caller stops us
     _bound_memory(limits.memory_bytes)
@@ -325,5 +325,5 @@ def _bound_memory(budget: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
 
 
-if __name__ == "__main__":          # a worker, started by DecodeWorkers: python -m model.decode FD LIMITS
+if __name__ == "__main__":          # a worker, started by DecodeWorkers: python -m model.data.decode FD LIMITS
     _serve(Connection(int(sys.argv[1])), DecodeLimits(**json.loads(sys.argv[2])))

@@ -4,8 +4,8 @@ A folder of still images (JPEG/PNG, found recursively) needs no ingest: its imag
 sorted order of their relative paths, and an image's place in that list is its row (what a dataset's
 manifest line is for a frame). Still images have no video and no clip (``FrameRecord.clip == ""``):
 the sound task skips them. Each image is scaled so its short side is the network's frame size and
-centre-cropped, as ingest does to video frames (``model.media.resize_center_crop``); label-map masks
-(model/segmentation.py) get the same geometry, nearest-neighbour.
+centre-cropped, as ingest does to video frames (``model.data.media.resize_center_crop``); label-map masks
+(model/units/segmentation.py) get the same geometry, nearest-neighbour.
 
 Entry points: ``load_pool`` (every record of a pool), ``pool_records`` (those of a split) and
 ``stream_pool`` (decoded frames in batches).
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from model import dataset as ds
-from model.frames import _ahead, stream_frames
-from model.media import resize_center_crop
+from model.data import dataset as ds
+from model.data.frames import _ahead, stream_frames
+from model.data.media import resize_center_crop
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 STILL_SPLIT = "test"          # still images were never trained on: every split of an image folder is all of it
@@ -87,7 +87,7 @@ def stream_pool(root: str | Path, records: Sequence[ds.FrameRecord], frame_size:
                 device: torch.device | str, depth: int = 2) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
     """(positions in ``records``, uint8 (B, 3, frame_size, frame_size) frames on ``device``) per batch, in order.
 
-    A dataset's frames go through the project's one JPEG decoder (model.frames), the pixels training
+    A dataset's frames go through the project's one JPEG decoder (model.data.frames), the pixels training
     saw; still images through PIL (JPEG and PNG, any size), read ``depth`` batches ahead by threads.
     """
     root = Path(root)

@@ -1,5 +1,5 @@
 """Segmentation masks for ``ambient dissect --masks MASKS_DIR --classes CLASSES.csv``: label maps,
-their classes, and the two per-unit, per-class scores (model/dissect.py runs the pass over the pool).
+their classes, and the two per-unit, per-class scores (model/units/dissect.py runs the pass over the pool).
 
 Format:
 
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model import dataset as ds
+from model.data import dataset as ds
 from model.categories import category_by_name
-from model.media import resize_center_crop
+from model.data.media import resize_center_crop
 
 IGNORED = -1      # a pixel of no listed class
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes"), ("0", "false", "no", "")
@@ -159,7 +159,7 @@ class IouTally:
 def contains_classes(regions: torch.Tensor, labels: torch.Tensor, num_classes: int,
                      overlap_fraction: float) -> torch.Tensor:
     """(K, C) bool: whether each of K regions (K, S, S) of one image with ``labels`` (S, S) shows each class
-    (``model.dissect.contains`` for all classes at once): their overlap is at least ``overlap_fraction`` of
+    (``model.units.dissect.contains`` for all classes at once): their overlap is at least ``overlap_fraction`` of
     the smaller of region and class mask."""
     classes = one_hot(labels[None], num_classes)[0]                                   # (P, C)
     flat = regions.flatten(1).float()                                                 # (K, P)

@@ -2,7 +2,7 @@
 augmentation (random crop + flip as one gather, so the same code runs on CPU and GPU).
 
 Frames are decoded once into an in-memory uint8 cache (``FrameSource``) when they fit ``cache_bytes``;
-otherwise training streams them from the dataset's tar shards (``model/shards.py``) and each batch is
+otherwise training streams them from the dataset's tar shards (``model/data/shards.py``) and each batch is
 decoded on the device (``decode_ahead``: ``torchvision.io.decode_jpeg(device="cuda")`` on a GPU).
 ``decode_frames`` is the one JPEG decoder of the project: training and unit extraction both use it.
 """
@@ -19,10 +19,9 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from tqdm import tqdm
 
-from model import dataset
-from model.dataset import labels_file
-from model.labels import KINDS
-from model.run import resize_frames
+from model.data import dataset
+from model.data.dataset import LABEL_KINDS, labels_file
+from model.network.run import resize_frames
 
 DECODE_BATCH = 256
 
@@ -56,14 +55,14 @@ class LabelTargets:
 
 def load_targets(data_dir: str | Path, kind: str, splits: np.ndarray) -> LabelTargets:
     """The labels of ``kind`` for every manifest row; ``splits``: each row's split (``dataset.load_splits``)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind not in LABEL_KINDS:
+        raise ValueError(f"unknown label kind {kind!r}; choose one of {', '.join(LABEL_KINDS)}")
     path = labels_file(data_dir, kind)
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {kind} labels ({path}); run `ambient labels {data_dir} --kind {kind}`")
     saved = np.load(path)
     split = np.asarray(splits)
-    if kind in ("cluster", "scene", "texton"):   # one class per frame (scene, texton: controls, see model/labels.py)
+    if kind in ("cluster", "scene", "texton"):   # one class per frame (scene, texton: controls, see model/sound/labels.py)
         targets = torch.as_tensor(saved["labels"], dtype=torch.long)
         train_mask, num_outputs = saved["keep"], int(saved["k"])
     else:

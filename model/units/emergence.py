@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import pool as pl
-from model.dissect import detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer
-from model.activations import TopImages
-from model.run import FINAL_MODEL, kept_checkpoints, read_dissection, read_metrics, units_file
-from model.segmentation import SegmentationClass
+from model.data import pool as pl
+from model.units.dissect import detector_counts, label_units, score_units, truth_labels, truth_scores, units_layer
+from model.units.activations import TopImages
+from model.network.run import FINAL_MODEL, RunFolder, kept_checkpoints, read_dissection, read_metrics
+from model.units.segmentation import SegmentationClass
 from model.settings import DETECTOR_PRECISION, UNITS, UnitSettings
-from model.units import load_network, pool_pass, video_index
+from model.units.top_images import load_network, pool_pass, video_index
 
 
 def step_summary(step: int, accuracy: float | None, labels: Sequence) -> dict:
@@ -66,9 +66,10 @@ def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of:
     """Dissect every kept checkpoint of RUN_DIR over its units' pool: against the world's truth
     (``truth_of(record)``: the objects in a frame) or against label maps (``masks``: pool row -> PNG, and
     ``classes``). RUN_DIR/dissection.json must hold the final labels. Returns emergence.json's content."""
-    run_dir = Path(run_dir)
-    layer = units_layer(run_dir, layer)
-    path = units_file(run_dir, layer)
+    run = RunFolder(run_dir)
+    run_dir = run.path
+    layer = units_layer(run, layer)
+    path = run.units_file(layer)
     with np.load(path) as data:
         meta, top = json.loads(str(data["meta"])), int(data["frame_ids"].shape[1])
         # The final network's pass over the pool is the units file's: a kept checkpoint of the final step reuses it.
@@ -90,7 +91,7 @@ def dissect_checkpoints(run_dir: str | Path, layer: str | None = None, truth_of:
     steps, skipped, precisions = [], [], []
     for step, checkpoint in checkpoints:
         try:
-            network = load_network(run_dir, layer, device=device, checkpoint=checkpoint)
+            network = load_network(run, layer, device=device, checkpoint=checkpoint)
         except Exception as error:    # noqa: BLE001: a missing or unreadable checkpoint is named and skipped
             skipped.append({"step": step, "checkpoint": str(checkpoint), "reason": f"{type(error).__name__}: {error}"})
             continue

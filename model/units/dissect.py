@@ -1,6 +1,6 @@
 """Automatic unit labels: from the demo world's ground truth (``ambient dissect RUN_DIR --truth``,
 ``dissect``) or from segmentation masks of any pool (``--masks MASKS_DIR --classes CLASSES.csv``,
-``dissect_masks``; the format is in model/segmentation.py).
+``dissect_masks``; the format is in model/units/segmentation.py).
 
 An image counts as containing a category when the unit's masked region (the paper's receptive-field
 circles) and the category's pixels overlap by at least ``overlap_fraction`` of the smaller of the two:
@@ -30,16 +30,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import dataset as ds
-from model import pool as pl
-from model.activations import LayerGeometry, receptive_field_masks
+from model.data import dataset as ds
+from model.data import pool as pl
+from model.units.activations import LayerGeometry, receptive_field_masks
 from model.categories import category_by_name
-from model.media import resize_center_crop
-from model.run import analysed_layers, dissection_file, dissection_scores_file, save_npz_atomic, units_file
-from model.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
-                                read_label_map)
+from model.data.media import resize_center_crop
+from model.network.run import RunFolder, dissection_file, dissection_scores_file, save_npz_atomic, units_file
+from model.units.segmentation import (IouTally, SegmentationClass, contains_classes, match_masks, read_classes,
+                                      read_label_map)
 from model.settings import UNITS, UnitSettings
-from model.units import _pool_crops, load_network
+from model.units.top_images import _pool_crops, load_network
 
 # Upsampled maps are handled this many (unit x pixel) values at a time: bounds memory at any image size.
 VALUES_PER_CHUNK = 1 << 24
@@ -107,13 +107,14 @@ def label_unit(regions: np.ndarray, active: np.ndarray, truths: Sequence[dict[st
     return best_category(category_scores(regions, active, truths, overlap_fraction))
 
 
-def units_layer(run_dir: Path, layer: str | None) -> str:
+def units_layer(run_dir: Path | RunFolder, layer: str | None) -> str:
     """The layer to dissect: ``layer``, or when None the one layer whose units RUN_DIR holds.
 
     FileNotFoundError / ValueError say which layers the run holds (``output`` for a TorchScript or
     torch.export network), never to redo an extraction that is there.
     """
-    layers = analysed_layers(run_dir)
+    run = RunFolder.of(run_dir)
+    run_dir, layers = run.path, run.layers
     if layer is not None and layer in layers:
         return layer
     if layer is None and len(layers) == 1:
@@ -313,7 +314,8 @@ def dissect_masks(run_dir: Path, masks_dir: Path, classes_csv: Path, layer: str 
                   show_progress: bool = True) -> tuple[list[MaskUnitLabel], MaskScores]:
     """Label every unit of RUN_DIR/units_<layer>.npz against the label maps of MASKS_DIR (one pass over
     the pool with the network the units file names); ValueError / FileNotFoundError name bad input."""
-    path = units_file(run_dir, units_layer(run_dir, layer))
+    run = RunFolder(run_dir)
+    path = run.units_file(units_layer(run, layer))
     with np.load(path) as data:
         if "thresholds" not in data.files:
             raise ValueError(f"{path}: written before activation quantiles were kept; run `ambient units` again")
@@ -328,7 +330,7 @@ def dissect_masks(run_dir: Path, masks_dir: Path, classes_csv: Path, layer: str 
     if not masks:
         raise ValueError(f"{masks_dir}: no label map matches any of the {len(records)} pool images of "
                          f"{meta['data_dir']} (by relative path or file stem)")
-    network = load_network(Path(run_dir), meta["layer"], meta.get("model_spec"),
+    network = load_network(run, meta["layer"], meta.get("model_spec"),
                            Path(meta["weights"]) if meta.get("weights") else None, device)
     stored = LayerGeometry(meta["rf_size"], meta["stride"], meta["offset"])
     if not stored.agrees_with(network.geometry):     # e.g. a traced network's file from before geometry was measured
@@ -347,7 +349,7 @@ def write_dissection(run_dir: Path, labels: Sequence[UnitLabel], layer: str) -> 
 
 
 def write_mask_scores(run_dir: Path, layer: str | None, scores: MaskScores) -> Path:
-    """Both scores of every unit and class (RUN_DIR/dissection_<layer>.npz, see model/run.py)."""
+    """Both scores of every unit and class (RUN_DIR/dissection_<layer>.npz, see model/network/run.py)."""
     path = dissection_scores_file(run_dir, layer)
     save_npz_atomic(path, classes=np.array([c.name for c in scores.classes]),
                     class_indices=np.array([c.index for c in scores.classes]),

@@ -10,7 +10,7 @@ measured on the test frames whose heard sources include the category against the
 With ``each_unit`` every unit is also switched off alone (``single_units``: the unit page's "sounds this
 unit helps predict").
 
-The layer's output is computed once per batch (model/nethook.py ``split_at``); each edit runs the head only.
+The layer's output is computed once per batch (model/units/nethook.py ``split_at``); each edit runs the head only.
 Entry points: ``measure_ablations`` (tensors in, results out) and ``ablate_run`` (a RUN_DIR's files).
 """
 from __future__ import annotations
@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import dataset as ds
-from model import pool as pl
+from model.data import dataset as ds
+from model.data import pool as pl
 from model.categories import category_by_name
-from model.clusters import heard_reader
-from model.frames import load_targets
-from model.nethook import LayerSplit, ablation_mask, edited, split_at
-from model.run import dissection_file, load_run, read_dissection, read_run_json
+from model.sound.groups import heard_reader
+from model.data.frames import load_targets
+from model.units.nethook import LayerSplit, ablation_mask, edited, split_at
+from model.network.run import RunFolder
 from model.settings import ABLATION, DETECTOR_PRECISION, AblationSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]   # (layer inputs, targets, {category: heard})
@@ -212,18 +212,19 @@ def ablate_run(run_dir: str | Path, layer: str = ABLATION.layer, units: Sequence
                device: str | torch.device = "cpu", show_progress: bool = True) -> dict:
     """Ablate ``units``, ``category``'s detectors, or (neither given) each category's detectors, of a
     trained run's ``layer`` on its dataset's test split. ValueError / FileNotFoundError name bad input."""
-    run_dir = Path(run_dir)
-    model, info = load_run(run_dir, device)
+    run = RunFolder(run_dir)
+    run_dir = run.path
+    model, info = run.network(device)
     split = split_at(model, layer)
     num_units = layer_units(split, info.crop_size, device)
     if units is not None:
         ablation_mask(units, num_units)
         sets = [UnitSet(tuple(units))]
     else:
-        if not dissection_file(run_dir).exists():
+        labels = run.dissection
+        if labels is None:
             raise FileNotFoundError(f"{run_dir}: no dissection.json to find detectors in; run `ambient dissect "
                                     f"{run_dir} --truth` (or --masks) first, or name --units")
-        labels = read_dissection(run_dir)
         dissected = {u.get("layer") for u in labels}
         if layer not in dissected:
             raise ValueError(f"{run_dir}/dissection.json labels the units of {', '.join(map(str, dissected))}, "
@@ -231,7 +232,7 @@ def ablate_run(run_dir: str | Path, layer: str = ABLATION.layer, units: Sequence
         sets = detector_sets(labels, layer, category)
         if not sets and not each_unit:      # each unit alone is still measured when there are no detectors
             raise ValueError(f"{layer} of {run_dir} has no detectors (precision >= {DETECTOR_PRECISION:.0%}) to ablate")
-    data_dir = Path(read_run_json(run_dir).get("data_dir", ""))
+    data_dir = Path(run.info.get("data_dir", ""))
     if not ds.is_dataset(data_dir):
         raise FileNotFoundError(f"{run_dir}/run.json: its dataset {data_dir} is not there")
     records = ds.load_manifest(data_dir)

@@ -20,12 +20,12 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
                         maps (their activation maps), meta (JSON: pool, geometry, network), and their
                         masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit)
     dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding", "layer"}, ...];
-                        from masks also "netdissect_category", "netdissect_iou" (model/dissect.py)
+                        from masks also "netdissect_category", "netdissect_iou" (model/units/dissect.py)
     dissection_<layer>.npz  from masks: both scores of every unit and class: classes (names),
                         class_indices, class_sounds (characteristic sound flags), precision (units, classes),
                         iou (units, classes), top_with_masks (units,)
 
-Written by ``ambient ablate`` (model/ablate.py)::
+Written by ``ambient ablate`` (model/units/ablate.py)::
 
     ablation_<layer>.json  units switched off: layer, label_kind, test_frames, units_in_layer, random_repeats,
                         seed, world_truth, baseline {accuracy, per_label, true_probability}, ablations [{units,
@@ -34,13 +34,14 @@ Written by ``ambient ablate`` (model/ablate.py)::
                         own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
                         with --each-unit also single_units [{unit, accuracy, per_label}]
 
-Written by ``ambient probe`` (model/probe.py)::
+Written by ``ambient probe`` (model/units/probe.py)::
 
     probe_<dataset>.json  linear-probe results (Table 2): dataset, format, layers, tasks, networks
                           [{"name", "run_dir", "label_kind", "k", "trained", "results": {task: {layer: {"score", ...}}}}]
 
 This module owns every path in RUN_DIR and every reader of these files; ``ambient publish`` loads them
-into the database.
+into the database. It imports torch only where a checkpoint is read or written or images are resized: the
+web app reads run files without loading torch.
 
 State dicts are saved from the bare ``CaffeNetBN`` (never the DDP or torch.compile wrapper), so
 ``CaffeNetBN(info.num_outputs, info.crop_size, info.fc_width).load_state_dict(...)`` always works.
@@ -50,14 +51,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from model.dataset import atomic_file, write_json_atomic
-from model.modelfiles import model_source
-from model.network import CaffeNetBN, normalize_images
+from model.data.dataset import atomic_file, labels_file, write_json_atomic
+from model.network.modelfiles import model_source
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.network.caffenet import CaffeNetBN
 
 RUN_JSON = "run.json"
 METRICS = "metrics.jsonl"
@@ -89,10 +95,14 @@ class RunInfo:
         return cls(**values)
 
     def build_model(self) -> CaffeNetBN:
+        from model.network.caffenet import CaffeNetBN
+
         return CaffeNetBN(self.num_outputs, input_size=self.crop_size, fc_width=self.fc_width)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, 3, H, W) frames -> the network's normalised centre crops, as at test time."""
+        from model.network.caffenet import normalize_images
+
         return normalize_images(center_crop(resize_frames(images, self.frame_size), self.crop_size),
                                 self.mean, self.std)
 
@@ -101,6 +111,8 @@ def resize_frames(images: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (N, 3, H, W) -> uint8 (N, 3, size, size), antialiased; a no-op at the same size."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
+    import torch
+
     resized = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
                                               antialias=True, align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)
@@ -114,6 +126,8 @@ def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
 
 def save_atomic(obj, path: Path) -> None:
     """torch.save so that a kill -9 leaves either the old file or the whole new one."""
+    import torch
+
     with atomic_file(path) as file:
         torch.save(obj, file)
 
@@ -277,16 +291,92 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu",
              digests: Mapping[str, str] | None = None) -> tuple[CaffeNetBN, RunInfo]:
     """The trained network of RUN_DIR in eval mode on ``device`` (final weights, else the latest checkpoint;
     ``checkpoint``: that file's weights, e.g. a kept one; ``digests``: the file must have its recorded
-    SHA-256, model/modelfiles.py)."""
+    SHA-256, model/network/modelfiles.py)."""
     run_dir = Path(run_dir)
     path = Path(checkpoint) if checkpoint is not None else run_model_file(run_dir)
     if checkpoint is not None and not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     if path is None:
         raise FileNotFoundError(f"{run_dir}: no {FINAL_MODEL} or {CHECKPOINT}; run `ambient train` first")
+    import torch
+
     # A pickle may run code: tensors and plain types only.
     state = torch.load(model_source(path, digests), map_location="cpu", weights_only=True)
     info = RunInfo.from_dict(state["run"])
     model = info.build_model()
     model.load_state_dict(state["model"])
     return model.to(device).eval(), info
+
+
+class RunFolder:
+    """The one reader of a RUN_DIR: what training, ``ambient units``, ``ambient dissect`` and ``ambient ablate``
+    wrote there, each file read once and handed out (no torch until the network is asked for).
+
+    Predict, units, dissect, ablate and publish take a run's pieces from here rather than each deriving
+    them from the folder: its run.json (``info``), weights (``network``), labels and textures (through the
+    ``data_dir`` it was trained on), units files and their meta per layer, dissection, ablation, emergence.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir)
+        self._units_meta: dict[str, dict] = {}
+
+    @classmethod
+    def of(cls, run: RunFolder | str | Path) -> RunFolder:
+        """``run`` itself when it is a reader already (its files stay read once), else a reader of RUN_DIR ``run``."""
+        return run if isinstance(run, RunFolder) else cls(run)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @cached_property
+    def info(self) -> dict:
+        """run.json, or {} for a folder no training wrote (an analysis of another network)."""
+        return read_run_json(self.path)
+
+    @property
+    def data_dir(self) -> str | None:
+        """The DATA_DIR the run was trained on (run.json), None when it names none."""
+        return self.info.get("data_dir")
+
+    def labels_file(self, kind: str) -> Path | None:
+        """The ``kind`` labels of the run's DATA_DIR (their centroids or codes give its textures); None: no data_dir."""
+        return labels_file(self.data_dir, kind) if self.data_dir else None
+
+    @property
+    def model_file(self) -> Path | None:
+        """Our run's weights (final, else the latest checkpoint); None: not a trained run."""
+        return run_model_file(self.path)
+
+    def network(self, device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
+                digests: Mapping[str, str] | None = None) -> tuple[CaffeNetBN, RunInfo]:
+        """Our trained network in eval mode (``load_run``)."""
+        return load_run(self.path, device, checkpoint, digests)
+
+    @property
+    def layers(self) -> list[str]:
+        """The layers ``ambient units`` has finished here."""
+        return analysed_layers(self.path)
+
+    def units_file(self, layer: str | None) -> Path:
+        return units_file(self.path, layer)
+
+    def units_meta(self, layer: str) -> dict:
+        """The meta of a layer's units file (pool, geometry, network), read once."""
+        if layer not in self._units_meta:
+            self._units_meta[layer] = read_units_meta(self.units_file(layer))
+        return self._units_meta[layer]
+
+    @cached_property
+    def dissection(self) -> list[dict] | None:
+        """dissection.json's automatic labels; None when ``ambient dissect`` has not written it."""
+        return read_dissection(self.path) if dissection_file(self.path).exists() else None
+
+    def ablation(self, layer: str) -> dict | None:
+        return read_ablation(self.path, layer)
+
+    def emergence(self) -> dict | None:
+        return read_emergence(self.path)
+
+    def last_metrics(self) -> dict:
+        return last_metrics(self.path)

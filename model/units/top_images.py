@@ -5,7 +5,7 @@ lower quantiles of them, masked the same way (the unit page), written to RUN_DIR
 (files only: ``ambient publish`` loads them into the database).
 
 Entry point: ``extract_units``. The pool is an ingested dataset or a folder of still images
-(model/pool.py). Any network can be analysed: our trained run, a torchvision architecture with the
+(model/data/pool.py). Any network can be analysed: our trained run, a torchvision architecture with the
 user's weights, or a TorchScript or ``torch.export`` file whose output is the layer.
 """
 from __future__ import annotations
@@ -25,14 +25,14 @@ from torch import nn
 from torchvision.io import encode_jpeg
 from tqdm import tqdm
 
-from model import dataset as ds
-from model import pool as pl
-from model.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
-                               darken_outside, layer_geometry, receptive_field_masks)
-from model.modelfiles import check_export_archive, model_bytes, model_source
-from model.nethook import run_until
-from model.network import IMAGE_MEAN, IMAGE_STD, normalize_images
-from model.run import center_crop, load_run, pack_jpegs, save_npz_atomic, units_file
+from model.data import dataset as ds
+from model.data import pool as pl
+from model.units.activations import (LayerGeometry, RunningQuantile, RunningTopK, TopImages, checked_geometry,
+                                     darken_outside, layer_geometry, receptive_field_masks)
+from model.network.modelfiles import check_export_archive, model_bytes, model_source
+from model.units.nethook import run_until
+from model.network.caffenet import IMAGE_MEAN, IMAGE_STD, normalize_images
+from model.network.run import RunFolder, center_crop, pack_jpegs, save_npz_atomic, units_file
 from model.settings import INGEST, UNITS, UnitSettings
 
 UNITS_PER_MASK_BATCH = 8
@@ -68,20 +68,21 @@ class Network:
             return self.forward_map(x).float()
 
 
-def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
+def load_network(run: RunFolder | str | Path, layer: str, model_spec: str | None = None, weights: Path | None = None,
                  device: str | torch.device = "cpu", checkpoint: Path | None = None,
                  digests: Mapping[str, str] | None = None) -> Network:
     """Our trained run (``model_spec`` None), ``torchvision:<name>``, ``torchscript:<file>`` or
     ``export:<file>`` (a ``torch.export.save`` program), with the layer's geometry measured
-    (``model.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint);
-    ``digests``: each model file must have its recorded SHA-256 (the server, model/modelfiles.py).
+    (``model.units.activations.checked_geometry``); ``checkpoint``: other weights of our run (a kept checkpoint);
+    ``digests``: each model file must have its recorded SHA-256 (the server, model/network/modelfiles.py).
 
     Raises ValueError (bad spec, unknown layer, a geometry that cannot be measured or that contradicts
     the modules' arithmetic, a model file that could run code or has changed: ModelFileRefused) or
-    FileNotFoundError with a message naming the input.
+    FileNotFoundError with a message naming the input. ``run``: RUN_DIR or its reader.
     """
+    run = RunFolder.of(run)
     if model_spec is None:
-        model, info = load_run(run_dir, device, checkpoint, digests)
+        model, info = run.network(device, checkpoint, digests)
         network = Network(model, layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                           info.mean, info.std)
     elif model_spec.startswith("torchvision:"):
@@ -115,7 +116,7 @@ def load_network(run_dir: Path, layer: str, model_spec: str | None = None, weigh
                           spec=f"export:{path.resolve()}")
     else:
         raise ValueError(f"{model_spec}: use torchvision:<name>, torchscript:<file> or export:<file>")
-    network.geometry = _network_geometry(network, run_dir, device)
+    network.geometry = _network_geometry(network, run.path, device)
     return network
 
 
@@ -184,8 +185,8 @@ class _ExportedProgram(nn.Module):
 def _pool_crops(data_dir: Path, records: Sequence[ds.FrameRecord], network: Network, settings: UnitSettings,
                 device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 network-input crops on ``device``, positions in ``records``) per batch: a dataset's frames
-    with the project's one JPEG decoder (model.frames), the same pixels training saw; still images
-    scaled and cropped as ingest does (model/pool.py)."""
+    with the project's one JPEG decoder (model.data.frames), the same pixels training saw; still images
+    scaled and cropped as ingest does (model/data/pool.py)."""
     for positions, frames in pl.stream_pool(data_dir, records, network.frame_size, settings.batch_size, device,
                                             depth=max(2, settings.workers)):
         yield center_crop(frames, network.input_size), torch.from_numpy(positions)
@@ -270,7 +271,7 @@ def pool_pass_on_cluster(run_dir: Path, data_dir: Path, records: Sequence[ds.Fra
     Parts are whole batches of the single-process pass, so every image meets the network in the same
     batch as there, and their merge is the same result, bit for bit (on nodes of the same kind).
     """
-    from model.cluster import cluster_summary, map_on_cluster
+    from model.engine import cluster_summary, map_on_cluster
 
     videos = video_index(records)
     batches = math.ceil(len(records) / settings.batch_size)
@@ -456,7 +457,7 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
             passed = pool_pass(network, data_dir, records, video_index(records), settings, one_per_video, device,
                                bar.update)
         else:
-            from model.cluster import on_cluster
+            from model.engine import on_cluster
 
             with on_cluster(ray_address):
                 passed = pool_pass_on_cluster(run_dir, data_dir, records, settings, model_spec, weights,

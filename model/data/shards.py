@@ -43,8 +43,8 @@ import torch
 import webdataset
 from tqdm import tqdm
 
-from model import dataset
-from model.frames import decode_ahead
+from model.data import dataset
+from model.data.frames import decode_ahead
 from model.settings import SHARD_FRAMES
 
 INDEX = "index.npz"

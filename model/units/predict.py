@@ -4,7 +4,7 @@
 Entry points: ``load_predictor`` (RUN_DIR -> a ``Predictor``: our trained run, or a network that
 ``ambient units`` analysed there: torchvision, TorchScript, torch.export) and ``predict`` (frames in,
 ``Prediction``s out: pure, no files). ``decode_image`` turns untrusted bytes into an RGB image within
-bounds (model/decode.py, which also decodes in worker processes killed at a deadline), ``image_frame``
+bounds (model/data/decode.py, which also decodes in worker processes killed at a deadline), ``image_frame``
 into the network's frame as ingest makes it, ``heatmap_overlay`` the heatmap into a picture.
 
 What applies to which network:
@@ -36,12 +36,12 @@ import torchvision
 from PIL import Image
 from torch import nn
 
-from model import dataset as ds
-from model import run as rd
-# Untrusted image bytes are decoded in model/decode.py (light: its worker processes import no torch).
-from model.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
-from model.nethook import retain_layer
-from model.network import normalize_images
+from model.data import dataset as ds
+from model.network import run as rd
+# Untrusted image bytes are decoded in model/data/decode.py (light: its worker processes import no torch).
+from model.data.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
+from model.units.nethook import retain_layer
+from model.network.caffenet import normalize_images
 from model.settings import UNITS
 
 # Colours of the heatmap, low to high (close to matplotlib's "jet"): hand-written, a 5-stop ramp needs no library.
@@ -96,21 +96,21 @@ def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu",
     """The network of RUN_DIR with what it predicts: our trained run (its model.pt or checkpoint), else the
     network `ambient units` analysed there (conv5 first, else the first layer analysed). ``digests``
     ({resolved path: SHA-256}, recorded when the run was published): each model file read must have its
-    recorded digest (``model.modelfiles.model_bytes``).
+    recorded digest (``model.network.modelfiles.model_bytes``).
 
     Raises FileNotFoundError (naming what to run) or ValueError for a folder that holds neither, or a model
     file that could run code or has changed (``ModelFileRefused``)."""
-    run_dir = Path(run_dir)
-    if rd.run_model_file(run_dir) is not None:
-        model, info = rd.load_run(run_dir, device, digests=digests)
+    run = rd.RunFolder(run_dir)
+    if run.model_file is not None:
+        model, info = run.network(device, digests=digests)
         predictor = Predictor(model, UNITS.layer, "caffenet-bn", info.label_kind, info.frame_size, info.crop_size,
                               info.mean, info.std, _sound_names(info.label_kind, info.num_outputs))
-        _add_textures(predictor, run_dir)
+        _add_textures(predictor, run)
     else:
-        predictor = _analysed_network(run_dir, _analysed_meta(run_dir), device, digests)
+        predictor = _analysed_network(run, _analysed_meta(run), device, digests)
         predictor.texture_note = "no sound texture: this network was not trained on sound"
-    predictor.unit_labels = _automatic_labels(run_dir, predictor.layer_name)
-    path = rd.units_file(run_dir, predictor.layer_name)
+    predictor.unit_labels = _automatic_labels(run, predictor.layer_name)
+    path = run.units_file(predictor.layer_name)
     if path.exists():
         with np.load(path) as data:
             predictor.thresholds = data["thresholds"] if "thresholds" in data else None
@@ -118,37 +118,36 @@ def load_predictor(run_dir: str | Path, device: str | torch.device = "cpu",
 
 
 def _sound_names(kind: str, count: int) -> list[str]:
-    # The names model/clusters.py gives the groups (and `ambient publish` stores): pages and CLI agree.
+    # The names model/sound/groups.py gives the groups (and `ambient publish` stores): pages and CLI agree.
     return [f"Cluster {i + 1}" if kind == "cluster" else f"Bit {i + 1}" for i in range(count)]
 
 
-def network_files(run_dir: str | Path) -> list[Path]:
+def network_files(run_dir: str | Path | rd.RunFolder) -> list[Path]:
     """The model files ``load_predictor`` reads for RUN_DIR: our run's weights, else the analysed network's
     file (TorchScript or torch.export) and weights; what ``ambient publish`` records the SHA-256 of."""
-    path = rd.run_model_file(run_dir)
-    if path is not None:
-        return [path]
-    meta = _analysed_meta(Path(run_dir))
+    run = rd.RunFolder.of(run_dir)
+    if run.model_file is not None:
+        return [run.model_file]
+    meta = _analysed_meta(run)
     spec, weights = meta.get("model_spec") or "", meta.get("weights")
     files = [Path(spec.split(":", 1)[1])] if spec.startswith(("torchscript:", "export:")) else []
     return files + ([Path(weights)] if weights else [])
 
 
-def _analysed_meta(run_dir: Path) -> dict:
+def _analysed_meta(run: rd.RunFolder) -> dict:
     """The units file's meta of the layer ``load_predictor`` shows for a network `ambient units` analysed."""
-    layers = rd.analysed_layers(run_dir)
+    layers = run.layers
     if not layers:
-        raise FileNotFoundError(f"{run_dir}: no {rd.FINAL_MODEL} (a trained run) and no units_<layer>.npz "
+        raise FileNotFoundError(f"{run.path}: no {rd.FINAL_MODEL} (a trained run) and no units_<layer>.npz "
                                 f"(a network published by `ambient units --model ...`)")
-    layer = UNITS.layer if UNITS.layer in layers else layers[0]
-    return rd.read_units_meta(rd.units_file(run_dir, layer))
+    return run.units_meta(UNITS.layer if UNITS.layer in layers else layers[0])
 
 
-def _analysed_network(run_dir: Path, meta: dict, device, digests: Mapping[str, str] | None = None) -> Predictor:
-    from model.units import load_network     # measures the layer's geometry: only for networks not our own
+def _analysed_network(run: rd.RunFolder, meta: dict, device, digests: Mapping[str, str] | None = None) -> Predictor:
+    from model.units.top_images import load_network     # measures the layer's geometry: only for networks not our own
 
     spec, weights = meta.get("model_spec"), meta.get("weights")
-    network = load_network(run_dir, meta["layer"], spec, Path(weights) if weights else None, device,
+    network = load_network(run, meta["layer"], spec, Path(weights) if weights else None, device,
                            digests=digests)
     if network.kind.startswith("torchvision:"):
         name = network.kind.split(":", 1)[1]
@@ -166,21 +165,18 @@ def _class_names(model_name: str) -> list[str]:
         return []
 
 
-def _automatic_labels(run_dir: Path, layer: str) -> dict[int, str]:
-    if not rd.dissection_file(run_dir).exists():
-        return {}
-    return {int(row["unit"]): row["category"] for row in rd.read_dissection(run_dir)
+def _automatic_labels(run: rd.RunFolder, layer: str) -> dict[int, str]:
+    return {int(row["unit"]): row["category"] for row in run.dissection or []
             if row.get("category") and row.get("layer", layer) == layer}
 
 
-def _add_textures(predictor: Predictor, run_dir: Path) -> None:
+def _add_textures(predictor: Predictor, run: rd.RunFolder) -> None:
     """The textures the run's labels stand for, from the DATA_DIR it was trained on (run.json)."""
     kind = predictor.output_kind
     if kind not in ("cluster", "binary"):
         predictor.texture_note = f"no sound texture: {kind} labels code the spectrum, not the texture"
         return
-    data_dir = rd.read_run_json(run_dir).get("data_dir")
-    path = ds.labels_file(data_dir, kind) if data_dir else None
+    data_dir, path = run.data_dir, run.labels_file(kind)
     if path is None or not path.exists():
         predictor.texture_note = (f"no sound texture: the run's {kind} labels ({path or 'run.json names no data_dir'}) "
                                   f"are not here")
@@ -200,7 +196,7 @@ def _add_textures(predictor: Predictor, run_dir: Path) -> None:
 
 def image_frame(image: Image.Image | np.ndarray, frame_size: int) -> torch.Tensor:
     """uint8 (3, frame_size, frame_size): the short side scaled to the frame size and centre-cropped, as
-    ingest does to video frames and `ambient units` to still images (model/pool.py)."""
+    ingest does to video frames and `ambient units` to still images (model/data/pool.py)."""
     return frame_tensor(frame_array(image, frame_size))
 
 

@@ -1,4 +1,4 @@
-"""Ingest: videos -> 10 frames each, their 3.75 s clips, sound textures and spectra (see model/dataset.py).
+"""Ingest: videos -> 10 frames each, their 3.75 s clips, sound textures and spectra (see model/data/dataset.py).
 
 Each video is processed on its own into ``videos/<id>/`` (``video.json`` last = finished), so runs
 resume, shards can run on many machines, and ``merge`` joins whatever is finished into the manifest.
@@ -10,7 +10,6 @@ import hashlib
 import json
 import multiprocessing
 import re
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,13 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model import dataset
-from model.audio import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
-from model.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
-                         stream_spans, write_audio_clip)
+from model.data import dataset
+from model.data.media import (VIDEO_SUFFIXES, MediaError, StreamSpans, probe, read_audio_clips, read_frames,
+                              resize_center_crop, stream_spans, write_audio_clip)
 from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
+from model.sound.texture import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
 VIDEO_RECORD = "video.json"
 SKIPPED_RECORD = "skipped.json"     # a video that could not be used, with its reason
 FEATURES = "features.npz"
@@ -263,22 +261,6 @@ def merge_videos(out_dir: str | Path) -> IngestReport:
     return report
 
 
-def reason_kind(text: str) -> str:
-    """What a skip reason or warning says without its particulars (numbers, error details, the
-    clauses after its first ";"), so that videos skipped for the same cause count together."""
-    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text.split(";")[0])   # "(0.50 s)", "(InvalidDataError: ...)"
-    return re.sub(r"\d+(\.\d+)?", "N", text)
-
-
-def report_table(report: IngestReport | dict) -> list[tuple[str, str, int]]:
-    """(kind "skipped" or "warning", reason, videos) rows, most frequent first: the end of an ingest."""
-    report = report if isinstance(report, dict) else asdict(report)
-    counts = Counter([("skipped", reason_kind(s["reason"])) for s in report["skipped"]]
-                     + [("warning", reason_kind(w["warning"])) for w in report.get("warnings", [])])
-    return [(kind, reason, count) for (kind, reason), count in
-            sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))]
-
-
 def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | None = None,
            shard: tuple[int, int] | None = None, merge: bool = False, progress: bool = True,
            settings: IngestSettings = INGEST, ray_address: str | None = None) -> IngestReport:
@@ -287,7 +269,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
     With `shard=(i, n)` only videos whose sorted index is i mod n are processed and the manifest is
     not written (run with `merge=True` once all shards are done); the report then covers this shard
     only. Without a shard the finished set is merged at the end. `merge=True` only merges.
-    With `ray_address` the videos are ingested by tasks on that Ray cluster (model/cluster.py; out_dir
+    With `ray_address` the videos are ingested by tasks on that Ray cluster (model/engine.py; out_dir
     on storage every node sees): the same per-video function, so the same files, and the same merge.
     """
     out_dir = Path(out_dir)
@@ -295,7 +277,7 @@ def ingest(videos_dir: str | Path | None, out_dir: str | Path, workers: int | No
         return merge_videos(out_dir)
     videos_dir = Path(videos_dir)
     if ray_address is not None:
-        from model.cluster import on_cluster
+        from model.engine import on_cluster
 
         with on_cluster(ray_address):    # joined before anything is written: a dead address writes nothing
             return _ingest(videos_dir, out_dir, workers, shard, progress, settings, on_ray=True)
@@ -319,7 +301,7 @@ def _ingest(videos_dir: Path, out_dir: Path, workers: int | None, shard: tuple[i
                unit="video", disable=not progress)
     results = [(p, 0, reason, []) for p, reason in skipped_before.items()]
     if on_ray:
-        from model.cluster import map_on_cluster
+        from model.engine import map_on_cluster
 
         # Textures on the nodes' CPUs unless a GPU was asked for: a task then holds a share of one.
         gpus = 0.25 if settings.device == "cuda" else 0

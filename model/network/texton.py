@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.frames import stream_frames
-from model.labels import cluster_labels
+from model.data.frames import stream_frames
+from model.kmeans import cluster_labels
 from model.settings import LABELS, TEXTON, LabelSettings, TextonSettings
 
 ASSIGN_ROWS = 65_536          # pixels per nearest-texton computation: bounds its (rows, textons) matrix

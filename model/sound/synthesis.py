@@ -1,5 +1,5 @@
 """Sound texture synthesis (McDermott & Simoncelli 2011, the paper's reference 25): a waveform whose
-502-d sound texture (``model.audio.sound_texture``) matches a target texture.
+502-d sound texture (``model.sound.texture.sound_texture``) matches a target texture.
 
 ``synthesize`` is the entry point: target texture in, mono float32 waveform at ``settings.sample_rate``
 out. As M&S: start from noise (shaped to the target's mean spectrum) and repeat: split the waveform into
@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from model import audio
+from model.sound import texture as audio
 from model.settings import TEXTURE, TextureSettings
 
 # The paper's Fig. 1 groups of the 502 statistics (audio.TEXTURE_GROUPS holds the finer layout).

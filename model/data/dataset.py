@@ -11,9 +11,9 @@ Layout of DATA_DIR (written by ``ambient ingest``)::
     textures.npy                      (N, 502) float32, row i = line i of manifest.jsonl
     spectrum.npy                      (N, 32) float32, same order
     ingest_report.json                {"videos_dir", "ingested": [video, ...], "skipped": [{"path", "reason"}], "frames",
-                                       "warnings": [{"path", "warning"}]} (see model.ingest.report_table)
-    labels/<kind>.npz                 written by ``ambient labels`` (model/labels.py)
-    shards/                           the frames as WebDataset tar shards for streaming training (model/shards.py)
+                                       "warnings": [{"path", "warning"}]} (see report_table)
+    labels/<kind>.npz                 written by ``ambient labels`` (model/sound/labels.py)
+    shards/                           the frames as WebDataset tar shards for streaming training (model/data/shards.py)
 
 A video directory is complete only when ``video.json`` exists: it is written last,
 atomically, so a killed ingest leaves nothing half-finished that looks done.
@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -37,6 +39,8 @@ SPECTRUM = "spectrum.npy"
 REPORT = "ingest_report.json"
 LABELS_DIR = "labels"
 SHARDS_DIR = "shards"
+# The kinds of labels/<kind>.npz (model/sound/labels.py makes them; frames, training and the job forms read them).
+LABEL_KINDS = ("cluster", "binary", "spectrum", "scene", "texton")
 
 
 @dataclass
@@ -58,12 +62,12 @@ def is_dataset(path: str | Path) -> bool:
 
 
 def labels_file(data_dir: str | Path, kind: str) -> Path:
-    """Where ``ambient labels --kind KIND`` writes (model/labels.py)."""
+    """Where ``ambient labels --kind KIND`` writes (model/sound/labels.py)."""
     return Path(data_dir) / LABELS_DIR / f"{kind}.npz"
 
 
 def shards_dir(data_dir: str | Path) -> Path:
-    """Where ``ambient shards`` writes the frames as tar shards (model/shards.py)."""
+    """Where ``ambient shards`` writes the frames as tar shards (model/data/shards.py)."""
     return Path(data_dir) / SHARDS_DIR
 
 
@@ -71,6 +75,23 @@ def read_report(data_dir: str | Path) -> dict:
     """DATA_DIR/ingest_report.json, or {} when ingest wrote none (a dataset assembled by hand)."""
     path = Path(data_dir) / REPORT
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def reason_kind(text: str) -> str:
+    """What a skip reason or warning says without its particulars (numbers, error details, the
+    clauses after its first ";"), so that videos skipped for the same cause count together."""
+    text = re.sub(r"\s*\([^)]*[\d:][^)]*\)", "", text.split(";")[0])   # "(0.50 s)", "(InvalidDataError: ...)"
+    return re.sub(r"\d+(\.\d+)?", "N", text)
+
+
+def report_table(report: dict | object) -> list[tuple[str, str, int]]:
+    """(kind "skipped" or "warning", reason, videos) rows, most frequent first: the end of an ingest
+    (``report``: an ``IngestReport`` or its dict, as read_report gives it)."""
+    report = report if isinstance(report, dict) else asdict(report)
+    counts = Counter([("skipped", reason_kind(s["reason"])) for s in report["skipped"]]
+                     + [("warning", reason_kind(w["warning"])) for w in report.get("warnings", [])])
+    return [(kind, reason, count) for (kind, reason), count in
+            sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))]
 
 
 def create_new(path: Path) -> BinaryIO:

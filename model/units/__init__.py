@@ -1,0 +1,1 @@
+"""Units and their analyses: activations, top images, the layer hooks, dissection, ablation, emergence, probes, prediction."""
