@@ -1,0 +1,62 @@
+"""Which CPU kernels torch uses, and the portable setting that pins them.
+
+Training's floating-point sums depend on the vector width of the kernels torch picks for the CPU (AVX-512
+sums 16 floats at a time, AVX2 8), so the same commands give slightly different weights, and after
+thousands of steps different figures, on different CPUs. Runs record the capability in run.json.
+
+``AMBIENT_PORTABLE=1`` (or ``--portable`` on ``ambient train`` and ``ambient demo``) pins ATen's kernels,
+oneDNN's and MKL's to AVX2 whatever the CPU, through the environment variables each library reads when it
+first runs; so they must be set before torch is imported. This module imports torch only when asked.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+PORTABLE = "AMBIENT_PORTABLE"
+# The same kernels on every x86-64 CPU with AVX2: ATen's vectorised ops, oneDNN's convolutions, MKL's
+# matrix products (MKL's conditional numerical reproducibility mode).
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def portable_requested(environ=os.environ) -> bool:
+    """AMBIENT_PORTABLE is set to something other than "" or "0"."""
+    return environ.get(PORTABLE, "") not in ("", "0")
+
+
+def kernels_pinned(environ=os.environ) -> bool:
+    return all(environ.get(name) == value for name, value in PORTABLE_KERNELS.items())
+
+
+def pin_portable_kernels() -> None:
+    """Pin the kernels in this process and the processes it starts. RuntimeError once torch is imported
+    unpinned: its libraries may have chosen their kernels already."""
+    if kernels_pinned():
+        os.environ[PORTABLE] = "1"
+        return
+    if "torch" in sys.modules:
+        raise RuntimeError("portable kernels must be chosen before torch is imported: "
+                           f"start the command with {PORTABLE}=1")
+    os.environ.update(PORTABLE_KERNELS)
+    os.environ[PORTABLE] = "1"
+
+
+def cpu_capability() -> str:
+    """The vector instructions ATen's CPU kernels use here: "AVX512", "AVX2", "DEFAULT", ...; imports torch."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def capability_line() -> str:
+    """What `ambient train` and `ambient demo` print about the kernels their figures came from."""
+    if kernels_pinned():
+        return (f"CPU capability: {cpu_capability()}, kernels pinned ({PORTABLE}=1): the same figures on any "
+                f"x86-64 CPU with AVX2, with this torch and thread count")
+    return (f"CPU capability: {cpu_capability()} (training's float sums depend on it; figures in the README are "
+            f"per capability; {PORTABLE}=1 or --portable pins them)")
+
+
+def kernels_record() -> dict:
+    """run.json's record of the kernels that trained the run."""
+    return {"cpu_capability": cpu_capability(), "portable_kernels": kernels_pinned()}
