@@ -1,12 +1,17 @@
 """Which CPU kernels torch uses, and the portable setting that pins them.
 
-Training's floating-point sums depend on the vector width of the kernels torch picks for the CPU (AVX-512
-sums 16 floats at a time, AVX2 8), so the same commands give slightly different weights, and after
-thousands of steps different figures, on different CPUs. Runs record the capability in run.json.
+Training's floating-point sums depend on the kernels torch's libraries pick for the CPU (AVX-512 sums 16
+floats at a time, AVX2 8; MKL's matrix products and oneDNN's convolutions block their sums by it), so the
+same commands give slightly different weights, and after hundreds of steps different figures, on different
+CPUs. `ambient train` and `ambient demo` print the capability and run.json records it.
 
 ``AMBIENT_PORTABLE=1`` (or ``--portable`` on ``ambient train`` and ``ambient demo``) pins ATen's kernels,
-oneDNN's and MKL's to AVX2 whatever the CPU, through the environment variables each library reads when it
-first runs; so they must be set before torch is imported. This module imports torch only when asked.
+oneDNN's (convolutions) and MKL's (matrix products, in its reproducible mode) to AVX2 through the
+environment variables each library reads when it first runs, so they must be set before torch is imported.
+Measured (benchmarks/bench_portable.py): pinned, this AVX-512 CPU trains bit for bit the weights it trains
+when it imitates an AVX2-only CPU, pinned or not; different from its own default. Not promised: another
+thread count, another torch build, AMD CPUs (MKL's reproducible mode is for Intel's), GPUs, ARM.
+This module imports torch only when asked.
 """
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ import os
 import sys
 
 PORTABLE = "AMBIENT_PORTABLE"
-# The same kernels on every x86-64 CPU with AVX2: ATen's vectorised ops, oneDNN's convolutions, MKL's
-# matrix products (MKL's conditional numerical reproducibility mode).
+# The kernels an AVX2 CPU runs, on any CPU that has AVX2: ATen's vectorised ops, oneDNN's convolutions,
+# MKL's matrix products (MKL_CBWR: its conditional numerical reproducibility mode).
 PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
 
 
@@ -51,8 +56,8 @@ def cpu_capability() -> str:
 def capability_line() -> str:
     """What `ambient train` and `ambient demo` print about the kernels their figures came from."""
     if kernels_pinned():
-        return (f"CPU capability: {cpu_capability()}, kernels pinned ({PORTABLE}=1): the same figures on any "
-                f"x86-64 CPU with AVX2, with this torch and thread count")
+        return (f"CPU capability: {cpu_capability()}, kernels pinned ({PORTABLE}=1): the figures of an AVX2 CPU "
+                f"whatever this one has (same torch and thread count)")
     return (f"CPU capability: {cpu_capability()} (training's float sums depend on it; figures in the README are "
             f"per capability; {PORTABLE}=1 or --portable pins them)")
 

@@ -89,3 +89,19 @@ def test_the_kernels_cannot_be_pinned_once_torch_is_loaded(data_dir, tmp_path, m
     result = CliRunner().invoke(app, _train(data_dir, tmp_path / "run", "--portable"))
     assert result.exit_code == 2 and f"{PORTABLE}=1" in result.output     # the error says how to pin
     assert not (tmp_path / "run").exists()
+
+
+def test_ambient_portable_pins_the_kernels_of_commands_without_the_flag(tmp_path):
+    """`AMBIENT_PORTABLE=1 ambient labels ...` (or units, dissect, ...) runs on the pinned kernels too."""
+    script = f"""
+import json, os
+from backend.cli import app
+try:
+    app(["labels", {str(tmp_path / "no-dataset")!r}])
+except SystemExit:
+    pass
+print(json.dumps({{name: os.environ.get(name) for name in {sorted(PORTABLE_KERNELS)!r}}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            env={**_unpinned_environment(), PORTABLE: "1"})
+    assert json.loads(result.stdout.splitlines()[-1]) == PORTABLE_KERNELS, result.stderr[-3000:]

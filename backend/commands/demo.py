@@ -24,7 +24,8 @@ def register(app: typer.Typer) -> None:
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         print_only: bool = typer.Option(False, "--print", help="Print the steps still to run, one a line, and stop."),
         portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 in "
-                                      "every step: the same figures on any x86-64 CPU with AVX2 (model/cpu.py)."),
+                                      "every step: the figures of an AVX2 CPU whatever this one has (same torch "
+                                      "and thread count; model/cpu.py)."),
     ) -> None:
         """Run the demo: world -> ingest -> labels -> train -> units -> dissect, the same plan as the admin
         page's demo job; a rerun resumes from what DIR already holds."""

@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", min=0, help="Keep the weights at N evenly "
                                              "spaced steps (the last always) in OUT/checkpoints/, for "
                                              "`ambient dissect OUT --checkpoints` (when detectors emerge)."),
-        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 "
-                                      "(about 1.2x slower on an AVX-512 CPU): the same weights and figures on any "
-                                      "x86-64 CPU with AVX2 (model/cpu.py)."),
+        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2: "
+                                      "the figures of an AVX2 CPU whatever this one has (same torch and thread "
+                                      "count; model/cpu.py)."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
         if portable:
