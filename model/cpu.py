@@ -8,9 +8,10 @@ CPUs. `ambient train` and `ambient demo` print the capability and run.json recor
 ``AMBIENT_PORTABLE=1`` (or ``--portable`` on ``ambient train`` and ``ambient demo``) pins ATen's kernels,
 oneDNN's (convolutions) and MKL's (matrix products, in its reproducible mode) to AVX2 through the
 environment variables each library reads when it first runs, so they must be set before torch is imported.
-Measured (benchmarks/bench_portable.py): pinned, this AVX-512 CPU trains bit for bit the weights it trains
-when it imitates an AVX2-only CPU, pinned or not; different from its own default. Not promised: another
-thread count, another torch build, AMD CPUs (MKL's reproducible mode is for Intel's), GPUs, ARM.
+Sums are also split among threads, which training takes from the number of cores: pinned, every command
+uses PORTABLE_THREADS. Measured (benchmarks/bench_portable.py): pinned, this AVX-512 CPU trains bit for bit
+the weights it trains when it imitates an AVX2-only CPU, and on 1 core as on 2; its own default differs.
+Not promised: another torch build, AMD CPUs (MKL's reproducible mode is for Intel's), GPUs, ARM.
 This module imports torch only when asked.
 """
 from __future__ import annotations
@@ -19,9 +20,12 @@ import os
 import sys
 
 PORTABLE = "AMBIENT_PORTABLE"
+# Sums are split among threads too, so pinned runs use as many as the README's 2-core machine.
+PORTABLE_THREADS = 2
 # The kernels an AVX2 CPU runs, on any CPU that has AVX2: ATen's vectorised ops, oneDNN's convolutions,
-# MKL's matrix products (MKL_CBWR: its conditional numerical reproducibility mode).
-PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+# MKL's matrix products (MKL_CBWR: its conditional numerical reproducibility mode); and the threads.
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2",
+                    "OMP_NUM_THREADS": str(PORTABLE_THREADS), "MKL_NUM_THREADS": str(PORTABLE_THREADS)}
 
 
 def portable_requested(environ=os.environ) -> bool:
@@ -46,6 +50,12 @@ def pin_portable_kernels() -> None:
     os.environ[PORTABLE] = "1"
 
 
+def training_threads(processes: int = 1) -> int:
+    """Threads for each of ``processes`` training on the CPU: the cores shared out; pinned, PORTABLE_THREADS."""
+    cores = PORTABLE_THREADS if kernels_pinned() else (os.cpu_count() or 1)
+    return max(1, cores // processes)
+
+
 def cpu_capability() -> str:
     """The vector instructions ATen's CPU kernels use here: "AVX512", "AVX2", "DEFAULT", ...; imports torch."""
     import torch
@@ -57,11 +67,14 @@ def capability_line() -> str:
     """What `ambient train` and `ambient demo` print about the kernels their figures came from."""
     if kernels_pinned():
         return (f"CPU capability: {cpu_capability()}, kernels pinned ({PORTABLE}=1): the figures of an AVX2 CPU "
-                f"whatever this one has (same torch and thread count)")
-    return (f"CPU capability: {cpu_capability()} (training's float sums depend on it; figures in the README are "
-            f"per capability; {PORTABLE}=1 or --portable pins them)")
+                f"on {PORTABLE_THREADS} threads whatever this one has (same torch build)")
+    return (f"CPU capability: {cpu_capability()}, {training_threads()} threads (training's float sums depend on "
+            f"both; the README's figures say which made them; {PORTABLE}=1 or --portable pins them)")
 
 
 def kernels_record() -> dict:
-    """run.json's record of the kernels that trained the run."""
-    return {"cpu_capability": cpu_capability(), "portable_kernels": kernels_pinned()}
+    """run.json's record of the kernels and threads that trained the run."""
+    import torch
+
+    return {"cpu_capability": cpu_capability(), "cpu_threads": torch.get_num_threads(),
+            "portable_kernels": kernels_pinned()}

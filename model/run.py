@@ -3,7 +3,7 @@
 Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
 
     run.json        RunInfo below plus "config" (the TrainSettings used), "data_dir", "preset", "world_size",
-                    "cpu_capability" and "portable_kernels" (the CPU kernels that made it: model/cpu.py)
+                    "cpu_capability", "cpu_threads" and "portable_kernels" (the CPU kernels that made it: model/cpu.py)
     metrics.jsonl   one JSON object per evaluation: step, epoch, loss, test_accuracy, chance, majority, ...;
                     streaming from shards also "skipped_shards" (every shard skipped so far: shard, reason, rank)
     stream.jsonl    streaming from shards: one JSON object per evaluation, {"step", "epoch", "ranks": [{"rank",

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model import dataset
+from model.cpu import training_threads
 from model.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
 from model.network import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
 from model.run import (CHECKPOINT, FINAL_MODEL, METRICS, STREAM, RunInfo, center_crop, kept_checkpoint_file, load_run,
@@ -188,7 +189,7 @@ def train(data_dir: str | Path, label_kind: str, run_dir: str | Path, settings: 
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(training_threads(world))
     if settings.batch_size % world:
         raise ValueError(f"batch size {settings.batch_size} does not split across {world} processes")
     checkpoint_path = run_dir / CHECKPOINT

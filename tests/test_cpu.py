@@ -40,19 +40,27 @@ def test_train_prints_the_cpu_capability_and_records_it_in_run_json(data_dir, tm
     capability = torch.backends.cpu.get_cpu_capability()
     result = CliRunner().invoke(app, _train(data_dir, tmp_path / "run"))
     assert result.exit_code == 0, result.output
-    assert f"CPU capability: {capability} (training's float sums depend on it" in result.output
+    assert f"CPU capability: {capability}, {os.cpu_count()} threads (training's float sums depend" in result.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["cpu_capability"] == capability and run["portable_kernels"] is False
+    assert run["cpu_threads"] == os.cpu_count()          # training takes every core
 
 
 @needs_avx2
-def test_portable_training_runs_on_avx2_kernels_and_says_so(data_dir, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "backend.cli", *_train(data_dir, tmp_path / "run", "--portable")],
-                            cwd=REPO, env=_unpinned_environment(), capture_output=True, text=True, timeout=300)
+def test_portable_training_runs_on_avx2_kernels_and_two_threads_and_says_so(data_dir, tmp_path):
+    """On a CPU of 7 cores (as this process is told) the portable run still takes 2 threads."""
+    script = f"""
+import os
+os.cpu_count = lambda: 7
+from backend.cli import app
+app({_train(data_dir, tmp_path / "run", "--portable")!r})
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=_unpinned_environment(),
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "CPU capability: AVX2, kernels pinned" in result.stdout
     run = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert run["cpu_capability"] == "AVX2" and run["portable_kernels"] is True
+    assert run["cpu_capability"] == "AVX2" and run["portable_kernels"] is True and run["cpu_threads"] == 2
 
 
 @needs_avx2

@@ -23,9 +23,9 @@ def register(app: typer.Typer) -> None:
         objects: str = typer.Option("auto", "--objects", help=f"Where objects come from: {', '.join(OBJECT_MODES)}."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         print_only: bool = typer.Option(False, "--print", help="Print the steps still to run, one a line, and stop."),
-        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 in "
-                                      "every step: the figures of an AVX2 CPU whatever this one has (same torch "
-                                      "and thread count; model/cpu.py)."),
+        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 and "
+                                      "its threads to 2 in every step: the figures of a 2-core AVX2 CPU whatever "
+                                      "this one has (same torch build; model/cpu.py)."),
     ) -> None:
         """Run the demo: world -> ingest -> labels -> train -> units -> dissect, the same plan as the admin
         page's demo job; a rerun resumes from what DIR already holds."""

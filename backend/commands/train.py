@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", min=0, help="Keep the weights at N evenly "
                                              "spaced steps (the last always) in OUT/checkpoints/, for "
                                              "`ambient dissect OUT --checkpoints` (when detectors emerge)."),
-        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2: "
-                                      "the figures of an AVX2 CPU whatever this one has (same torch and thread "
-                                      "count; model/cpu.py)."),
+        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 and "
+                                      "its threads to 2: the figures of a 2-core AVX2 CPU whatever this one has "
+                                      "(same torch build; model/cpu.py)."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
         if portable:
@@ -60,7 +60,8 @@ def register(app: typer.Typer) -> None:
             # A resumed run keeps the settings it started with.
             saved = json.loads((out / RUN_JSON).read_text())
             settings, preset = TrainSettings(**saved["config"]), saved["preset"]
-            kernels, started_with = kernels_record(), {name: saved.get(name) for name in kernels_record()}
+            kernels = {name: kernels_record()[name] for name in ("cpu_capability", "portable_kernels")}
+            started_with = {name: saved.get(name) for name in kernels}
             if "cpu_capability" in saved and started_with != kernels:
                 typer.echo(f"warning: {out} was started with the kernels {started_with}, resumed with {kernels}: "
                            f"its figures will differ from an uninterrupted run's", err=True)
