@@ -6,9 +6,18 @@ import typer
 
 from backend.commands import (ablate, db, demo, dissect, export, ingest, labels, predict, probe, publish, serve,
                               shards, synthesize, texture, train, units, users, worker, world)
+from model.cpu import pin_portable_kernels, portable_requested
 
 app = typer.Typer(help="Ambient: learn visual detectors from ambient sound.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback()
+def pin_kernels_if_asked() -> None:
+    """AMBIENT_PORTABLE=1 pins torch's CPU kernels for every command (model/cpu.py), before any imports torch."""
+    if portable_requested():
+        pin_portable_kernels()
+
 
 for stage in (world, ingest, texture, synthesize, labels, shards, train, units, dissect, ablate, probe, predict,
               publish, demo, db, serve, users, export, worker):

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from backend.commands.options import DB_HELP, database_url
+from model.cpu import PORTABLE, capability_line, pin_portable_kernels
 from model.settings import OBJECT_MODES
 
 
@@ -22,9 +23,17 @@ def register(app: typer.Typer) -> None:
         objects: str = typer.Option("auto", "--objects", help=f"Where objects come from: {', '.join(OBJECT_MODES)}."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
         print_only: bool = typer.Option(False, "--print", help="Print the steps still to run, one a line, and stop."),
+        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 and "
+                                      "its threads to 2 in every step: the figures of a 2-core AVX2 CPU whatever "
+                                      "this one has (same torch build; model/cpu.py)."),
     ) -> None:
         """Run the demo: world -> ingest -> labels -> train -> units -> dissect, the same plan as the admin
         page's demo job; a rerun resumes from what DIR already holds."""
+        if portable:
+            try:
+                pin_portable_kernels()     # here and in every step: before the imports below load torch
+            except RuntimeError as error:
+                raise typer.BadParameter(str(error), param_hint="--portable") from None
         from backend.pipeline import DEMO, demo_folders, plan
 
         if objects not in OBJECT_MODES:
@@ -39,6 +48,7 @@ def register(app: typer.Typer) -> None:
         # DIR is the demo's own: its steps publish what they made there, wherever it is.
         roots = list(dict.fromkeys([*data_roots(), root.resolve()]))
         env = {**os.environ, "AMBIENT_DATABASE_URL": database_url(db), "AMBIENT_DATA_ROOTS": roots_env(roots)}
+        typer.echo(capability_line())
         for step in steps:
             typer.echo(f"== {step.name}: ambient {' '.join(step.argv)}")
             code = subprocess.run([sys.executable, "-m", "backend.cli", *step.argv], env=env).returncode
@@ -46,3 +56,4 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: step {step.name} failed (exit status {code}); run `ambient demo {root}` "
                            f"again to resume", err=True)
                 raise typer.Exit(code if code > 0 else 1)
+        typer.echo(f"The figures above: {capability_line()}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from model.cpu import PORTABLE, capability_line, kernels_record, pin_portable_kernels
 from model.settings import TRAIN_PRESETS
 
 
@@ -33,8 +34,16 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", min=0, help="Keep the weights at N evenly "
                                              "spaced steps (the last always) in OUT/checkpoints/, for "
                                              "`ambient dissect OUT --checkpoints` (when detectors emerge)."),
+        portable: bool = typer.Option(False, "--portable", envvar=PORTABLE, help="Pin torch's CPU kernels to AVX2 and "
+                                      "its threads to 2: the figures of a 2-core AVX2 CPU whatever this one has "
+                                      "(same torch build; model/cpu.py)."),
     ) -> None:
         """Train the network; run it under `torchrun --nproc_per_node N -m backend.cli train ...` for DDP."""
+        if portable:
+            try:
+                pin_portable_kernels()     # before the imports below load torch
+            except RuntimeError as error:
+                raise typer.BadParameter(str(error), param_hint="--portable") from None
         from model.device import resolve_device
         from model.network.run import RUN_JSON
         from model.settings import TrainSettings
@@ -51,6 +60,11 @@ def register(app: typer.Typer) -> None:
             # A resumed run keeps the settings it started with.
             saved = json.loads((out / RUN_JSON).read_text())
             settings, preset = TrainSettings(**saved["config"]), saved["preset"]
+            kernels = {name: kernels_record()[name] for name in ("cpu_capability", "portable_kernels")}
+            started_with = {name: saved.get(name) for name in kernels}
+            if "cpu_capability" in saved and started_with != kernels:
+                typer.echo(f"warning: {out} was started with the kernels {started_with}, resumed with {kernels}: "
+                           f"its figures will differ from an uninterrupted run's", err=True)
         overrides = {name: value for name, value in
                      (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("cache_bytes", cache_bytes),
                       ("keep_checkpoints", keep_checkpoints))
@@ -61,6 +75,7 @@ def register(app: typer.Typer) -> None:
             warning = few_steps_warning(frames, settings, preset)
             if warning:
                 typer.echo(warning, err=True)
+            typer.echo(capability_line())
             metrics = train(data_dir, labels, out, settings, device, resume, preset)
         except (FileNotFoundError, FileExistsError, ValueError) as error:
             typer.echo(f"error: {error}", err=True)

@@ -2,7 +2,8 @@
 
 Layout of RUN_DIR (written by ``ambient train``, rank 0 only)::
 
-    run.json        RunInfo below plus "config" (the TrainSettings used), "data_dir", "preset", "world_size"
+    run.json        RunInfo below plus "config" (the TrainSettings used), "data_dir", "preset", "world_size",
+                    "cpu_capability", "cpu_threads" and "portable_kernels" (the CPU kernels that made it: model/cpu.py)
     metrics.jsonl   one JSON object per evaluation: step, epoch, loss, test_accuracy, chance, majority, ...;
                     streaming from shards also "skipped_shards" (every shard skipped so far: shard, reason, rank)
     stream.jsonl    streaming from shards: one JSON object per evaluation, {"step", "epoch", "ranks": [{"rank",
@@ -57,6 +58,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.cpu import kernels_record
 from model.data.dataset import atomic_file, labels_file, write_json_atomic
 from model.network.modelfiles import model_source
 
@@ -133,7 +135,8 @@ def save_atomic(obj, path: Path) -> None:
 
 
 def write_run_json(run_dir: Path, info: RunInfo, extra: dict) -> None:
-    write_json_atomic(run_dir / RUN_JSON, {**asdict(info), **extra})
+    # A run says which CPU kernels made it: training's float sums, hence its figures, depend on them.
+    write_json_atomic(run_dir / RUN_JSON, {**asdict(info), **kernels_record(), **extra})
 
 
 def read_run_json(run_dir: str | Path) -> dict:

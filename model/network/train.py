@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from model.data import dataset
+from model.cpu import training_threads
 from model.data.frames import FrameSource, LabelTargets, load_targets, random_crop_flip
 from model.data.shards import ShardStream, check_shards, current_index, write_shards
 from model.network.caffenet import IMAGE_MEAN, IMAGE_STD, CaffeNetBN, normalize_images
@@ -246,7 +247,7 @@ def _join_processes(device: torch.device, settings: TrainSettings) -> _Process:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        torch.set_num_threads(training_threads(world))
     if settings.batch_size % world:
         raise ValueError(f"batch size {settings.batch_size} does not split across {world} processes")
     return _Process(device, rank, world)
