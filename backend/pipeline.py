@@ -79,19 +79,24 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
         steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
                           params.get("gpus") or 1))
-    # A train job goes on to the run's units (published) and, on a generated world's data, their automatic labels.
-    if kind in ("demo", "units", "train"):
-        argv = ["units", params["run_dir"], "--pool", params["data_dir"], "--device", params.get("device") or "auto",
-                *on_ray]
-        steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
+    # A train job goes on to the run's units and, on a generated world's data, their automatic labels and
+    # ablations (`dissecting`, `ablating`): what each category's detectors, and each unit alone, do for the
+    # sound prediction (the unit pages), for a network trained here only (another network analysed in a run
+    # folder has no sound labels).
     world_dir = world_of(params["data_dir"]) if kind == "train" else None
-    if kind in ("demo", "dissect") or world_dir is not None:
+    dissecting = kind in ("demo", "dissect") or world_dir is not None
+    ablating = dissecting and (kind in ("demo", "train") or (Path(params["run_dir"]) / FINAL_MODEL).exists())
+    # Units, dissect and ablate each publish the run at their end: a chain publishes once, at the last of them.
+    if kind in ("demo", "units", "train"):
+        argv = ["units", params["run_dir"], "--pool", params["data_dir"], *(["--no-publish"] if dissecting else []),
+                "--device", params.get("device") or "auto", *on_ray]
+        steps.append(Step("units", argv + (["--split", params["split"]] if params.get("split") else [])))
+    if dissecting:
         kept = params.get("keep_checkpoints") or (Path(params["run_dir"]) / KEPT_CHECKPOINTS).is_dir()
-        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", *(["--checkpoints"] if kept else [])]))
-        # What each category's detectors, and each unit alone, do for the sound prediction (the unit pages):
-        # a network trained here only (another network analysed in a run folder has no sound labels).
-        if kind in ("demo", "train") or (Path(params["run_dir"]) / FINAL_MODEL).exists():
-            steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
+        steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", *(["--no-publish"] if ablating else []),
+                                      *(["--checkpoints"] if kept else [])]))
+    if ablating:
+        steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
     # ... and probes its layers on the world's held-out frames (the Representation page), where there are
     # enough of them; a probe that cannot be scored on this data leaves the run as it is.
     if world_dir is not None and held_out_videos(params["data_dir"]) >= PROBE.world_min_test_videos:

@@ -6,20 +6,22 @@ its units. (The probe step that follows on a world with enough
 held-out videos is planned in test_jobs.py; this tiny world has too few.)"""
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
+from typer.testing import CliRunner
 
-from app_helpers import REPO, add_user, database_url, running_server
+from app_helpers import add_user, database_url, running_server
+from backend.cli import app
 from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 def _ambient(*argv: str) -> None:
-    subprocess.run([sys.executable, "-m", "backend.cli", *argv], cwd=REPO, check=True, capture_output=True)
+    """One CLI stage, in this process (a subprocess would import torch again)."""
+    result = CliRunner().invoke(app, list(argv))
+    assert result.exit_code == 0, result.output
 
 
 def _finished(page, url: str, timeout: float = 300) -> dict:

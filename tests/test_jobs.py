@@ -21,8 +21,9 @@ from backend.db.models import Job
 from backend.db.session import upgrade_db, session_factory
 from backend.jobs import (DECODING_SHARE, HOST, JobError, clean_log, create_job, job_params, job_steps,
                           recover_orphans, run_worker, step_fraction, tqdm_fraction)
-from backend.pipeline import Step
+from backend.pipeline import DEMO, Step, demo_folders, plan
 from backend.config import JOBS, JobSettings
+from model.run import FINAL_MODEL
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 
@@ -98,6 +99,7 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
         assert [s.name for s in steps] == expected, name
         assert steps[1].argv[:4] == ["units", params["run_dir"], "--pool", params["data_dir"]]
         assert steps[1].argv[-2:] == ["--split", "test"]
+        assert _publishing(steps) == [expected[-1]], name          # once, at the chain's end
     # With enough held-out videos to score a probe, it probes the run on the world's truth too (optional).
     held_out = PROBE.world_min_test_videos
     manifest = [json.dumps({"frame_id": v, "video_id": f"v{v}", "video": f"v{v}.mp4", "frame_index": 0, "time": 0.0,
@@ -137,6 +139,23 @@ def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
     assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "ablate"]
     assert "--split all" in printed.output and "--preset demo" in printed.output
     assert '$AMBIENT demo "$DEMO" --objects "$OBJECTS"' in (REPO / "scripts" / "demo.sh").read_text()
+
+
+def _publishing(steps) -> list[str]:
+    """The steps that publish the run at their end (units, dissect and ablate do unless told --no-publish)."""
+    return [s.name for s in steps if s.name in ("units", "dissect", "ablate") and "--no-publish" not in s.argv]
+
+
+def test_the_demo_plan_publishes_the_run_once_at_its_end(tmp_path):
+    """`make demo` published the run three times (after units, dissect and ablate): the last step is enough."""
+    assert _publishing(plan("demo", {**DEMO, **demo_folders(tmp_path / "demo")})) == ["ablate"]
+    run_dir, data_dir = tmp_path / "run", tmp_path / "data"
+    assert _publishing(plan("units", {"run_dir": str(run_dir), "data_dir": str(data_dir)})) == ["units"]
+    # A dissect job goes on to ablate a network trained here (it has a final model), else publishes itself.
+    assert _publishing(plan("dissect", {"run_dir": str(run_dir), "data_dir": str(data_dir)})) == ["dissect"]
+    run_dir.mkdir()
+    (run_dir / FINAL_MODEL).write_bytes(b"")
+    assert _publishing(plan("dissect", {"run_dir": str(run_dir), "data_dir": str(data_dir)})) == ["ablate"]
 
 
 def test_log_keeps_the_last_redraw_of_each_line_and_progress_reads_tqdm():

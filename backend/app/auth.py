@@ -23,6 +23,7 @@ import math
 import secrets
 import time
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 
 import anyio
 from limits import RateLimitItemPerSecond
@@ -116,6 +117,13 @@ class LoginThrottled(TaskError):
         self.retry_after = retry_after
 
 
+@lru_cache(maxsize=None)
+def _dummy_hash() -> str:
+    """A hash no password matches, made once per process: each app (and each test's app) would pay
+    argon2's half second for it again."""
+    return hash_password(secrets.token_urlsafe(16))
+
+
 class LoginGuard:
     """The failed-login throttle and the bounded argon2 checks of one app (see the module docstring)."""
 
@@ -127,7 +135,7 @@ class LoginGuard:
         self.failures = MovingWindowRateLimiter(storage_from_string(settings.login_failures_storage))
         self.checks = anyio.CapacityLimiter(settings.password_checks_at_once)
         # The same argon2 parameters as every stored hash: an unknown name costs what a known one does.
-        self.dummy_hash = hash_password(secrets.token_urlsafe(16))
+        self.dummy_hash = _dummy_hash()
 
     def _counts(self, name: str, address: str, reauth: bool = False):
         """(limit, key) of each count a failure adds to; a re-entered password spares the address's own."""
