@@ -23,7 +23,7 @@ from backend.jobs import (DECODING_SHARE, HOST, JobError, clean_log, create_job,
                           recover_orphans, run_worker, step_fraction, tqdm_fraction)
 from backend.pipeline import DEMO, Step, demo_folders, plan
 from backend.config import JOBS, JobSettings
-from model.run import FINAL_MODEL
+from model.network.run import FINAL_MODEL
 
 FAST = JobSettings(poll_seconds=0.1, cancel_grace_seconds=2.0)
 
