@@ -22,7 +22,6 @@ import hashlib
 import math
 import secrets
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
@@ -119,14 +118,10 @@ class LoginThrottled(TaskError):
 
 
 @lru_cache(maxsize=None)
-def _dummy_hash() -> Future:
-    """A hash no password matches, made once per process (each app, and each test's app, would pay argon2's
-    half second again) in a thread of its own, so the server answers while it is made; a login in that
-    first half second waits for it."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dummy-hash")
-    made = pool.submit(hash_password, secrets.token_urlsafe(16))
-    pool.shutdown(wait=False)
-    return made
+def _dummy_hash() -> str:
+    """A hash no password matches, made once per process: each app (and each test's app) would pay
+    argon2's half second for it again."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 class LoginGuard:
@@ -140,11 +135,7 @@ class LoginGuard:
         self.failures = MovingWindowRateLimiter(storage_from_string(settings.login_failures_storage))
         self.checks = anyio.CapacityLimiter(settings.password_checks_at_once)
         # The same argon2 parameters as every stored hash: an unknown name costs what a known one does.
-        self._dummy_hash = _dummy_hash()
-
-    @property
-    def dummy_hash(self) -> str:
-        return self._dummy_hash.result()
+        self.dummy_hash = _dummy_hash()
 
     def _counts(self, name: str, address: str, reauth: bool = False):
         """(limit, key) of each count a failure adds to; a re-entered password spares the address's own."""
