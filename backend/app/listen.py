@@ -35,6 +35,7 @@ from backend.app.listen_limits import (PredictionSlots, UploadGuard, finish, job
 from backend.app.media_files import dataset_file
 from backend.app.results import run_report
 from backend.config import Settings
+from backend.data_roots import is_inside
 from backend.db.models import Dataset, Frame, Run, SoundCluster
 from model.data.decode import DecodeLimits, DecodeWorkers
 from model.settings import TEXTURE
@@ -142,7 +143,7 @@ class Listening:
                             f"recorded; publish the run again (ambient publish RUN_DIR)", 409)
         roots = self.settings.allowed_roots()
         for path in run.model_files:
-            if not any(Path(path).resolve().is_relative_to(root) for root in roots):
+            if not is_inside(path, roots):
                 raise TaskError(f"{refused}: its model file {path} lies outside the data roots "
                                 f"(AMBIENT_DATA_ROOTS)", 409)
         stamp = tuple(p.stat().st_mtime_ns for p in sorted(run_dir.glob("*.pt")) + sorted(run_dir.glob("units_*.npz")))

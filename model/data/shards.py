@@ -73,11 +73,8 @@ def manifest_digest(data_dir: str | Path) -> str:
     path = Path(data_dir) / dataset.MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {dataset.MANIFEST}; run `ambient ingest` first")
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
-CHUNK_BYTES = 1 << 20
 # Folders of a .pt2 archive whose files torch loads as native code, never as data.
 _CODE_FOLDERS = ("data/aotinductor/", "data/executorch/", "data/mtia")
 # Constants whose files are tensors; the others (custom_obj_, opaque_obj_) are Python or TorchScript pickles.
@@ -35,11 +34,8 @@ class ModelFileRefused(ValueError):
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of the file's bytes, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def model_source(path: Path, digests: Mapping[str, str] | None) -> Path | io.BytesIO:
