@@ -43,10 +43,13 @@ def test_the_next_clip_plays_on_its_own_and_played_clips_are_marked(site):
         assert page.get_attribute("#judged-progress", "max") == "30"
         page.focus("#clips .clip")
         page.keyboard.press("p")
-        wait_until(page, "!document.querySelector('#clips audio').paused")
+        # paused turns false at once, the "play" event that marks the clip comes a task later
+        wait_until(page, "!document.querySelector('#clips audio').paused"
+                         " && document.getElementById('played-count').textContent === '1'")
         assert page.locator("#clips .clip.played").count() == 1 and page.inner_text("#played-count") == "1"
         page.keyboard.press("y")                                  # judged: clip 2 takes over
-        wait_until(page, "!document.querySelectorAll('#clips audio')[1].paused")
+        wait_until(page, "!document.querySelectorAll('#clips audio')[1].paused"
+                         " && document.getElementById('played-count').textContent === '2'")
         assert playing(page) == [2] and page.inner_text("#played-count") == "2"
         assert page.evaluate("document.getElementById('judged-progress').value") == 1
         page.uncheck("#autoplay")                                 # the next clip waits when asked to
