@@ -99,8 +99,12 @@ def pairwise_agreement(labels: Sequence[str]) -> float | None:
 def aggregate_unit(unit: int, answers: Sequence[UnitAnswer], *,
                    n_images: int = ANNOTATION.top_images,
                    threshold: float = DETECTOR_PRECISION,
-                   settlement: Settlement | None = None) -> UnitVerdict:
-    """The verdict for `unit` from its annotators' answers (see the module docstring for rules)."""
+                   settlement: Settlement | None = None,
+                   consensus: Settlement | None = None) -> UnitVerdict:
+    """The verdict for `unit` from its annotators' answers (see the module docstring for rules).
+
+    `consensus` replaces the plurality votes with a model's answer and category (Dawid-Skene, in
+    annotation/consensus.py); the marks still come from the annotators who named that category."""
     annotators = [a.annotator for a in answers]
     if len(set(annotators)) != len(annotators):
         duplicated = sorted({name for name in annotators if annotators.count(name) > 1})
@@ -112,6 +116,9 @@ def aggregate_unit(unit: int, answers: Sequence[UnitAnswer], *,
 
     if settlement is not None:
         answer, category = settlement.answer, settlement.category
+        unresolved = False
+    elif consensus is not None:
+        answer, category = consensus.answer, consensus.category
         unresolved = False
     else:
         answer = _plurality(a.answer for a in answers)

@@ -11,7 +11,10 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from annotation.aggregate import UnitAnswer
+from annotation.aggregate import Settlement, UnitAnswer, UnitVerdict, aggregate_unit, aggregate_units
+from model.settings import ANNOTATION, DETECTOR_PRECISION
+
+CONSENSUS_METHODS = ("majority", "dawid-skene")
 
 # Dawid-Skene is one EM loop: crowd-kit implements it but pulls transformers, nltk and pyarrow into the app.
 DS_MAX_ITERATIONS = 100
@@ -94,6 +97,33 @@ def unit_labels(answers_by_unit: Mapping[int, Sequence[UnitAnswer]]) -> tuple[li
     """Units in order and, for each, {annotator: label}: the input `dawid_skene` and `alpha` take."""
     units = sorted(answers_by_unit)
     return units, [{a.annotator: a.label for a in answers_by_unit[unit]} for unit in units]
+
+
+def label_as_settlement(label: str) -> Settlement:
+    """ "yes:dog" -> Settlement("yes", "dog"); "no" -> Settlement("no")."""
+    answer, _, category = label.partition(":")
+    return Settlement(answer, category or None)
+
+
+def consensus_verdicts(answers_by_unit: Mapping[int, Sequence[UnitAnswer]], method: str = "majority", *,
+                       n_images: int = ANNOTATION.top_images, threshold: float = DETECTOR_PRECISION,
+                       settlements: Mapping[int, Settlement] | None = None) -> list[UnitVerdict]:
+    """Every unit's verdict, its answer and object chosen by `method`: "majority" (the plurality rules of
+    annotation/aggregate.py) or "dawid-skene" (the EM's most probable label, fitted on all the units at
+    once). An admin's settlement wins either way; image marks follow the annotators who named the object."""
+    if method not in CONSENSUS_METHODS:
+        raise ValueError(f"consensus must be one of {CONSENSUS_METHODS}, got {method!r}")
+    settlements = settlements or {}
+    if method == "majority" or not any(answers_by_unit.values()):
+        return aggregate_units(answers_by_unit, n_images=n_images, threshold=threshold, settlements=settlements)
+    units, labels = unit_labels(answers_by_unit)
+    answered = [i for i, item in enumerate(labels) if item]
+    estimate = dawid_skene([labels[i] for i in answered])
+    chosen = {units[i]: label for i, label in zip(answered, estimate.labels)}
+    return [aggregate_unit(unit, answers_by_unit[unit], n_images=n_images, threshold=threshold,
+                           settlement=settlements.get(unit),
+                           consensus=label_as_settlement(chosen[unit]) if unit in chosen else None)
+            for unit in units]
 
 
 @dataclass(frozen=True)

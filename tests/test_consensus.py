@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from annotation.aggregate import UnitAnswer
-from annotation.consensus import dawid_skene, krippendorff_alpha, unit_labels
+from annotation.aggregate import Settlement, UnitAnswer
+from annotation.consensus import consensus_verdicts, dawid_skene, krippendorff_alpha, unit_labels
 
 
 def majority(item: dict[str, str]) -> str:
@@ -90,3 +90,21 @@ def test_krippendorff_alpha_matches_the_reference_example_and_brackets_it():
     perfect = krippendorff_alpha([{"a": "no", "b": "no"}, {"a": "yes:dog", "b": "yes:dog"}] * 5, resamples=50)
     assert perfect.alpha == pytest.approx(1.0)
     assert krippendorff_alpha([{"a": "no"}, {"a": "no", "b": "no"}]) is None
+
+
+def test_dawid_skene_verdicts_overrule_the_fooled_majority_and_keep_the_namers_marks():
+    items, truth = hand_made_crowd()
+    marks = frozenset(range(40))                                   # 40 of 60 images: a detector at 60%
+    answers = {u: [UnitAnswer(name, *(("yes", label[4:]) if label.startswith("yes:") else (label,)),
+                              marked=marks if label.startswith("yes:") else frozenset())
+                   for name, label in item.items()] for u, item in enumerate(items)}
+    majority_verdicts = consensus_verdicts(answers, "majority")
+    ds_verdicts = consensus_verdicts(answers, "dawid-skene")
+    assert sum(v.is_detector for v in majority_verdicts) == 15 + 10           # the 10 spammed "no" units count
+    assert sum(v.is_detector for v in ds_verdicts) == 15 + 0
+    assert [v.answer for v in ds_verdicts] == [t.split(":")[0] for t in truth]
+    assert all(v.precision == pytest.approx(40 / 60) for v in ds_verdicts if v.answer == "yes")
+    settled = consensus_verdicts(answers, "dawid-skene", settlements={35: Settlement("yes", "dog")})
+    assert settled[35].category == "dog" and settled[35].settled
+    with pytest.raises(ValueError, match="consensus must be one of"):
+        consensus_verdicts(answers, "mean")
