@@ -1,0 +1,75 @@
+"""Each annotator's quality in a campaign: how they do on gold units (whose answer is known), how often they
+agree with the consensus on the others, how long they take and how often they skip."""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+
+@dataclass(frozen=True)
+class GivenAnswer:
+    """One answer as quality control sees it: a label as `UnitAnswer.label` ("no", "texture", "yes:dog")."""
+
+    annotator: str
+    unit: int
+    label: str
+    marked: frozenset[int] = frozenset()
+    seconds: float | None = None          # from the unit being handed out to the answer; None if unknown
+
+
+@dataclass(frozen=True)
+class GoldAnswer:
+    label: str
+    marked: frozenset[int] | None = None  # the images known to show the object, where known
+
+
+@dataclass(frozen=True)
+class AnnotatorQuality:
+    name: str
+    answers: int                          # every answer, gold included
+    gold_answered: int
+    gold_accuracy: float | None           # right answer and object on gold units; None before any
+    gold_marks: float | None              # mean Jaccard overlap of marks with the known images, where known
+    agreement: float | None               # share of non-gold answers equal to the unit's consensus label
+    median_seconds: float | None
+    skips: int
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "answers": self.answers, "gold_answered": self.gold_answered,
+                "gold_accuracy": self.gold_accuracy, "gold_marks": self.gold_marks, "agreement": self.agreement,
+                "median_seconds": self.median_seconds, "skips": self.skips}
+
+
+def _jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def annotator_quality(answers: Iterable[GivenAnswer], gold: Mapping[int, GoldAnswer],
+                      consensus: Mapping[int, str], skips: Mapping[str, int] | None = None) -> list[AnnotatorQuality]:
+    """One row per annotator who answered or skipped, by name. `consensus` holds the non-gold units' labels."""
+    skips = skips or {}
+    by_annotator: dict[str, list[GivenAnswer]] = defaultdict(list)
+    for answer in answers:
+        by_annotator[answer.annotator].append(answer)
+    rows = []
+    for name in sorted(set(by_annotator) | {n for n, k in skips.items() if k}):
+        given = by_annotator.get(name, [])
+        on_gold = [a for a in given if a.unit in gold]
+        right = [a.label == gold[a.unit].label for a in on_gold]
+        # Marks are scored only where the annotator named the right object and the gold knows its images.
+        overlaps = [_jaccard(a.marked, gold[a.unit].marked) for a in on_gold
+                    if gold[a.unit].marked is not None and a.label == gold[a.unit].label
+                    and a.label.startswith("yes:")]
+        judged = [a.label == consensus[a.unit] for a in given if a.unit not in gold and a.unit in consensus]
+        seconds = [a.seconds for a in given if a.seconds is not None]
+        rows.append(AnnotatorQuality(
+            name=name, answers=len(given), gold_answered=len(on_gold), gold_accuracy=_mean([float(r) for r in right]),
+            gold_marks=_mean(overlaps), agreement=_mean([float(j) for j in judged]),
+            median_seconds=statistics.median(seconds) if seconds else None, skips=skips.get(name, 0)))
+    return rows

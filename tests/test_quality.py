@@ -1,0 +1,34 @@
+"""annotation/quality.py: per-annotator gold accuracy, agreement with the consensus, time and skips."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality
+
+
+def test_a_random_answerer_scores_below_a_truthful_one_on_gold():
+    rng = random.Random(3)
+    labels = ["no", "texture", "yes:dog", "yes:person"]
+    truth = {unit: rng.choice(labels) for unit in range(100)}
+    gold = {unit: GoldAnswer(truth[unit]) for unit in range(0, 100, 10)}
+    answers = [GivenAnswer("truthful", u, truth[u], seconds=20.0 + u % 3) for u in truth]
+    answers += [GivenAnswer("random", u, rng.choice(labels), seconds=2.0) for u in truth]
+    rows = {row.name: row for row in annotator_quality(answers, gold, consensus={u: truth[u] for u in truth})}
+    assert rows["truthful"].gold_accuracy == 1.0 and rows["truthful"].gold_answered == 10
+    assert rows["random"].gold_accuracy < 0.6
+    assert rows["truthful"].agreement == 1.0 and rows["random"].agreement < 0.5
+    assert rows["truthful"].median_seconds == 21.0 and rows["random"].median_seconds == 2.0
+    assert rows["truthful"].answers == 100
+
+
+def test_marks_on_gold_are_scored_by_overlap_and_skips_are_counted():
+    gold = {1: GoldAnswer("yes:dog", frozenset({0, 1, 2, 3})), 2: GoldAnswer("no")}
+    answers = [GivenAnswer("ann", 1, "yes:dog", frozenset({0, 1})), GivenAnswer("ann", 2, "no"),
+               GivenAnswer("bob", 1, "yes:cat", frozenset({0, 1, 2, 3})), GivenAnswer("bob", 2, "yes:dog")]
+    rows = {row.name: row for row in annotator_quality(answers, gold, consensus={}, skips={"ann": 2, "cy": 1})}
+    assert rows["ann"].gold_marks == pytest.approx(0.5) and rows["ann"].gold_accuracy == 1.0
+    assert rows["bob"].gold_marks is None and rows["bob"].gold_accuracy == 0.0   # wrong object: marks not scored
+    assert rows["ann"].skips == 2 and rows["cy"].answers == 0 and rows["cy"].skips == 1
+    assert rows["ann"].agreement is None and rows["ann"].as_dict()["gold_answered"] == 2
