@@ -73,3 +73,26 @@ def annotator_quality(answers: Iterable[GivenAnswer], gold: Mapping[int, GoldAns
             gold_marks=_mean(overlaps), agreement=_mean([float(j) for j in judged]),
             median_seconds=statistics.median(seconds) if seconds else None, skips=skips.get(name, 0)))
     return rows
+
+
+# Gold from a world's truth: a unit whose top images show one category this often is a sure "yes"; one whose
+# best category reaches at most this share of its top images detects nothing a person would name.
+GOLD_YES_PRECISION = 0.9
+GOLD_NO_PRECISION = 0.2
+
+
+def gold_from_truth(labels: Iterable[Mapping], yes_precision: float = GOLD_YES_PRECISION,
+                    no_precision: float = GOLD_NO_PRECISION) -> dict[int, GoldAnswer]:
+    """Gold answers from `dissect --truth`'s labels (RUN_DIR/dissection.json rows: unit, category, precision):
+    "yes:<category>" where the truth's precision is high, "no" where no category reaches `no_precision`;
+    units in between are left to the people."""
+    if not 0 <= no_precision < yes_precision <= 1:
+        raise ValueError(f"need 0 <= no_precision < yes_precision <= 1, got {no_precision} and {yes_precision}")
+    gold = {}
+    for row in labels:
+        precision, category = float(row["precision"]), row.get("category")
+        if category and precision >= yes_precision:
+            gold[int(row["unit"])] = GoldAnswer(f"yes:{category}")
+        elif precision <= no_precision:
+            gold[int(row["unit"])] = GoldAnswer("no")
+    return gold

@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality
+from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
 
 
 def test_a_random_answerer_scores_below_a_truthful_one_on_gold():
@@ -32,3 +32,12 @@ def test_marks_on_gold_are_scored_by_overlap_and_skips_are_counted():
     assert rows["bob"].gold_marks is None and rows["bob"].gold_accuracy == 0.0   # wrong object: marks not scored
     assert rows["ann"].skips == 2 and rows["cy"].answers == 0 and rows["cy"].skips == 1
     assert rows["ann"].agreement is None and rows["ann"].as_dict()["gold_answered"] == 2
+
+
+def test_gold_from_the_truth_takes_only_sure_units():
+    rows = [{"unit": 0, "category": "waterfall", "precision": 0.95}, {"unit": 1, "category": "crowd", "precision": 0.6},
+            {"unit": 2, "category": "tree", "precision": 0.1}, {"unit": 3, "category": None, "precision": 0.0}]
+    gold = gold_from_truth(rows)
+    assert gold == {0: GoldAnswer("yes:waterfall"), 2: GoldAnswer("no"), 3: GoldAnswer("no")}
+    with pytest.raises(ValueError, match="no_precision < yes_precision"):
+        gold_from_truth(rows, yes_precision=0.2, no_precision=0.5)
