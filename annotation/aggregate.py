@@ -161,3 +161,14 @@ def units_for_review(verdicts: Iterable[UnitVerdict]) -> list[UnitVerdict]:
 def human_label(verdict: UnitVerdict) -> str | None:
     """The unit's label as a detector: its category, or None when it is not a detector."""
     return verdict.category if verdict.is_detector else None
+
+
+def answers_needed(labels: Sequence[str], judges: int, adaptive: bool = False, doubtful: bool = False) -> int:
+    """How many answers a unit needs before it leaves the queue. Fixed: `judges`. Adaptive: two, and
+    `judges` when those two disagree or one of them is doubtful (e.g. failed a gold unit lately)."""
+    if not adaptive or judges <= 2:
+        return judges
+    first_two = list(labels[:2])
+    if len(first_two) == 2 and first_two[0] == first_two[1] and not doubtful:
+        return 2
+    return judges if len(first_two) == 2 else 2

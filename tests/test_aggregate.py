@@ -100,3 +100,13 @@ def test_out_of_range_marks_and_repeated_annotators_are_rejected():
         aggregate_unit(1, [yes("a", "dog", {60})])
     with pytest.raises(ValueError, match="more than once"):
         aggregate_unit(1, [UnitAnswer("a", "no"), UnitAnswer("a", "texture")])
+
+
+def test_adaptive_judging_stops_at_two_on_agreement():
+    from annotation.aggregate import answers_needed
+    assert answers_needed(["yes:dog", "yes:dog"], judges=3, adaptive=True) == 2
+    assert answers_needed(["yes:dog", "no"], judges=3, adaptive=True) == 3
+    assert answers_needed(["yes:dog"], judges=3, adaptive=True) == 2
+    assert answers_needed(["yes:dog", "yes:dog"], judges=3, adaptive=True, doubtful=True) == 3
+    assert answers_needed(["yes:dog", "yes:dog"], judges=3) == 3
+    assert answers_needed(["no", "texture"], judges=5, adaptive=True) == 5
