@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 from model.settings import DETECTOR_PRECISION
 
@@ -54,6 +53,8 @@ def detector_histograms_figure(histograms: Mapping[str, Mapping[str, int]],
     """Fig. 3 for several runs side by side, one panel per run (keyed by run name)."""
     if not histograms:
         raise ValueError("no runs to compare")
+    from plotly.subplots import make_subplots     # 0.05 s to import: not at the web app's start
+
     runs = list(histograms)
     figure = make_subplots(rows=1, cols=len(runs), horizontal_spacing=0.12,
                            subplot_titles=[f"{run} ({_detectors(sum(histograms[run].values()))})"
@@ -90,6 +91,8 @@ def threshold_curve_figure(thresholds: Sequence[float], counts_by_run: Mapping[s
 def emergence_figure(steps: Sequence[Mapping], title: str = "When the detectors emerge") -> go.Figure:
     """Detectors (total, sounding, silent) and held-out accuracy against training step, from the
     ``steps`` of RUN_DIR/emergence.json (``ambient dissect --checkpoints``)."""
+    from plotly.subplots import make_subplots     # 0.05 s to import: not at the web app's start
+
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     x = [s["step"] for s in steps]
     for key, name, color in (("total", "detectors", "#333333"), ("sounding", "sounding-category detectors",

@@ -33,9 +33,8 @@ from backend.db.models import Job, Run, Worker
 from backend.pipeline import DEMO, Step, demo_folders, plan
 from model.data import dataset as ds
 from model.device import DEVICE_CHOICES
-from model.data.media import VIDEO_SUFFIXES
 from model.network.run import RUN_JSON, read_metrics, read_run_json
-from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, WORLD_PRESETS
+from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, VIDEO_SUFFIXES, WORLD_PRESETS
 
 JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
 

@@ -228,6 +228,9 @@ class MediaLimits:
 
 
 MEDIA_LIMITS = MediaLimits()
+# The files ingest reads as videos (and the job forms offer as folders of videos); here, not in
+# model/data/media.py, so that the web app tells a folder of videos without importing PyAV.
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
 
 
 @dataclass(frozen=True)

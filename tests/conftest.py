@@ -5,6 +5,7 @@ import os
 import pytest
 
 from app_helpers import add_user, created_databases, drop_databases, seed_run
+from browser_helpers import close_chromium
 
 
 @pytest.fixture()
@@ -34,6 +35,15 @@ def _drop_test_databases():
     before = created_databases()      # databases made at import (tests/test_fuzz_api.py) live on
     yield
     drop_databases(before)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the test's own teardown: the shared Chromium stays open while browser tests follow one another
+    (tests/test_browser*.py run in a row), and is closed before any other test and at the end."""
+    yield
+    if nextitem is None or nextitem.get_closest_marker("browser") is None:
+        close_chromium()
 
 
 def pytest_sessionfinish(session, exitstatus):

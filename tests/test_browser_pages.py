@@ -14,10 +14,10 @@ from backend.db.session import session_factory, upgrade_db
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
-@pytest.fixture()
-def site(tmp_path):
-    """60 units, every one labelled dog automatically."""
-    url = seed_run(tmp_path, n_units=60, n_images=5, image_size=32)
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """60 units, every one labelled dog automatically: one server for the module, whose tests only read."""
+    url = seed_run(tmp_path_factory.mktemp("site"), n_units=60, n_images=5, image_size=32)
     add_user(url, "boss", is_admin=True)
     with session_factory(upgrade_db(url))() as db:
         dog = db.scalar(select(Category.id).where(Category.name == "dog"))

@@ -82,6 +82,25 @@ def test_unknown_and_known_names_take_the_same_time(app_url):
     assert abs(known - unknown) < 0.2 * known, (known, unknown)
 
 
+def test_the_dummy_hash_is_made_beside_the_apps_start_and_an_unknown_names_check_waits_for_it(monkeypatch):
+    """Making it (argon2's 0.2 s) does not hold up the server's first answer."""
+    from backend.app import auth
+
+    made = threading.Event()
+
+    def slow_dummy_hash() -> str:
+        made.wait(10)
+        return hash_password("no password is this")
+
+    monkeypatch.setattr(auth, "_dummy_hash", slow_dummy_hash)
+    started = time.monotonic()
+    guard = auth.LoginGuard(Settings(database_url="sqlite://"))
+    assert time.monotonic() - started < 5                      # not waiting for the hash
+    made.set()
+    assert guard.check_in_thread(None, "no-such-user", "127.0.0.1", "a guess") is False
+    assert guard.dummy_hash.startswith("$argon2id$")
+
+
 def _rss_kib(pid: int, field: str) -> int:
     line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(field))
     return int(line.split()[1])

@@ -186,6 +186,34 @@ def test_a_stale_or_foreign_schema_is_refused_until_ambient_db_upgrade(tmp_path)
     with make_engine(foreign).connect() as connection:                 # left as it was
         assert connection.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all() == ["notes"]
 
+
+def test_the_revisions_open_db_reads_without_alembic_are_alembics(url):
+    """open_db reads the head from the revision files' lines and the database's revision with SQL (Alembic
+    is not imported at the app's start): the answers Alembic's ScriptDirectory and MigrationContext give."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    from backend.db.session import alembic_config, current_revision, head_revision, make_engine
+
+    config, engine = alembic_config(url), make_engine(url)
+
+    def alembic_current() -> str | None:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head_revision() == head
+    assert current_revision(engine) is None and alembic_current() is None           # no alembic_version table
+    command.upgrade(config, "head")
+    command.downgrade(config, "-1")
+    assert current_revision(engine) == alembic_current() != head
+    command.upgrade(config, "head")
+    assert current_revision(engine) == alembic_current() == head
+    with engine.begin() as connection:                                                 # the table there, empty
+        connection.execute(text("DELETE FROM alembic_version"))
+    assert current_revision(engine) is None and alembic_current() is None
+    engine.dispose()
+
 # --- Issue 25, item 7: the database holds password and token hashes and the cookie key.
 
 @pytest.mark.skipif(not ON_SQLITE, reason="SQLite files only")

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.db.models import Frame, Run, SoundCluster, SoundClusterMember
-from model.data import media
 from model.settings import TEXTURE
 
 # Colours of the cochleagram image, low to high (close to matplotlib's "magma").
@@ -99,6 +97,8 @@ def frame_texture(frame: Frame) -> np.ndarray | None:
 def texture_figure(texture: np.ndarray, name: str, contrast: np.ndarray | None = None,
                    contrast_name: str = "") -> go.Figure:
     """Per-channel mean and standard deviation (by centre frequency), modulation power and correlations."""
+    from plotly.subplots import make_subplots     # 0.05 s to import: loaded with the first figure, not at start-up
+
     from model.sound import texture as audio      # scipy: loaded with the first figure, not at start-up
 
     groups = audio.TEXTURE_GROUPS
@@ -148,6 +148,7 @@ def cochleagram_image(envelopes: np.ndarray, width: int = 600, channel_height: i
 @lru_cache(maxsize=256)
 def cochleagram_png(clip_path: Path) -> bytes:
     """The cochleagram of a clip file as PNG bytes (cached: clips do not change)."""
+    from model.data import media                  # PyAV: loaded with the first cochleagram, not at start-up
     from model.sound import texture as audio      # scipy: loaded with the first cochleagram, not at start-up
 
     waveform, rate = media.read_audio(clip_path)

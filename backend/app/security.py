@@ -7,7 +7,6 @@ import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from zxcvbn import zxcvbn
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults follow RFC 9106's low-memory profile
 
@@ -36,6 +35,8 @@ def check_password_policy(password: str, min_length: int, min_score: int = 3,
         raise ValueError(f"a password needs at least {min_length} characters")
     if not password.strip():
         raise ValueError("a password cannot be only spaces")
+    from zxcvbn import zxcvbn     # its word lists take 0.03 s to load: when a password is set, not at start-up
+
     judged = zxcvbn(password[:PASSWORD_CHECK_CHARS], user_inputs=[*user_inputs, *SITE_WORDS])
     if judged["score"] < min_score:
         feedback = judged["feedback"]

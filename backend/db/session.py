@@ -7,18 +7,23 @@ creates the current schema, under the database's write lock, and any other finds
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+# A revision file's `revision = '...'` and `down_revision = '...'` (a tuple of them for a merge), as
+# migrations/script.py.mako writes them.
+_REVISION_LINE = re.compile(r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(.*)$", re.MULTILINE)
+_QUOTED = re.compile(r"""['"](\w+)['"]""")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -56,6 +61,8 @@ def make_engine(url: str) -> Engine:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config     # Alembic takes 0.1 s to import: only migrating processes load it
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))   # ConfigParser interpolates '%'
@@ -67,12 +74,30 @@ class SchemaBehind(RuntimeError):
 
 
 def head_revision() -> str:
+    """The newest revision in migrations/versions, read from the files' revision lines: Alembic's
+    ScriptDirectory (0.1 s of imports at every start) is asked only when they do not name exactly one head."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION_LINE.findall(path.read_text()):
+            (revisions if name == "revision" else parents).update(_QUOTED.findall(value))
+    heads = revisions - parents
+    if len(heads) == 1:
+        return heads.pop()
+    from alembic.script import ScriptDirectory      # no head or several: Alembic's own answer or error
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database's alembic_version table holds, None without one; read with SQL, so that
+    opening a database does not import Alembic (0.1 s), which is asked only when the table holds several."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        revisions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if len(revisions) > 1:      # unmerged branches: Alembic's own error
+            from alembic.runtime.migration import MigrationContext
+            return MigrationContext.configure(connection).get_current_revision()
+    return revisions[0] if revisions else None
 
 
 @lru_cache(maxsize=None)
@@ -98,8 +123,9 @@ def upgrade_db(url: str) -> Engine:
     """The engine for ``url`` after ``alembic upgrade head`` (creating the SQLite file if needed)."""
     _make_sqlite_folder(url)
     engine = make_engine(url)
-    with engine.begin() as connection:
-        _upgrade(connection, url)
+    if current_revision(engine) != head_revision():     # at the head, Alembic (0.1 s to import) has nothing to do
+        with engine.begin() as connection:
+            _upgrade(connection, url)
     return engine
 
 
@@ -110,6 +136,8 @@ def _make_sqlite_folder(url: str) -> None:
 
 
 def _upgrade(connection: Connection, url: str) -> None:
+    from alembic import command
+
     config = alembic_config(url)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

@@ -70,10 +70,10 @@ class AutoLabel:
 def seed_categories(session: Session, categories: Iterable[CategoryInfo]) -> None:
     """Add the categories the table lacks (by name); existing rows keep their ids and annotations."""
     known = set(session.scalars(select(Category.name)))
-    session.add_all(Category(name=c.name, synonyms=";".join(c.synonyms), stuff=c.stuff,
-                             characteristic_sound=c.characteristic_sound)
-                    for c in categories if c.name not in known)
-    session.flush()
+    missing = [{"name": c.name, "synonyms": ";".join(c.synonyms), "stuff": c.stuff,
+                "characteristic_sound": c.characteristic_sound} for c in categories if c.name not in known]
+    if missing:     # one bulk INSERT: the ORM's objects took 4x as long (every test's database and the app's start)
+        session.execute(insert(Category), missing)
 
 
 def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRecord],

@@ -18,9 +18,9 @@ import numpy as np
 from tqdm import tqdm
 
 from model.data import dataset
-from model.data.media import (VIDEO_SUFFIXES, MediaError, StreamSpans, probe, read_audio_clips, read_frames,
-                              resize_center_crop, stream_spans, write_audio_clip)
-from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, IngestSettings
+from model.data.media import (MediaError, StreamSpans, probe, read_audio_clips, read_frames, resize_center_crop,
+                              stream_spans, write_audio_clip)
+from model.settings import INGEST, MEDIA_LIMITS, TEXTURE, VIDEO_SUFFIXES, IngestSettings
 from model.sound.texture import N_CHANNELS, TEXTURE_DIM, clip_features, resolve_device
 
 VIDEO_RECORD = "video.json"

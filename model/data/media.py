@@ -11,9 +11,6 @@ from PIL import Image, ImageOps
 
 from model.settings import MEDIA_LIMITS
 
-# The files ingest reads as videos (and the job forms offer as folders of videos).
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".webm", ".mkv", ".mov", ".avi", ".ogv", ".mpg", ".mpeg", ".3gp"}
-
 # Encoder per clip suffix; all of these play in every current browser (wav/flac/mp3/ogg-opus).
 _AUDIO_ENCODERS = {".mp3": "mp3", ".ogg": "libopus", ".opus": "libopus", ".wav": "pcm_s16le",
                    ".flac": "flac"}
