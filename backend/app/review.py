@@ -5,22 +5,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import Settlement
+from backend.app.campaign import default_campaign
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
 from backend.app.results import annotators_verdict
 from backend.db.models import Campaign, Unit, UnitSettlement
 
 
-def settle_unit(db: Session, campaign_id: int, unit_id: int, answer: str, category: str, admin_id: int) -> Settlement:
-    """Store the admin's answer (and category, for a yes) for `unit_id` in the campaign, committed; returns it.
+def settle_unit(db: Session, unit_id: int, answer: str, category: str, admin_id: int,
+                campaign_id: int | None = None) -> Settlement:
+    """Store the admin's answer (and category, for a yes) for `unit_id` in the campaign (None: its run's
+    default campaign), committed; returns it.
 
     Only a tie is settled: a unit with all its answers whose votes left the answer or the category open.
     A settlement overrules people only where they could not decide."""
-    if db.get(Unit, unit_id) is None:
+    unit = db.get(Unit, unit_id)
+    if unit is None:
         raise TaskError(f"There is no unit {unit_id}.", 404)
-    campaign = db.get(Campaign, campaign_id)
+    campaign = default_campaign(db, unit.layer.run_id) if campaign_id is None else db.get(Campaign, campaign_id)
     if campaign is None:
-        raise TaskError(f"campaign: there is no campaign {campaign_id}.", 404)
+        raise TaskError(f"campaign: there is no campaign {campaign_id}." if campaign_id is not None else
+                        f"Unit {unit_id}'s run is in no campaign: nothing to settle.", 404)
     votes = annotators_verdict(db, unit_id, campaign)
     if votes is None or not votes.unresolved:
         state = "does not have all its answers yet" if votes is None else "has a verdict its annotators agreed on"

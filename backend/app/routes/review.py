@@ -28,9 +28,9 @@ def review(request: Request, campaign: int | None = Query(None), user: Annotator
 
 
 @router.post("/admin/units/{unit_id}/settle", dependencies=[Depends(check_csrf)])
-def settle(unit_id: int, request: Request, campaign: int = Form(), answer: str = Form(max_length=20),
+def settle(unit_id: int, request: Request, campaign: int | None = Form(None), answer: str = Form(max_length=20),
            category: str = Form("", max_length=1000), user: Annotator = Depends(admin_user),
            db: Session = Depends(get_db)):
-    decision = settle_unit(db, campaign, unit_id, answer, category, user.id)
+    decision = settle_unit(db, unit_id, answer, category, user.id, campaign)
     flash(request, f"Unit {unit_id} settled: {answer}" + (f" ({decision.category})." if decision.category else "."))
     return RedirectResponse("/admin/review", status_code=303)
