@@ -47,6 +47,7 @@ def test_a_campaign_holds_the_queue_and_a_second_one_is_listed_apart(site):
         page.wait_for_url(lambda address: address.rsplit("/", 1)[1] not in ("", str(first)) and "/units/" in address)
         assert int(page.url.rsplit("/", 1)[1]) in a_units
         assert page.inner_text("#campaign-progress") == "2 of 3 units left in 'run-a conv5'"
+        assert "and skipped 1." in page.inner_text(".help")
         with session_factory(upgrade_db(url))() as db:
             assert db.scalar(select(UnitSkip.unit_id)) == first
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from backend.config import Settings
 from backend.db.models import (Annotation, Campaign, ImageMark, Run, SoundJudgement, UnitReservation, UnitSettlement,
                                UnitSkip)
 from backend.db.session import session_factory, upgrade_db
+from backend.app.units import skip_count
 from test_app_annotate import next_unit, submit
 
 
@@ -115,6 +117,7 @@ def test_skip_hands_the_unit_to_someone_else_and_is_no_judgement(tmp_path):
     with session_factory(upgrade_db(url))() as db:
         assert db.scalar(select(func.count()).select_from(Annotation)) == 0   # not a judgement
         assert db.scalar(select(func.count()).select_from(UnitSkip)) == 1
+        assert (skip_count(db, 1), skip_count(db, 2)) == (1, 0)        # counted per annotator (ann, bob)
 
 
 def test_holds_are_released_on_logout_and_after_the_idle_time(tmp_path):
@@ -255,3 +258,33 @@ def test_the_migration_moves_every_answer_into_its_runs_campaign(tmp_path):
             (1, (1, "conv5"), "yes"), (2, (2, "conv5"), "unsure")]
         # The hold of a unit whose run has a campaign moves with it; run 3's (no campaign) is dropped.
         assert [(r.unit_id, by_id[r.campaign_id]) for r in db.scalars(select(UnitReservation))] == [(2, (1, "conv5"))]
+
+
+def test_the_demo_ends_with_its_run_in_an_open_campaign(tmp_path, capsys):
+    from backend.commands.demo import _open_campaign
+
+    url = seed_run(tmp_path, campaign=False)
+    with session_factory(upgrade_db(url))() as db:
+        run_dir = db.scalar(select(Run.run_dir))
+    _open_campaign(url, Path(run_dir))
+    assert "Opened the campaign 'run-a conv5' (id 1) for the demo's run" in capsys.readouterr().out
+    _open_campaign(url, Path(run_dir))                 # a rerun keeps it
+    assert "Annotators label the campaign 'run-a conv5' (id 1)" in capsys.readouterr().out
+    with session_factory(upgrade_db(url))() as db:
+        assert [(c.is_open, c.is_default, c.layer) for c in db.scalars(select(Campaign))] == [(True, True, "conv5")]
+
+
+def test_the_job_pages_label_its_units_link_creates_or_opens_its_runs_campaign(two):
+    from backend.db.models import Job
+
+    url, _, _, runs = two
+    with session_factory(upgrade_db(url))() as db:
+        db.add_all([Job(kind="train", status="done", run_id=runs["run-a"]),
+                    Job(kind="train", status="done", run_id=runs["run-b"])])
+        db.commit()
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        assert 'id="annotate" href="/admin/campaigns/1"' in client.get("/admin/jobs/1").text
+        assert f'id="annotate" href="/admin/campaigns/new?run={runs["run-b"]}"' in client.get("/admin/jobs/2").text
+        form = client.get(f"/admin/campaigns/new?run={runs['run-b']}").text
+        assert f'<option value="{runs["run-b"]}" selected>' in form

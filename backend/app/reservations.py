@@ -116,10 +116,13 @@ def held_for(db: Session, queue: Queue, unit_id: int, annotator_id: int, now: da
         queue.reservation.expires_at >= now).order_by(queue.reservation.expires_at.desc()).limit(1))
 
 
+@one_writer_at_a_time
 def hold_on(db: Session, queue: Queue, annotator_id: int, now: datetime, minutes: int) -> None:
-    """Push the annotator's live holds `minutes` on from now (they are at work on them), committed."""
+    """Push the annotator's live holds `minutes` on from now (they are at work on them), committed. Only holds
+    past half their time are written: a page view right after the queue handed the unit writes nothing."""
     db.execute(update(queue.reservation).where(queue.reservation.annotator_id == annotator_id,
-                                               queue.reservation.expires_at >= now)
+                                               queue.reservation.expires_at >= now,
+                                               queue.reservation.expires_at < now + timedelta(minutes=minutes / 2))
                .values(expires_at=now + timedelta(minutes=minutes))
                .execution_options(synchronize_session=False))   # SQLite's stored times have no zone to compare
     db.commit()

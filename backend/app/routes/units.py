@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, defer
 from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings,
                               keep_withdrawn_answer, render, wants_html, withdrawn_answer)
 from backend.app.campaign import campaign_size, instructions
-from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, skip_unit, submission_count,
+from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, skip_count, skip_unit, submission_count,
                                submit_annotation, undo_last_annotation, units_left)
 from backend.config import Settings
 from backend.db.models import Annotator, Campaign, Unit, UnitImage
@@ -50,7 +50,7 @@ def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_
                   expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
                   can_undo=has_submissions(db, user.id), previous=withdrawn_answer(request, "unit", unit_id),
                   campaign=campaign, units_left=units_left(db, user.id, campaign), campaign_size=campaign_size(db, campaign),
-                  questions=instructions(db, campaign), hold_path=PAGES.path + "/hold")
+                  questions=instructions(db, campaign), hold_path=PAGES.path + "/hold", skipped=skip_count(db, user.id))
 
 
 @router.post("/units/{unit_id}/annotation", dependencies=[Depends(check_csrf)])
