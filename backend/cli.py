@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from backend.commands import (ablate, db, demo, dissect, export, ingest, labels, predict, probe, publish, serve,
+from backend.commands import (ablate, campaign, db, demo, dissect, export, ingest, labels, predict, probe, publish, serve,
                               shards, synthesize, texture, train, units, users, worker, world)
 from model.cpu import pin_portable_kernels, portable_requested
 
@@ -20,7 +20,7 @@ def pin_kernels_if_asked() -> None:
 
 
 for stage in (world, ingest, texture, synthesize, labels, shards, train, units, dissect, ablate, probe, predict,
-              publish, demo, db, serve, users, export, worker):
+              publish, demo, db, serve, users, campaign, export, worker):
     stage.register(app)
 
 if __name__ == "__main__":

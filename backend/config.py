@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     predict_max_jpeg_scans: int = 64
     # Undo reaches back to the annotator's latest answer only, and only this long after it.
     undo_minutes: int = 10
+    # A unit handed to an annotator is held this long after its page was last open (the page's heartbeat
+    # holds it on each minute): the unit of a closed tab goes back to the queue within minutes.
+    hold_idle_minutes: int = 5
 
 
 @dataclass(frozen=True)

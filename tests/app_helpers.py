@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from backend.db import store
-from backend.db.models import Annotator, Unit, UnitImage, UnitReservation
+from backend.db.models import Annotator, Campaign, Layer, Run, Unit, UnitImage, UnitReservation
 from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
 from model.data.dataset import FrameRecord
@@ -130,8 +130,9 @@ def write_wav(path: Path, seconds: float = 0.5, rate: int = 8000) -> None:
 
 
 def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str = "run-a",
-             image_size: int = 24) -> str:
-    """A database with one run of `n_units` units of `n_images` images each; returns its URL."""
+             image_size: int = 24, campaign: bool = True) -> str:
+    """A database with one run of `n_units` units of `n_images` images each, in an open default campaign
+    (`campaign=False`: in none, so in no queue); returns its URL."""
     url = migrated_database_url(tmp_path)
     data_dir = tmp_path / "data"
     (data_dir / "clips").mkdir(parents=True, exist_ok=True)
@@ -150,7 +151,26 @@ def seed_run(tmp_path: Path, n_units: int = 4, n_images: int = 6, run_name: str 
             store.UnitImageRecord(row=i, activation=float(n_images - i), masked_jpeg=jpeg(((70 * u + 90) % 256, (25 * i + 60) % 256, 200), image_size, seed=u * n_images + i))
             for i in range(n_images)]) for u in range(n_units)]
         store.replace_units(db, run, dataset, store.LayerRecord("conv5", n_units, 128, 163.0, 27.0), units)
+        run_id = run.id
+    if campaign:
+        with session_factory(engine)() as db:
+            add_campaign(db, run_id)
     return url
+
+
+def add_campaign(db, run_id: int, name: str | None = None, judges: int = 3, **fields) -> int:
+    """An open campaign of the run's conv5 (its default when it has none); returns its id."""
+    from backend.app.campaign import CampaignFields, create_campaign
+
+    run_name = db.get(Run, run_id).name
+    return create_campaign(db, CampaignFields(name=name or f"{run_name} conv5", run_id=run_id, judges=judges,
+                                              open=True, **fields)).id
+
+
+def default_campaign_id(db, unit_id: int) -> int:
+    """The id of the default campaign of the unit's run."""
+    return db.scalar(select(Campaign.id).join(Layer, Layer.run_id == Campaign.run_id).join(Unit, Unit.layer_id == Layer.id)
+                     .where(Unit.id == unit_id, Campaign.is_default))
 
 
 def add_user(url: str, name: str, is_admin: bool = False, password_hash: str | None = None) -> None:
@@ -165,7 +185,8 @@ def submit_held(db, annotator_id: int, unit_id: int, answer: str, category: str 
     from backend.app.reservations import utcnow
     from backend.app.units import submit_annotation
 
-    db.add(UnitReservation(unit_id=unit_id, annotator_id=annotator_id, expires_at=utcnow() + timedelta(minutes=30)))
+    db.add(UnitReservation(campaign_id=default_campaign_id(db, unit_id), unit_id=unit_id, annotator_id=annotator_id,
+                           expires_at=utcnow() + timedelta(minutes=30)))
     db.commit()
     return submit_annotation(db, annotator_id, unit_id, answer, category, marked)
 

@@ -11,7 +11,7 @@ from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_i
 from backend.app import create_app
 from backend.app.units import reserve_next_unit, utcnow
 from backend.config import Settings
-from backend.db.models import Annotation, Annotator, Category, ImageMark, SoundJudgement, UnitReservation
+from backend.db.models import Annotation, Annotator, Campaign, Category, ImageMark, SoundJudgement, UnitReservation
 from backend.db.session import upgrade_db, session_factory
 
 NAMES = ("ann", "bob", "cat", "dan")
@@ -92,13 +92,15 @@ def test_reservation_holds_a_unit_until_it_expires(clients, app_url):
     assert ann.get("/annotate", follow_redirects=False).headers["location"] == f"/units/{first}"
     assert next_unit(bob, bob_token) == first          # three slots: bob may share it ...
     with session_factory(upgrade_db(app_url))() as db:    # ... but a unit full of holds is skipped
+        campaign = db.scalar(select(Campaign))
         for name_id in (3, 4):
-            db.add(UnitReservation(unit_id=first, annotator_id=name_id, expires_at=utcnow() + timedelta(minutes=5)))
+            db.add(UnitReservation(campaign_id=campaign.id, unit_id=first, annotator_id=name_id,
+                                   expires_at=utcnow() + timedelta(minutes=5)))
         db.commit()
-        assert reserve_next_unit(db, 3).unit_id == first   # cat already holds it
+        assert reserve_next_unit(db, 3, campaign).unit_id == first   # cat already holds it
         db.execute(UnitReservation.__table__.update().values(expires_at=utcnow() - timedelta(minutes=1)))
         db.commit()
-        other = reserve_next_unit(db, 4)
+        other = reserve_next_unit(db, 4, campaign)
         assert other.unit_id == first                       # expired holds free their slots
 
 
@@ -213,7 +215,7 @@ def test_the_start_page_gives_the_instructions_admins_wrote_and_the_units_left(t
     with TestClient(app) as annotator, TestClient(app) as admin:
         login(annotator, "ann")
         start = annotator.get("/annotate", headers={"accept": "text/html"}).text
-        assert "<b>2 units</b> left for you to label." in start
+        assert "<b>2</b> of 3 units left for you" in start
         assert "Is one object present in many of the images?" in start and "Example: Most regions show a dog" in start
         csrf = login(admin, "boss")
         saved = admin.post("/admin/campaign/instructions", headers={"accept": "text/html"}, data={

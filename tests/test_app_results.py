@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import PASSWORD, add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import (PASSWORD, add_user, database_url, default_campaign_id, login, seed_run, submit_held, unit_ids,
+                         unit_images)
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
@@ -46,7 +47,8 @@ def labelled(tmp_path):
         db.get(Unit, u1).auto_precision = 0.9
         boss = db.scalar(select(Annotator.id).where(Annotator.name == "boss"))
         for image in unit_images(url, u1):
-            db.add(SoundJudgement(annotator_id=boss, unit_image_id=image, audible="yes"))
+            db.add(SoundJudgement(campaign_id=default_campaign_id(db, u1), annotator_id=boss, unit_image_id=image,
+                                  audible="yes"))
         db.commit()
     return url, (u1, u2, u3)
 

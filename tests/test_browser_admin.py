@@ -49,7 +49,12 @@ def test_admin_runs_the_demo_pipeline_and_an_annotator_plays_a_cluster_clip(site
     assert page.inner_text("#status") == "done" and page.inner_text("#percent") == "100%"
     assert "$ ambient dissect" in page.inner_text("#log")
     page.screenshot(path=str(SCREENSHOTS / "jobs.png"), full_page=True)
-    page.click("#annotate")
+    page.click("#annotate")                  # the job's run is in no campaign yet: its form, the run chosen
+    page.wait_for_url(f"{base}/admin/campaigns/new?run=*")
+    page.fill("input[name=name]", "Demo conv5")
+    page.click("#save-campaign")
+    page.wait_for_url(f"{base}/admin/campaigns")
+    page.goto(f"{base}/annotate")
     page.click("#next-unit")                                                  # a POST hands out the unit
     page.wait_for_url(f"{base}/units/*")                                      # the new run's units
     assert page.locator("#grid img").count() > 0

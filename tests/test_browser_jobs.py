@@ -105,6 +105,18 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
         page.click("button:has-text('Log out')")
         log_in(page, base, "ann")
         page.goto(f"{base}/annotate")
+        assert page.locator("#no-campaigns").count() == 1            # the train job's run enters no queue ...
+        page.click("button:has-text('Log out')")
+        log_in(page, base, "boss")
+        page.goto(f"{base}/admin/jobs/1")
+        page.click("#annotate")                                      # ... until an admin puts it in a campaign
+        page.wait_for_url(f"{base}/admin/campaigns/new?run={run['id']}")
+        page.fill("input[name=name]", "tiny world conv5")
+        page.click("#save-campaign")
+        page.wait_for_url(f"{base}/admin/campaigns")
+        page.click("button:has-text('Log out')")
+        log_in(page, base, "ann")
+        page.goto(f"{base}/annotate")
         page.click("#next-unit")                                                  # a POST hands out a unit
         page.wait_for_url(f"{base}/units/*")
         assert page.locator("#grid img").count() > 0

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import add_user, default_campaign_id, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.results import run_report
+from backend.app.results import default_report
 from backend.cli import app as cli
 from backend.config import Settings
 from backend.db.models import Annotation, Annotator, ImageMark, Run, SoundJudgement
@@ -40,7 +40,8 @@ def labelled(tmp_path):
         submit_held(db, people["ann"], other, "yes", "car", unit_images(url, other)[:1])
         for name in ("ann", "bob"):
             for image, audible in zip(unit_images(url, u0), ("yes", "no", "unsure", "yes", "yes")):
-                db.add(SoundJudgement(annotator_id=people[name], unit_image_id=image, audible=audible))
+                db.add(SoundJudgement(campaign_id=default_campaign_id(db, u0), annotator_id=people[name],
+                                      unit_image_id=image, audible=audible))
         db.commit()
     return url, (u0, u1, u2, other)
 
@@ -49,13 +50,13 @@ def database_counts(url: str) -> dict[str, int]:
     """run-a's rows, counted in the database itself."""
     with session_factory(upgrade_db(url))() as db:
         run = db.scalar(select(Run).where(Run.name == "run-a"))
-        ids = [u.unit_id for u in run_report(db, run).units]
+        ids = [u.unit_id for u in default_report(db, run).units]
         return {"annotations": db.scalar(select(func.count()).select_from(Annotation)
                                          .where(Annotation.unit_id.in_(ids))),
                 "marks": db.scalar(select(func.count()).select_from(ImageMark).join(Annotation)
                                    .where(Annotation.unit_id.in_(ids))),
                 "judgements": db.scalar(select(func.count()).select_from(SoundJudgement)),
-                "detectors": len(run_report(db, run).detectors)}
+                "detectors": len(default_report(db, run).detectors)}
 
 
 def test_exported_counts_equal_the_databases(labelled):
@@ -119,5 +120,5 @@ def test_exports_are_for_admins_and_linked_from_the_results_pages(labelled):
         for page in ("/results", "/results/1"):
             html = client.get(page).text
             for path in ("annotations.csv", "annotations.json", "judgements.csv", "judgements.json"):
-                assert f'href="/api/runs/1/{path}"' in html, (page, path)
+                assert f'href="/api/runs/1/{path}' in html, (page, path)     # (the run page adds ?campaign=ID)
         assert client.get("/api/runs/9/annotations.json").status_code == 404

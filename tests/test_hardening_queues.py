@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from app_helpers import add_user, login, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import add_user, default_campaign_id, login, seed_run, submit_held, unit_ids, unit_images
 from backend.app import create_app
 from backend.config import Settings
 from backend.db.models import (Annotation, Annotator, SoundJudgement, SoundReservation, UnitImage, UnitReservation,
@@ -202,7 +202,7 @@ def test_sound_undo_takes_back_the_last_detector_once_while_it_lacks_judges(app,
 def settle_directly(url, unit):
     """A settlement as one made before settling was limited to ties (or by another process)."""
     with session_factory(upgrade_db(url))() as db:
-        db.add(UnitSettlement(unit_id=unit, answer="no"))
+        db.add(UnitSettlement(campaign_id=default_campaign_id(db, unit), unit_id=unit, answer="no"))
         db.commit()
 
 

@@ -11,9 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select, text
 
-from app_helpers import ON_SQLITE, REPO, database_url, running_server
+from app_helpers import ON_SQLITE, REPO, add_campaign, database_url, running_server
 from backend.db import store
-from backend.db.models import Annotation, Annotator, Base, Category, Frame, Unit, UnitImage
+from backend.db.models import Annotation, Annotator, Base, Category, Frame, Run, Unit, UnitImage
 from backend.db.session import upgrade_db, session_factory
 from model.categories import load_categories
 from model.data.dataset import FrameRecord
@@ -73,12 +73,14 @@ def test_writing_units_registers_frames_and_categories_once(url, tmp_path):
 
 def test_rerun_replaces_units_and_their_annotations(url, tmp_path):
     _write(url, b"a", tmp_path=tmp_path)
+    with session_factory(upgrade_db(url))() as session:
+        campaign_id = add_campaign(session, session.scalar(select(Run.id)))
     with session_factory(upgrade_db(url)).begin() as session:
         annotator = Annotator(name="ann", password_hash="x")
         session.add(annotator)
         session.flush()
-        session.add(Annotation(unit_id=session.scalar(select(Unit.id).limit(1)), annotator_id=annotator.id,
-                               answer="yes"))
+        session.add(Annotation(campaign_id=campaign_id, unit_id=session.scalar(select(Unit.id).limit(1)),
+                               annotator_id=annotator.id, answer="yes"))
     _write(url, b"b", tmp_path=tmp_path)
     with session_factory(upgrade_db(url))() as session:
         assert session.scalar(select(func.count(Annotation.id))) == 0

@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from app_helpers import database_url
+from app_helpers import add_campaign, database_url
 from backend.cli import app
 from backend.db.models import Layer, Run, Unit, UnitImage
 from backend.db.session import upgrade_db, session_factory
@@ -216,7 +216,9 @@ def test_annotators_submit_while_units_run_on_the_same_sqlite_database(pool, tmp
     run = tmp_path / "run"
     shutil.copytree(pool.run, run, ignore=shutil.ignore_patterns("*.npz", "*.json"))
     url = database_url(tmp_path)
-    extract_and_publish(run, pool.data, url)
+    published = extract_and_publish(run, pool.data, url)
+    with session_factory(upgrade_db(url))() as session:      # annotators label it once it is in a campaign
+        add_campaign(session, published["run_id"])
     add_user(url, "ann")
     client = TestClient(create_app(Settings(database_url=url)))
     token = login(client, "ann")
@@ -267,7 +269,8 @@ def test_publish_is_idempotent_and_keeps_annotations(pool, tmp_path):
         annotator = Annotator(name="ann", password_hash="x")
         session.add(annotator)
         session.flush()
-        session.add(Annotation(unit_id=unit_id, annotator_id=annotator.id, answer="no"))
+        campaign_id = add_campaign(session, first["run_id"])
+        session.add(Annotation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator.id, answer="no"))
         session.commit()
     again = publish_run(run, engine)
     assert again.run_id == first["run_id"] and again.layers == {"conv5": "unchanged"}

@@ -101,6 +101,11 @@ def end_session(db: Session, token: object) -> None:
         db.commit()
 
 
+def has_session(db: Session, annotator_id: int) -> bool:
+    """Whether the account is still logged in anywhere (another browser)."""
+    return db.scalar(select(LoginSession.id).where(LoginSession.annotator_id == annotator_id).limit(1)) is not None
+
+
 def end_sessions(db: Session, annotator_id: int, keep: object = None) -> None:
     """Delete the account's sessions, but for the one with token `keep`; the caller commits."""
     query = delete(LoginSession).where(LoginSession.annotator_id == annotator_id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BeforeValidator, Field
 from markupsafe import Markup, escape
@@ -17,11 +17,12 @@ from starlette.datastructures import FormData
 from sqlalchemy.orm import Session
 
 from backend.app.auth import session_user
-from backend.app.reservations import Queue, current_reservation, held_for, utcnow
+from backend.app.campaign import campaign_size, joinable_campaign, open_campaigns
+from backend.app.reservations import Queue, current_reservation, held_for, hold_on, utcnow
 from backend.app.tokens import bearer_token, token_user
 from backend.app.security import CSRF_FIELD, CSRF_HEADER, csrf_matches, new_csrf_token
 from backend.config import Settings
-from backend.db.models import Annotator, Unit
+from backend.db.models import Annotator, Campaign, Unit
 
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -228,37 +229,61 @@ def figure_html(figure, **config) -> Markup:
 
 
 @dataclass(frozen=True)
+class CampaignChoice:
+    """An open campaign on a task's start page: what is left there for this annotator."""
+
+    campaign: Campaign
+    units_left: int | None        # None: not counted (the sound task's detectors are worked out on demand)
+    size: int                     # the campaign's units
+
+
+@dataclass(frozen=True)
 class TaskPages:
     """The queue pages of one annotation task. GET `path` shows the unit held for the annotator, else a
-    page whose button takes one: only POSTs hand out units (a GET, which another site can make a
-    browser send, changes nothing)."""
+    page listing the open campaigns they may join, each with a button that takes one of its units: only
+    POSTs hand out units (a GET, which another site can make a browser send, changes nothing)."""
 
     queue: Queue
     path: str                                        # "/annotate": the queue
     unit_path: str                                   # "/units": a unit's page is unit_path/{id}
-    reserve: Callable[[Session, int], object]        # (db, annotator id) -> a reservation, or None
+    # (db, annotator id, campaign, hold_minutes=...) -> a reservation, or None
+    reserve: Callable[[Session, int, Campaign, int], object]
     can_undo: Callable[[Session, int], bool]
     undo_path: str                                   # POST: take back the annotator's latest answer
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
     start_extra: Callable[[Session, int], dict] | None = None   # (db, annotator id) -> more for the start page
+    units_left: Callable[[Session, int, Campaign], int] | None = None   # (db, annotator id, campaign)
 
-    def next_unit(self, request: Request, user: Annotator, db: Session) -> Response:
-        """Hand out the annotator's next unit: its page, or the page saying nothing is left."""
-        reservation = self.reserve(db, user.id)
-        if reservation is None:
-            return render(request, "queue_empty.html", user=user, message=self.empty,
-                          can_undo=self.can_undo(db, user.id), undo_path=self.undo_path)
-        return RedirectResponse(f"{self.unit_path}/{reservation.unit_id}", status_code=303)
+    def choices(self, db: Session, user: Annotator) -> list[CampaignChoice]:
+        return [CampaignChoice(c, self.units_left(db, user.id, c) if self.units_left else None, campaign_size(db, c))
+                for c in open_campaigns(db, user)]
+
+    def next_unit(self, request: Request, user: Annotator, db: Session, campaign: Campaign | None) -> Response:
+        """Hand out the annotator's next unit of `campaign` (None: of the first open campaign with any left
+        for them): its page, or the page saying nothing is left."""
+        hold = get_settings(request).hold_idle_minutes
+        for candidate in [campaign] if campaign is not None else open_campaigns(db, user):
+            reservation = self.reserve(db, user.id, candidate, hold_minutes=hold)
+            if reservation is not None:
+                return RedirectResponse(f"{self.unit_path}/{reservation.unit_id}", status_code=303)
+        others = [c for c in self.choices(db, user) if campaign is None or c.campaign.id != campaign.id]
+        return render(request, "queue_empty.html", user=user, message=self.empty, campaign=campaign,
+                      campaigns=[c for c in others if c.units_left != 0], action=self.path,
+                      button_id=self.start["button_id"], can_undo=self.can_undo(db, user.id), undo_path=self.undo_path)
 
     def held(self, request: Request, user: Annotator, db: Session, unit_id: int):
-        """The user's live reservation of `unit_id`; None (with a message for the next page) when there is
-        none: its page is not shown, so nobody works on a unit the queue did not hand them."""
+        """The user's live reservation of `unit_id`, held on for another idle spell (they are looking at it);
+        None (with a message for the next page) when there is none: its page is not shown, so nobody works
+        on a unit the queue did not hand them."""
         if db.get(Unit, unit_id) is None:
             raise HTTPException(404, f"There is no unit {unit_id}.")
-        held = held_for(db, self.queue, unit_id, user.id, utcnow())
+        now = utcnow()
+        held = held_for(db, self.queue, unit_id, user.id, now)
         if held is None:
             flash(request, f"Unit {unit_id} is not held for you: here is the queue.")
+            return None
+        hold_on(db, self.queue, user.id, now, get_settings(request).hold_idle_minutes)
         return held
 
     def add_routes(self, router: APIRouter) -> None:
@@ -268,8 +293,18 @@ class TaskPages:
             if held is not None:
                 return RedirectResponse(f"{self.unit_path}/{held.unit_id}", status_code=303)
             extra = self.start_extra(db, user.id) if self.start_extra else {}
-            return render(request, "queue_start.html", user=user, action=self.path, **self.start, **extra)
+            return render(request, "queue_start.html", user=user, action=self.path, campaigns=self.choices(db, user),
+                          **self.start, **extra)
 
         @router.post(self.path, dependencies=[Depends(check_csrf)])
-        def take_next_unit(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
-            return self.next_unit(request, user, db)
+        def take_next_unit(request: Request, campaign: int | None = Form(None), user: Annotator = Depends(current_user),
+                           db: Session = Depends(get_db)):
+            return self.next_unit(request, user, db, joinable_campaign(db, user, campaign) if campaign else None)
+
+        @router.post(self.path + "/hold", dependencies=[Depends(check_csrf)])
+        def hold_on_units(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+            """The unit page's heartbeat: the units held for this annotator stay theirs while the page is open."""
+            now = utcnow()
+            hold_on(db, self.queue, user.id, now, get_settings(request).hold_idle_minutes)
+            held = current_reservation(db, self.queue, user.id, now)
+            return {"held_until": held.expires_at.isoformat() if held else None}

@@ -33,7 +33,7 @@ from backend.app.errors import TaskError
 from backend.app.listen_limits import (PredictionSlots, UploadGuard, finish, job_record, progress_writer,
                                        queue_synthesis, remember_prediction, wait_to_run)
 from backend.app.media_files import dataset_file
-from backend.app.results import run_report
+from backend.app.results import default_report
 from backend.config import Settings
 from backend.data_roots import is_inside
 from backend.db.models import Dataset, Frame, Run, SoundCluster
@@ -54,7 +54,7 @@ def human_unit_labels(db: Session, run: Run, layer: str, shown: Visibility | Non
     """Each unit's label from the database: the people's verdict when it is a detector, else the automatic
     label; None for a unit ``shown`` hides (blind annotators see neither, backend/app/campaign.py)."""
     labels: dict[int, str | None] = {}
-    for row in run_report(db, run).units:
+    for row in default_report(db, run).units:
         if row.layer != layer:
             continue
         labels[row.index] = None if shown is not None and not shown.shows(row.unit_id) else \
@@ -78,7 +78,7 @@ def database_unit_labels(url: str | None, run_dir: Path, layer: str) -> dict[int
             run = db.scalar(select(Run).where(Run.run_dir == str(Path(run_dir).resolve())))
             if run is None:
                 return {}
-            return {index: row.human_label for row in run_report(db, run).units
+            return {index: row.human_label for row in default_report(db, run).units
                     if row.layer == layer and row.human_label for index in [row.index]}
     except Exception:      # noqa: BLE001: the labels are extra; the prediction does not need the database
         return {}

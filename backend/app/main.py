@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    representation):
         app.include_router(module.router)
     app.include_router(jobs.api)
+    app.include_router(api.campaigns_api)
     app.include_router(tokens.router)
     app.include_router(explore.pages)
     app.include_router(explore.api)

@@ -1,4 +1,5 @@
-"""A run's annotations, loaded from the database and handed to `annotation/` for the statistics."""
+"""A run's annotations in one of its campaigns, loaded from the database and handed to `annotation/` for the
+statistics."""
 from __future__ import annotations
 
 import csv
@@ -15,7 +16,8 @@ from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, U
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
 from backend.app.errors import TaskError
-from backend.db.models import (Annotation, Annotator, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
+from backend.app.campaign import campaign_annotation_settings, default_campaign
+from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
                                UnitImage, UnitSettlement)
 from model.settings import ANNOTATION, DETECTOR_PRECISION, AnnotationSettings
 
@@ -142,6 +144,7 @@ def held_out(run: Run) -> HeldOut | None:
 @dataclass(frozen=True)
 class RunReport:
     run: Run
+    campaign: Campaign | None            # whose answers these are; None: the run is in no campaign yet
     units: list[UnitRow]
     verdicts: list[UnitVerdict]
     characteristic: dict[str, bool]
@@ -164,19 +167,21 @@ def characteristic_flags(db: Session) -> dict[str, bool]:
     return dict(db.execute(select(Category.name, Category.characteristic_sound)).all())
 
 
-def unit_answers(db: Session, unit_ids) -> dict[int, list[UnitAnswer]]:
-    """The annotators' answers of each unit (marks as image ranks), oldest first."""
+def unit_answers(db: Session, unit_ids, campaign_id: int | None) -> dict[int, list[UnitAnswer]]:
+    """The annotators' answers of each unit in the campaign (marks as image ranks), oldest first (none
+    for no campaign: every answer has one)."""
     marks: dict[int, set[int]] = defaultdict(set)
     for annotation_id, rank in db.execute(
             select(ImageMark.annotation_id, UnitImage.rank).join(UnitImage, ImageMark.unit_image_id == UnitImage.id)
-            .join(Annotation, ImageMark.annotation_id == Annotation.id).where(Annotation.unit_id.in_(unit_ids))):
+            .join(Annotation, ImageMark.annotation_id == Annotation.id)
+            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(unit_ids))):
         marks[annotation_id].add(rank)
     answers: dict[int, list[UnitAnswer]] = defaultdict(list)
     for annotation_id, unit_id, annotator, answer, category in db.execute(
             select(Annotation.id, Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
             .join(Annotator, Annotation.annotator_id == Annotator.id)
             .outerjoin(Category, Annotation.category_id == Category.id)
-            .where(Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
+            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
         try:
             answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
                                                frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
@@ -185,13 +190,13 @@ def unit_answers(db: Session, unit_ids) -> dict[int, list[UnitAnswer]]:
     return answers
 
 
-def unit_settlements(db: Session, unit_ids) -> dict[int, Settlement]:
-    """The admins' settlements of these units (one whose yes-category was deleted counts as none)."""
+def unit_settlements(db: Session, unit_ids, campaign_id: int | None) -> dict[int, Settlement]:
+    """The admins' settlements of these units in the campaign (one whose yes-category was deleted counts as none)."""
     settlements = {}
     for unit_id, answer, category in db.execute(
             select(UnitSettlement.unit_id, UnitSettlement.answer, Category.name)
             .outerjoin(Category, UnitSettlement.category_id == Category.id)
-            .where(UnitSettlement.unit_id.in_(unit_ids))):
+            .where(UnitSettlement.campaign_id == campaign_id, UnitSettlement.unit_id.in_(unit_ids))):
         try:
             settlements[unit_id] = Settlement(answer, category if answer == "yes" else None)
         except ValueError:
@@ -208,36 +213,41 @@ def _verdict(unit_id: int, answers: Sequence[UnitAnswer], settlement: Settlement
                           settlement=settlement)
 
 
-def annotators_verdict(db: Session, unit_id: int, settings: AnnotationSettings = ANNOTATION) -> UnitVerdict | None:
-    """The unit's verdict from its annotators' votes alone (any settlement left aside); None before it
-    has all of them."""
+def annotators_verdict(db: Session, unit_id: int, campaign: Campaign) -> UnitVerdict | None:
+    """The unit's verdict in the campaign from its annotators' votes alone (any settlement left aside); None
+    before it has all of them."""
     n_images = db.scalar(select(func.count()).where(UnitImage.unit_id == unit_id))
-    return _verdict(unit_id, unit_answers(db, [unit_id]).get(unit_id, ()), None, n_images, settings)
+    return _verdict(unit_id, unit_answers(db, [unit_id], campaign.id).get(unit_id, ()), None, n_images,
+                    campaign_annotation_settings(campaign))
 
 
-def detector_units(db: Session, unit_ids, settings: AnnotationSettings = ANNOTATION) -> dict[int, str]:
-    """Which of `unit_ids` (ids or a select of them) are detectors, and of which category.
+def detector_units(db: Session, unit_ids, campaign: Campaign) -> dict[int, str]:
+    """Which of `unit_ids` (ids or a select of them) are detectors in the campaign, and of which category.
 
     Reads only these units' answers: the sound task asks this on every request."""
-    answers, settlements = unit_answers(db, unit_ids), unit_settlements(db, unit_ids)
+    settings = campaign_annotation_settings(campaign)
+    answers, settlements = unit_answers(db, unit_ids, campaign.id), unit_settlements(db, unit_ids, campaign.id)
     n_images = dict(db.execute(select(UnitImage.unit_id, func.count()).where(UnitImage.unit_id.in_(unit_ids))
                                .group_by(UnitImage.unit_id)).all())
     verdicts = (_verdict(u, answers.get(u, ()), settlements.get(u), n_images[u], settings) for u in n_images)
     return {v.unit: v.category for v in verdicts if v is not None and v.is_detector}
 
 
-def maybe_detectors(settings: AnnotationSettings = ANNOTATION):
-    """A select of the units that may be detectors: all their annotators and at least two (or all) of
-    them saying yes, else an admin's yes. Fewer yeses cannot win the vote; `detector_units` decides."""
-    yes_needed = min(2, settings.annotators_per_unit)
-    answered = (select(Annotation.unit_id).group_by(Annotation.unit_id)
-                .having(func.count() >= settings.annotators_per_unit,
+def maybe_detectors(campaign: Campaign):
+    """A select of the campaign's units that may be detectors: all their annotators and at least two (or
+    all) of them saying yes, else an admin's yes. Fewer yeses cannot win the vote; `detector_units` decides."""
+    yes_needed = min(2, campaign.judges)
+    answered = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id).group_by(Annotation.unit_id)
+                .having(func.count() >= campaign.judges,
                         func.sum(case((Annotation.answer == "yes", 1), else_=0)) >= yes_needed))
-    return union(answered, select(UnitSettlement.unit_id).where(UnitSettlement.answer == "yes"))
+    return union(answered, select(UnitSettlement.unit_id).where(UnitSettlement.campaign_id == campaign.id,
+                                                                UnitSettlement.answer == "yes"))
 
 
-def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION) -> RunReport:
-    """Everything the results page and the exports say about `run`."""
+def run_report(db: Session, run: Run, campaign: Campaign | None) -> RunReport:
+    """Everything the results page and the exports say about `run` in `campaign` (None: no answers yet)."""
+    settings = campaign_annotation_settings(campaign) if campaign is not None else ANNOTATION
+    campaign_id = campaign.id if campaign is not None else None
     netdissect = aliased(Category)
     units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou,
                               netdissect.name, Unit.auto_netdissect_iou)
@@ -250,7 +260,7 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
     for unit_id, image_id in db.execute(select(UnitImage.unit_id, UnitImage.id)
                                         .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
         images[unit_id].append(image_id)
-    answers, settlements = unit_answers(db, unit_ids), unit_settlements(db, unit_ids)
+    answers, settlements = unit_answers(db, unit_ids, campaign_id), unit_settlements(db, unit_ids, campaign_id)
 
     rows = []
     for u in units:
@@ -265,14 +275,14 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         select(UnitImage.unit_id, UnitImage.rank, Annotator.name, SoundJudgement.audible)
         .join(UnitImage, SoundJudgement.unit_image_id == UnitImage.id)
         .join(Annotator, SoundJudgement.annotator_id == Annotator.id)
-        .where(UnitImage.unit_id.in_(unit_ids)))]
+        .where(SoundJudgement.campaign_id == campaign_id, UnitImage.unit_id.in_(unit_ids)))]
     characteristic = characteristic_flags(db)
     # The automatic label as a detector label: its category when dissection found it precise enough.
     automatic_labels = {r.unit_id: (r.auto_category if _auto_detector(r, DETECTOR_PRECISION) else None)
                         for r in rows if r.auto_precision is not None}
     review_units = {v.unit for v in units_for_review(verdicts)}
     return RunReport(
-        run=run, units=rows, verdicts=verdicts, characteristic=characteristic,
+        run=run, campaign=campaign, units=rows, verdicts=verdicts, characteristic=characteristic,
         table1=table1(verdicts, characteristic, judgements),
         histogram=detector_histogram(verdicts),
         threshold_counts=detectors_by_threshold(verdicts, THRESHOLDS),
@@ -282,6 +292,11 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
         review=[r for r in rows if r.unit_id in review_units],
         complete_units=len(verdicts),
         auto_detectors=automatic_detectors(rows, characteristic, DETECTOR_PRECISION))
+
+
+def default_report(db: Session, run: Run) -> RunReport:
+    """`run_report` of the run's default campaign (the pages that show one verdict per unit: unit pages, Listen)."""
+    return run_report(db, run, default_campaign(db, run.id))
 
 
 def detector_records(report: RunReport) -> list[dict]:
@@ -304,5 +319,6 @@ def detectors_csv(records: list[dict]) -> str:
 
 
 def table1_record(report: RunReport) -> dict:
-    return {"run": report.run.name, **asdict(report.table1),
+    return {"run": report.run.name, "campaign": report.campaign.name if report.campaign else None,
+            **asdict(report.table1),
             "rows": [{"row": label, "value": value} for label, value in report.table1.rows()]}

@@ -1,4 +1,5 @@
-"""The unit task: its queue (backend/app/reservations.py), submitting an answer, undoing the latest one."""
+"""The unit task: its queue in each campaign (backend/app/reservations.py), submitting an answer, skipping a
+unit, undoing the latest answer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,24 +9,33 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import UnitAnswer
+from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, lock, one_writer_at_a_time,
+from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, held_for, lock, one_writer_at_a_time,
                                       open_units, reserve_next, utcnow)
-from backend.db.models import (Annotation, Annotator, Category, ImageMark, Unit, UnitImage, UnitReservation,
-                               UnitSettlement)
-from model.settings import ANNOTATION, AnnotationSettings
-
-UNIT_QUEUE = Queue("unit", UnitReservation, select(Annotation.unit_id, Annotation.annotator_id))
-# The queue's candidates: units with top images, but for those an admin has settled (decided: they need
-# no more answers).
-UNITS_TO_LABEL = select(UnitImage.unit_id).where(UnitImage.unit_id.not_in(select(UnitSettlement.unit_id)))
+from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Unit, UnitImage,
+                               UnitReservation, UnitSettlement, UnitSkip)
+from model.settings import ANNOTATION
 
 
-def reserve_next_unit(db: Session, annotator_id: int, now: datetime | None = None,
-                      settings: AnnotationSettings = ANNOTATION) -> UnitReservation | None:
-    """The unit this annotator should label next, held for them; None when nothing is left for them."""
-    return reserve_next(db, UNIT_QUEUE, annotator_id, UNITS_TO_LABEL, now or utcnow(), settings)
+def _answers(campaign_id: int):
+    return select(Annotation.unit_id, Annotation.annotator_id).where(Annotation.campaign_id == campaign_id)
+
+
+def _skips(campaign_id: int):
+    return select(UnitSkip.unit_id, UnitSkip.annotator_id).where(UnitSkip.campaign_id == campaign_id)
+
+
+UNIT_QUEUE = Queue("unit", UnitReservation, _answers, _skips)
+
+
+def reserve_next_unit(db: Session, annotator_id: int, campaign: Campaign, now: datetime | None = None,
+                      hold_minutes: int | None = None) -> UnitReservation | None:
+    """The unit of `campaign` this annotator should label next, held for them; None when nothing is left
+    for them there."""
+    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), now or utcnow(),
+                        campaign_annotation_settings(campaign, hold_minutes))
 
 
 @dataclass(frozen=True)
@@ -34,6 +44,7 @@ class Submission:
     answer: str
     category: str | None
     marked: int
+    campaign_id: int
 
 
 def submit_annotation(db: Session, annotator_id: int, unit_id: int, answer: str, category_name: str | None,
@@ -64,20 +75,46 @@ def _store_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
     # the answer itself came before it, so that waiting writers are not held up by them.
     lock(db, UNIT_QUEUE, unit_id, now)
     with filling_a_slot(db, f"Unit {unit_id} changed while you answered it; it was not saved twice."):
-        if db.scalar(select(Annotation.id).where(Annotation.unit_id == unit_id,
-                                                 Annotation.annotator_id == annotator_id)):
+        # A replayed form finds no hold any more, and its answer in some campaign: say so.
+        held = held_for(db, UNIT_QUEUE, unit_id, annotator_id, now)
+        answered = select(Annotation.id).where(Annotation.unit_id == unit_id, Annotation.annotator_id == annotator_id)
+        if db.scalar((answered if held is None else answered.where(Annotation.campaign_id == held.campaign_id))
+                     .limit(1)):
             raise TaskError(f"You have already labelled unit {unit_id} (was the form sent twice?).", 409)
-        check_held(db, UNIT_QUEUE, unit_id, annotator_id, now)
+        held = check_held(db, UNIT_QUEUE, unit_id, annotator_id, now)
         category = resolve_category(db, category_name) if answer == "yes" else None
         marked = sorted(set(marked_image_ids)) if answer == "yes" else []
         annotation_id = db.scalar(insert(Annotation).values(
-            unit_id=unit_id, annotator_id=annotator_id, answer=answer,
+            campaign_id=held.campaign_id, unit_id=unit_id, annotator_id=annotator_id, answer=answer,
             category_id=category.id if category else None, created_at=now).returning(Annotation.id))
         if marked:
             db.execute(insert(ImageMark), [{"annotation_id": annotation_id, "unit_image_id": i} for i in marked])
-        db.execute(delete(UnitReservation).where(UnitReservation.unit_id == unit_id,
+        db.execute(delete(UnitReservation).where(UnitReservation.campaign_id == held.campaign_id,
+                                                 UnitReservation.unit_id == unit_id,
                                                  UnitReservation.annotator_id == annotator_id))
-    return Submission(unit_id, answer, category.name if category else None, len(marked))
+    return Submission(unit_id, answer, category.name if category else None, len(marked), held.campaign_id)
+
+
+@one_writer_at_a_time
+def skip_unit(db: Session, annotator_id: int, unit_id: int, now: datetime | None = None) -> int:
+    """The annotator can't tell: the unit they hold goes back to the queue for someone else, never to be
+    offered to them again in that campaign; not a judgement (the unit still needs its judges). Returns
+    the campaign's id, committed."""
+    now = now or utcnow()
+    lock(db, UNIT_QUEUE, unit_id, now)
+    with filling_a_slot(db, f"You have already skipped unit {unit_id}."):
+        held = check_held(db, UNIT_QUEUE, unit_id, annotator_id, now)
+        db.add(UnitSkip(campaign_id=held.campaign_id, unit_id=unit_id, annotator_id=annotator_id, created_at=now))
+        db.delete(held)
+    return held.campaign_id
+
+
+def skip_count(db: Session, annotator_id: int, campaign_id: int | None = None) -> int:
+    """How many units the annotator has skipped (in one campaign, else in all): for skip rates."""
+    query = select(func.count()).select_from(UnitSkip).where(UnitSkip.annotator_id == annotator_id)
+    if campaign_id is not None:
+        query = query.where(UnitSkip.campaign_id == campaign_id)
+    return db.scalar(query)
 
 
 @dataclass(frozen=True)
@@ -91,12 +128,12 @@ class Withdrawn:
 
 @one_writer_at_a_time
 def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now: datetime | None = None,
-                         settings: AnnotationSettings = ANNOTATION) -> Withdrawn:
+                         hold_minutes: int = ANNOTATION.reservation_minutes) -> Withdrawn:
     """Delete this annotator's latest answer and hold its unit for them again; returns what the answer was.
 
     One step back only: the answer must be younger than `undo_minutes`, given after their last undo
     (so undo never walks back through their history), and its unit must still lack annotators
-    and a settlement (a complete or settled unit's verdict may already be in use)."""
+    and a settlement in its campaign (a complete or settled unit's verdict may already be in use)."""
     now = now or utcnow()
     lock(db, UNIT_QUEUE, None, now)
     last = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator_id)
@@ -109,14 +146,17 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
         problem = f"Your latest answer (unit {last.unit_id}) is over {undo_minutes} minutes old: it stands."
     elif last_undo is not None and aware(last.created_at) <= aware(last_undo):
         problem = "Undo goes back one answer only: answer the unit you are holding."
-    elif db.scalar(select(func.count()).where(Annotation.unit_id == last.unit_id)) >= settings.annotators_per_unit:
+    elif db.scalar(select(func.count()).where(Annotation.campaign_id == last.campaign_id,
+                                              Annotation.unit_id == last.unit_id)) \
+            >= db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id)):
         problem = f"Unit {last.unit_id} has all its answers now, so yours stands."
-    elif db.scalar(select(UnitSettlement.id).where(UnitSettlement.unit_id == last.unit_id)) is not None:
+    elif db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
+                                                   UnitSettlement.unit_id == last.unit_id)) is not None:
         problem = f"Unit {last.unit_id} has been settled by an admin, so yours stands."
     if problem is not None:
         db.rollback()
         raise TaskError(problem, 409)
-    unit_id = last.unit_id
+    unit_id, campaign_id = last.unit_id, last.campaign_id
     category = db.scalar(select(Category.name).where(Category.id == last.category_id)) if last.category_id else None
     withdrawn = Withdrawn(unit_id, last.answer, category,
                           sorted(db.scalars(select(ImageMark.unit_image_id).where(ImageMark.annotation_id == last.id))))
@@ -124,8 +164,8 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now:
     db.execute(update(Annotator).where(Annotator.id == annotator_id).values(last_undo_at=now))
     # Whatever else they held goes back to the queue: they are returning to this unit.
     db.execute(delete(UnitReservation).where(UnitReservation.annotator_id == annotator_id))
-    db.add(UnitReservation(unit_id=unit_id, annotator_id=annotator_id,
-                           expires_at=now + timedelta(minutes=settings.reservation_minutes)))
+    db.add(UnitReservation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator_id,
+                           expires_at=now + timedelta(minutes=hold_minutes)))
     db.commit()
     return withdrawn
 
@@ -134,9 +174,11 @@ def has_submissions(db: Session, annotator_id: int) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.annotator_id == annotator_id).limit(1)) is not None
 
 
-def units_left(db: Session, annotator_id: int, settings: AnnotationSettings = ANNOTATION) -> int:
-    """How many units the queue could still hand this annotator: not answered by them, a slot free."""
-    candidates = open_units(UNIT_QUEUE, annotator_id, UNITS_TO_LABEL, utcnow(), settings)
+def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
+    """How many units of `campaign` its queue could still hand this annotator: neither answered nor skipped
+    by them, a slot free."""
+    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), utcnow(),
+                            campaign_annotation_settings(campaign))
     return db.scalar(select(func.count()).select_from(candidates.subquery()))
 
 

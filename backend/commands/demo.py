@@ -57,3 +57,24 @@ def register(app: typer.Typer) -> None:
                            f"again to resume", err=True)
                 raise typer.Exit(code if code > 0 else 1)
         typer.echo(f"The figures above: {capability_line()}")
+        _open_campaign(database_url(db), Path(demo_folders(root)["run_dir"]))
+
+
+def _open_campaign(url: str, run_dir: Path) -> None:
+    """The demo's run in an open campaign, so that the app it ends with has units to annotate (any other new
+    run waits for an admin to put it in one)."""
+    from sqlalchemy import select
+
+    from backend.app.campaign import run_default_campaign
+    from backend.commands.options import open_sessions
+    from backend.db.models import Run
+
+    with open_sessions(url)() as session:
+        run = session.scalar(select(Run).where(Run.run_dir == str(run_dir.resolve())))
+        if run is None:
+            typer.echo(f"error: the demo's run {run_dir} is not in the database", err=True)
+            raise typer.Exit(1)
+        campaign, created = run_default_campaign(session, run)
+        typer.echo(f"{'Opened' if created else 'Annotators label'} the campaign '{campaign.name}' (id {campaign.id}) "
+                   f"for the demo's run: its {campaign.layer} units are in the annotators' queue"
+                   f"{'' if campaign.is_open else ' once an admin opens it'}.")

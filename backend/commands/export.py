@@ -1,4 +1,5 @@
-"""`ambient export`: a run's detectors (and Table 1), raw annotations or sound judgements, as CSV or JSON."""
+"""`ambient export`: a run's detectors (and Table 1), raw annotations or sound judgements in one of its campaigns
+(its default campaign unless --campaign names another), as CSV or JSON."""
 from __future__ import annotations
 
 import json
@@ -22,11 +23,15 @@ def register(app: typer.Typer) -> None:
         format: str = typer.Option("csv", "--format", help="csv: one row per record; json: the records (with "
                                    "--what detectors, also Table 1)."),
         out: Optional[Path] = typer.Option(None, help="Write here instead of standard output."),
+        campaign: Optional[int] = typer.Option(None, help="The campaign of the run whose answers to export "
+                                               "(`ambient campaign list`); default: the run's default campaign."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Export a run's detectors, raw annotations or sound judgements."""
         from sqlalchemy import or_, select
 
+        from backend.app.campaign import run_campaign
+        from backend.app.errors import TaskError
         from backend.app.exports import EXPORTS, FIELDS, export_records, records_csv
         from backend.app.results import detector_records, run_report, table1_record
         from backend.config import Settings
@@ -47,13 +52,17 @@ def register(app: typer.Typer) -> None:
                 problem = "no run" if not matches else "several runs"
                 raise typer.BadParameter(f"{problem} called {run!r}; runs: {known or 'none'}", param_hint="RUN")
             found = matches[0]
+            try:
+                chosen = run_campaign(session, found, campaign)
+            except TaskError as error:
+                raise typer.BadParameter(error.message.removeprefix("campaign: "), param_hint="--campaign") from None
             if what == "detectors":     # one report for both the detectors and Table 1
-                report = run_report(session, found)
+                report = run_report(session, found, chosen)
                 records, extra = detector_records(report), {"table1": table1_record(report)}
             else:
-                records, extra = export_records(session, found, what), {}
+                records, extra = export_records(session, found, what, chosen), {}
         text = (records_csv(records, FIELDS[what]) if format == "csv" else
-                json.dumps({"run": found.name, what: records, **extra}, indent=1))
+                json.dumps({"run": found.name, "campaign": chosen.name if chosen else None, what: records, **extra}, indent=1))
         if out is None:
             typer.echo(text, nl=not text.endswith("\n"))
         else:

@@ -219,13 +219,48 @@ class Annotator(Base):
 Index("uq_annotators_lower_name", func.lower(Annotator.name), unique=True)
 
 
+class Campaign(Base):
+    """An annotation campaign: one run's layer put before annotators (backend/app/campaign.py).
+
+    Answers, marks, settlements, skips, reservations and sound judgements belong to a campaign, so the
+    same unit may be judged again in another campaign of its run. A run's default campaign is the one
+    its results page shows when none is named (at most one per run, kept so by backend/app/campaign.py)."""
+
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    run_id: Mapped[int] = _parent("runs")
+    layer: Mapped[str] = mapped_column(String(200))           # a Layer.name of the run
+    judges: Mapped[int] = mapped_column(Integer)              # annotators per unit
+    blind: Mapped[bool] = mapped_column(default=True)         # False: annotators see its units' results
+    # {question key: {"instructions": ..., "example": ...}}; blank parts fall back to the global ones.
+    instructions: Mapped[dict] = mapped_column(JSON, default=dict)
+    everyone: Mapped[bool] = mapped_column(default=True)      # False: only its CampaignMember annotators
+    is_open: Mapped[bool] = mapped_column(default=False)
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    run: Mapped[Run] = relationship()
+
+
+class CampaignMember(Base):
+    """An annotator named to take part in a campaign that is not open to everyone."""
+
+    __tablename__ = "campaign_members"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+
+
 class Annotation(Base):
-    """One annotator's answer for one unit (paper 4.1's questions)."""
+    """One annotator's answer for one unit in one campaign (paper 4.1's questions)."""
 
     __tablename__ = "annotations"
-    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id", "annotator_id"),
                       CheckConstraint(f"answer IN {ANSWERS}", name="answer"))
     id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
     unit_id: Mapped[int] = _parent("units")
     annotator_id: Mapped[int] = _parent("annotators")
     answer: Mapped[str] = mapped_column(String(10))
@@ -248,11 +283,25 @@ class ImageMark(Base):
     annotation: Mapped[Annotation] = relationship(back_populates="marks")
 
 
+class UnitSkip(Base):
+    """An annotator's "can't tell" for a unit of a campaign: not a judgement; the unit goes to someone else
+    and is never offered to them again in that campaign (skip rates per annotator come from these rows)."""
+
+    __tablename__ = "unit_skips"
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
+    unit_id: Mapped[int] = _parent("units")
+    annotator_id: Mapped[int] = _parent("annotators")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
 class SoundJudgement(Base):
     __tablename__ = "sound_judgements"
-    __table_args__ = (UniqueConstraint("annotator_id", "unit_image_id"),
+    __table_args__ = (UniqueConstraint("campaign_id", "annotator_id", "unit_image_id"),
                       CheckConstraint(f"audible IN {AUDIBLE}", name="audible"))
     id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
     annotator_id: Mapped[int] = _parent("annotators")
     unit_image_id: Mapped[int] = _parent("unit_images")
     audible: Mapped[str] = mapped_column(String(10))
@@ -296,11 +345,13 @@ class ApiToken(Base):
 
 
 class UnitReservation(Base):
-    """A unit held for one annotator until ``expires_at`` (the annotation queue)."""
+    """A unit of a campaign held for one annotator until ``expires_at`` (the annotation queue); each page
+    view and the page's heartbeat push ``expires_at`` on, so a closed tab's unit goes back soon."""
 
     __tablename__ = "unit_reservations"
-    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id", "annotator_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
     unit_id: Mapped[int] = _parent("units")
     annotator_id: Mapped[int] = _parent("annotators")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -310,8 +361,9 @@ class SoundReservation(Base):
     """A detector unit held for one annotator's sound judgements until ``expires_at`` (the sound task's queue)."""
 
     __tablename__ = "sound_reservations"
-    __table_args__ = (UniqueConstraint("unit_id", "annotator_id"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id", "annotator_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
     unit_id: Mapped[int] = _parent("units")
     annotator_id: Mapped[int] = _parent("annotators")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
@@ -323,9 +375,10 @@ class UnitSettlement(Base):
     """An admin's decision for a unit whose annotators tied; it replaces their votes in the verdict."""
 
     __tablename__ = "unit_settlements"
-    __table_args__ = (CheckConstraint(f"answer IN {ANSWERS}", name="answer"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id"), CheckConstraint(f"answer IN {ANSWERS}", name="answer"))
     id: Mapped[int] = mapped_column(primary_key=True)
-    unit_id: Mapped[int] = mapped_column(ForeignKey("units.id", ondelete="CASCADE"), unique=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
+    unit_id: Mapped[int] = _parent("units")
     answer: Mapped[str] = mapped_column(String(10))
     category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
     admin_id: Mapped[int | None] = mapped_column(ForeignKey("annotators.id", ondelete="SET NULL"))
@@ -341,7 +394,8 @@ class ServerSecret(Base):
 
 
 class CampaignSetting(Base):
-    """One of the admins' choices for the annotation campaign (backend/app/campaign.py), by name."""
+    """One of the admins' global choices (backend/app/campaign.py), by name: whether every unit's results are
+    open to annotators, and the default instructions a campaign's own ones fall back to."""
 
     __tablename__ = "campaign_settings"
     name: Mapped[str] = mapped_column(String(100), primary_key=True)

@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from backend.app.auth import LoginThrottled, end_session, start_session
+from backend.app.auth import LoginThrottled, end_session, has_session, start_session
+from backend.app.reservations import release_holds
 from backend.app.deps import (SESSION_TOKEN, check_csrf, client_address, get_db, get_settings, optional_user,
                               render)
 from backend.app.security import new_csrf_token
@@ -62,7 +63,10 @@ async def login(request: Request, name: str = Form(max_length=200), password: st
 
 
 @router.post("/logout", dependencies=[Depends(check_csrf)])
-def logout(request: Request, db: Session = Depends(get_db)) -> RedirectResponse:
+def logout(request: Request, user: Annotator | None = Depends(optional_user),
+           db: Session = Depends(get_db)) -> RedirectResponse:
     end_session(db, request.session.get(SESSION_TOKEN))   # copies of the cookie end with it
+    if user is not None and not has_session(db, user.id):
+        release_holds(db, user.id)     # nobody is at work on them now: the units go back to their queues
     request.session.clear()
     return RedirectResponse("/login", status_code=303)

@@ -17,7 +17,7 @@ from backend.app.errors import TaskError
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
                                  get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
                                  unit_page, unit_record, unit_summaries)
-from backend.app.results import run_report
+from backend.app.results import default_report
 from backend.app.routes.images import jpeg_response
 from backend.config import Settings
 from backend.db.models import Annotator, Layer, UnitSample
@@ -198,7 +198,7 @@ def units_browser(run_id: int, request: Request, filters: UnitFilters = Depends(
                   user: Annotator = Depends(current_user), shown: Visibility = Depends(shown_units),
                   db: Session = Depends(get_db)):
     run = get_run(db, run_id)
-    units = unit_summaries(run_report(db, run), shown)
+    units = unit_summaries(default_report(db, run), shown)
     layers = db.scalars(select(Layer.name).where(Layer.run_id == run_id).order_by(Layer.name)).all()
     matching = browse_units(units, filters)
     return render(request, "units_browser.html", user=user, run=run, units=matching[offset:offset + UNITS_PER_PAGE],
@@ -246,7 +246,7 @@ def api_units(run_id: int, filters: UnitFilters = Depends(unit_filters), offset:
               limit: int = Depends(_limit), shown: Visibility = Depends(shown_units), db: Session = Depends(get_db)):
     """The run's units, filtered and sorted as the units browser does: labels, precision, IoU, agreement.
     An annotator's units they have not answered yet are blind (their results null) unless an admin opened the results."""
-    units = browse_units(unit_summaries(run_report(db, get_run(db, run_id)), shown), filters)
+    units = browse_units(unit_summaries(default_report(db, get_run(db, run_id)), shown), filters)
     return page_of([summary_record(run_id, u) for u in units], offset, limit)
 
 

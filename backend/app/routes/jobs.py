@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
+from backend.app.campaign import default_campaign
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
 from backend.db.models import Annotator, Job, Run
 from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_job, data_folders,
@@ -144,8 +145,11 @@ def job_page(job_id: int, request: Request, user: Annotator = Depends(admin_user
     # An ingest's report, once written: the table `ambient ingest` ends with.
     report = read_report(job.params["data_dir"]) if job.kind in ("ingest", "demo") and job.params.get("data_dir") \
         else None
+    # "Label its units": the run's default campaign, or the form that creates one (a run enters no queue alone).
+    campaign = default_campaign(db, job.run_id) if job.run_id else None
     return render(request, "jobs_job.html", user=user, job=job, state=state.model_dump(mode="json"),
-                  resumable=RESUMABLE, ingest_report=report, ingest_table=report_table(report) if report else [])
+                  resumable=RESUMABLE, ingest_report=report, ingest_table=report_table(report) if report else [],
+                  label_units_link=f"/admin/campaigns/{campaign.id}" if campaign else f"/admin/campaigns/new?run={job.run_id}")
 
 
 @router.post("/admin/jobs/{job_id}/cancel", dependencies=[Depends(check_csrf)])

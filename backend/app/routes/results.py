@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from annotation.figures import (detector_histogram_figure, detector_histograms_figure, emergence_figure,
                                 threshold_curve_figure)
 from backend.app.deps import BlankIsNone, Share, admin_user, check_csrf, figure_html, flash, get_db, render
-from backend.app.results import (RUN_NAME_MAX, THRESHOLDS, automatic_label_rows, characteristic_flags, held_out,
-                                 rename_run, run_report)
+from backend.app.campaign import run_campaign, run_campaigns
+from backend.app.results import (RUN_NAME_MAX, THRESHOLDS, automatic_label_rows, characteristic_flags, default_report,
+                                 held_out, rename_run, run_report)
 from backend.db.models import Annotator, Run
 from model.settings import ANNOTATION, DETECTOR_PRECISION
 
@@ -21,7 +22,8 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/results")
 def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
-    reports = [run_report(db, run) for run in db.scalars(select(Run).order_by(Run.id))]
+    # Each run in its default campaign.
+    reports = [default_report(db, run) for run in db.scalars(select(Run).order_by(Run.id))]
     characteristic = characteristic_flags(db)
     with_detectors = {r.run.name: r.histogram for r in reports if r.histogram}
     # The automatic labels' detectors too: runs of several networks on one pool, before anyone annotates.
@@ -40,17 +42,19 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
 
 @router.get("/results/{run_id}")
 def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db),
-            category: str | None = Query(None, max_length=200),
+            category: str | None = Query(None, max_length=200), campaign: int | None = Query(None),
             min_precision: Annotated[Share | None, BlankIsNone, Query()] = None,
             min_iou: Annotated[Share | None, BlankIsNone, Query()] = None):
     min_precision, min_iou = min_precision or 0.0, min_iou or 0.0
     run = db.get(Run, run_id)
     if run is None:
         raise HTTPException(404, f"There is no run {run_id}.")
-    report = run_report(db, run)
+    report = run_report(db, run, run_campaign(db, run, campaign))
     auto = report.auto_detectors
     labelled = automatic_label_rows(report.units)
     return render(request, "run.html", user=user, report=report, held_out=held_out(run), run_name_max=RUN_NAME_MAX,
+                  campaigns=run_campaigns(db, run.id),
+                  campaign_query=f"?campaign={report.campaign.id}" if report.campaign else "",
                   auto_labels=automatic_label_rows(report.units, category or None, min_precision, min_iou),
                   auto_categories=sorted({c for r in labelled for c in (r.auto_category, r.auto_netdissect_category)
                                           if c is not None}),

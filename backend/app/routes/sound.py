@@ -13,7 +13,7 @@ from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flas
 from backend.app.sound import (SOUND_QUEUE, detector_category, has_sound_judgements, reserve_next_sound_unit,
                                sound_clips, submit_sound_judgements, undo_last_judgements)
 from backend.config import Settings
-from backend.db.models import Annotator, Unit
+from backend.db.models import Annotator, Campaign, Unit
 
 router = APIRouter(include_in_schema=False)
 FIELD_PREFIX = "audible_"
@@ -33,7 +33,7 @@ PAGES.add_routes(router)
 @router.post("/sound/undo", dependencies=[Depends(check_csrf)])
 def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db),
          settings: Settings = Depends(get_settings)):
-    withdrawn = undo_last_judgements(db, user.id, settings.undo_minutes)
+    withdrawn = undo_last_judgements(db, user.id, settings.undo_minutes, hold_minutes=settings.hold_idle_minutes)
     keep_withdrawn_answer(request, "sound", withdrawn.unit_id,
                           {"judgements": {str(image): audible for image, audible in withdrawn.judgements.items()}})
     flash(request, f"Your sound judgements for unit {withdrawn.unit_id} were withdrawn.")
@@ -43,13 +43,16 @@ def undo(request: Request, user: Annotator = Depends(current_user), db: Session 
 @router.get("/sound/{unit_id}")
 def sound_page(unit_id: int, request: Request, user: Annotator = Depends(current_user),
                db: Session = Depends(get_db)):
-    if PAGES.held(request, user, db, unit_id) is None:
+    held = PAGES.held(request, user, db, unit_id)
+    if held is None:
         return RedirectResponse(PAGES.path, status_code=303)
-    category = detector_category(db, unit_id)
+    campaign = db.get(Campaign, held.campaign_id)
+    category = detector_category(db, unit_id, campaign)
     previous = withdrawn_answer(request, "sound", unit_id)
     return render(request, "sound.html", user=user, unit=db.get(Unit, unit_id), category=category,
                   images=sound_clips(db, unit_id), can_undo=has_sound_judgements(db, user.id),
-                  previous=previous["judgements"] if previous else {})
+                  previous=previous["judgements"] if previous else {}, campaign=campaign,
+                  hold_path=PAGES.path + "/hold")
 
 
 @router.post("/sound/{unit_id}", dependencies=[Depends(check_csrf)])
@@ -65,6 +68,6 @@ def submit(unit_id: int, request: Request, form: FormData = Depends(form_fields)
             raise HTTPException(422, f"Unknown field {key[:40]!r}.") from None
     count = submit_sound_judgements(db, user.id, unit_id, judgements)
     if not wants_html(request):
-        return {"unit": unit_id, "judged": count}
-    flash(request, f"Saved {counted(count, 'sound judgement')} for unit {unit_id}.")
-    return PAGES.next_unit(request, user, db)
+        return {"unit": unit_id, "judged": count.judged}
+    flash(request, f"Saved {counted(count.judged, 'sound judgement')} for unit {unit_id}.")
+    return PAGES.next_unit(request, user, db, db.get(Campaign, count.campaign_id))

@@ -1,4 +1,5 @@
-"""The unit task: the queue, one unit's page, submitting an answer, undoing the last one.
+"""The unit task: the queue of each campaign, one unit's page, submitting an answer, skipping a unit, undoing
+the last answer.
 
 Only POSTs hand out units: a GET (which another site can make a browser send) changes nothing."""
 from __future__ import annotations
@@ -10,26 +11,26 @@ from sqlalchemy.orm import Session, defer
 
 from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings,
                               keep_withdrawn_answer, render, wants_html, withdrawn_answer)
-from backend.app.campaign import instructions
-from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, submission_count, submit_annotation,
-                               undo_last_annotation, units_left)
+from backend.app.campaign import campaign_size, instructions
+from backend.app.units import (UNIT_QUEUE, has_submissions, reserve_next_unit, skip_count, skip_unit, submission_count,
+                               submit_annotation, undo_last_annotation, units_left)
 from backend.config import Settings
-from backend.db.models import Annotator, Unit, UnitImage
+from backend.db.models import Annotator, Campaign, Unit, UnitImage
 from model.categories import category_by_name
 
 router = APIRouter(include_in_schema=False)
 
 
 def _start_page(db: Session, annotator_id: int) -> dict:
-    return {"questions": instructions(db), "units_left": units_left(db, annotator_id)}
+    return {"questions": instructions(db)}
 
 
 PAGES = TaskPages(UNIT_QUEUE, "/annotate", "/units", reserve_next_unit, has_submissions, "/annotations/undo",
                   start={"title": "Label units", "button_id": "next-unit", "button": "Label the next unit",
                          "message": "Each unit is held for you while you label it; then the next one comes. "
                                     "For each unit, three questions:"},
-                  empty="Every unit has all its annotators or has been labelled by you. Thank you!",
-                  start_extra=_start_page)
+                  empty="Every unit has all its annotators or has been labelled (or skipped) by you. Thank you!",
+                  start_extra=_start_page, units_left=units_left)
 PAGES.add_routes(router)
 
 
@@ -44,9 +45,12 @@ def unit_page(unit_id: int, request: Request, user: Annotator = Depends(current_
                         .where(UnitImage.unit_id == unit_id).order_by(UnitImage.rank)).all()
     # Only the project's list: names other annotators invented would reveal their answers.
     names = sorted(category_by_name())
+    campaign = db.get(Campaign, held.campaign_id)
     return render(request, "unit.html", user=user, unit=db.get(Unit, unit_id), images=images, category_names=names,
                   expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
-                  can_undo=has_submissions(db, user.id), previous=withdrawn_answer(request, "unit", unit_id))
+                  can_undo=has_submissions(db, user.id), previous=withdrawn_answer(request, "unit", unit_id),
+                  campaign=campaign, units_left=units_left(db, user.id, campaign), campaign_size=campaign_size(db, campaign),
+                  questions=instructions(db, campaign), hold_path=PAGES.path + "/hold", skipped=skip_count(db, user.id))
 
 
 @router.post("/units/{unit_id}/annotation", dependencies=[Depends(check_csrf)])
@@ -62,13 +66,23 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
     saved = f" ({done.category}, {counted(done.marked, 'image')} marked)" if done.category else ""
     flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
-    return PAGES.next_unit(request, user, db)
+    return PAGES.next_unit(request, user, db, db.get(Campaign, done.campaign_id))
+
+
+@router.post("/units/{unit_id}/skip", dependencies=[Depends(check_csrf)])
+def skip(unit_id: int, request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db)):
+    """Can't tell: the unit goes to someone else; it is not offered to this annotator again in its campaign."""
+    campaign_id = skip_unit(db, user.id, unit_id)
+    if not wants_html(request):
+        return {"unit": unit_id, "skipped": True, "campaign": campaign_id}
+    flash(request, f"Skipped unit {unit_id}: it goes to someone else.")
+    return PAGES.next_unit(request, user, db, db.get(Campaign, campaign_id))
 
 
 @router.post("/annotations/undo", dependencies=[Depends(check_csrf)])
 def undo(request: Request, user: Annotator = Depends(current_user), db: Session = Depends(get_db),
          settings: Settings = Depends(get_settings)):
-    withdrawn = undo_last_annotation(db, user.id, settings.undo_minutes)
+    withdrawn = undo_last_annotation(db, user.id, settings.undo_minutes, hold_minutes=settings.hold_idle_minutes)
     keep_withdrawn_answer(request, "unit", withdrawn.unit_id, {
         "answer": withdrawn.answer, "category": withdrawn.category, "marked": withdrawn.marked_image_ids})
     flash(request, f"Your answer for unit {withdrawn.unit_id} was withdrawn.")
