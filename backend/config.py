@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     predict_max_jpeg_scans: int = 64
     # Undo reaches back to the annotator's latest answer only, and only this long after it.
     undo_minutes: int = 10
+    # The answer that gives a unit its last judge can be undone this long only: the unit's verdict is then complete.
+    last_judge_undo_seconds: int = 60
 
 
 @dataclass(frozen=True)

@@ -237,7 +237,7 @@ class TaskPages:
     path: str                                        # "/annotate": the queue
     unit_path: str                                   # "/units": a unit's page is unit_path/{id}
     reserve: Callable[[Session, int], object]        # (db, annotator id) -> a reservation, or None
-    can_undo: Callable[[Session, int], bool]
+    can_undo: Callable[[Session, int, Settings], bool]   # (db, annotator id, settings): may they undo now
     undo_path: str                                   # POST: take back the annotator's latest answer
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
@@ -248,7 +248,7 @@ class TaskPages:
         reservation = self.reserve(db, user.id)
         if reservation is None:
             return render(request, "queue_empty.html", user=user, message=self.empty,
-                          can_undo=self.can_undo(db, user.id), undo_path=self.undo_path)
+                          can_undo=self.can_undo(db, user.id, get_settings(request)), undo_path=self.undo_path)
         return RedirectResponse(f"{self.unit_path}/{reservation.unit_id}", status_code=303)
 
     def held(self, request: Request, user: Annotator, db: Session, unit_id: int):

@@ -19,7 +19,8 @@ router = APIRouter(include_in_schema=False)
 FIELD_PREFIX = "audible_"
 
 
-PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, has_sound_judgements, "/sound/undo",
+PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit,
+                  lambda db, annotator_id, _settings: has_sound_judgements(db, annotator_id), "/sound/undo",
                   start={"title": "Sound task", "button_id": "next-detector", "button": "Judge the next detector",
                          "message": "Listen to the clips of a detector's top images: is its object's own sound "
                                     "audible?"},
