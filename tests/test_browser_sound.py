@@ -91,3 +91,22 @@ def test_undo_brings_the_detector_back_with_its_judgements(site):
         page.wait_for_url(f"{base}/sound/{unit}")
         assert judged(page) == given[:29] + ["yes"]
         assert page.locator("#undo-form").count() == 0                  # nothing left to take back
+
+
+def test_judging_fast_leaves_no_console_error(site):
+    base, unit = site
+    errors = []
+    with chromium_page("--autoplay-policy=no-user-gesture-required") as page:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        log_in(page, base, "ann")
+        page.goto(f"{base}/sound")
+        page.click("#next-detector")
+        page.wait_for_url(f"{base}/sound/{unit}")
+        page.focus("#clips .clip")
+        page.keyboard.press("p")
+        for _ in range(12):                      # each judgement pauses the clip whose play() is still starting
+            page.keyboard.press("y")
+        page.wait_for_timeout(500)
+        assert page.inner_text("#judged-count") == "12"
+    assert not [e for e in errors if "play()" in e], errors

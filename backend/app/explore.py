@@ -203,9 +203,12 @@ def histogram_figure(page: UnitPage) -> go.Figure | None:
                               marker_color="#0b6bcb", name="images"))
     marks = [(min(i.activation for i in page.images), f"top {len(page.images)}")] if page.images else []
     marks += [(min(s.activation for s in samples), f"{100 * q:g}th pct") for q, samples in page.samples.items()]
-    for value, label in marks:
-        figure.add_vline(x=value, line_dash="dot", line_color="#e8590c", annotation_text=label,
-                         annotation_position="top")
+    # Each label on a line of its own, highest value on top: the top images' line and the 99th percentile's
+    # are often a hair apart, and labels side by side would overlap.
+    for row, (value, label) in enumerate(sorted(marks, reverse=True)):
+        figure.add_vline(x=value, line_dash="dot", line_color="#e8590c")
+        figure.add_annotation(x=value, y=1 - 0.13 * row, yref="paper", xanchor="left", yanchor="bottom",
+                              showarrow=False, text=label, font={"size": 11}, bgcolor="rgba(255,255,255,.8)")
     figure.update_layout(height=260, margin={"t": 30, "b": 40, "l": 50, "r": 10}, showlegend=False, bargap=0,
                          xaxis_title="spatial maximum of the unit's map", yaxis_title="images", yaxis_type="log")
     return figure

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import admin_user, get_db
+from backend.app.deps import admin_user, get_db, json_download
 from backend.app.errors import TaskError
 from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
 from backend.app.results import RunReport, detector_records, detectors_csv, run_report, table1_record
@@ -94,7 +94,8 @@ def runs(db: Session = Depends(get_db)):
             for r in (run_report(db, run) for run in db.scalars(select(Run).order_by(Run.id)))]
 
 
-@router.get("/runs/{run_id}/detectors.json", response_model=list[Detector])
+@router.get("/runs/{run_id}/detectors.json", response_model=list[Detector],
+            dependencies=[Depends(json_download)])
 def detectors_json(run_id: int, db: Session = Depends(get_db)):
     """The run's detector units: category, precision, annotators, agreement, characteristic-sound flag."""
     return detector_records(_report(db, run_id))
@@ -109,7 +110,8 @@ def detectors_csv_export(run_id: int, db: Session = Depends(get_db)):
                              headers={"Content-Disposition": f'attachment; filename="run{run_id}_detectors.csv"'})
 
 
-@router.get("/runs/{run_id}/table1.json", response_model=Table1Out)
+@router.get("/runs/{run_id}/table1.json", response_model=Table1Out,
+            dependencies=[Depends(json_download)])
 def table1_json(run_id: int, db: Session = Depends(get_db)):
     """The paper's Table 1 for the run, with the counts behind its two rates."""
     return table1_record(_report(db, run_id))
@@ -126,7 +128,8 @@ def _csv(text: str, name: str) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.get("/runs/{run_id}/annotations.json", response_model=list[AnnotationRecord])
+@router.get("/runs/{run_id}/annotations.json", response_model=list[AnnotationRecord],
+            dependencies=[Depends(json_download)])
 def annotations_json(run_id: int, db: Session = Depends(get_db)):
     """The raw annotations: one record per annotator and unit (answer, category, marked images, time)."""
     return annotation_records(db, _run(db, run_id))
@@ -140,7 +143,8 @@ def annotations_csv(run_id: int, db: Session = Depends(get_db)):
                 f"run{run_id}_annotations.csv")
 
 
-@router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord])
+@router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord],
+            dependencies=[Depends(json_download)])
 def judgements_json(run_id: int, db: Session = Depends(get_db)):
     """The sound judgements: one record per annotator and clip of a detector's top image."""
     return judgement_records(db, _run(db, run_id))
