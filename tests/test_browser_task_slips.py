@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids
+from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_label
 from browser_helpers import chromium_page, log_in, needs_chromium
 from backend.db.models import Annotation, Annotator
 from backend.db.session import session_factory, upgrade_db
@@ -42,7 +42,7 @@ def test_yes_without_an_object_keeps_the_marks_and_asks_for_the_name(tmp_path):
         page.keyboard.type("dog")
         page.keyboard.press("Enter")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, 3 images marked)")
+        page.wait_for_selector(f"text=Saved {unit_label(url, unit)}: yes (dog, 3 images marked)")
 
         # Without the page's check (a form sent as it is), the server sends the task back, all of it kept.
         add_user(url, "bob")
@@ -73,14 +73,14 @@ def test_the_last_judge_can_undo_then_undo_is_no_longer_offered(tmp_path):
         page.wait_for_url(f"{base}/units/{first}")           # the nearly complete unit first
         page.keyboard.press("t")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {first}: texture")
+        page.wait_for_selector(f"text=Saved {unit_label(url, first)}: texture")
         assert answers(url, first) == 3 and page.is_visible("#undo-form")
         page.keyboard.press("u")
         page.wait_for_url(f"{base}/units/{first}")
         assert answers(url, first) == 2 and page.is_checked("input[name=answer][value=texture]")
         page.keyboard.press("n")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {first}: no")
+        page.wait_for_selector(f"text=Saved {unit_label(url, first)}: no")
         assert page.is_visible("#undo-form")
         page.wait_for_selector("#undo-form", state="detached", timeout=15_000)   # gone when the grace ends
         page.keyboard.press("u")                                                  # so U does nothing

@@ -155,6 +155,18 @@ def render(request: Request, template: str, user: Annotator | None = None, statu
         status_code=status_code)
 
 
+def unit_name(layer: str, index: int) -> str:
+    """The one name of a unit on every page: its layer and 0-based channel in it ("conv5 unit 194"), as the
+    network, the run's files and the exports' `index_in_layer` count; the database id is only in URLs."""
+    return f"{layer} unit {index}"
+
+
+def named_unit(db: Session, unit_id: int) -> str:
+    """`unit_name` of the unit with this database id, for messages."""
+    unit = db.get(Unit, unit_id)
+    return unit_name(unit.layer.name, unit.index)
+
+
 def counted(number: int, noun: str, plural: str | None = None) -> str:
     """'1 unit', '2 units' (pages have it as the `counted` filter: {{ n|counted("unit") }})."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"

@@ -6,7 +6,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import admin_user, check_csrf, flash, get_db, render
+from backend.app.deps import admin_user, check_csrf, flash, get_db, named_unit, render
 from backend.app.results import run_report
 from backend.app.review import settle_unit
 from backend.db.models import Annotator, Category, Run
@@ -26,5 +26,5 @@ def settle(unit_id: int, request: Request, answer: str = Form(max_length=20),
            category: str = Form("", max_length=1000), user: Annotator = Depends(admin_user),
            db: Session = Depends(get_db)):
     decision = settle_unit(db, unit_id, answer, category, user.id)
-    flash(request, f"Unit {unit_id} settled: {answer}" + (f" ({decision.category})." if decision.category else "."))
+    flash(request, f"{named_unit(db, unit_id)} settled: {answer}" + (f" ({decision.category})." if decision.category else "."))
     return RedirectResponse("/admin/review", status_code=303)

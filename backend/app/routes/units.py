@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, get_db, get_settings,
-                              keep_withdrawn_answer, render, wants_html, withdrawn_answer)
+                              keep_withdrawn_answer, named_unit, render, wants_html, withdrawn_answer)
 from backend.app.campaign import instructions
 from backend.app.errors import TaskError
 from backend.app.units import (UNIT_QUEUE, reserve_next_unit, submission_count, submit_annotation, undo_deadline,
@@ -83,7 +83,7 @@ def submit(unit_id: int, request: Request, answer: str = Form("", max_length=20)
     if not wants_html(request):
         return {"unit": done.unit_id, "answer": done.answer, "category": done.category, "marked": done.marked}
     saved = f" ({done.category}, {counted(done.marked, 'image')} marked)" if done.category else ""
-    flash(request, f"Saved unit {done.unit_id}: {done.answer}{saved}.")
+    flash(request, f"Saved {named_unit(db, done.unit_id)}: {done.answer}{saved}.")
     return PAGES.next_unit(request, user, db)
 
 
@@ -93,5 +93,5 @@ def undo(request: Request, user: Annotator = Depends(current_user), db: Session 
     withdrawn = undo_last_annotation(db, user.id, settings.undo_minutes, settings.last_judge_undo_seconds)
     keep_withdrawn_answer(request, "unit", withdrawn.unit_id, {
         "answer": withdrawn.answer, "category": withdrawn.category, "marked": withdrawn.marked_image_ids})
-    flash(request, f"Your answer for unit {withdrawn.unit_id} was withdrawn.")
+    flash(request, f"Your answer for {named_unit(db, withdrawn.unit_id)} was withdrawn.")
     return RedirectResponse(f"/units/{withdrawn.unit_id}", status_code=303)
