@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
 from backend.app.campaign import Visibility
-from backend.app.clusters import cluster_url
+from backend.app.clusters import cluster_title, cluster_url
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
@@ -188,6 +188,7 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
     return [{"index": link["index"], "drop": link.get("drop"), "probability_drop": link.get("probability_drop"),
              "url": cluster_url(run_id, link["index"]),
              "name": clusters[link["index"]].name if link["index"] in clusters else f"Label {link['index'] + 1}",
+             "title": _title(clusters[link["index"]]) if link["index"] in clusters else f"Label {link['index'] + 1}",
              "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
             for link in unit.helps_predict]
 
@@ -265,7 +266,7 @@ def unit_record(page: UnitPage) -> dict:
             "category": auto.category, "precision": auto.precision, "iou": auto.iou,
             "netdissect_category": auto.netdissect_category, "netdissect_iou": auto.netdissect_iou},
         "previous": page.previous, "next": page.next,
-        "helps_predict": [{"index": h["index"], "name": h["name"], "drop": h["drop"],
+        "helps_predict": [{"index": h["index"], "name": h["name"], "title": h["title"], "drop": h["drop"],
                            "probability_drop": h["probability_drop"],
                            "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict]}
 
@@ -282,10 +283,15 @@ def _vector(data: bytes | None) -> list[float] | None:
     return None if data is None else np.frombuffer(data, np.float32).astype(float).tolist()
 
 
+def _title(cluster: SoundCluster) -> str:
+    return cluster_title(cluster.name, cluster.given_name, cluster.description)
+
+
 def cluster_records(db: Session, run_id: int) -> list[dict]:
     """The run's sound clusters (or code bits): size, centroid texture (502 statistics), true sources."""
     get_run(db, run_id)
-    return [{"index": c.index, "name": c.name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
+    return [{"index": c.index, "name": c.name, "title": _title(c), "description": c.description,
+             "given_name": c.given_name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
              "contrast": _vector(c.contrast), "sources": dict(c.sources),
              "closest_frame_ids": list(c.closest_frame_ids), "depends_on": list(c.depends_on or []),
              "members_url": f"/api/v1/runs/{run_id}/clusters/{c.index}/members"}
