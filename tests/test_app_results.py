@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app_helpers import PASSWORD, add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images, unit_label
+from app_helpers import (PASSWORD, add_user, database_url, login, seed_run, submit_held, unit_ids, unit_images,
+                         unit_label)
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
@@ -97,7 +98,8 @@ def test_settling_a_tie_makes_a_detector(admin, labelled):
     assert "unit-%d" % u2 in review
     link = re.search(rf'<li id="unit-{u2}">.*?<a class="unit-images-link" href="([^"]+)"', review, re.S).group(1)
     unit_page = client.get(link.split("#")[0]).text                   # the unit's page: all its top images
-    assert f"<h1>{unit_label(labelled[0], u2)} " in unit_page and unit_page.count('alt="top image ') == len(unit_images(labelled[0], u2))
+    assert f"<h1>{unit_label(labelled[0], u2)} " in unit_page
+    assert unit_page.count('alt="top image ') == len(unit_images(labelled[0], u2))
     assert client.post(f"/admin/units/{u2}/settle", data={"answer": "yes", "category": "sky",
                                                          "csrf_token": token}).status_code == 200
     assert f"unit-{u2}" not in client.get("/admin/review").text

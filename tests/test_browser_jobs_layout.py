@@ -18,7 +18,8 @@ from model.data import dataset
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
-LONG_NAME = "caffenet-bn on 30 sound clusters of the spring field recordings, demo preset, second attempt · 2026-12-07 14:30"
+LONG_NAME = ("caffenet-bn on 30 sound clusters of the spring field recordings, demo preset, second attempt"
+             " · 2026-12-07 14:30")
 
 
 @pytest.fixture()
@@ -52,7 +53,8 @@ LAYOUT_PROBLEMS = """() => {
   const problems = [];
   cards.forEach((a, i) => cards.slice(i + 1).forEach((b) => {
     const p = box(a), q = box(b);
-    if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) problems.push(a.id + ' overlaps ' + b.id);
+    if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom)
+      problems.push(a.id + ' overlaps ' + b.id);
   }));
   cards.forEach((card) => card.querySelectorAll('select, input:not([type=hidden]), button').forEach((e) => {
     const c = box(card), r = box(e);

@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 def marked(page) -> list[int]:
-    return page.evaluate("Array.from(document.querySelectorAll('#grid input')).flatMap((b, i) => b.checked ? [i + 1] : [])")
+    return page.evaluate("Array.from(document.querySelectorAll('#grid input'))"
+                         ".flatMap((b, i) => b.checked ? [i + 1] : [])")
 
 
 def answers(url, unit) -> int:

@@ -188,7 +188,8 @@ class Listened:
     heatmap_png: bytes
     texture: list[float] | None
     texture_source: str
-    clusters: list[dict]              # top sound clusters: {"label", "title", "probability", "clips": [{"frame", "clip_url", "image_url"}]}
+    # top sound clusters: {"label", "title", "probability", "clips": [{"frame", "clip_url", "image_url"}]}
+    clusters: list[dict]
     prediction: str | None            # key for the synthesise button
 
 

@@ -286,7 +286,8 @@ def run_report(db: Session, run: Run, settings: AnnotationSettings = ANNOTATION)
 
 def detector_records(report: RunReport) -> list[dict]:
     """The detectors export: one record per detector unit. `unit` is the unit's database id (as in URLs);
-    `layer` and `index_in_layer`, its 0-based channel in the network's layer, are what pages call it ("conv5 unit 11")."""
+    `layer` and `index_in_layer`, its 0-based channel in the network's layer, are what pages call it
+    ("conv5 unit 11")."""
     return [{"unit": row.unit_id, "layer": row.layer, "index_in_layer": row.index, "category": row.verdict.category,
              "precision": round(row.verdict.precision, 4), "annotators": len(row.verdict.annotators),
              "agreement": None if row.verdict.agreement is None else round(row.verdict.agreement, 4),

@@ -26,5 +26,6 @@ def settle(unit_id: int, request: Request, answer: str = Form(max_length=20),
            category: str = Form("", max_length=1000), user: Annotator = Depends(admin_user),
            db: Session = Depends(get_db)):
     decision = settle_unit(db, unit_id, answer, category, user.id)
-    flash(request, f"{named_unit(db, unit_id)} settled: {answer}" + (f" ({decision.category})." if decision.category else "."))
+    flash(request, f"{named_unit(db, unit_id)} settled: {answer}"
+          + (f" ({decision.category})." if decision.category else "."))
     return RedirectResponse("/admin/review", status_code=303)

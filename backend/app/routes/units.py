@@ -50,7 +50,8 @@ def _task_page(request: Request, user: Annotator, db: Session, unit_id: int, hel
     undo_until = undo_deadline(db, user.id, settings.undo_minutes, settings.last_judge_undo_seconds)
     return render(request, "unit.html", user=user, unit=db.get(Unit, unit_id), images=images, category_names=names,
                   expires_at=held.expires_at.strftime("%H:%M"), done_count=submission_count(db, user.id),
-                  undo_until=undo_until, previous=filled, questions=instructions(db), error=error, status_code=status_code)
+                  undo_until=undo_until, previous=filled, questions=instructions(db), error=error,
+                  status_code=status_code)
 
 
 @router.get("/units/{unit_id}")
