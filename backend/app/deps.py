@@ -205,10 +205,10 @@ def pages_of(request: Request, offset: int, limit: int, total: int) -> Pages:
                  link(offset + limit) if offset + limit < total else None)
 
 
-def json_download(request: Request, response: Response) -> None:
+def json_download(run_id: int, request: Request, response: Response) -> None:
     """A JSON export is a file to keep: the browser saves it (run3_detectors.json) instead of showing it."""
     name = request.url.path.rsplit("/", 1)[-1]
-    response.headers["Content-Disposition"] = f'attachment; filename="run{request.path_params["run_id"]}_{name}"'
+    response.headers["Content-Disposition"] = f'attachment; filename="run{run_id}_{name}"'
 
 
 def wants_html(request: Request) -> bool:

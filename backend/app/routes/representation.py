@@ -36,5 +36,5 @@ def representation_json(request: Request, run_id: int, user: Annotator = Depends
                         db: Session = Depends(get_db)):
     run = _run(db, run_id)
     response = JSONResponse({"run": run.name, "probes": run_probes(run)})
-    json_download(request, response)
+    json_download(run_id, request, response)
     return response
