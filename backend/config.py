@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # A unit handed to an annotator is held this long after its page was last open (the page's heartbeat
     # holds it on each minute): the unit of a closed tab goes back to the queue within minutes.
     hold_idle_minutes: int = 5
+    # The answer that gives a unit its last judge can be undone this long only: the unit's verdict is then complete.
+    last_judge_undo_seconds: int = 60
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ their environment (AMBIENT_DATABASE_URL), never on their command line.
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 import signal
@@ -30,13 +31,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.config import JOBS, JobSettings, Settings
 from backend.data_roots import OutsideRoots, check_dataset_paths, check_run_paths, link_message, roots_env
 from backend.db.models import Job, Run, Worker
-from backend.pipeline import DEMO, Step, demo_folders, plan
+from backend.pipeline import DEMO, Step, demo_folders, plan, world_of
 from model.data import dataset as ds
 from model.device import DEVICE_CHOICES
 from model.network.run import RUN_JSON, read_metrics, read_run_json
 from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, VIDEO_SUFFIXES, WORLD_PRESETS
 
-JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect")
+JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect", "probe")
+# What a probe job fits its linear SVMs on (`ambient probe`): the run's generated world (--world), or a
+# benchmark folder in one of `ambient probe --format`'s formats.
+PROBE_BENCHMARKS = ("world", "voc2007", "imagefolder")
 
 HOST = socket.gethostname()
 _TQDM_PERCENT = re.compile(r"(\d{1,3})%\|")
@@ -73,7 +77,8 @@ def _choice(fields: dict, name: str, choices, default: str) -> str:
 FIELD_LABELS = {"kind": "Kind", "world_preset": "World", "objects": "Objects", "videos": "Videos", "seed": "Seed",
                 "videos_dir": "Videos folder", "data_dir": "Dataset folder", "label_kind": "Labels", "k": "k",
                 "preset": "Training preset", "epochs": "Epochs", "gpus": "GPUs", "device": "Device",
-                "split": "Pool split", "run_dir": "Run folder"}
+                "split": "Pool split", "run_dir": "Run folder", "benchmark": "Probe on",
+                "dataset": "Benchmark folder"}
 
 # The most a job's whole-number fields take: beyond these a job would run for ever or overflow.
 INTEGER_MAX = {"videos": 100_000, "epochs": 1_000, "k": 1_000, "gpus": 64, "seed": 2**32 - 1, "keep_checkpoints": 100}
@@ -144,22 +149,38 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
                                               DEMO["keep_checkpoints"] if kind == "demo" else None)
     if kind == "train":
         params["gpus"] = _integer(fields, "gpus", 1)     # > 1: DDP under torchrun, one process per GPU
-    if kind in ("demo", "train", "units"):
+    if kind in ("demo", "train", "units", "probe"):
         device = str(fields.get("device") or DEMO["device"])
         # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
         params["device"] = device if re.fullmatch(r"cuda:\d+", device) else \
             _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
     if kind in ("demo", "units", "train"):
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
-    if kind in ("units", "dissect"):
+    if kind in ("units", "dissect", "probe"):
         params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)
         _names_inside_roots(check_run_paths, params["run_dir"], "run_dir", roots)
+    if kind == "probe":
+        params.update(_probe_source(fields, params["run_dir"], roots))
     if kind == "units":
         pool = fields.get("data_dir") or _run_data_dir(Path(params["run_dir"]))
         params["data_dir"] = checked_folder({"data_dir": pool}, "data_dir", ds.MANIFEST, roots)
     if params.get("data_dir"):
         _names_inside_roots(check_dataset_paths, params["data_dir"], "data_dir", roots)
     return params
+
+
+def _probe_source(fields: dict, run_dir: str, roots: list[Path] | None) -> dict:
+    """What a probe job probes the run on: its generated world's held-out frames (the run's own dataset), or
+    a benchmark folder."""
+    benchmark = _choice(fields, "benchmark", PROBE_BENCHMARKS, "world")
+    if benchmark != "world":
+        return {"benchmark": benchmark, "dataset": checked_folder(fields, "dataset", roots=roots)}
+    data_dir = checked_folder({"data_dir": _run_data_dir(Path(run_dir))}, "data_dir", ds.MANIFEST, roots)
+    world_dir = world_of(data_dir)
+    if world_dir is None or (roots is not None and not any(world_dir.resolve().is_relative_to(r) for r in roots)):
+        raise JobError(f"the run's dataset ({data_dir}) was not ingested from a generated world under the data "
+                       "roots: probe on a benchmark folder (voc2007 or imagefolder)", "benchmark")
+    return {"benchmark": benchmark, "data_dir": data_dir, "world_dir": str(world_dir)}
 
 
 def _names_inside_roots(check, folder: str, name: str, roots: list[Path] | None) -> None:
@@ -193,8 +214,12 @@ def data_folders(roots: list[Path], depth: int = FOLDER_SCAN_DEPTH, limit: int =
     found: dict[str, list[Path]] = {"datasets": [], "runs": [], "videos": []}
     queue = deque((root, 0) for root in roots)
     looked = 0
+    seen: set[Path] = set()       # one root may lie inside another: each folder is listed once
     while queue and looked < limit:
         folder, level = queue.popleft()
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
         looked += 1
         try:
             entries = list(os.scandir(folder))
@@ -242,20 +267,42 @@ def create_job(db: Session, kind: str, fields: dict, roots: list[Path] | None = 
     return job
 
 
+# The share of the training split a label kind trains on: k-means labels keep the frames within the median
+# distance of their centroid (model/sound/labels.py), the other kinds every training frame.
+TRAINED_SHARE = {"cluster": 0.5, "texton": 0.5}
+
+
 def training_warning(params: dict) -> str | None:
-    """The few-steps warning `ambient train` would print for a train job's params (None: enough data)."""
+    """What to tell an admin whose train job would run fewer than FEW_STEPS steps, with advice its form can
+    follow (None: enough data). A job given k makes its labels first: its frames are estimated from the split."""
     from dataclasses import replace
 
-    from model.network.train import few_steps_warning, planned_steps
+    from model.network.train import planned_steps
+    from model.settings import FEW_STEPS
 
     settings = TRAIN_PRESETS[params["preset"]]
     if params.get("epochs"):
         settings = replace(settings, epochs=params["epochs"])
-    try:
-        frames, _ = planned_steps(params["data_dir"], params["label_kind"], settings)
-    except (FileNotFoundError, ValueError, KeyError):
-        return None          # no labels yet: the job makes them first (given k), and train warns in its log
-    return few_steps_warning(frames, settings, params["preset"])
+    about = ""
+    if params.get("k"):
+        train_rows = int((ds.load_splits(params["data_dir"]) == "train").sum())
+        frames, about = int(train_rows * TRAINED_SHARE.get(params["label_kind"], 1.0)), "about "
+    else:
+        try:
+            frames, _ = planned_steps(params["data_dir"], params["label_kind"], settings)
+        except (FileNotFoundError, ValueError, KeyError):
+            return None      # no labels and no k: the train step itself says what is missing
+    per_epoch = frames // settings.batch_size
+    steps = settings.epochs * per_epoch
+    if settings.epochs == 0 or steps >= FEW_STEPS:
+        return None
+    needed = math.ceil(FEW_STEPS / max(1, per_epoch))
+    epochs = (f"set Epochs to {needed}" if per_epoch and needed <= INTEGER_MAX["epochs"] else
+              "no number of epochs is enough here")
+    return (f"Too little data for the {params['preset']} preset: {steps} training steps on this data "
+            f"({about}{frames} training frames / batch {settings.batch_size} x {settings.epochs} epochs), fewer "
+            f"than about {FEW_STEPS}, so the network will barely learn. To fix it, {epochs}, or ingest more videos "
+            f"into the dataset (each gives 10 frames, about half of them for training).")
 
 
 def cancel_job(db: Session, job_id: int) -> bool:

@@ -54,6 +54,10 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
     with ``ray_address`` ingest and units spread their work over that Ray cluster."""
     steps: list[Step] = []
     on_ray = ["--ray", ray_address] if ray_address else []
+    if kind == "probe":           # Table 2: linear probes of a run's top layers, into its folder
+        source = ["--world", params["world_dir"], "--data", params["data_dir"]] if params["benchmark"] == "world" \
+            else ["--dataset", params["dataset"], "--format", params["benchmark"]]
+        return [Step("probe", ["probe", params["run_dir"], *source, "--device", params.get("device") or "auto"])]
     if kind in ("demo", "world") and not (Path(params["world_dir"]) / "world.json").exists():
         argv = ["world", params["world_dir"], "--preset", params["world_preset"], "--objects", params["objects"],
                 "--seed", str(params["seed"])]

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from backend.data_roots import OutsideRoots, check_run_paths, data_roots
 from backend.db import store
-from backend.db.models import Category, Dataset
+from backend.db.models import Category, Dataset, Frame, Run, SoundCluster, Video
 from backend.db.session import session_factory
 from model.data import dataset as ds
 from model.data import pool as pl
@@ -259,8 +259,39 @@ def _publish_sound_groups(sessions, folder: rd.RunFolder, labels_kind: str | Non
     dataset_id = pool_id if data_dir.resolve() == pool_dir.resolve() else _register_frames(sessions, data_dir)
     progress(f"{len(groups)} sound groups of {data_dir}")
     with sessions.begin() as session:
-        return store.replace_sound_clusters(session, store.find_run(session, folder.path),
-                                            session.get(Dataset, dataset_id), groups)
+        run = store.find_run(session, folder.path)
+        count = store.replace_sound_clusters(session, run, session.get(Dataset, dataset_id), groups)
+        describe_sound_clusters(session, run)
+        return count
+
+
+# A cluster's description names its true sources heard in at least this share of its frames, the most heard
+# first, at most SOURCES_NAMED of them; without a truth, the videos of its SOURCE_CLIPS nearest clips.
+SOURCE_SHARE = 0.1
+SOURCES_NAMED = 3
+SOURCE_CLIPS = 3
+
+
+def sound_cluster_description(size: int, sources: dict[str, int], clip_videos: list[str]) -> str | None:
+    """What a sound cluster is, where the data says: on a generated world the true sources its frames hear
+    ("traffic 62%, crowd 20%"), else the videos its nearest clips come from ("like street_01, market_03")."""
+    heard = sorted(((count / size, name) for name, count in sources.items() if size and count), reverse=True)
+    named = [f"{name} {share:.0%}" for share, name in heard[:SOURCES_NAMED] if share >= SOURCE_SHARE] or \
+        [f"{name} {share:.0%}" for share, name in heard[:1]]
+    if named:
+        return ", ".join(named)[:200]
+    videos = list(dict.fromkeys(Path(video).stem for video in clip_videos))[:SOURCE_CLIPS]
+    return f"like {', '.join(videos)}"[:200] if videos else None
+
+
+def describe_sound_clusters(session: Session, run: Run) -> None:
+    """Store each of the run's sound clusters' description (`sound_cluster_description`)."""
+    for cluster in session.scalars(select(SoundCluster).where(SoundCluster.run_id == run.id)):
+        closest = list(cluster.closest_frame_ids)[:SOURCE_CLIPS]
+        paths = dict(session.execute(select(Frame.id, Video.path).join(Video, Frame.video_id == Video.id)
+                                     .where(Frame.id.in_(closest))).all())
+        cluster.description = sound_cluster_description(cluster.size, dict(cluster.sources),
+                                                        [paths[i] for i in closest if i in paths])
 
 
 def characteristic_sounds(session: Session) -> dict[str, bool]:

@@ -201,6 +201,13 @@ def unit_ids(url: str) -> list[int]:
         return list(db.scalars(select(Unit.id).order_by(Unit.id)))
 
 
+def unit_label(url: str, unit_id: int) -> str:
+    """What the pages call the unit with this database id: "conv5 unit 0" (its layer, its 0-based channel)."""
+    with session_factory(upgrade_db(url))() as db:
+        unit = db.get(Unit, unit_id)
+        return f"{unit.layer.name} unit {unit.index}"
+
+
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 

@@ -1,6 +1,7 @@
 """The unit queue, submissions, undo, images, and the sound task, through the HTTP API."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -164,6 +165,21 @@ def test_undo_withdraws_the_last_answer_and_gives_the_unit_back(clients, app_url
     assert submit(ann, token, unit, answer="texture", category="").status_code == 200
     assert ann.post("/annotations/undo", data={"csrf_token": token}, follow_redirects=False).status_code == 303
     assert ann.post("/annotations/undo", data={"csrf_token": token}).status_code == 409   # one answer, one undo
+
+
+def test_a_yes_without_its_object_comes_back_with_the_answer_and_marks_kept(clients, app_url):
+    ann, token = clients["ann"]
+    unit = next_unit(ann, token)
+    images = unit_images(app_url, unit)
+    page = ann.post(f"/units/{unit}/annotation", headers={"accept": "text/html"},
+                    data={"answer": "yes", "category": " ", "marked": [str(images[1]), str(images[3])],
+                          "csrf_token": token})
+    assert page.status_code == 422 and 'id="answer-error"' in page.text and "say which object" in page.text
+    assert re.search(r'value="yes" required checked', page.text)
+    kept = re.findall(r'name="marked" value="(\d+)" checked', page.text)
+    assert kept == [str(images[1]), str(images[3])]
+    assert count(app_url, Annotation) == 0
+    assert submit(ann, token, unit, marked=images[1:4:2]).json()["marked"] == 2     # still held: answered now
 
 
 def test_undo_with_nothing_to_undo_is_409(clients):

@@ -46,13 +46,13 @@ def test_run_page_lists_both_automatic_labels_beside_the_human_one_with_filters(
         login(client, "boss")
         page = client.get("/results/1").text
         assert _rows(page) == [
-            [f"Unit {u0} conv5 channel 0", "dog", "dog", "90.0%", "0.300", "dog", "0.300", "human = paper = ND"],
-            [f"Unit {u1} conv5 channel 1", "—", "sky", "70.0%", "0.020", "car", "0.060", "none"],
-            [f"Unit {u2} conv5 channel 2", "—", "car", "20.0%", "0.010", "—", "0.010", "—"]]
+            ["conv5 unit 0", "dog", "dog", "90.0%", "0.300", "dog", "0.300", "human = paper = ND"],
+            ["conv5 unit 1", "—", "sky", "70.0%", "0.020", "car", "0.060", "none"],
+            ["conv5 unit 2", "—", "car", "20.0%", "0.010", "—", "0.010", "—"]]
         assert [r[0] for r in _rows(client.get("/results/1?category=car").text)] == [
-            f"Unit {u1} conv5 channel 1", f"Unit {u2} conv5 channel 2"]            # either label
+            "conv5 unit 1", "conv5 unit 2"]            # either label
         assert [r[0] for r in _rows(client.get("/results/1?min_precision=0.6&min_iou=0.05").text)] == [
-            f"Unit {u0} conv5 channel 0", f"Unit {u1} conv5 channel 1"]
+            "conv5 unit 0", "conv5 unit 1"]
         assert client.get("/results/1?min_iou=2").status_code == 422
 
 

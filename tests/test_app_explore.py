@@ -105,7 +105,7 @@ def test_units_browser_filters_and_sorts(client, explored):
     assert browser_units(client, sort="auto_precision", detectors_only="true") == [str(u0)]
     assert browser_units(client, sort="label")[:2] == [str(u0), str(u1)]      # dog, sky, then the unlabelled
     assert client.get("/runs/1/units", params={"sort": "colour"}).status_code == 422
-    assert f'href="/runs/1/units/conv5/0">Unit {u0}</a>' in client.get("/runs/1/units").text
+    assert 'href="/runs/1/units/conv5/0">conv5 unit 0</a>' in client.get("/runs/1/units").text
 
 
 def test_a_blank_filter_is_no_filter(client, explored):
@@ -192,7 +192,7 @@ def test_results_and_the_annotation_pages_admin_view_link_unit_pages(explored):
     url, (u0, u1, *_) = explored
     with TestClient(create_app(Settings(database_url=url))) as client:
         login(client, "boss")
-        assert 'href="/runs/1/units/conv5/0">Unit %d' % u0 in client.get("/results/1").text
+        assert 'href="/runs/1/units/conv5/0">conv5 unit 0' in client.get("/results/1").text
         client.post("/annotate", data={"csrf_token": login(client, "boss")}, follow_redirects=False)
         held = client.get("/annotate", follow_redirects=False).headers["location"]
         unit_id = int(held.rsplit("/", 1)[1])
@@ -244,3 +244,22 @@ def test_a_drop_reads_as_the_signed_change_it_is():
     """The unit page's and cluster browser's ablation figures: a drop is a negative change, zero is +0."""
     assert (change(0.016), change(-0.002), change(0.0), change(None)) == ("-0.0160", "+0.0020", "+0.0000", "?")
     assert (change(0.3, "+.1f", 100), change(0.0, "+.1f", 100)) == ("-30.0", "+0.0")
+
+
+def test_one_numbering_the_layer_and_channel_on_pages_api_and_exports(client, explored):
+    """A unit is "conv5 unit 1" (its layer and 0-based channel) everywhere; its database id (here 2) is only in
+    URLs and in the exports' `unit` field beside `index_in_layer`."""
+    url, (u0, u1, u2, _) = explored
+    assert (u1, u2) == (2, 3)                                   # ids differ from indices: a mix-up would show
+    page = client.get("/runs/1/units/conv5/1").text
+    assert "<h1>conv5 unit 1 " in page
+    assert re.search(r'id="previous-unit"[^>]*>← conv5 unit 0</a>', page)
+    assert re.search(r'id="next-unit"[^>]*>conv5 unit 2 →</a>', page)
+    assert "channel" not in page and f"Unit {u1}" not in page
+    api = client.get("/api/v1/runs/1/units/conv5/1").json()
+    assert (api["id"], api["layer"], api["index"]) == (u1, "conv5", 1)
+    no_answers = [a for a in client.get("/api/runs/1/annotations.json").json() if a["unit"] == u2]
+    assert {(a["layer"], a["index_in_layer"]) for a in no_answers} == {("conv5", 2)}
+    assert 'href="/runs/1/units/conv5/2">conv5 unit 2</a>' in client.get("/runs/1/units").text
+    detectors = client.get("/api/runs/1/detectors.json").json()
+    assert [(d["unit"], d["index_in_layer"]) for d in detectors] == [(u0, 0)]

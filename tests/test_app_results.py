@@ -13,7 +13,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from app_helpers import (PASSWORD, add_user, database_url, default_campaign_id, login, seed_run, submit_held, unit_ids,
-                         unit_images)
+                         unit_images, unit_label)
 from backend.app import create_app
 from backend.cli import app as cli
 from backend.config import Settings
@@ -64,13 +64,13 @@ def admin(labelled):
 def test_detectors_export_json_and_csv(admin, labelled):
     client, _ = admin
     detectors = client.get("/api/runs/1/detectors.json").json()
-    unit = unit_ids(labelled[0])[0]      # the unit's id, as the pages say it ("Unit N"), not its index in the layer
+    unit = unit_ids(labelled[0])[0]      # the unit's database id (as in URLs); the pages name it by layer and index
     assert detectors == [{"unit": unit, "layer": "conv5", "index_in_layer": 0, "category": "dog", "precision": 1.0,
                           "annotators": 3, "agreement": 1.0, "characteristic": True}]
     rows = list(csv.DictReader(io.StringIO(client.get("/api/runs/1/detectors.csv").text)))
     assert [(r["unit"], r["index_in_layer"], r["category"], r["precision"], r["characteristic"]) for r in rows] == [
         (str(unit), "0", "dog", "1.0", "True")]
-    assert f"Unit {unit} " in client.get("/results/1").text
+    assert ">conv5 unit 0</a>" in client.get("/results/1").text    # the export's layer and index_in_layer
     assert client.get("/api/runs/7/detectors.json").status_code == 404
 
 
@@ -99,7 +99,8 @@ def test_settling_a_tie_makes_a_detector(admin, labelled):
     assert "unit-%d" % u2 in review
     link = re.search(rf'<li id="unit-{u2}">.*?<a class="unit-images-link" href="([^"]+)"', review, re.S).group(1)
     unit_page = client.get(link.split("#")[0]).text                   # the unit's page: all its top images
-    assert f"Unit {u2} " in unit_page and unit_page.count('alt="top image ') == len(unit_images(labelled[0], u2))
+    assert f"<h1>{unit_label(labelled[0], u2)} " in unit_page
+    assert unit_page.count('alt="top image ') == len(unit_images(labelled[0], u2))
     assert client.post(f"/admin/units/{u2}/settle", data={"answer": "yes", "category": "sky",
                                                          "csrf_token": token}).status_code == 200
     assert f"unit-{u2}" not in client.get("/admin/review").text
@@ -217,9 +218,9 @@ def test_run_page_shows_automatic_labels_before_any_annotation(tmp_path):
     rows = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
             for row in re.findall(r'<tr id="auto-unit-\d+">(.*?)</tr>', table, re.S)]
     assert [[cells[0]] + cells[2:] for cells in rows] == [           # most precise first; car is below 0.6
-        [f"Unit {u1} conv5 channel 1", "dog", "95.0%", "0.500", "*"],
-        [f"Unit {u0} conv5 channel 0", "sky", "70.0%", "0.250", ""],
-        [f"Unit {u3} conv5 channel 3", "dog", "60.0%", "0.125", "*"]]
+        ["conv5 unit 1", "dog", "95.0%", "0.500", "*"],
+        ["conv5 unit 0", "sky", "70.0%", "0.250", ""],
+        ["conv5 unit 3", "dog", "60.0%", "0.125", "*"]]
     assert f'id="auto-unit-{u2}"' not in table
     assert "No detectors yet." in page                # no human labels: the rest of the page is unchanged
 

@@ -69,7 +69,7 @@ def test_an_annotator_is_blind_until_she_answers_and_the_admin_opens_the_results
         assert leaks_on(page) == []
         page.keyboard.press("n")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {u1}: no")
+        page.wait_for_selector("text=Saved conv5 unit 1: no")                  # u1, channel 1 of conv5
         page.goto(f"{base}/runs/1/units/conv5/1")                    # answered, but she can still undo it
         assert page.locator("#blind-notice").count() == 1 and leaks_on(page) == []
 

@@ -70,7 +70,8 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
         # 4 videos give a handful of steps: the page says so before anything is queued.
         page.wait_for_selector("#job-warning")
         assert "training steps on this data" in page.inner_text("#job-warning")
-        page.click("#job-warning button[type=submit]")
+        assert "set Epochs to" in page.inner_text("#job-warning")           # advice the form can follow
+        page.click("#new-train #queue-anyway")
         page.wait_for_url(f"{base}/admin/jobs/1")
         assert page.inner_text("#device") == "cpu"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images
+from app_helpers import add_user, running_server, seed_run, unit_ids, unit_images, unit_label
 from browser_helpers import chromium_page, log_in, needs_chromium
 from backend.db.models import Annotation, ImageMark
 from backend.db.session import session_factory, upgrade_db
@@ -54,7 +54,7 @@ def test_mark_all_invert_and_shift_ranges(site):
         page.keyboard.type("dog")
         page.keyboard.press("Escape")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, {len(inverted)} images marked)")
+        page.wait_for_selector(f"text=Saved {unit_label(url, unit)}: yes (dog, {len(inverted)} images marked)")
     images = unit_images(url, unit)
     with session_factory(upgrade_db(url))() as db:
         saved = db.scalars(select(ImageMark.unit_image_id).join(Annotation)).all()
@@ -76,7 +76,7 @@ def test_undo_brings_the_unit_back_with_the_answer_and_marks(tmp_path):
         page.keyboard.type("dog")
         page.keyboard.press("Escape")
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, 4 images marked)")
+        page.wait_for_selector(f"text=Saved {unit_label(url, unit)}: yes (dog, 4 images marked)")
         assert page.url != f"{base}/units/{unit}" and int(page.url.rsplit("/", 1)[1]) in first
         page.keyboard.press("u")                                           # undo, from the next unit's page
         page.wait_for_url(f"{base}/units/{unit}")
@@ -87,4 +87,4 @@ def test_undo_brings_the_unit_back_with_the_answer_and_marks(tmp_path):
         assert marked(page) == [2, 3, 4, 5] and page.is_checked("input[name=answer][value=yes]")
         page.click("#grid li:nth-child(5) label")                          # change the marks, answer again
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved unit {unit}: yes (dog, 3 images marked)")
+        page.wait_for_selector(f"text=Saved {unit_label(url, unit)}: yes (dog, 3 images marked)")

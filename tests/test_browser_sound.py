@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images
+from app_helpers import add_user, running_server, seed_run, submit_held, unit_ids, unit_images, unit_label
 from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
 from backend.db.models import Annotator
 from backend.db.session import session_factory, upgrade_db
@@ -26,7 +26,7 @@ def site(tmp_path):
             annotator = db.scalar(select(Annotator.id).where(Annotator.name == name))
             submit_held(db, annotator, unit, "yes", "dog", unit_images(url, unit)[:25])
     with running_server(url) as base:
-        yield base, unit
+        yield base, unit, url
 
 
 def playing(page) -> list[int]:
@@ -34,7 +34,7 @@ def playing(page) -> list[int]:
 
 
 def test_the_next_clip_plays_on_its_own_and_played_clips_are_marked(site):
-    base, unit = site
+    base, unit, url = site
     with chromium_page("--autoplay-policy=no-user-gesture-required") as page:
         log_in(page, base, "ann")
         page.goto(f"{base}/sound")
@@ -65,7 +65,7 @@ def judged(page) -> list[str]:
 
 
 def test_undo_brings_the_detector_back_with_its_judgements(site):
-    base, unit = site
+    base, unit, url = site
     given = ["yes"] * 10 + ["no"] * 10 + ["unsure"] * 10
     with chromium_page() as page:
         log_in(page, base, "ann")
@@ -78,7 +78,7 @@ def test_undo_brings_the_detector_back_with_its_judgements(site):
         for value in given:
             page.keyboard.press({"yes": "y", "no": "n", "unsure": "s"}[value])
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved 30 sound judgements for unit {unit}")
+        page.wait_for_selector(f"text=Saved 30 sound judgements for {unit_label(url, unit)}")
         page.click("#undo-form button")                                  # the queue is empty: undo from there
         page.wait_for_url(f"{base}/sound/{unit}")
         assert page.is_visible("#previous-answer") and judged(page) == given
@@ -86,8 +86,27 @@ def test_undo_brings_the_detector_back_with_its_judgements(site):
         page.focus("#clips .clip:nth-child(30)")
         page.keyboard.press("y")                                         # change the last one, submit again
         page.keyboard.press("Enter")
-        page.wait_for_selector(f"text=Saved 30 sound judgements for unit {unit}")
+        page.wait_for_selector(f"text=Saved 30 sound judgements for {unit_label(url, unit)}")
         page.click("#undo-form button")
         page.wait_for_url(f"{base}/sound/{unit}")
         assert judged(page) == given[:29] + ["yes"]
         assert page.locator("#undo-form").count() == 0                  # nothing left to take back
+
+
+def test_judging_fast_leaves_no_console_error(site):
+    base, unit, url = site
+    errors = []
+    with chromium_page("--autoplay-policy=no-user-gesture-required") as page:
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        log_in(page, base, "ann")
+        page.goto(f"{base}/sound")
+        page.click("#next-detector")
+        page.wait_for_url(f"{base}/sound/{unit}")
+        page.focus("#clips .clip")
+        page.keyboard.press("p")
+        for _ in range(12):                      # each judgement pauses the clip whose play() is still starting
+            page.keyboard.press("y")
+        page.wait_for_timeout(500)
+        assert page.inner_text("#judged-count") == "12"
+    assert not [e for e in errors if "play()" in e], errors

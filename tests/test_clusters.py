@@ -122,3 +122,43 @@ def test_many_clusters_come_five_to_a_page(site):
     assert "clusters 1-5 of 7" in first and 'rel="next" class="next-page" href="?offset=5"' in first
     rest = client.get("/runs/1/clusters?offset=5", headers=HTML).text
     assert rest.count('class="cluster"') == 2 and 'id="group-6"' in rest and 'rel="next"' not in rest
+
+
+def test_a_cluster_is_named_by_the_worlds_truth_else_its_nearest_clips_and_an_admin_may_rename_it(site):
+    from backend.publish import describe_sound_clusters, sound_cluster_description
+    from model.sound.groups import SoundGroup
+
+    assert sound_cluster_description(100, {"traffic": 62, "crowd": 20, "wind": 5}, []) == "traffic 62%, crowd 20%"
+    assert sound_cluster_description(100, {"wind": 5, "rain": 3}, ["a.mp4"]) == "wind 5%"    # the most heard, at least
+    assert sound_cluster_description(10, {}, ["clips/street_01.mp4", "street_01.mp4", "market.mp4"]) == \
+        "like street_01, market"
+    assert sound_cluster_description(10, {}, []) is None
+    client, url = site
+    texture = np.linspace(0, 1, TEXTURE_DIM)
+    # On a generated world a group carries the true sources its frames hear; elsewhere it has none.
+    world_groups = [SoundGroup(0, "Cluster 0", np.arange(8), 0.6, texture, None, [2], {"traffic": 5, "crowd": 2}),
+                    SoundGroup(1, "Cluster 1", np.arange(8, 12), 0.4, texture, None, [4, 6, 5])]
+    with session_factory(upgrade_db(url))() as db, db.begin():
+        run, ds = db.get(Run, 1), db.get(Dataset, 1)
+        store.replace_sound_clusters(db, run, ds, world_groups)
+        describe_sound_clusters(db, run)
+    page = client.get("/runs/1/clusters", headers=HTML).text
+    assert "Cluster 0: traffic 62%, crowd 25%" in page and "Cluster 1: like v2, v3" in page   # rows 4, 6, 5: v2, v3
+    titles = [c["title"] for c in client.get("/api/v1/runs/1/clusters").json()["items"]]
+    assert titles == ["Cluster 0: traffic 62%, crowd 25%", "Cluster 1: like v2, v3"]
+    assert 'action="/runs/1/clusters/1/name"' not in page                 # only admins name clusters
+    token = login(client, "ann")
+    assert client.post("/runs/1/clusters/1/name", data={"name": "x", "csrf_token": token}).status_code == 403
+
+    add_user(url, "boss", is_admin=True)
+    admin = TestClient(create_app(Settings(database_url=url)))
+    token = login(admin, "boss")
+    renamed = admin.post("/runs/1/clusters/1/name", data={"name": "  street   noise ", "csrf_token": token})
+    assert renamed.status_code == 200 and "Cluster 1: street noise" in renamed.text
+    with session_factory(upgrade_db(url))() as db, db.begin():         # published again: the name stays
+        store.replace_sound_clusters(db, db.get(Run, 1), db.get(Dataset, 1), world_groups)
+        describe_sound_clusters(db, db.get(Run, 1))
+    item = client.get("/api/v1/runs/1/clusters").json()["items"][1]
+    assert (item["title"], item["given_name"], item["description"]) == (
+        "Cluster 1: street noise", "street noise", "like v2, v3")
+    assert admin.post("/runs/1/clusters/7/name", data={"name": "x", "csrf_token": token}).status_code == 404

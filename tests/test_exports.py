@@ -122,3 +122,17 @@ def test_exports_are_for_admins_and_linked_from_the_results_pages(labelled):
             for path in ("annotations.csv", "annotations.json", "judgements.csv", "judgements.json"):
                 assert f'href="/api/runs/1/{path}' in html, (page, path)     # (the run page adds ?campaign=ID)
         assert client.get("/api/runs/9/annotations.json").status_code == 404
+        run_page = client.get("/results/1").text
+        for what in ("raw annotations (CSV)", "raw annotations (JSON)", "sound judgements (JSON)"):
+            assert what in run_page                      # the links say what they are, not only ".json"
+
+
+def test_every_export_is_a_download_named_for_its_run(labelled):
+    url, _ = labelled
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        for name in ("detectors.json", "table1.json", "annotations.json", "judgements.json", "representation.json",
+                     "detectors.csv", "annotations.csv", "judgements.csv"):
+            response = client.get(f"/api/runs/1/{name}")
+            assert response.status_code == 200, name
+            assert response.headers["content-disposition"] == f'attachment; filename="run1_{name}"', name

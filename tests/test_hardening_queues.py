@@ -90,15 +90,39 @@ def test_undo_goes_back_one_answer_only(app, url):
                         follow_redirects=False).status_code == 303
 
 
-def test_undo_does_not_reach_into_a_complete_unit(app, url):
+def test_undo_of_a_complete_unit_is_its_last_judges_for_a_grace_period(app, url):
     clients = {name: TestClient(app) for name in ("ann", "bob", "cat")}
     tokens = {name: login(client, name) for name, client in clients.items()}
     unit = None
     for name, client in clients.items():           # the most nearly complete unit first: all three get the same
         unit = take(client, tokens[name])
         assert answer(client, tokens[name], unit).status_code == 200
-    refused = clients["cat"].post("/annotations/undo", data={"csrf_token": tokens["cat"]})
+    refused = clients["ann"].post("/annotations/undo", data={"csrf_token": tokens["ann"]})   # an earlier judge
     assert refused.status_code == 409 and "has all its answers" in refused.json()["detail"]
+    next_page = clients["ann"].post("/annotate", data={"csrf_token": tokens["ann"]}).text   # the next unit's page
+    assert "/units/" in next_page and "undo-form" not in next_page         # ... who is not offered Undo
+    next_page = clients["cat"].post("/annotate", data={"csrf_token": tokens["cat"]}).text
+    assert 'id="undo-form"' in next_page                                   # the last judge is, and may undo
+    undone = clients["cat"].post("/annotations/undo", data={"csrf_token": tokens["cat"]}, follow_redirects=False)
+    assert undone.status_code == 303 and undone.headers["location"] == f"/units/{unit}"
+    assert count(url, Annotation, Annotation.unit_id == unit) == 2         # the verdict stands on two answers again
+    assert answer(clients["cat"], tokens["cat"], unit, answer="texture").status_code == 200
+    for client in clients.values():
+        client.close()
+
+
+def test_the_last_judges_undo_ends_with_its_grace_period(url):
+    app = create_app(Settings(database_url=url, last_judge_undo_seconds=0))
+    clients = {name: TestClient(app) for name in ("ann", "bob", "cat")}
+    tokens = {name: login(client, name) for name, client in clients.items()}
+    unit = None
+    for name, client in clients.items():
+        unit = take(client, tokens[name])
+        assert answer(client, tokens[name], unit).status_code == 200
+    next_page = clients["cat"].post("/annotate", data={"csrf_token": tokens["cat"]}).text
+    assert "/units/" in next_page and "undo-form" not in next_page         # past the grace: not offered ...
+    refused = clients["cat"].post("/annotations/undo", data={"csrf_token": tokens["cat"]})
+    assert refused.status_code == 409 and "seconds only" in refused.json()["detail"]   # ... nor done
     assert count(url, Annotation, Annotation.unit_id == unit) == 3
     for client in clients.values():
         client.close()

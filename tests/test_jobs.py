@@ -424,3 +424,37 @@ def test_a_dissect_job_ablates_only_a_network_trained_here(tmp_path):
     (run_dir / FINAL_MODEL).write_bytes(b"")
     _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
     assert [s.name for s in steps] == ["dissect", "ablate"] and steps[1].argv[-2:] == ["--detectors", "--each-unit"]
+
+
+def test_a_probe_job_runs_ambient_probe_on_a_benchmark_folder_or_the_runs_world(tmp_path):
+    import json
+
+    run, bench = tmp_path / "run", tmp_path / "scenes"
+    run.mkdir()
+    bench.mkdir()
+    (run / "run.json").write_text(json.dumps({"data_dir": str(tmp_path / "data")}))
+    params = job_params("probe", {"run_dir": str(run), "benchmark": "imagefolder", "dataset": str(bench)}, [tmp_path])
+    assert [step.argv for step in plan("probe", params)] == [
+        ["probe", str(run), "--dataset", str(bench), "--format", "imagefolder", "--device", "auto"]]
+    with pytest.raises(JobError) as refused:                 # a benchmark format needs its folder
+        job_params("probe", {"run_dir": str(run), "benchmark": "voc2007"}, [tmp_path])
+    assert refused.value.field == "dataset"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "manifest.jsonl").write_text("")
+    with pytest.raises(JobError) as refused:                 # the run's data came from no generated world
+        job_params("probe", {"run_dir": str(run), "benchmark": "world"}, [tmp_path])
+    assert refused.value.field == "benchmark" and "benchmark folder" in refused.value.reason
+    world_params = {"run_dir": str(run), "benchmark": "world", "data_dir": str(tmp_path / "data"),
+                    "world_dir": str(tmp_path / "world"), "device": "cpu"}
+    assert [step.argv for step in plan("probe", world_params)] == [
+        ["probe", str(run), "--world", str(tmp_path / "world"), "--data", str(tmp_path / "data"), "--device", "cpu"]]
+
+
+def test_folders_under_a_root_inside_another_root_are_listed_once(tmp_path):
+    from backend.jobs import data_folders
+
+    data = tmp_path / "jobs" / "1" / "data"
+    data.mkdir(parents=True)
+    (data / "manifest.jsonl").write_text("")
+    assert data_folders([tmp_path, tmp_path / "jobs"]).datasets == [str(data)]
+    assert data_folders([tmp_path / "jobs", tmp_path]).datasets == [str(data)]

@@ -90,3 +90,16 @@ def test_unit_page_and_api_show_the_histogram_and_samples(published):
         assert 'id="histogram"' in page and 'class="plotly-figure"' in page
         assert page.count('src="/samples/') == 6 and 'id="samples-90"' in page and 'id="samples-50"' in page
         assert client.get("/samples/999999").status_code == 404
+
+
+def test_the_histograms_labels_stand_apart_when_their_lines_nearly_meet():
+    from types import SimpleNamespace
+    from backend.app.explore import histogram_figure
+    page = SimpleNamespace(unit=SimpleNamespace(histogram={"edges": [0.0, 1.0, 2.0, 3.0], "counts": [50, 9, 1]}),
+                           images=[SimpleNamespace(activation=a) for a in (2.9, 2.5, 2.41)],
+                           samples={0.99: [SimpleNamespace(activation=2.4)], 0.5: [SimpleNamespace(activation=0.8)]})
+    labels = {a.text: a for a in histogram_figure(page).layout.annotations}
+    assert set(labels) == {"top 3", "99th pct", "50th pct"}
+    assert labels["top 3"].x == 2.41 and labels["99th pct"].x == 2.4
+    heights = [a.y for a in labels.values()]
+    assert min(abs(a - b) for i, a in enumerate(heights) for b in heights[i + 1:]) >= 0.1   # one line each

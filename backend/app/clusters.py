@@ -28,6 +28,13 @@ def cluster_url(run_id: int, index: int) -> str:
     return f"/runs/{run_id}/clusters?offset={index - index % CLUSTERS_PER_PAGE}#group-{index}"
 
 
+def cluster_title(name: str, given_name: str | None, description: str | None) -> str:
+    """A sound cluster as pages and exports call it: its label and what it is, the name an admin gave it
+    else what the data said at publish ("Cluster 3: traffic 62%, crowd 20%")."""
+    what = given_name or description
+    return f"{name}: {what}" if what else name
+
+
 class NotFound(LookupError):
     """A run, group or frame the browser cannot show; the message says which."""
 
@@ -45,12 +52,15 @@ class PublishedGroup:
     closest_frame_ids: list[int]
     sources: dict[str, int]
     depends_on: list[dict]      # ``ambient ablate --each-unit``: [{"layer", "unit", "drop"}], largest drop first
+    title: str                  # `cluster_title`
+    given_name: str | None
 
     @classmethod
     def of(cls, row: SoundCluster) -> "PublishedGroup":
         return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
                    None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
-                   dict(row.sources), list(row.depends_on or []))
+                   dict(row.sources), list(row.depends_on or []),
+                   cluster_title(row.name, row.given_name, row.description), row.given_name)
 
 
 def _vector(data: bytes) -> np.ndarray:
@@ -71,6 +81,16 @@ def run_groups(db: Session, run_id: int) -> tuple[Run, list[PublishedGroup]]:
         raise NotFound(f"Run {run.name} has no published sound clusters: its labels are not cluster or binary "
                        f"codes, or it was published before `ambient labels` ran (run `ambient publish` again).")
     return run, [PublishedGroup.of(row) for row in rows]
+
+
+def name_cluster(db: Session, run_id: int, index: int, name: str) -> SoundCluster:
+    """Give the run's cluster `index` an admin's name (blank: none, what the data says shows again); committed."""
+    cluster = db.scalar(select(SoundCluster).where(SoundCluster.run_id == run_id, SoundCluster.index == index))
+    if cluster is None:
+        raise NotFound(f"Run {run_id} has no sound cluster {index}.")
+    cluster.given_name = " ".join(name.split())[:100] or None
+    db.commit()
+    return cluster
 
 
 def frame_groups(db: Session, run_id: int, frame_id: int) -> tuple[Run, Frame, list[PublishedGroup]]:

@@ -156,6 +156,18 @@ def render(request: Request, template: str, user: Annotator | None = None, statu
         status_code=status_code)
 
 
+def unit_name(layer: str, index: int) -> str:
+    """The one name of a unit on every page: its layer and 0-based channel in it ("conv5 unit 194"), as the
+    network, the run's files and the exports' `index_in_layer` count; the database id is only in URLs."""
+    return f"{layer} unit {index}"
+
+
+def named_unit(db: Session, unit_id: int) -> str:
+    """`unit_name` of the unit with this database id, for messages."""
+    unit = db.get(Unit, unit_id)
+    return unit_name(unit.layer.name, unit.index)
+
+
 def counted(number: int, noun: str, plural: str | None = None) -> str:
     """'1 unit', '2 units' (pages have it as the `counted` filter: {{ n|counted("unit") }})."""
     return f"{number} {noun if number == 1 else plural or noun + 's'}"
@@ -192,6 +204,14 @@ def pages_of(request: Request, offset: int, limit: int, total: int) -> Pages:
         return "?" + urlencode({**request.query_params, "offset": to})
     return Pages(offset, limit, total, link(max(0, offset - limit)) if offset > 0 else None,
                  link(offset + limit) if offset + limit < total else None)
+
+
+def json_download(run_id: int, request: Request, response: Response, campaign: int | None = None) -> None:
+    """A JSON export is a file to keep: the browser saves it (run3_detectors.json, run3_campaign2_detectors.json)
+    instead of showing it."""
+    name = request.url.path.rsplit("/", 1)[-1]
+    of_campaign = f"_campaign{campaign}" if campaign is not None else ""
+    response.headers["Content-Disposition"] = f'attachment; filename="run{run_id}{of_campaign}_{name}"'
 
 
 def wants_html(request: Request) -> bool:
@@ -248,7 +268,7 @@ class TaskPages:
     unit_path: str                                   # "/units": a unit's page is unit_path/{id}
     # (db, annotator id, campaign, hold_minutes=...) -> a reservation, or None
     reserve: Callable[[Session, int, Campaign, int], object]
-    can_undo: Callable[[Session, int], bool]
+    can_undo: Callable[[Session, int, Settings], bool]   # (db, annotator id, settings): may they undo now
     undo_path: str                                   # POST: take back the annotator's latest answer
     start: dict[str, str]                            # queue_start.html: title, message, button, button_id
     empty: str                                       # what queue_empty.html says when nothing is left
@@ -270,7 +290,8 @@ class TaskPages:
         others = [c for c in self.choices(db, user) if campaign is None or c.campaign.id != campaign.id]
         return render(request, "queue_empty.html", user=user, message=self.empty, campaign=campaign,
                       campaigns=[c for c in others if c.units_left != 0], action=self.path,
-                      button_id=self.start["button_id"], can_undo=self.can_undo(db, user.id), undo_path=self.undo_path)
+                      button_id=self.start["button_id"], can_undo=self.can_undo(db, user.id, get_settings(request)),
+                      undo_path=self.undo_path)
 
     def held(self, request: Request, user: Annotator, db: Session, unit_id: int):
         """The user's live reservation of `unit_id`, held on for another idle spell (they are looking at it);

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
 from backend.app.campaign import Visibility, campaign_annotation_settings, default_campaign
-from backend.app.clusters import cluster_url
+from backend.app.clusters import cluster_title, cluster_url
 from backend.app.errors import TaskError
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
@@ -192,6 +192,7 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
     return [{"index": link["index"], "drop": link.get("drop"), "probability_drop": link.get("probability_drop"),
              "url": cluster_url(run_id, link["index"]),
              "name": clusters[link["index"]].name if link["index"] in clusters else f"Label {link['index'] + 1}",
+             "title": _title(clusters[link["index"]]) if link["index"] in clusters else f"Label {link['index'] + 1}",
              "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
             for link in unit.helps_predict]
 
@@ -207,9 +208,12 @@ def histogram_figure(page: UnitPage) -> go.Figure | None:
                               marker_color="#0b6bcb", name="images"))
     marks = [(min(i.activation for i in page.images), f"top {len(page.images)}")] if page.images else []
     marks += [(min(s.activation for s in samples), f"{100 * q:g}th pct") for q, samples in page.samples.items()]
-    for value, label in marks:
-        figure.add_vline(x=value, line_dash="dot", line_color="#e8590c", annotation_text=label,
-                         annotation_position="top")
+    # Each label on a line of its own, highest value on top: the top images' line and the 99th percentile's
+    # are often a hair apart, and labels side by side would overlap.
+    for row, (value, label) in enumerate(sorted(marks, reverse=True)):
+        figure.add_vline(x=value, line_dash="dot", line_color="#e8590c")
+        figure.add_annotation(x=value, y=1 - 0.13 * row, yref="paper", xanchor="left", yanchor="bottom",
+                              showarrow=False, text=label, font={"size": 11}, bgcolor="rgba(255,255,255,.8)")
     figure.update_layout(height=260, margin={"t": 30, "b": 40, "l": 50, "r": 10}, showlegend=False, bargap=0,
                          xaxis_title="spatial maximum of the unit's map", yaxis_title="images", yaxis_type="log")
     return figure
@@ -266,7 +270,7 @@ def unit_record(page: UnitPage) -> dict:
             "category": auto.category, "precision": auto.precision, "iou": auto.iou,
             "netdissect_category": auto.netdissect_category, "netdissect_iou": auto.netdissect_iou},
         "previous": page.previous, "next": page.next,
-        "helps_predict": [{"index": h["index"], "name": h["name"], "drop": h["drop"],
+        "helps_predict": [{"index": h["index"], "name": h["name"], "title": h["title"], "drop": h["drop"],
                            "probability_drop": h["probability_drop"],
                            "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict]}
 
@@ -283,10 +287,15 @@ def _vector(data: bytes | None) -> list[float] | None:
     return None if data is None else np.frombuffer(data, np.float32).astype(float).tolist()
 
 
+def _title(cluster: SoundCluster) -> str:
+    return cluster_title(cluster.name, cluster.given_name, cluster.description)
+
+
 def cluster_records(db: Session, run_id: int) -> list[dict]:
     """The run's sound clusters (or code bits): size, centroid texture (502 statistics), true sources."""
     get_run(db, run_id)
-    return [{"index": c.index, "name": c.name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
+    return [{"index": c.index, "name": c.name, "title": _title(c), "description": c.description,
+             "given_name": c.given_name, "size": c.size, "share": c.share, "texture": _vector(c.texture),
              "contrast": _vector(c.contrast), "sources": dict(c.sources),
              "closest_frame_ids": list(c.closest_frame_ids), "depends_on": list(c.depends_on or []),
              "members_url": f"/api/v1/runs/{run_id}/clusters/{c.index}/members"}

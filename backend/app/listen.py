@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.app.campaign import Visibility
+from backend.app.clusters import cluster_title
 from backend.app.errors import TaskError
 from backend.app.listen_limits import (PredictionSlots, UploadGuard, finish, job_record, progress_writer,
                                        queue_synthesis, remember_prediction, wait_to_run)
@@ -187,7 +188,8 @@ class Listened:
     heatmap_png: bytes
     texture: list[float] | None
     texture_source: str
-    clusters: list[dict]              # top sound clusters: {"label", "probability", "clips": [{"frame", "clip_url", "image_url"}]}
+    # top sound clusters: {"label", "title", "probability", "clips": [{"frame", "clip_url", "image_url"}]}
+    clusters: list[dict]
     prediction: str | None            # key for the synthesise button
 
 
@@ -228,10 +230,14 @@ def listen(listening: Listening, db: Session, run_id: int, account: int, shown: 
         label = labels.get(unit["unit"]) if published else unit["label"] if shown.everything else None
         units.append({**unit, "label": label,
                       "url": f"/runs/{run.id}/units/{unit['layer']}/{unit['unit']}" if published else None})
-    return Listened(run, source, result.labels, units, result.target,
+    # Each sound label with what it is (its cluster's title: "Cluster 3: traffic 62%, crowd 20%").
+    titles = {row.name: cluster_title(row.name, row.given_name, row.description)
+              for row in db.scalars(select(SoundCluster).where(SoundCluster.run_id == run.id))}
+    labels = [{**label, "title": titles.get(label["label"], label["label"])} for label in result.labels]
+    return Listened(run, source, labels, units, result.target,
                     pr.png_bytes(pr.heatmap_overlay(result.crop, result.heatmap)),
                     None if result.texture is None else result.texture.tolist(), result.texture_source,
-                    _clusters(db, run, result.labels), listening.remember(account, run.id, result.texture))
+                    _clusters(db, run, labels), listening.remember(account, run.id, result.texture))
 
 
 def pool_frame(db: Session, run: Run, frame_id: int) -> tuple[bytes, str]:
@@ -261,11 +267,11 @@ def pool_frames(db: Session, run: Run, count: int = POOL_FRAMES) -> list[Frame]:
 def labels_figure(listened: Listened) -> go.Figure:
     """The label probabilities, best at the top."""
     rows = listened.labels[::-1]
-    figure = go.Figure(go.Bar(x=[r["probability"] for r in rows], y=[r["label"] for r in rows], orientation="h",
+    figure = go.Figure(go.Bar(x=[r["probability"] for r in rows], y=[r["title"] for r in rows], orientation="h",
                               marker_color="#0b6bcb", text=[f"{r['probability']:.2f}" for r in rows],
                               textposition="auto"))
     figure.update_layout(height=60 + 30 * len(rows), margin={"t": 10, "b": 40, "l": 120, "r": 10},
-                         xaxis={"title": "probability", "range": [0, 1]})
+                         xaxis={"title": "probability", "range": [0, 1]}, yaxis={"automargin": True})
     return figure
 
 

@@ -27,7 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.auth import LoginGuard
-from backend.app.deps import LoginRequired, change, counted, optional_user, render
+from backend.app.deps import LoginRequired, change, counted, optional_user, render, unit_name
 from backend.app.errors import TaskError
 from backend.app.listen import Listening
 from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, listen, representation,
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(FRONTEND / "templates"))  # autoescapes .html
     app.state.templates.env.globals["url_for"] = _path_for
     app.state.templates.env.filters["counted"] = counted
+    app.state.templates.env.globals["unit_name"] = unit_name
     app.state.templates.env.filters["change"] = change
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)

@@ -300,8 +300,9 @@ def default_report(db: Session, run: Run) -> RunReport:
 
 
 def detector_records(report: RunReport) -> list[dict]:
-    """The detectors export: one record per detector unit. `unit` is the unit's id, as pages and the
-    API name it ("Unit 12"); `index_in_layer` its 0-based channel in the network's layer."""
+    """The detectors export: one record per detector unit. `unit` is the unit's database id (as in URLs);
+    `layer` and `index_in_layer`, its 0-based channel in the network's layer, are what pages call it
+    ("conv5 unit 11")."""
     return [{"unit": row.unit_id, "layer": row.layer, "index_in_layer": row.index, "category": row.verdict.category,
              "precision": round(row.verdict.precision, 4), "annotators": len(row.verdict.annotators),
              "agreement": None if row.verdict.agreement is None else round(row.verdict.agreement, 4),

@@ -126,33 +126,57 @@ class Withdrawn:
     marked_image_ids: list[int]
 
 
+def _undo_window(db: Session, annotator_id: int, undo_minutes: int, last_judge_seconds: int
+                 ) -> tuple[Annotation | None, datetime | None, str | None]:
+    """The annotator's latest answer, until when undo may take it back, and why it may not (None: it may,
+    until then). The answer that gave its unit its last judge in its campaign can be taken back for
+    `last_judge_seconds` only: a complete unit's verdict may soon be in use."""
+    last = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator_id)
+                     .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
+    if last is None:
+        return None, None, "You have no submission to undo."
+    last_undo = db.scalar(select(Annotator.last_undo_at).where(Annotator.id == annotator_id))
+    if last_undo is not None and aware(last.created_at) <= aware(last_undo):
+        return last, None, "Undo goes back one answer only: answer the unit you are holding."
+    if db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
+                                                 UnitSettlement.unit_id == last.unit_id)) is not None:
+        return last, None, f"Unit {last.unit_id} has been settled by an admin, so yours stands."
+    until = aware(last.created_at) + timedelta(minutes=undo_minutes)
+    same_unit = (Annotation.campaign_id == last.campaign_id, Annotation.unit_id == last.unit_id)
+    judges = db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id))
+    if db.scalar(select(func.count()).where(*same_unit)) >= judges:
+        newest = db.scalar(select(Annotation.id).where(*same_unit)
+                           .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
+        if newest != last.id:
+            return last, None, f"Unit {last.unit_id} has all its answers now, so yours stands."
+        until = min(until, aware(last.created_at) + timedelta(seconds=last_judge_seconds))
+    return last, until, None
+
+
+def undo_deadline(db: Session, annotator_id: int, undo_minutes: int, last_judge_seconds: int,
+                  now: datetime | None = None) -> datetime | None:
+    """Until when the annotator's latest answer can be undone; None when it cannot (then no page offers Undo)."""
+    _last, until, problem = _undo_window(db, annotator_id, undo_minutes, last_judge_seconds)
+    return until if problem is None and (now or utcnow()) < until else None
+
+
 @one_writer_at_a_time
-def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, now: datetime | None = None,
-                         hold_minutes: int = ANNOTATION.reservation_minutes) -> Withdrawn:
+def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, last_judge_seconds: int,
+                         now: datetime | None = None, hold_minutes: int = ANNOTATION.reservation_minutes) -> Withdrawn:
     """Delete this annotator's latest answer and hold its unit for them again; returns what the answer was.
 
     One step back only: the answer must be younger than `undo_minutes`, given after their last undo
-    (so undo never walks back through their history), and its unit must still lack annotators
-    and a settlement in its campaign (a complete or settled unit's verdict may already be in use)."""
+    (so undo never walks back through their history), and its unit must lack a settlement in its campaign.
+    On a unit with all its judges only the last of them may undo, within `last_judge_seconds`; the unit's
+    verdict, computed from the answers it has, then lacks theirs again."""
     now = now or utcnow()
     lock(db, UNIT_QUEUE, None, now)
-    last = db.scalar(select(Annotation).where(Annotation.annotator_id == annotator_id)
-                     .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
-    last_undo = db.scalar(select(Annotator.last_undo_at).where(Annotator.id == annotator_id))
-    problem = None
-    if last is None:
-        problem = "You have no submission to undo."
-    elif aware(last.created_at) < now - timedelta(minutes=undo_minutes):
-        problem = f"Your latest answer (unit {last.unit_id}) is over {undo_minutes} minutes old: it stands."
-    elif last_undo is not None and aware(last.created_at) <= aware(last_undo):
-        problem = "Undo goes back one answer only: answer the unit you are holding."
-    elif db.scalar(select(func.count()).where(Annotation.campaign_id == last.campaign_id,
-                                              Annotation.unit_id == last.unit_id)) \
-            >= db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id)):
-        problem = f"Unit {last.unit_id} has all its answers now, so yours stands."
-    elif db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
-                                                   UnitSettlement.unit_id == last.unit_id)) is not None:
-        problem = f"Unit {last.unit_id} has been settled by an admin, so yours stands."
+    last, until, problem = _undo_window(db, annotator_id, undo_minutes, last_judge_seconds)
+    if problem is None and now >= until:
+        completed = until < aware(last.created_at) + timedelta(minutes=undo_minutes)
+        problem = (f"Your answer completed unit {last.unit_id}: it could be taken back for {last_judge_seconds} "
+                   "seconds only, so it stands." if completed else
+                   f"Your latest answer (unit {last.unit_id}) is over {undo_minutes} minutes old: it stands.")
     if problem is not None:
         db.rollback()
         raise TaskError(problem, 409)

@@ -174,6 +174,10 @@ class SoundCluster(Base):
     run_id: Mapped[int] = _parent("runs")
     index: Mapped[int]
     name: Mapped[str] = mapped_column(String(100))           # "Cluster 3", "Bit 7"
+    # What it is, as the data says at publish: "traffic 62%, crowd 20%" (the world's truth), else its
+    # nearest clips' videos; and the name an admin gave it (kept when the run is published again).
+    description: Mapped[str | None] = mapped_column(String(200))
+    given_name: Mapped[str | None] = mapped_column(String(100))
     size: Mapped[int]                                       # frames in the group, all splits
     share: Mapped[float]                                    # of all the dataset's frames
     texture: Mapped[bytes] = mapped_column(LargeBinary)     # float32 (502,) centroid / mean texture

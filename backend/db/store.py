@@ -224,12 +224,16 @@ def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Itera
 
 
 def replace_sound_clusters(session: Session, run: Run, dataset: Dataset, groups: Sequence[SoundGroup]) -> int:
-    """Replace the run's sound clusters (or code bits) with ``groups`` over ``dataset``'s frames."""
+    """Replace the run's sound clusters (or code bits) with ``groups`` over ``dataset``'s frames; the names
+    admins gave them stay with their index."""
+    given = dict(session.execute(select(SoundCluster.index, SoundCluster.given_name)
+                                 .where(SoundCluster.run_id == run.id, SoundCluster.given_name.is_not(None))).all())
     session.execute(delete(SoundCluster).where(SoundCluster.run_id == run.id))
     ids = frame_ids(session, dataset)
     for group in groups:
         cluster_id = session.scalar(insert(SoundCluster).values(
-            run_id=run.id, index=group.index, name=group.name, size=group.size, share=group.share,
+            run_id=run.id, index=group.index, name=group.name, given_name=given.get(group.index),
+            size=group.size, share=group.share,
             texture=np.asarray(group.texture, np.float32).tobytes(),
             contrast=None if group.contrast is None else np.asarray(group.contrast, np.float32).tobytes(),
             sources=group.sources, closest_frame_ids=[ids[row] for row in group.closest_rows]).returning(SoundCluster.id))

@@ -26,7 +26,9 @@
   const play = () => {
     const audio = clips[current].querySelector("audio");
     document.querySelectorAll("#clips audio").forEach((a) => { if (a !== audio) a.pause(); });
-    if (audio.paused) audio.play(); else audio.pause();
+    // play() is refused when a pause comes first (judging fast): that is the judge's choice, not an error.
+    if (audio.paused) audio.play().catch((e) => { if (e.name !== "AbortError") throw e; });
+    else audio.pause();
   };
   const judge = (value) => {
     clips[current].querySelector(`input[value=${value}]`).checked = true;

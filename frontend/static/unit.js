@@ -46,13 +46,34 @@
     if (value === "yes") category.focus(); else focusImage(boxes.indexOf(document.activeElement));
   };
 
+  // A yes names its object: checked here, before sending, so that nothing marked is lost to a slip.
+  const missingObject = document.getElementById("missing-object");
+  form.addEventListener("submit", (e) => {
+    const unnamed = answer("yes").checked && !category.value.trim();
+    missingObject.hidden = !unnamed;
+    if (unnamed) { e.preventDefault(); category.focus(); }
+  });
+  category.addEventListener("input", () => { if (category.value.trim()) missingObject.hidden = true; });
+
+  // The instructions, over the task: ? opens them, Escape (the dialog's own) closes them.
+  const instructions = document.getElementById("instructions-dialog");
+  document.getElementById("show-instructions").addEventListener("click", () => instructions.showModal());
+
+  // Undo is offered only while the server would still take the answer back.
+  const undoForm = document.getElementById("undo-form");
+  if (undoForm) {
+    const left = new Date(undoForm.dataset.until).getTime() - Date.now();
+    setTimeout(() => undoForm.remove(), Math.max(0, left));
+  }
+
   category.addEventListener("keydown", (e) => {
     // Enter or Escape in the name box goes on to marking images; a second Enter submits.
     if (e.key === "Enter" || e.key === "Escape") { e.preventDefault(); focusImage(0); }
   });
 
   document.addEventListener("keydown", (e) => {
-    if (e.target === category || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.target === category || e.ctrlKey || e.metaKey || e.altKey || instructions.open) return;
+    if (e.key === "?") { e.preventDefault(); instructions.showModal(); return; }
     const i = boxes.indexOf(document.activeElement);
     const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns(), ArrowDown: columns() };
     if (e.key in moves) { e.preventDefault(); focusImage(i < 0 ? 0 : i + moves[e.key]); return; }

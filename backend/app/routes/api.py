@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.campaign import (JUDGES_MAX, NAME_MAX, CampaignFields, campaign_size, complete_units, create_campaign,
                                   run_campaign)
-from backend.app.deps import admin_user, check_csrf, get_db
+from backend.app.deps import admin_user, check_csrf, get_db, json_download
 from backend.app.errors import TaskError
 from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
 from backend.app.results import RunReport, default_report, detector_records, detectors_csv, run_report, table1_record
@@ -101,7 +101,8 @@ def runs(db: Session = Depends(get_db)):
             for r in (default_report(db, run) for run in db.scalars(select(Run).order_by(Run.id)))]
 
 
-@router.get("/runs/{run_id}/detectors.json", response_model=list[Detector])
+@router.get("/runs/{run_id}/detectors.json", response_model=list[Detector],
+            dependencies=[Depends(json_download)])
 def detectors_json(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The run's detector units in the campaign: category, precision, annotators, agreement, characteristic-sound flag."""
     return detector_records(_report(db, run_id, campaign))
@@ -119,7 +120,8 @@ def detectors_csv_export(run_id: int, campaign: CampaignId = None, db: Session =
     return _csv(detectors_csv(detector_records(report)), _name(run_id, campaign, "detectors.csv"))
 
 
-@router.get("/runs/{run_id}/table1.json", response_model=Table1Out)
+@router.get("/runs/{run_id}/table1.json", response_model=Table1Out,
+            dependencies=[Depends(json_download)])
 def table1_json(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The paper's Table 1 for the run in the campaign, with the counts behind its two rates."""
     return table1_record(_report(db, run_id, campaign))
@@ -141,7 +143,8 @@ def _run_and_campaign(db: Session, run_id: int, campaign: int | None):
     return run, run_campaign(db, run, campaign)
 
 
-@router.get("/runs/{run_id}/annotations.json", response_model=list[AnnotationRecord])
+@router.get("/runs/{run_id}/annotations.json", response_model=list[AnnotationRecord],
+            dependencies=[Depends(json_download)])
 def annotations_json(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The raw annotations in the campaign: one record per annotator and unit (answer, category, marked images, time)."""
     return annotation_records(db, *_run_and_campaign(db, run_id, campaign))
@@ -155,7 +158,8 @@ def annotations_csv(run_id: int, campaign: CampaignId = None, db: Session = Depe
                 _name(run_id, campaign, "annotations.csv"))
 
 
-@router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord])
+@router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord],
+            dependencies=[Depends(json_download)])
 def judgements_json(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The sound judgements in the campaign: one record per annotator and clip of a detector's top image."""
     return judgement_records(db, *_run_and_campaign(db, run_id, campaign))

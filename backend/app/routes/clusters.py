@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import FileResponse, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.clusters import (CLUSTERS_PER_PAGE, NotFound, cochleagram_png, frame_groups, frame_texture,
-                                  run_groups, runs_with_clusters, texture_figure)
-from backend.app.deps import current_user, figure_html, get_db, pages_of, render
+from backend.app.clusters import (CLUSTERS_PER_PAGE, NotFound, cluster_url, cochleagram_png, frame_groups,
+                                  frame_texture, name_cluster, run_groups, runs_with_clusters, texture_figure)
+from backend.app.deps import admin_user, check_csrf, current_user, figure_html, flash, get_db, pages_of, render
 from backend.app.media_files import dataset_file
 from backend.db.models import Annotator, Dataset, Frame
 
@@ -57,6 +57,15 @@ def run_clusters(run_id: int, request: Request, offset: int = Query(0, ge=0, le=
                                              "bit off" if binary else "")) for g in shown}
     return render(request, "clusters_run.html", user=user, run=run, groups=shown, binary=binary, charts=charts,
                   pages=pages_of(request, offset, CLUSTERS_PER_PAGE, len(groups)))
+
+
+@router.post("/runs/{run_id}/clusters/{index}/name", dependencies=[Depends(check_csrf)])
+def rename_cluster(run_id: int, index: int, request: Request, name: str = Form("", max_length=1000),
+                   user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    cluster = _found(name_cluster, db, run_id, index, name)
+    flash(request, f"{cluster.name} is called {cluster.given_name!r}." if cluster.given_name
+          else f"{cluster.name} has no given name: what the data says shows.")
+    return RedirectResponse(cluster_url(run_id, index), status_code=303)
 
 
 @router.get("/runs/{run_id}/clusters/{index}/cochleagram.png", response_class=Response)

@@ -129,7 +129,10 @@ class UnitOut(BaseModel):
 
 class ClusterOut(BaseModel):
     index: int
-    name: str
+    name: str                        # "Cluster 3", "Bit 7"
+    title: str                       # with what it is: "Cluster 3: traffic 62%, crowd 20%"
+    description: str | None          # what the data says at publish: the world's true sources, else its clips' videos
+    given_name: str | None           # an admin's name for it
     size: int
     share: float
     texture: list[float]             # the centroid's (or the bit-on frames' mean) 502 texture statistics

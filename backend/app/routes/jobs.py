@@ -16,7 +16,7 @@ from starlette.datastructures import FormData
 from backend.app.campaign import default_campaign
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, get_settings, render
 from backend.db.models import Annotator, Job, Run
-from backend.jobs import (FIELD_LABELS, JOB_KINDS, JobError, cancel_job, create_job, data_folders,
+from backend.jobs import (FIELD_LABELS, JOB_KINDS, PROBE_BENCHMARKS, JobError, cancel_job, create_job, data_folders,
                           fail_jobs_of_dead_workers, job_params, live_workers, requeue_job, training_warning,
                           units_fields)
 from backend.pipeline import DEMO
@@ -84,7 +84,7 @@ def _job(db: Session, job_id: int) -> Job:
 
 # The job forms' folder fields: a list of what lies under the data roots, and a box to type another folder
 # (FIELD + TYPED), which wins when filled.
-FOLDER_FIELDS = ("videos_dir", "data_dir", "run_dir")
+FOLDER_FIELDS = ("videos_dir", "data_dir", "run_dir", "dataset")
 TYPED = "_typed"
 
 
@@ -110,12 +110,14 @@ def _jobs_page(request: Request, user: Annotator, db: Session, error: JobError |
                   status_code=status_code, kinds=JOB_KINDS, world_presets=list(WORLD_PRESETS),
                   train_presets=list(TRAIN_PRESETS), label_kinds=LABEL_KINDS, devices=DEVICE_CHOICES, objects=OBJECT_MODES,
                   default_k=LABELS.clusters, folders=folders, run_names=run_names, roots=roots, typed=TYPED,
-                  labels=FIELD_LABELS)
+                  labels=FIELD_LABELS, probe_benchmarks=PROBE_BENCHMARKS)
 
 
 @router.get("/admin/jobs")
-def jobs_page(request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
-    return _jobs_page(request, user, db)
+def jobs_page(request: Request, probe: str | None = None, user: Annotator = Depends(admin_user),
+              db: Session = Depends(get_db)):
+    # ?probe=RUN_DIR (the Representation page's link): the probe form with that run chosen.
+    return _jobs_page(request, user, db, fields={"kind": "probe", "run_dir": probe} if probe else None)
 
 
 @router.post("/admin/jobs", dependencies=[Depends(check_csrf)])
@@ -203,7 +205,8 @@ def get_job(job_id: int, db: Session = Depends(get_db)) -> JobState:
 
 @api.post("", response_model=JobState, status_code=201, dependencies=[Depends(check_csrf)])
 async def post_job(request: Request, db: Session = Depends(get_db)) -> JobState:
-    """Queue a job: ``{"kind": "demo" | "world" | "ingest" | "labels" | "train" | "units" | "dissect", ...fields}``."""
+    """Queue a job: ``{"kind": "demo" | "world" | "ingest" | "labels" | "train" | "units" | "dissect" | "probe",
+    ...fields}``."""
     try:
         fields = await request.json()
     except ValueError:

@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
-from backend.app.deps import admin_user, figure_html, get_db, render
+from backend.app.deps import admin_user, figure_html, get_db, json_download, render
 from backend.app.representation import clusters_figure, probe_table, run_probes
 from backend.db.models import Annotator, Run
 from model.settings import PROBE
@@ -32,6 +32,9 @@ def representation(run_id: int, request: Request, user: Annotator = Depends(admi
 
 
 @router.get("/api/runs/{run_id}/representation.json")
-def representation_json(run_id: int, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+def representation_json(request: Request, run_id: int, user: Annotator = Depends(admin_user),
+                        db: Session = Depends(get_db)):
     run = _run(db, run_id)
-    return JSONResponse({"run": run.name, "probes": run_probes(run)})
+    response = JSONResponse({"run": run.name, "probes": run_probes(run)})
+    json_download(run_id, request, response)
+    return response

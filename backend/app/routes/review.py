@@ -6,7 +6,7 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend.app.deps import admin_user, check_csrf, flash, get_db, render
+from backend.app.deps import admin_user, check_csrf, flash, get_db, named_unit, render
 from backend.app.errors import TaskError
 from backend.app.results import run_report
 from backend.app.review import settle_unit
@@ -32,5 +32,6 @@ def settle(unit_id: int, request: Request, campaign: int | None = Form(None), an
            category: str = Form("", max_length=1000), user: Annotator = Depends(admin_user),
            db: Session = Depends(get_db)):
     decision = settle_unit(db, unit_id, answer, category, user.id, campaign)
-    flash(request, f"Unit {unit_id} settled: {answer}" + (f" ({decision.category})." if decision.category else "."))
+    flash(request, f"{named_unit(db, unit_id)} settled: {answer}"
+          + (f" ({decision.category})." if decision.category else "."))
     return RedirectResponse("/admin/review", status_code=303)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from backend.app.deps import (TaskPages, check_csrf, counted, current_user, flash, form_fields, get_db, get_settings,
-                              keep_withdrawn_answer, render, wants_html, withdrawn_answer)
+                              keep_withdrawn_answer, named_unit, render, wants_html, withdrawn_answer)
 from backend.app.sound import (SOUND_QUEUE, detector_category, has_sound_judgements, reserve_next_sound_unit,
                                sound_clips, submit_sound_judgements, undo_last_judgements)
 from backend.config import Settings
@@ -19,7 +19,8 @@ router = APIRouter(include_in_schema=False)
 FIELD_PREFIX = "audible_"
 
 
-PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit, has_sound_judgements, "/sound/undo",
+PAGES = TaskPages(SOUND_QUEUE, "/sound", "/sound", reserve_next_sound_unit,
+                  lambda db, annotator_id, _settings: has_sound_judgements(db, annotator_id), "/sound/undo",
                   start={"title": "Sound task", "button_id": "next-detector", "button": "Judge the next detector",
                          "message": "Listen to the clips of a detector's top images: is its object's own sound "
                                     "audible?"},
@@ -36,7 +37,7 @@ def undo(request: Request, user: Annotator = Depends(current_user), db: Session 
     withdrawn = undo_last_judgements(db, user.id, settings.undo_minutes, hold_minutes=settings.hold_idle_minutes)
     keep_withdrawn_answer(request, "sound", withdrawn.unit_id,
                           {"judgements": {str(image): audible for image, audible in withdrawn.judgements.items()}})
-    flash(request, f"Your sound judgements for unit {withdrawn.unit_id} were withdrawn.")
+    flash(request, f"Your sound judgements for {named_unit(db, withdrawn.unit_id)} were withdrawn.")
     return RedirectResponse(f"/sound/{withdrawn.unit_id}", status_code=303)
 
 
@@ -69,5 +70,5 @@ def submit(unit_id: int, request: Request, form: FormData = Depends(form_fields)
     count = submit_sound_judgements(db, user.id, unit_id, judgements)
     if not wants_html(request):
         return {"unit": unit_id, "judged": count.judged}
-    flash(request, f"Saved {counted(count.judged, 'sound judgement')} for unit {unit_id}.")
+    flash(request, f"Saved {counted(count.judged, 'sound judgement')} for {named_unit(db, unit_id)}.")
     return PAGES.next_unit(request, user, db, db.get(Campaign, count.campaign_id))
