@@ -32,6 +32,7 @@ class ObjectTruth:
     category: str
     sounding: bool                 # the category's characteristic_sound flag
     mask: np.ndarray               # HxW bool, video pixel coordinates of that frame
+    audible: bool = False          # its own sound is heard at that moment (a source on screen)
 
 
 @dataclass
@@ -85,8 +86,9 @@ def frame_truth(world_dir: str | Path, video: str | Path, time_s: float) -> Fram
     record, masks = video_truth(world_dir, video)
     left = camera_x(record, time_s)
     window = masks[:, :, left:left + record["width"]]
-    objects = [ObjectTruth(o["category"], o["sounding"], window[o["mask"]]) for o in record["objects"]
-               if window[o["mask"]].sum() >= MIN_PIXELS]
-    audible = sorted({s["category"] for s in record["sounds"]
-                      if any(start <= time_s < end for start, end in s["intervals"])})
+    heard = [s for s in record["sounds"] if any(start <= time_s < end for start, end in s["intervals"])]
+    sources = {s.get("object") for s in heard if s.get("on_screen")}
+    objects = [ObjectTruth(o["category"], o["sounding"], window[o["mask"]], o.get("id", o["mask"]) in sources)
+               for o in record["objects"] if window[o["mask"]].sum() >= MIN_PIXELS]
+    audible = sorted({s["category"] for s in heard})
     return FrameTruth(scene=record["scene"], objects=objects, audible=audible)
