@@ -274,3 +274,42 @@ def test_bad_input_is_named(tiny, tmp_path):
     assert result.exit_code != 0 and "--split" in result.output
     result = runner.invoke(app, ["localize", str(tiny.run), "--scene-run", str(plain), "--no-publish"])
     assert result.exit_code == 1 and f"was trained on {plain.parent / 'data'}" in result.output
+
+
+def test_the_api_and_the_results_page_give_a_published_localization(tiny, tmp_path):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from app_helpers import add_user, login, seed_run
+    from backend.app import create_app
+    from backend.config import Settings
+    from backend.db import store
+    from backend.db.models import Run
+    from backend.db.session import session_factory, upgrade_db
+    from backend.publish import _publish_analyses
+    from model.network.run import RunFolder
+
+    lo_result = lo.localize_run(tiny.run, show_progress=False)
+    ds.write_json_atomic(localization_file(tiny.run), lo_result)
+    url = seed_run(tmp_path)
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    sessions = session_factory(upgrade_db(url))
+    with sessions.begin() as db:
+        plain = db.scalar(select(Run)).id
+        localized = store.upsert_run(db, tiny.run, "caffenet-bn", "cluster", {}, None, name="world-run").id
+    _publish_analyses(sessions, RunFolder(tiny.run), [])          # what `ambient publish` stores of the run
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "ann")
+        assert client.get(f"/api/v1/runs/{localized}/localization").status_code == 403
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        login(client, "boss")
+        response = client.get(f"/api/v1/runs/{localized}/localization")
+        assert response.status_code == 200 and response.json() == json.loads(json.dumps(lo_result))
+        missing = client.get(f"/api/v1/runs/{plain}/localization")
+        assert missing.status_code == 404 and "ambient localize RUN_DIR" in missing.text
+        page = client.get("/results").text
+        assert "Where the sound comes from" in page and f'id="localization-{localized}"' in page
+        assert f'id="localization-{plain}"' not in page
+        assert page.count('src="data:image/png;base64,') == len(lo_result["examples"])
+        assert "| untrained" not in page and "<th>untrained pointing</th>" in page
