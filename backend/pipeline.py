@@ -109,13 +109,9 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
 def world_of(data_dir: str | Path) -> Path | None:
     """The generated world whose videos the dataset was ingested from (its truth is what `dissect --truth`
     and `probe --world` read), else None."""
-    from model.world.truth import find_world_dir
+    from model.world.truth import world_of_data
 
-    videos_dir = ds.read_report(Path(data_dir)).get("videos_dir") if (Path(data_dir) / ds.REPORT).exists() else None
-    try:
-        return find_world_dir(videos_dir) if videos_dir else None
-    except FileNotFoundError:
-        return None
+    return world_of_data(data_dir)
 
 
 def held_out_videos(data_dir: str | Path) -> int:

@@ -313,3 +313,49 @@ def test_the_api_and_the_results_page_give_a_published_localization(tiny, tmp_pa
         assert f'id="localization-{plain}"' not in page
         assert page.count('src="data:image/png;base64,') == len(lo_result["examples"])
         assert "| untrained" not in page and "<th>untrained pointing</th>" in page
+
+
+def test_listen_shows_a_world_frames_truth_outline_beside_the_heatmap(tmp_path):
+    import base64
+    import io
+    import re
+
+    from fastapi.testclient import TestClient
+
+    from app_helpers import login
+    from backend.app import create_app
+    from backend.config import Settings
+    from listen_helpers import make_listen_run
+
+    run = make_listen_run(tmp_path)
+    app = create_app(Settings(database_url=run.url, data_roots=str(run.root)))
+    with TestClient(app) as client:
+        csrf = login(client, "ann")
+        before = client.post(f"/runs/{run.run_id}/listen", data={"frame": "3", "csrf_token": csrf})
+        assert before.status_code == 200 and 'id="heatmap"' in before.text and 'id="truth"' not in before.text
+        # The same data, now ingested from a world: a heard dog in the middle, a silent tree at the bottom.
+        world = tmp_path / "world"
+        (world / "truth").mkdir(parents=True)
+        (world / SUMMARY).write_text("{}")
+        for v in range(6):
+            masks = np.zeros((2, 112, 112), bool)
+            masks[0, 30:80, 30:80] = True
+            masks[1, 85:105, 20:60] = True
+            write_truth(world, f"v{v}", {
+                "scene": "park", "duration": 6.0, "fps": 10, "width": 112, "height": 112,
+                "camera": {"canvas_width": 112, "x_start": 0, "x_end": 0},
+                "objects": [{"id": 0, "category": "dog", "sounding": True, "mask": 0},
+                            {"id": 1, "category": "tree", "sounding": False, "mask": 1}],
+                "sounds": [{"category": "dog", "object": 0, "on_screen": True, "intervals": [[0.0, 6.0]]}]}, masks)
+        ds.write_json_atomic(run.data / ds.REPORT, {"videos_dir": str(world / "videos"), "ingested": [], "skipped": []})
+        after = client.post(f"/runs/{run.run_id}/listen", data={"frame": "3", "csrf_token": csrf})
+        assert after.status_code == 200 and 'id="heatmap"' in after.text
+        (encoded,) = re.findall(r'id="truth" class="heatmap" src="data:image/png;base64,([^"]+)"', after.text)
+        truth = np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))).convert("RGB"))
+        assert truth.shape == (99, 99, 3)                      # the network's crop, as the heatmap
+        assert (truth == (0, 230, 0)).all(axis=2).sum() > 50 and (truth == (255, 255, 255)).all(axis=2).sum() > 20
+        upload = io.BytesIO()
+        Image.fromarray(np.full((112, 112, 3), 90, np.uint8)).save(upload, "PNG")
+        uploaded = client.post(f"/runs/{run.run_id}/listen", data={"csrf_token": csrf},
+                               files={"image": ("x.png", upload.getvalue(), "image/png")})
+        assert uploaded.status_code == 200 and 'id="truth"' not in uploaded.text     # an upload has no truth

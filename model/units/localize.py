@@ -162,22 +162,10 @@ def example_image(crop: np.ndarray, heat: np.ndarray, truth: CropTruth) -> np.nd
 
 # --- The run, the world, the frames
 
-def world_of_data(data_dir: str | Path) -> Path | None:
-    """The generated world DATA_DIR was ingested from (its report's videos folder), else None."""
-    from model.world.truth import find_world_dir
-
-    report = Path(data_dir) / ds.REPORT
-    videos_dir = ds.read_report(data_dir).get("videos_dir") if report.exists() else None
-    try:
-        return find_world_dir(videos_dir) if videos_dir else None
-    except FileNotFoundError:
-        return None
-
-
 def checked_world(run_dir: Path, data_dir: Path, world_dir: Path | None, records: Sequence[ds.FrameRecord]) -> Path:
     """The world whose truth scores the run: ``world_dir`` when given (refused, naming both, when it does not
     hold the truth of the data's videos or is another world than the one the data came from), else the data's."""
-    from model.world.truth import SUMMARY, TRUTH_DIR
+    from model.world.truth import SUMMARY, TRUTH_DIR, world_of_data
 
     recorded = world_of_data(data_dir)
     if world_dir is None:

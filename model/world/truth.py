@@ -51,6 +51,18 @@ def find_world_dir(path: str | Path) -> Path:
     raise FileNotFoundError(f"{path}: not inside a generated world (no {SUMMARY} here or above)")
 
 
+def world_of_data(data_dir: str | Path) -> Path | None:
+    """The generated world whose videos DATA_DIR was ingested from (its ingest report's videos folder), else None:
+    the truth `dissect --truth`, `probe --world` and `localize` read."""
+    from model.data.dataset import read_report
+
+    videos_dir = read_report(data_dir).get("videos_dir")
+    try:
+        return find_world_dir(videos_dir) if videos_dir else None
+    except FileNotFoundError:
+        return None
+
+
 def write_truth(world_dir: Path, stem: str, record: dict, masks: np.ndarray) -> None:
     truth_dir = world_dir / TRUTH_DIR
     np.savez_compressed(truth_dir / f"{stem}_masks.npz", masks=masks.astype(bool))
