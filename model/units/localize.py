@@ -202,7 +202,8 @@ class Network:
 
 
 def _targets(data_dir: Path, kind: str, records: Sequence[ds.FrameRecord], rows: np.ndarray) -> torch.Tensor:
-    """(len(rows), outputs) weights of each frame's true label: one-hot of its cluster (scene, texton), its code's bits."""
+    """(len(rows), outputs) weights of each frame's true label: one-hot of its cluster (scene, texton), else its
+    code's bits."""
     labels = load_targets(data_dir, kind, np.array([r.split for r in records]))
     targets = labels.targets[rows]
     return targets.float() if labels.multilabel else one_hot(targets, labels.num_outputs)
