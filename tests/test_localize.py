@@ -40,6 +40,7 @@ def test_a_heatmap_that_is_the_mask_scores_ciou_1_and_pointing_1():
     left[:, :SIZE // 2] = 1.0
     assert lo.frame_ciou(left, mask) == 0.0 and not lo.pointing_hit(left, mask)
     assert not lo.pointing_hit(np.zeros((SIZE, SIZE)), np.ones((SIZE, SIZE), bool))     # zeros point nowhere
+    assert lo.summarize([0.0, 1.0], [False, True], peaks=[0.0, 2.0])["blank"] == 0.5
     # AUC: the share of frames at or above each cIoU threshold 0, 0.05, ..., 1 (1, then 0.5 up to 0.5, then 0),
     # integrated by trapezoids.
     half = lo.summarize([0.5, 0.0], [True, False])
@@ -229,7 +230,7 @@ def test_localize_command_writes_the_figures_and_counts_the_negatives(tiny):
     # Test videos 0-3, two frames each: one video heard in view; one off screen and one outside the crop; one quiet.
     assert saved["kinds"] == {"visible": 2, "offscreen": 4, "silent": 2, "empty": 0}
     assert saved["overall"]["frames"] == 2 and set(saved["per_category"]) == {"dog"}
-    assert set(saved["overall"]) == {"ciou", "auc", "pointing", "mean_ciou", "frames"}
+    assert set(saved["overall"]) == {"ciou", "auc", "pointing", "mean_ciou", "frames", "blank"}
     assert set(saved["baselines"]) == {"center", "untrained"}
     assert saved["baselines"]["center"]["overall"]["pointing"] == 1.0      # the dog stands in the middle
     assert saved["negatives"]["offscreen"]["frames"] == 4 and saved["negatives"]["silent"]["frames"] == 2

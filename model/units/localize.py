@@ -10,7 +10,8 @@ strictly above it; LVS's and EZ-VSL's evaluation code), a frame's cIoU is that r
 (the consensus IoU with one annotator), ``ciou`` is the share of frames whose cIoU >= 0.5, ``auc`` the area
 under that share as the cIoU threshold runs over 0, 0.05, ..., 1, ``pointing`` the share of frames whose
 heatmap peak lies on a sounding object (the pointing game, Zhang et al. 2016, without tolerance); a heatmap that
-is zero everywhere points nowhere and scores 0. ``mean_ciou`` is the mean of the frames' cIoU.
+is zero everywhere points nowhere and scores 0 (``blank``: the share of such frames; Grad-CAM's is zero where
+every gradient-weighted map is negative). ``mean_ciou`` is the mean of the frames' cIoU.
 
 Frames fall into four kinds: ``visible`` (an audible source with at least ``min_source_pixels`` in the crop:
 these are scored), ``offscreen`` (something is heard, but no source is in the crop: the negatives the field's
@@ -70,16 +71,19 @@ def pointing_hit(heat: np.ndarray, mask: np.ndarray) -> bool:
     return bool(mask.flat[int(np.argmax(heat))])
 
 
-def summarize(cious: Sequence[float], hits: Sequence[bool], settings: LocalizationSettings = LOCALIZATION) -> dict:
-    """{ciou, auc, pointing, mean_ciou, frames} over frames (see the module docstring); None figures for none."""
+def summarize(cious: Sequence[float], hits: Sequence[bool], settings: LocalizationSettings = LOCALIZATION,
+              peaks: Sequence[float] | None = None) -> dict:
+    """{ciou, auc, pointing, mean_ciou, frames} over frames (see the module docstring), and with the heatmaps'
+    ``peaks`` ``blank``: the share of frames whose heatmap is zero everywhere; None figures for no frame."""
     cious, hits = np.asarray(cious, float), np.asarray(hits, bool)
+    blank = {} if peaks is None else {"blank": float((np.asarray(peaks) <= 0).mean()) if len(cious) else None}
     if not len(cious):
-        return {"ciou": None, "auc": None, "pointing": None, "mean_ciou": None, "frames": 0}
+        return {"ciou": None, "auc": None, "pointing": None, "mean_ciou": None, "frames": 0, **blank}
     thresholds = np.linspace(0, 1, settings.auc_steps)
     success = [(cious >= t).mean() for t in thresholds]
     return {"ciou": float((cious >= settings.success_ciou).mean()),
             "auc": float(np.sum((success[1:] + np.array(success[:-1])) / 2 * np.diff(thresholds))),
-            "pointing": float(hits.mean()), "mean_ciou": float(cious.mean()), "frames": int(len(cious))}
+            "pointing": float(hits.mean()), "mean_ciou": float(cious.mean()), "frames": int(len(cious)), **blank}
 
 
 def center_prior(size: int, sigma: float = LOCALIZATION.center_sigma) -> np.ndarray:
@@ -324,7 +328,8 @@ def _score(table: dict[str, list], heat: np.ndarray, truth: CropTruth) -> None:
 def _overall(table: dict[str, list], truths: Sequence[CropTruth], settings: LocalizationSettings,
              category: str | None = None) -> dict:
     chosen = [i for i, t in enumerate(truths) if t.kind == "visible" and (category is None or category in t.categories)]
-    return summarize([table["ciou"][i] for i in chosen], [table["hit"][i] for i in chosen], settings)
+    return summarize([table["ciou"][i] for i in chosen], [table["hit"][i] for i in chosen], settings,
+                     [table["peak"][i] for i in chosen])
 
 
 def _negatives(table: dict[str, list], truths: Sequence[CropTruth]) -> dict:
