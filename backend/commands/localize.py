@@ -2,7 +2,9 @@
 (model/units/localize.py), into RUN_DIR/localization.json."""
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -53,18 +55,22 @@ def register(app: typer.Typer) -> None:
         path = localization_file(run_dir)
         write_json_atomic(path, result)
         if as_json:
+            if publish:     # stdout is the JSON alone: what publishing says goes to stderr
+                with contextlib.redirect_stdout(sys.stderr):
+                    publish_or_exit(run_dir, db)
             typer.echo(json.dumps(result, indent=1))
-        else:
-            kinds = result["kinds"]
-            typer.echo(f"{result['split']} frames: {kinds['visible']} with a heard source in view (scored), "
-                       f"{kinds['offscreen']} heard off screen, {kinds['silent']} with only silent objects, "
-                       f"{kinds['empty']} empty; heatmap: {result['method']} of the true label; cIoU: the heatmap "
-                       f"above its median, share of frames >= {result['convention']['success_ciou']}")
-            typer.echo(format_table(result))
-            negatives = result["negatives"]
-            typer.echo("peak of the heatmap against frames with a visible source: "
-                       + ", ".join(f"{kind} x{negatives[kind]['peak_vs_visible']:.2f}"
-                                   for kind in ("offscreen", "silent") if negatives[kind]["peak_vs_visible"] is not None))
-            typer.echo(f"wrote {path}")
+            return
+        kinds = result["kinds"]
+        typer.echo(f"{result['split']} frames: {kinds['visible']} with a heard source in view (scored), "
+                   f"{kinds['offscreen']} heard off screen, {kinds['silent']} with only silent objects, "
+                   f"{kinds['empty']} empty; heatmap: {result['method']} of the true label; cIoU: the heatmap "
+                   f"above its median, share of frames >= {result['convention']['success_ciou']}")
+        typer.echo(format_table(result))
+        negatives = result["negatives"]
+        peaks = [f"{kind} x{negatives[kind]['peak_vs_visible']:.2f}" for kind in ("offscreen", "silent")
+                 if negatives[kind]["peak_vs_visible"] is not None]
+        if peaks:
+            typer.echo(f"peak of the heatmap against frames with a visible source: {', '.join(peaks)}")
+        typer.echo(f"wrote {path}")
         if publish:
             publish_or_exit(run_dir, db)
