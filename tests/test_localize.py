@@ -243,6 +243,25 @@ def test_localize_command_writes_the_figures_and_counts_the_negatives(tiny):
     assert json.loads(printed.output)["kinds"]["visible"] == 4
 
 
+def test_the_scene_control_is_scored_on_the_same_frames(tiny):
+    records = ds.load_manifest(tiny.data)
+    np.savez(ds.labels_file(tiny.data, "scene"), labels=np.arange(len(records)) % 6, keep=np.ones(len(records), bool),
+             k=6, names=np.array([f"scene{i}" for i in range(6)]))
+    scene = tiny.root / "scene"
+    scene.mkdir()
+    info = RunInfo("scene", 6, False, FRAME, CROP, 16, IMAGE_MEAN, IMAGE_STD)
+    torch.save({"model": info.build_model().eval().state_dict(), "run": asdict(info), "step": 0}, scene / FINAL_MODEL)
+    write_run_json(scene, info, {"config": {"epochs": 1, "seed": 0}, "data_dir": str(tiny.data)})
+    result = CliRunner().invoke(app, ["localize", str(tiny.run), "--scene-run", str(scene), "--device", "cpu",
+                                      "--no-publish"])
+    assert result.exit_code == 0, result.output
+    assert "scene pointing" in result.output and "heatmap methods, pointing / AUC: sound: gradcam" in result.output
+    saved = json.loads(localization_file(tiny.run).read_text())
+    assert list(saved["baselines"]) == ["center", "untrained", "scene"]
+    assert saved["baselines"]["scene"]["overall"]["frames"] == saved["overall"]["frames"] == 2
+    assert set(saved["methods"]) == {"sound", "untrained", "scene"}
+
+
 def test_the_untrained_baseline_is_the_architecture_at_the_runs_seed(tiny, monkeypatch):
     built = []
     original = RunInfo.build_model

@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
                    f"{kinds['empty']} empty; heatmap: {result['method']} of the true label; cIoU: the heatmap "
                    f"above its median, share of frames >= {result['convention']['success_ciou']}")
         typer.echo(format_table(result))
+        typer.echo("heatmap methods, pointing / AUC: " + "; ".join(
+            f"{network}: " + ", ".join(f"{method} {row['pointing']:.2f} / {row['auc']:.2f}" for method, row in methods.items()
+                                       if row["frames"])
+            for network, methods in result["methods"].items()))
         negatives = result["negatives"]
         peaks = [f"{kind} x{negatives[kind]['peak_vs_visible']:.2f}" for kind in ("offscreen", "silent")
                  if negatives[kind]["peak_vs_visible"] is not None]
