@@ -83,10 +83,10 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         epochs = params.get("epochs") or TRAIN_PRESETS[params["preset"]].epochs
         steps.append(Step("train", argv + (["--resume"] if resuming else []), Path(params["run_dir"]), epochs,
                           params.get("gpus") or 1))
-    # A train job goes on to the run's units and, on a generated world's data, their automatic labels and
-    # ablations (`dissecting`, `ablating`): what each category's detectors, and each unit alone, do for the
-    # sound prediction (the unit pages), for a network trained here only (another network analysed in a run
-    # folder has no sound labels).
+    # A train job goes on to the run's units and, on a generated world's data, their automatic labels, where the
+    # sound comes from and ablations (`dissecting`, `ablating`): what each category's detectors, and each unit
+    # alone, do for the sound prediction (the unit pages), for a network trained here only (another network
+    # analysed in a run folder has no sound labels).
     world_dir = world_of(params["data_dir"]) if kind == "train" else None
     dissecting = kind in ("demo", "dissect") or world_dir is not None
     ablating = dissecting and (kind in ("demo", "train") or (Path(params["run_dir"]) / FINAL_MODEL).exists())
@@ -100,6 +100,9 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         steps.append(Step("dissect", ["dissect", params["run_dir"], "--truth", *(["--no-publish"] if ablating else []),
                                       *(["--checkpoints"] if kept else [])]))
     if ablating:
+        # Where the sound comes from (the results page): a run that cannot be localised still gets its ablations.
+        steps.append(Step("localize", ["localize", params["run_dir"], "--no-publish",
+                                       "--device", params.get("device") or "auto"], optional=True))
         steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
     # ... and probes its layers on the world's held-out frames (the Representation page), where there are
     # enough of them; a probe that cannot be scored on this data leaves the run as it is.
@@ -113,13 +116,9 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
 def world_of(data_dir: str | Path) -> Path | None:
     """The generated world whose videos the dataset was ingested from (its truth is what `dissect --truth`
     and `probe --world` read), else None."""
-    from model.world.truth import find_world_dir
+    from model.world.truth import world_of_data
 
-    videos_dir = ds.read_report(Path(data_dir)).get("videos_dir") if (Path(data_dir) / ds.REPORT).exists() else None
-    try:
-        return find_world_dir(videos_dir) if videos_dir else None
-    except FileNotFoundError:
-        return None
+    return world_of_data(data_dir)
 
 
 def held_out_videos(data_dir: str | Path) -> int:

@@ -15,7 +15,8 @@ published (SQLite has one write lock):
 4. the automatic labels of dissection.json (the paper's and, from masks, Network Dissection's; a
    mask class the categories table lacks is added, with its characteristic-sound flag);
 5. the sound clusters (or code bits) of the run's labels, with their member frames;
-6. emergence.json (``dissect --checkpoints``) and ablation_<layer>.json (``ambient ablate``) onto the run, and
+6. emergence.json (``dissect --checkpoints``), localization.json (``ambient localize``) and
+   ablation_<layer>.json (``ambient ablate``) onto the run, and
    from the latter's single units each unit's "sounds it helps predict" and each cluster's units it depends on.
 
 Publishing is idempotent: the same files give the same database.
@@ -212,7 +213,7 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
 
 
 def _publish_analyses(sessions, folder: rd.RunFolder, layers: list[str]) -> None:
-    """Emergence and ablation results, those of the first analysed layer that has any."""
+    """Emergence, localisation and ablation results (those of the first analysed layer that has any)."""
     from model.units.ablate import single_unit_links
 
     ablated = next((layer for layer in layers if folder.ablation(layer) is not None), None)
@@ -220,7 +221,7 @@ def _publish_analyses(sessions, folder: rd.RunFolder, layers: list[str]) -> None
     helps, depends = single_unit_links(ablation) if ablation else ({}, {})
     with sessions.begin() as session:
         run = store.find_run(session, folder.path)
-        store.write_run_analyses(session, run, folder.emergence(), ablation)
+        store.write_run_analyses(session, run, folder.emergence(), ablation, folder.localization())
         store.write_ablation_links(session, run, store.find_layer(session, run, ablated) if ablated else None,
                                    helps, depends)
 

@@ -19,6 +19,11 @@ include the category and on the other test frames. Target, on every seed, for th
 most detectors among those some test frame hears: own-frames drop >= 2x the random units' and > the
 other frames' drop.
 
+Then where the sound comes from (`ambient localize sound --scene-run scene`): the Grad-CAM heatmap of each test
+frame's true sound label against the heard objects' pixels (the world's truth): the pointing game and the AUC of
+cIoU, beside a centre prior, the untrained network and the scene-trained control on the same frames. Target, on
+every seed: the sound network beats the centre prior and the untrained network on pointing and on AUC.
+
     .venv/bin/python benchmarks/bench_science.py [--seeds 0 1 2 3 4] [--out DIR] [--no-controls]
     .venv/bin/python benchmarks/bench_science.py --out DIR --report-only    # the table from a kept --out
 """
@@ -94,6 +99,8 @@ def collect(seed: int, work: Path) -> dict:
         row["scene_accuracy"] = final_metrics(work / "scene")["test_accuracy"]
     if (work / "sound" / "ablation_conv5.json").exists():
         row["causal"] = causal_rows(json.loads((work / "sound" / "ablation_conv5.json").read_text()))
+    if (work / "sound" / "localization.json").exists():
+        row["localization"] = localization_row(json.loads((work / "sound" / "localization.json").read_text()))
     if (work / "science.json").exists():        # how long the seed's stages took when they ran, and on what code
         kept = json.loads((work / "science.json").read_text())
         row.update({key: kept[key] for key in ("minutes", "commit") if key in kept})
@@ -165,6 +172,9 @@ def run_seed(seed: int, root: Path, controls: bool) -> dict:
         ambient(log, "train", str(data), "--labels", "scene", "--out", str(work / "scene"), "--preset", PRESET,
                 done=work / "scene" / "model.pt")
         analyse(log, work / "scene", data)
+    # Where the sound comes from, beside the centre prior, the untrained network and (with controls) the scene control.
+    ambient(log, "localize", str(work / "sound"), *(["--scene-run", str(work / "scene")] if controls else []),
+            "--no-publish", done=work / "sound" / "localization.json")
     row = collect(seed, work)
     for category in row.get("causal", []):
         print(causal_line(seed, category), flush=True)
@@ -254,6 +264,63 @@ if no_ratio else ''}.
 """
 
 
+LOCALIZED = ("sound", "center", "untrained", "scene")
+
+
+def localization_row(localization: dict) -> dict:
+    """{network: {pointing, auc, ciou, mean_ciou, frames}} of RUN_DIR/localization.json, and the negatives' peaks."""
+    row = {"sound": localization["overall"], "method": localization["method"],
+           **{name: b["overall"] for name, b in localization["baselines"].items()}}
+    row["offscreen_peak"] = localization["negatives"]["offscreen"]["peak_vs_visible"]
+    row["silent_peak"] = localization["negatives"]["silent"]["peak_vs_visible"]
+    return row
+
+
+def localization_margins(row: dict) -> dict[str, float]:
+    """The sound network's pointing and AUC minus the centre prior's and the untrained network's."""
+    loc = row["localization"]
+    return {f"{figure} vs {baseline}": loc["sound"][figure] - loc[baseline][figure]
+            for baseline in ("center", "untrained") for figure in ("pointing", "auc")}
+
+
+def localization_report(rows: list[dict]) -> str:
+    """The localisation paragraph and table; empty when no seed was localised."""
+    localized = [r for r in rows if "localization" in r]
+    if not localized:
+        return ""
+    names = [n for n in LOCALIZED if any(n in r["localization"] for r in localized)]
+    head = ("| seed | frames | " + " | ".join(f"{n} pointing / AUC / cIoU" for n in names)
+            + " | peak off screen / silent vs visible | beats centre and untrained |\n|"
+            + "---|" * (len(names) + 4) + "\n")
+    lines, met = [], []
+    for r in localized:
+        loc, margins = r["localization"], localization_margins(r)
+        failed = [name for name, margin in margins.items() if not margin > 0]
+        if not failed:
+            met.append(r["seed"])
+        cells = " | ".join(f"{loc[n]['pointing']:.2f} / {loc[n]['auc']:.2f} / {loc[n]['ciou']:.2f}" if n in loc else "-"
+                           for n in names)
+        peaks = " / ".join("-" if loc[k] is None else f"x{loc[k]:.2f}" for k in ("offscreen_peak", "silent_peak"))
+        lines.append(f"| {r['seed']} | {loc['sound']['frames']} | {cells} | {peaks} "
+                     f"| {'met' if not failed else 'missed: ' + ', '.join(failed)} |")
+    def signed_spread(values: list[float]) -> str:
+        return f"{statistics.median(values):+.2f} ({min(values):+.2f} to {max(values):+.2f})"
+
+    spreads = "; ".join(f"{name} {signed_spread([localization_margins(r)[name] for r in localized])}"
+                        for name in localization_margins(localized[0]))
+    return f"""
+Where the sound comes from (`ambient localize sound --scene-run scene`, {localized[0]['localization']['method']} heatmaps
+of the true sound label on the test frames with a heard source in view, against the heard objects' pixels): pointing
+is the share of frames whose heatmap peak lies on a heard object; cIoU the share whose heatmap, above its median,
+has IoU >= 0.5 with them (LVS / EZ-VSL's convention); AUC the area under that share over cIoU thresholds 0 to 1.
+Target: on every seed the sound network beats the centre prior and the untrained network on pointing and AUC: met on
+{len(met)} of {len(localized)} seeds{f" (seeds {', '.join(map(str, met))})" if met else ""}. Sound minus baseline,
+median (range): {spreads}.
+
+{head}{chr(10).join(lines)}
+"""
+
+
 def code_version() -> str:
     """The commit the figures come from (a table is only comparable with runs of the same world code)."""
     def git(*args: str) -> str:
@@ -300,7 +367,7 @@ Median (range) over seeds: {spreads}. Categories with a detector over all seeds:
 ({', '.join(all_categories)}). Targets (ratio >= {TARGET_RATIO:g}x, >= {TARGET_DETECTORS} detectors, sounding > silent,
 sounding > the scene-trained control's, on every seed; >= {TARGET_CATEGORIES} categories over all seeds):
 {'all met' if met else 'not all met (see the last column)'}.
-{causal_report(rows)}"""
+{causal_report(rows)}{localization_report(rows)}"""
 
 
 def main() -> None:

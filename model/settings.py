@@ -207,6 +207,28 @@ class AblationSettings:
 
 
 ABLATION = AblationSettings()
+
+
+@dataclass(frozen=True)
+class LocalizationSettings:
+    """Where the sound comes from, scored against the world's truth (``ambient localize``, model/units/localize.py).
+
+    The literature's convention (LVS, Chen et al. 2021, and EZ-VSL's evaluation code): each heatmap is
+    binarised at its median (the pixels strictly above it, at most half the picture), a frame's cIoU is that
+    region's IoU with the truth, ``ciou`` the share of frames with cIoU >= ``success_ciou`` and ``auc`` the
+    area under that share as the cIoU threshold runs from 0 to 1 in ``auc_steps`` steps."""
+
+    layer: str = "conv5"
+    method: str = "gradcam"            # the heatmap of the main figures; every method is also compared
+    success_ciou: float = 0.5
+    auc_steps: int = 21                # cIoU thresholds 0, 0.05, ..., 1
+    min_source_pixels: int = 16        # a source with fewer pixels in the network's crop is not on screen
+    center_sigma: float = 0.25         # the centre prior: a Gaussian of this many crop sides
+    batch_size: int = 64
+    examples: int = 4                  # example frames (heatmap beside the truth) for the results page
+
+
+LOCALIZATION = LocalizationSettings()
 POOL_SPLITS = ("test", "train", "all")   # which frames of a dataset form a units pool
 
 

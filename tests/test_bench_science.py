@@ -4,6 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_science  # noqa: E402
 
@@ -74,3 +76,30 @@ def test_causal_rows_come_from_the_ablation_json_most_detectors_first():
                    "other_drop": 0.0}}]}
     rows = bench_science.causal_rows(ablation)
     assert [(r["category"], r["detectors"], r["own_frames"]) for r in rows] == [("tree", 2, 0), ("dog", 1, 3)]
+
+
+def localization(sound=(0.4, 0.3), center=(0.3, 0.2), untrained=(0.2, 0.1), scene=None) -> dict:
+    def overall(pointing, auc):
+        return {"pointing": pointing, "auc": auc, "ciou": 0.1, "mean_ciou": auc, "frames": 100}
+
+    baselines = {"center": {"overall": overall(*center)}, "untrained": {"overall": overall(*untrained)}}
+    if scene:
+        baselines["scene"] = {"overall": overall(*scene)}
+    return {"method": "gradcam", "overall": overall(*sound), "baselines": baselines,
+            "negatives": {"offscreen": {"peak_vs_visible": 0.5}, "silent": {"peak_vs_visible": None}}}
+
+
+def test_the_localisation_target_is_beating_the_centre_and_the_untrained_network_on_pointing_and_auc():
+    beats = row(0) | {"localization": bench_science.localization_row(localization(scene=(0.35, 0.25)))}
+    loses = row(1) | {"localization": bench_science.localization_row(localization(center=(0.5, 0.2)))}
+    assert bench_science.localization_margins(beats) == {"pointing vs center": pytest.approx(0.1),
+                                                         "auc vs center": pytest.approx(0.1),
+                                                         "pointing vs untrained": pytest.approx(0.2),
+                                                         "auc vs untrained": pytest.approx(0.2)}
+    text = bench_science.report([beats, loses, row(2)], 60.0)
+    assert "met on\n1 of 2 seeds (seeds 0)" in text
+    assert "| 0 | 100 | 0.40 / 0.30 / 0.10 | 0.30 / 0.20 / 0.10 | 0.20 / 0.10 / 0.10 | 0.35 / 0.25 / 0.10 " \
+           "| x0.50 / - | met |" in text
+    assert "| 1 | 100 |" in text and "| - | x0.50 / - | missed: pointing vs center |" in text
+    assert "pointing vs center +0.00 (-0.10 to +0.10)" in text
+    assert "Where the sound comes from" not in bench_science.report([row(0)], 60.0)

@@ -57,12 +57,13 @@ def test_ingest_paths_are_checked(tmp_path):
 def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     params = job_params("demo", {"k": "4", "epochs": "3", "device": "cpu"})
     params, steps = job_steps(7, "demo", params, tmp_path)
-    assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "ablate"]
+    assert [s.name for s in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "localize", "ablate"]
     assert params["run_dir"] == str(tmp_path / "7" / "run")
     train = steps[3]
     assert "--resume" not in train.argv and ["--epochs", "3"] == train.argv[-6:-4] and train.epochs == 3
     assert train.argv[-2:] == ["--keep-checkpoints", "4"] and steps[5].argv[-1] == "--checkpoints"
-    assert steps[6].argv == ["ablate", params["run_dir"], "--detectors", "--each-unit"]
+    assert steps[6].argv == ["localize", params["run_dir"], "--no-publish", "--device", "cpu"] and steps[6].optional
+    assert steps[7].argv == ["ablate", params["run_dir"], "--detectors", "--each-unit"]
     assert steps[4].argv[-4:] == ["--device", "cpu", "--split", "all"]
     assert not any("sqlite" in arg for step in steps for arg in step.argv)    # the URL travels in the environment
     # A failed job queued again: the world and labels exist, training has a checkpoint.
@@ -73,7 +74,7 @@ def test_demo_steps_resume_from_what_is_on_disk(tmp_path):
     (tmp_path / "7" / "run").mkdir()
     (tmp_path / "7" / "run" / "checkpoint.pt").write_bytes(b"")
     _, steps = job_steps(7, "demo", params, tmp_path)
-    assert [s.name for s in steps] == ["ingest", "train", "units", "dissect", "ablate"]
+    assert [s.name for s in steps] == ["ingest", "train", "units", "dissect", "localize", "ablate"]
     assert steps[1].argv[-1] == "--resume"
 
 
@@ -93,7 +94,8 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
         (tmp_path / name).mkdir()
         (tmp_path / name / ds.MANIFEST).write_text("")
         (tmp_path / name / ds.REPORT).write_text(json.dumps({"videos_dir": str(videos)}))
-    for name, expected in (("world-data", ["train", "units", "dissect", "ablate"]), ("own-data", ["train", "units"])):
+    for name, expected in (("world-data", ["train", "units", "dissect", "localize", "ablate"]),
+                           ("own-data", ["train", "units"])):
         params = job_params("train", {"data_dir": str(tmp_path / name), "device": "cpu"})
         params, steps = job_steps(3, "train", params, tmp_path / "jobs")
         assert [s.name for s in steps] == expected, name
@@ -108,7 +110,8 @@ def test_a_train_job_goes_on_to_units_and_on_a_world_s_data_to_automatic_labels(
     (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest))
     params = job_params("train", {"data_dir": str(tmp_path / "world-data"), "device": "cpu"})
     params, steps = job_steps(3, "train", params, tmp_path / "jobs")
-    assert [s.name for s in steps] == ["train", "units", "dissect", "ablate", "probe"] and steps[-1].optional
+    assert [s.name for s in steps] == ["train", "units", "dissect", "localize", "ablate", "probe"]
+    assert steps[-1].optional
     assert steps[-1].argv == ["probe", params["run_dir"], "--world", str(world.resolve()), "--data",
                               params["data_dir"], "--device", "cpu"]
     (tmp_path / "world-data" / ds.MANIFEST).write_text("\n".join(manifest[1:]))     # one held-out video short
@@ -136,14 +139,16 @@ def test_the_admin_pages_demo_job_runs_the_plan_make_demo_runs(tmp_path):
     printed = CliRunner().invoke(app, ["demo", str(tmp_path / "7"), "--objects", "tuxpaint", "--print"])
     assert printed.exit_code == 0, printed.output
     assert printed.output.splitlines() == [" ".join(["ambient", *step.argv]) for step in steps]
-    assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "ablate"]
+    assert [step.name for step in steps] == ["world", "ingest", "labels", "train", "units", "dissect", "localize",
+                                             "ablate"]
     assert "--split all" in printed.output and "--preset demo" in printed.output
     assert '$AMBIENT demo "$DEMO" --objects "$OBJECTS"' in (REPO / "scripts" / "demo.sh").read_text()
 
 
 def _publishing(steps) -> list[str]:
-    """The steps that publish the run at their end (units, dissect and ablate do unless told --no-publish)."""
-    return [s.name for s in steps if s.name in ("units", "dissect", "ablate") and "--no-publish" not in s.argv]
+    """The steps that publish the run at their end (units, dissect, localize and ablate do unless told --no-publish)."""
+    return [s.name for s in steps
+            if s.name in ("units", "dissect", "localize", "ablate") and "--no-publish" not in s.argv]
 
 
 def test_the_demo_plan_publishes_the_run_once_at_its_end(tmp_path):
@@ -423,7 +428,8 @@ def test_a_dissect_job_ablates_only_a_network_trained_here(tmp_path):
     assert [s.name for s in steps] == ["dissect"]
     (run_dir / FINAL_MODEL).write_bytes(b"")
     _, steps = job_steps(4, "dissect", job_params("dissect", {"run_dir": str(run_dir)}), tmp_path / "jobs")
-    assert [s.name for s in steps] == ["dissect", "ablate"] and steps[1].argv[-2:] == ["--detectors", "--each-unit"]
+    assert [s.name for s in steps] == ["dissect", "localize", "ablate"]
+    assert steps[2].argv[-2:] == ["--detectors", "--each-unit"]
 
 
 def test_a_probe_job_runs_ambient_probe_on_a_benchmark_folder_or_the_runs_world(tmp_path):

@@ -37,7 +37,7 @@ from backend.app.media_files import dataset_file
 from backend.app.results import default_report
 from backend.config import Settings
 from backend.data_roots import is_inside
-from backend.db.models import Dataset, Frame, Run, SoundCluster
+from backend.db.models import Dataset, Frame, Run, SoundCluster, Video
 from model.data.decode import DecodeLimits, DecodeWorkers
 from model.settings import TEXTURE
 
@@ -191,6 +191,7 @@ class Listened:
     # top sound clusters: {"label", "title", "probability", "clips": [{"frame", "clip_url", "image_url"}]}
     clusters: list[dict]
     prediction: str | None            # key for the synthesise button
+    truth_png: bytes | None = None    # a pool frame of a generated world: the crop with the truth's outlines
 
 
 def _clusters(db: Session, run: Run, labels: list[dict]) -> list[dict]:
@@ -206,10 +207,11 @@ def _clusters(db: Session, run: Run, labels: list[dict]) -> list[dict]:
 
 
 def listen(listening: Listening, db: Session, run_id: int, account: int, shown: Visibility, data: bytes,
-           source: str) -> Listened:
+           source: str, frame_id: int | None = None) -> Listened:
     """Predict for an image's bytes (run in a worker thread: it runs the network, reads the database). The
     image is decoded in one of `listening.decoder`'s processes, killed at the deadline: a hostile file costs
-    a few seconds of one CPU at most, and a 422 naming it."""
+    a few seconds of one CPU at most, and a 422 naming it. ``frame_id``: the pool frame the bytes are, whose
+    truth outline is shown beside the heatmap when the run's data comes from a generated world."""
     from model.units import predict as pr
     run = db.get(Run, run_id)
     if run is None:
@@ -237,7 +239,33 @@ def listen(listening: Listening, db: Session, run_id: int, account: int, shown: 
     return Listened(run, source, labels, units, result.target,
                     pr.png_bytes(pr.heatmap_overlay(result.crop, result.heatmap)),
                     None if result.texture is None else result.texture.tolist(), result.texture_source,
-                    _clusters(db, run, labels), listening.remember(account, run.id, result.texture))
+                    _clusters(db, run, labels), listening.remember(account, run.id, result.texture),
+                    None if frame_id is None else frame_truth_png(listening.settings.allowed_roots(), db, run, frame_id,
+                                                                  predictor, result.crop))
+
+
+def frame_truth_png(roots: list[Path], db: Session, run: Run, frame_id: int, predictor, crop: np.ndarray
+                    ) -> bytes | None:
+    """A pool frame's crop as the network saw it, the objects heard at that moment outlined in green and the
+    silent ones in white (model/units/localize.py); None where the run's data is not from a generated world
+    inside the data roots, or its truth of that video is not there."""
+    from model.units.localize import crop_truth, truth_outline
+    from model.units.predict import png_bytes
+    from model.world.truth import frame_truth, world_of_data
+
+    row = db.execute(select(Dataset.data_dir, Video.path, Frame.time).join(Frame, Frame.dataset_id == Dataset.id)
+                     .join(Video, Frame.video_id == Video.id)
+                     .where(Frame.id == frame_id, Frame.dataset_id == run.dataset_id)).one_or_none()
+    if row is None:
+        return None
+    world = world_of_data(row.data_dir)
+    if world is None or not is_inside(world, roots):
+        return None
+    try:
+        truth = crop_truth(frame_truth(world, row.path, row.time), predictor.frame_size, predictor.input_size)
+    except (OSError, ValueError, KeyError):
+        return None
+    return png_bytes(truth_outline(crop, truth.sources, truth.silent))
 
 
 def pool_frame(db: Session, run: Run, frame_id: int) -> tuple[bytes, str]:

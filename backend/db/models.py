@@ -87,6 +87,8 @@ class Run(Base):
     emergence: Mapped[dict | None] = mapped_column(JSON)
     # RUN_DIR/ablation_<layer>.json (``ambient ablate``) without its per-unit part: baseline and ablations.
     ablation: Mapped[dict | None] = mapped_column(JSON)
+    # RUN_DIR/localization.json (``ambient localize``): heatmaps against the world's truth, with baselines.
+    localization: Mapped[dict | None] = mapped_column(JSON)
     # {resolved path: SHA-256} of the model files its network loads from, recorded when it was published:
     # the server loads only those bytes (None: published before this was recorded, so nothing is loaded).
     model_files: Mapped[dict | None] = mapped_column(JSON)

@@ -243,9 +243,11 @@ def replace_sound_clusters(session: Session, run: Run, dataset: Dataset, groups:
     return len(groups)
 
 
-def write_run_analyses(session: Session, run: Run, emergence: dict | None, ablation: dict | None) -> None:
-    """The run's emergence and ablation results (None: not computed; the stored ones are cleared)."""
+def write_run_analyses(session: Session, run: Run, emergence: dict | None, ablation: dict | None,
+                       localization: dict | None = None) -> None:
+    """The run's emergence, ablation and localisation results (None: not computed; the stored ones are cleared)."""
     run.emergence = emergence
+    run.localization = localization
     run.ablation = None if ablation is None else {key: value for key, value in ablation.items()
                                                   if key != "single_units"}
     session.flush()

@@ -35,6 +35,12 @@ Written by ``ambient ablate`` (model/units/ablate.py)::
                         own_drop_random_std, other_drop, other_drop_random, own_frames, other_frames, ...}}],
                         with --each-unit also single_units [{unit, accuracy, per_label}]
 
+Written by ``ambient localize`` (model/units/localize.py)::
+
+    localization.json   heatmaps against the world's truth: convention, kinds (frames of each kind), overall
+                        {ciou, auc, pointing, mean_ciou, frames}, per_category, negatives, predicted, methods,
+                        baselines {center, untrained[, scene]} (each overall, per_category[, negatives]), examples
+
 Written by ``ambient probe`` (model/units/probe.py)::
 
     probe_<dataset>.json  linear-probe results (Table 2): dataset, format, layers, tasks, networks
@@ -75,6 +81,7 @@ FINAL_MODEL = "model.pt"
 DISSECTION = "dissection.json"
 KEPT_CHECKPOINTS = "checkpoints"
 EMERGENCE = "emergence.json"
+LOCALIZATION = "localization.json"
 
 
 @dataclass(frozen=True)
@@ -284,6 +291,18 @@ def read_emergence(run_dir: str | Path) -> dict | None:
         return None
 
 
+def localization_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / LOCALIZATION
+
+
+def read_localization(run_dir: str | Path) -> dict | None:
+    """RUN_DIR/localization.json (``ambient localize``), or None when absent or unreadable."""
+    try:
+        return json.loads(localization_file(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def run_model_file(run_dir: str | Path) -> Path | None:
     """The weights ``load_run`` reads by default: the final ones, else the latest checkpoint; None: neither."""
     return next((path for path in (Path(run_dir) / FINAL_MODEL, Path(run_dir) / CHECKPOINT) if path.exists()), None)
@@ -380,6 +399,9 @@ class RunFolder:
 
     def emergence(self) -> dict | None:
         return read_emergence(self.path)
+
+    def localization(self) -> dict | None:
+        return read_localization(self.path)
 
     def last_metrics(self) -> dict:
         return last_metrics(self.path)

@@ -40,8 +40,8 @@ from model.data import dataset as ds
 from model.network import run as rd
 # Untrusted image bytes are decoded in model/data/decode.py (light: its worker processes import no torch).
 from model.data.decode import IMAGE_FORMATS, BadImage, decode_image, frame_array  # noqa: F401: callers use them from here
-from model.units.nethook import retain_layer
-from model.network.caffenet import normalize_images
+from model.units.nethook import retain_layer, run_until
+from model.network.caffenet import CaffeNetBN, normalize_images
 from model.settings import UNITS
 
 # Colours of the heatmap, low to high (close to matplotlib's "jet"): hand-written, a 5-stop ramp needs no library.
@@ -226,22 +226,14 @@ def predict(predictor: Predictor, frames: torch.Tensor, top_labels: int = 5, top
     if predictor.output_kind is None:       # a trunk: its output is the layer
         with torch.no_grad():
             maps = predictor.module(x).float()
-        logits, heat = None, torch.relu(maps).mean(dim=1)
+        logits, heat = None, activation_map(maps)
     else:
-        with torch.enable_grad(), retain_layer(predictor.module, predictor.layer) as kept:
-            logits = predictor.module(x)
-            maps = kept.output
-            # The top cluster or class; for code bits the surest bit on (the largest logit).
-            targets = logits.detach().argmax(dim=1)
-            score = logits.gather(1, targets[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, maps)
-        # Grad-CAM (Selvaraju et al. 2017): the maps weighted by their mean gradient, rectified.
-        heat = torch.relu((gradients.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1)).detach()
-        maps, logits = maps.detach().float(), logits.detach().float()
+        # The top cluster or class; for code bits the surest bit on (the largest logit).
+        heat, maps, logits = grad_cam(predictor.module, predictor.layer, x, None)
+        targets = logits.argmax(dim=1)
     if maps.ndim != 4:
         raise ValueError(f"layer {predictor.layer_name} gives {tuple(maps.shape)} outputs, not spatial maps")
-    heat = torch.nn.functional.interpolate(heat[:, None].float(), size=crops.shape[-2:], mode="bilinear",
-                                           align_corners=False)[:, 0]
+    heat = upsample_heat(heat, crops.shape[-1])
     heat = heat / heat.amax(dim=(1, 2), keepdim=True).clamp_min(1e-12)
     maxima = maps.amax(dim=(2, 3)).cpu().numpy()
     probabilities = None if logits is None else (
@@ -260,6 +252,82 @@ def predict(predictor: Predictor, frames: torch.Tensor, top_labels: int = 5, top
                                   heat[i].cpu().numpy(), crops[i].permute(1, 2, 0).cpu().numpy(), texture,
                                   source or predictor.texture_note))
     return results
+
+
+# --- Heatmaps: where the evidence for an output is. Each takes normalised crops x (N, 3, S, S) and
+# ``target`` (N, outputs) weights of the logits to explain (one-hot for a label, a code's bits), and gives
+# (N, h, w) raw maps at the layer's resolution (``upsample_heat`` brings them to the crop).
+
+HEATMAP_METHODS = ("gradcam", "cam", "activation")
+
+
+def one_hot(labels: torch.Tensor, outputs: int) -> torch.Tensor:
+    """(N,) label indices -> (N, outputs) float weights, as the heatmaps take them."""
+    return torch.nn.functional.one_hot(labels.long(), outputs).float()
+
+
+def grad_cam(module: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(heat, the layer's maps, logits): Grad-CAM (Selvaraju et al. 2017), the maps weighted by their mean
+    gradient of the target's score, summed and rectified. ``target`` None: the largest logit of each image."""
+    with torch.enable_grad(), retain_layer(module, layer) as kept:
+        logits = module(x)
+        maps = kept.output
+        if target is None:
+            target = one_hot(logits.detach().argmax(dim=1), logits.shape[1])
+        score = (logits * target.to(logits.dtype)).sum()
+        (gradients,) = torch.autograd.grad(score, maps)
+    heat = torch.relu((gradients.mean(dim=(2, 3), keepdim=True) * maps).sum(dim=1)).detach()
+    return heat, maps.detach().float(), logits.detach().float()
+
+
+def class_weights(module: CaffeNetBN) -> torch.Tensor:
+    """(outputs, conv5 units): CaffeNet's head (pool5 -> fc6 -> fc7 -> output) as one linear map, its ReLUs and
+    dropout left out, batch norm's scale folded in (eval), summed over pool5's cells: how much a conv5 unit's
+    activation adds to each output wherever it fires. CAM's class weights (Zhou et al. 2016) for a head that is
+    not one linear layer."""
+    def folded(block: nn.Sequential) -> torch.Tensor:     # Linear (no bias) -> BatchNorm1d
+        linear, norm = block[0], block[1]
+        return (norm.weight / torch.sqrt(norm.running_var + norm.eps))[:, None] * linear.weight
+
+    with torch.no_grad():
+        weights = module.output.weight @ folded(module.fc7) @ folded(module.fc6)
+        return weights.reshape(weights.shape[0], module.conv5[0].out_channels, -1).sum(dim=-1)
+
+
+def class_activation_map(module: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CAM-like: the raw conv5 maps weighted by the target's class weights (``class_weights``), rectified.
+    Our CaffeNet's conv5 only: ValueError for another network or layer."""
+    if not isinstance(module, CaffeNetBN) or layer != "conv5":
+        raise ValueError(f"the CAM heatmap needs our CaffeNet's conv5 (its head's class weights), "
+                         f"not {type(module).__name__}'s {layer}")
+    with torch.no_grad():
+        maps = module.forward_features(x, layer).float()
+        weights = target.float() @ class_weights(module).float()                   # (N, units)
+        return torch.relu((weights[:, :, None, None] * maps).sum(dim=1))
+
+
+def activation_map(maps: torch.Tensor) -> torch.Tensor:
+    """Where the layer fires whatever the label: the mean of its rectified maps (N, units, h, w) -> (N, h, w)."""
+    return torch.relu(maps.float()).mean(dim=1)
+
+
+def heatmap(module: nn.Module, layer: str, x: torch.Tensor, target: torch.Tensor, method: str) -> torch.Tensor:
+    """(N, h, w) raw heat of ``method`` (one of ``HEATMAP_METHODS``) for ``target``."""
+    if method == "gradcam":
+        return grad_cam(module, layer, x, target)[0]
+    if method == "cam":
+        return class_activation_map(module, layer, x, target)
+    if method == "activation":
+        with torch.no_grad():
+            return activation_map(run_until(module, layer, x))
+    raise ValueError(f"unknown heatmap method {method!r}; choose one of {', '.join(HEATMAP_METHODS)}")
+
+
+def upsample_heat(heat: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, h, w) -> (N, size, size): bilinear over the crop, values kept (not normalised)."""
+    return torch.nn.functional.interpolate(heat[:, None].float(), size=(size, size), mode="bilinear",
+                                           align_corners=False)[:, 0]
 
 
 def _name(predictor: Predictor, index: int) -> str:

@@ -32,6 +32,7 @@ class ObjectTruth:
     category: str
     sounding: bool                 # the category's characteristic_sound flag
     mask: np.ndarray               # HxW bool, video pixel coordinates of that frame
+    audible: bool = False          # its own sound is heard at that moment (a source on screen)
 
 
 @dataclass
@@ -48,6 +49,18 @@ def find_world_dir(path: str | Path) -> Path:
         if (candidate / SUMMARY).exists():
             return candidate
     raise FileNotFoundError(f"{path}: not inside a generated world (no {SUMMARY} here or above)")
+
+
+def world_of_data(data_dir: str | Path) -> Path | None:
+    """The generated world whose videos DATA_DIR was ingested from (its ingest report's videos folder), else None:
+    the truth `dissect --truth`, `probe --world` and `localize` read."""
+    from model.data.dataset import read_report
+
+    videos_dir = read_report(data_dir).get("videos_dir")
+    try:
+        return find_world_dir(videos_dir) if videos_dir else None
+    except FileNotFoundError:
+        return None
 
 
 def write_truth(world_dir: Path, stem: str, record: dict, masks: np.ndarray) -> None:
@@ -85,8 +98,9 @@ def frame_truth(world_dir: str | Path, video: str | Path, time_s: float) -> Fram
     record, masks = video_truth(world_dir, video)
     left = camera_x(record, time_s)
     window = masks[:, :, left:left + record["width"]]
-    objects = [ObjectTruth(o["category"], o["sounding"], window[o["mask"]]) for o in record["objects"]
-               if window[o["mask"]].sum() >= MIN_PIXELS]
-    audible = sorted({s["category"] for s in record["sounds"]
-                      if any(start <= time_s < end for start, end in s["intervals"])})
+    heard = [s for s in record["sounds"] if any(start <= time_s < end for start, end in s["intervals"])]
+    sources = {s.get("object") for s in heard if s.get("on_screen")}
+    objects = [ObjectTruth(o["category"], o["sounding"], window[o["mask"]], o.get("id", o["mask"]) in sources)
+               for o in record["objects"] if window[o["mask"]].sum() >= MIN_PIXELS]
+    audible = sorted({s["category"] for s in heard})
     return FrameTruth(scene=record["scene"], objects=objects, audible=audible)

@@ -281,7 +281,7 @@ def api_frame(frame_id: int, db: Session = Depends(get_db)):
     return frame_record(db, frame_id)
 
 
-# Emergence and ablation name each detector's category: admins only, as the results pages (annotators are blind).
+# Emergence, ablation and localisation name each detector's or sound's category: admins only, as the results pages (annotators are blind).
 @api.get("/runs/{run_id}/emergence", response_model=dict, dependencies=[Depends(admin_user)])
 def api_emergence(run_id: int, db: Session = Depends(get_db)):
     """When the detectors emerged (``ambient dissect --checkpoints``): per kept training step, the held-out
@@ -301,3 +301,16 @@ def api_ablation(run_id: int, db: Session = Depends(get_db)):
     if run.ablation is None:
         raise TaskError(f"Run {run.name} has no ablation results: run `ambient ablate RUN_DIR`.", 404)
     return run.ablation
+
+
+@api.get("/runs/{run_id}/localization", response_model=dict, dependencies=[Depends(admin_user)])
+def api_localization(run_id: int, db: Session = Depends(get_db)):
+    """Where the sound comes from (``ambient localize``): the heatmaps of the true sound label against the
+    world's truth (cIoU, AUC, pointing game) overall and per category, the baselines (centre prior, untrained
+    network, scene control), the negatives (sound off screen, only silent objects in view), the heatmap methods
+    compared, and a few example frames (PNG data URIs: heatmap beside the truth's outline)."""
+    run = get_run(db, run_id)
+    if run.localization is None:
+        raise TaskError(f"Run {run.name} has no localisation results: run `ambient localize RUN_DIR` on a run "
+                        f"trained on a generated world's data.", 404)
+    return run.localization

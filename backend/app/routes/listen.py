@@ -85,8 +85,12 @@ def _listening(request: Request) -> Listening:
     return request.app.state.listening
 
 
+def _png_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def _heatmap_url(listened: Listened) -> str:
-    return "data:image/png;base64," + base64.b64encode(listened.heatmap_png).decode()
+    return _png_url(listened.heatmap_png)
 
 
 def _record(listened: Listened) -> dict:
@@ -139,9 +143,10 @@ async def _read_upload(request: Request, image: UploadFile) -> tuple[bytes, str]
     return data, name
 
 
-async def _predict(request: Request, user: Annotator, run_id: int, read) -> Listened:
-    """Count the request against the account, get the image (``read``: a coroutine function) and predict in a
-    worker thread, a bounded number at a time: the event loop keeps answering everyone else."""
+async def _predict(request: Request, user: Annotator, run_id: int, read, frame_id: int | None = None) -> Listened:
+    """Count the request against the account, get the image (``read``: a coroutine function; ``frame_id``: the
+    pool frame it reads) and predict in a worker thread, a bounded number at a time: the event loop keeps
+    answering everyone else."""
     listening = _listening(request)
     user_id = user.id
     await anyio.to_thread.run_sync(listening.guard.request, user_id)
@@ -152,7 +157,7 @@ async def _predict(request: Request, user: Annotator, run_id: int, read) -> List
         with listening.slots.held(), request.app.state.sessions() as db:
             account = db.get(Annotator, user_id)
             shown = visibility(db, account, request.app.state.settings.undo_minutes)
-            return listen(listening, db, run_id, user_id, shown, data, source)
+            return listen(listening, db, run_id, user_id, shown, data, source, frame_id)
 
     return await anyio.to_thread.run_sync(work, limiter=listening.limiter)
 
@@ -178,7 +183,8 @@ def _page(request: Request, user: Annotator, run_id: int, listened: Listened | N
         return render(request, "listen.html", user=user, run=run, frames=frames, listened=listened,
                       chart=figure_html(labels_figure(listened), displayModeBar=False)
                       if listened and listened.labels else None,
-                      heatmap=_heatmap_url(listened) if listened else None)
+                      heatmap=_heatmap_url(listened) if listened else None,
+                      truth=_png_url(listened.truth_png) if listened and listened.truth_png else None)
 
 
 @pages.get("/listen")
@@ -202,15 +208,16 @@ def _pool_frame_id(value) -> int:
 async def listen_upload(run_id: int, request: Request, form: FormData = Depends(upload_form),
                         user: Annotator = Depends(current_user)):
     """The prediction for an uploaded image (multipart field `image`) or a frame of the run's pool (field `frame`)."""
-    image = form.get("image")
+    image, frame_id = form.get("image"), None
     if isinstance(image, UploadFile):
         async def read() -> tuple[bytes, str]:
             return await _read_upload(request, image)
     elif "frame" in form:
-        read = _pool_reader(request, run_id, _pool_frame_id(form.get("frame")))
+        frame_id = _pool_frame_id(form.get("frame"))
+        read = _pool_reader(request, run_id, frame_id)
     else:
         raise TaskError("Send an image (field `image`) or pick a frame of the pool (field `frame`).", 422)
-    listened = await _predict(request, user, run_id, read)
+    listened = await _predict(request, user, run_id, read, frame_id)
     return await anyio.to_thread.run_sync(_page, request, user, run_id, listened)
 
 
