@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from backend.commands import (ablate, db, demo, dissect, export, ingest, labels, predict, probe, publish, serve,
-                              shards, synthesize, texture, train, units, users, worker, world)
+from backend.commands import (ablate, compare, db, demo, dissect, export, ingest, labels, predict, probe, publish,
+                              serve, shards, synthesize, texture, train, units, users, visualize, worker, world)
 from model.cpu import pin_portable_kernels, portable_requested
 
 app = typer.Typer(help="Ambient: learn visual detectors from ambient sound.", no_args_is_help=True,
@@ -20,7 +20,7 @@ def pin_kernels_if_asked() -> None:
 
 
 for stage in (world, ingest, texture, synthesize, labels, shards, train, units, dissect, ablate, probe, predict,
-              publish, demo, db, serve, users, export, worker):
+              visualize, compare, publish, demo, db, serve, users, export, worker):
     stage.register(app)
 
 if __name__ == "__main__":

@@ -47,12 +47,14 @@ class PublishedGroup:
     closest_frame_ids: list[int]
     sources: dict[str, int]
     depends_on: list[dict]      # ``ambient ablate --each-unit``: [{"layer", "unit", "drop"}], largest drop first
+    visualization_url: str | None = None    # ``ambient visualize --clusters``: what the network thinks it looks like
 
     @classmethod
-    def of(cls, row: SoundCluster) -> "PublishedGroup":
+    def of(cls, row: SoundCluster, visualized: bool = False) -> "PublishedGroup":
         return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
                    None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
-                   dict(row.sources), list(row.depends_on or []))
+                   dict(row.sources), list(row.depends_on or []),
+                   f"/clusters/{row.id}/visualization.png" if visualized else None)
 
 
 def _vector(data: bytes) -> np.ndarray:
@@ -72,7 +74,9 @@ def run_groups(db: Session, run_id: int) -> tuple[Run, list[PublishedGroup]]:
     if not rows:
         raise NotFound(f"Run {run.name} has no published sound clusters: its labels are not cluster or binary "
                        f"codes, or it was published before `ambient labels` ran (run `ambient publish` again).")
-    return run, [PublishedGroup.of(row) for row in rows]
+    visualized = set(db.scalars(select(SoundCluster.id).where(SoundCluster.run_id == run_id,
+                                                              SoundCluster.visualization_png.is_not(None))))
+    return run, [PublishedGroup.of(row, row.id in visualized) for row in rows]
 
 
 def frame_groups(db: Session, run_id: int, frame_id: int) -> tuple[Run, Frame, list[PublishedGroup]]:

@@ -12,19 +12,25 @@ for the cluster's probability (what the network thinks that sound looks like). A
 
 ``visualize_units`` and ``visualize_clusters`` are the entry points; ``unit_maxima`` scores pictures as
 ``ambient units`` does (a unit's spatial maximum), for the check that a visualisation excites its unit more
-than its top pool image does.
+than its top pool image does; ``visualize_run`` does both for a trained run and writes RUN_DIR/visualizations/.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.io import encode_png
 
+from model.data.dataset import atomic_file, write_json_atomic
+from model.network.run import (RunFolder, cluster_visualization_file, read_visualizations, unit_visualization_file,
+                               visualizations_dir)
+from model.settings import DETECTOR_PRECISION, VISUALIZE, VisualizeSettings
 from model.units.nethook import check_layer, run_until, run_until_preactivation
-from model.settings import VISUALIZE, VisualizeSettings
 
 # Lucid's square root of the colour covariance of ImageNet pixels (rows: R, G, B): a parameter step along
 # one of its columns moves the colours natural images vary along.
@@ -168,3 +174,75 @@ def unit_maxima(module: nn.Module, layer: str, images: torch.Tensor, mean: Seque
     ``ambient units`` scores the pool)."""
     maps = run_until(module, layer, normalized(images.to(device).float() / 255, mean, std))
     return maps.amax(dim=(2, 3)).cpu()
+
+
+def detector_units(labels: Sequence[dict] | None, layer: str) -> list[int]:
+    """The units of ``layer`` that dissection calls detectors (precision >= DETECTOR_PRECISION); ValueError
+    when the run has no dissection or the layer no detector."""
+    if labels is None:
+        raise ValueError("the run has no dissection.json: run `ambient dissect` first, or name --units")
+    units = sorted(u["unit"] for u in labels if u.get("layer", layer) == layer and u["category"]
+                   and u["precision"] >= DETECTOR_PRECISION)
+    if not units:
+        raise ValueError(f"{layer} has no detectors (precision >= {DETECTOR_PRECISION:.0%}); name --units instead")
+    return units
+
+
+def visualize_run(run_dir: str | Path, layer: str, units: Sequence[int], clusters: Sequence[int],
+                  settings: VisualizeSettings = VISUALIZE, device: torch.device | str = "cpu",
+                  progress: Callable[[int], None] = lambda n: None) -> dict:
+    """Each of ``units`` of ``layer`` and each sound cluster of ``clusters`` visualised for a trained run: PNGs in
+    RUN_DIR/visualizations/ and their scores added to its index.json (returned). A unit's ``ratio`` is its image's
+    spatial maximum over that of its top pool image (RUN_DIR/units_<layer>.npz; None before `ambient units`)."""
+    run = RunFolder(run_dir)
+    module, info = run.network(device)
+    module.requires_grad_(False)         # gradients go to the image only
+    index = read_visualizations(run.path)
+    folder = visualizations_dir(run.path)
+    folder.mkdir(exist_ok=True)
+    if units:
+        images = visualize_units(module, layer, units, info.mean, info.std, settings, device, progress)
+        scores = unit_maxima(module, layer, images, info.mean, info.std, device)
+        top = _top_scores(run, layer)
+        done = []
+        for row, (unit, image) in enumerate(zip(units, images)):
+            path = unit_visualization_file(run.path, layer, unit)
+            _write_png(path, image)
+            activation = float(scores[row, unit])
+            top_activation = None if top is None else float(top[unit])
+            done.append({"layer": layer, "unit": int(unit), "file": path.name, "activation": activation,
+                         "top_activation": top_activation, "seed": settings.seed,
+                         "ratio": activation / top_activation if top_activation else None})
+        replaced = {(entry["layer"], entry["unit"]) for entry in done}
+        index["units"] = [e for e in index["units"] if (e["layer"], e["unit"]) not in replaced] + done
+    if clusters:
+        images = visualize_clusters(module, clusters, info.num_outputs, info.crop_size, info.multilabel,
+                                    info.mean, info.std, settings, device)
+        with torch.no_grad():
+            logits = module(normalized(images.to(device).float() / 255, info.mean, info.std))
+            probabilities = (logits.sigmoid() if info.multilabel else logits.softmax(dim=1)).cpu()
+        done = []
+        for row, (cluster, image) in enumerate(zip(clusters, images)):
+            path = cluster_visualization_file(run.path, cluster)
+            _write_png(path, image)
+            done.append({"cluster": int(cluster), "file": path.name, "seed": settings.seed,
+                         "probability": float(probabilities[row, cluster])})
+        replaced_clusters = {entry["cluster"] for entry in done}
+        index["clusters"] = [e for e in index["clusters"] if e["cluster"] not in replaced_clusters] + done
+    index["settings"] = asdict(settings)
+    write_json_atomic(folder / "index.json", index)
+    return index
+
+
+def _top_scores(run: RunFolder, layer: str) -> np.ndarray | None:
+    """Each unit's best pool activation (its first top image's), None when the layer has no units file."""
+    path = run.units_file(layer)
+    if not path.exists():
+        return None
+    with np.load(path) as data:
+        return data["scores"][:, 0].astype(np.float64)
+
+
+def _write_png(path: Path, image: torch.Tensor) -> None:
+    with atomic_file(path) as file:
+        file.write(encode_png(image).numpy().tobytes())

@@ -111,6 +111,13 @@ class QuantileSamplesOut(BaseModel):
     images: list[ImageOut]
 
 
+class SimilarOut(BaseModel):
+    layer: str
+    unit: int
+    r: float               # Pearson r of the two units' spatial maxima over the pool
+    label: str | None      # its automatic label (null where you may not see it yet)
+
+
 class UnitOut(BaseModel):
     id: int
     run: int
@@ -123,6 +130,8 @@ class UnitOut(BaseModel):
     verdict: VerdictOut | None
     automatic: AutomaticOut | None
     helps_predict: list[dict] = []     # ``ambient ablate --each-unit``: sound labels, largest drop first
+    visualization_url: str | None = None   # ``ambient visualize``: a PNG optimised to excite the unit
+    similar: list[SimilarOut] = []     # the run's units whose pool maxima correlate most with this one's
     previous: int | None
     next: int | None
 
