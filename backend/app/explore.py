@@ -217,6 +217,18 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
             for link in unit.helps_predict]
 
 
+def run_comparisons(db: Session, run_id: int, shown: Visibility) -> tuple[Run, list[dict]]:
+    """The run's comparisons with other runs (``ambient compare``, published), by file name. Dissection labels are
+    automatic labels: shown only to accounts that see every unit's results (annotators are blind until then)."""
+    run = get_run(db, run_id)
+    comparisons = []
+    for name, result in sorted((run.comparisons or {}).items()):
+        units = result["units"] if shown.everything else [
+            {**unit, "label_a": None, "label_b": None} for unit in result["units"]]
+        comparisons.append({**result, "name": name, "units": units, "labels_shown": shown.everything})
+    return run, comparisons
+
+
 def histogram_figure(page: UnitPage) -> go.Figure | None:
     """The unit's activation histogram over the pool (log counts), with where its top images and each
     sampled quantile lie; None when the run's units file had none."""

@@ -11,10 +11,13 @@ from backend.commands.options import DB_HELP, device_option
 from model.settings import VISUALIZE
 
 
-def parse_indices(text: str | None, flag: str) -> list[int] | None:
-    """"0 5 9" or "0,5,9" -> [0, 5, 9] (sorted, once each); None when the flag was not given."""
+def parse_indices(text: str | None, flag: str, count: int) -> list[int] | None:
+    """"0 5 9" or "0,5,9" -> [0, 5, 9] (sorted, once each), "all" -> every one of ``count``; None when the flag
+    was not given."""
     if text is None:
         return None
+    if text.strip() == "all":
+        return list(range(count))
     try:
         indices = sorted({int(part) for part in text.replace(",", " ").split()})
     except ValueError:
@@ -32,8 +35,8 @@ def register(app: typer.Typer) -> None:
     def visualize(
         run_dir: Path = typer.Argument(..., help="Training run."),
         layer: str = typer.Option(VISUALIZE.layer, "--layer", help="Layer whose units are visualised."),
-        units: Optional[str] = typer.Option(None, "--units", help="Units to visualise, e.g. '0 5 9' or 0,5,9 "
-                                            "(default: every unit of the layer, unless --clusters alone is given)."),
+        units: Optional[str] = typer.Option(None, "--units", help="Units to visualise, e.g. '0 5 9', 0,5,9 or all "
+                                            "(default: all, unless --clusters alone is given)."),
         detectors: bool = typer.Option(False, "--detectors", help="The layer's detectors (RUN_DIR/dissection.json)."),
         clusters: Optional[str] = typer.Option(None, "--clusters", help="Sound clusters to visualise, e.g. '0 3' "
                                                "(the image that makes the network hear that cluster); 'all': every one."),
@@ -54,7 +57,6 @@ def register(app: typer.Typer) -> None:
 
         if units is not None and detectors:
             raise typer.BadParameter("choose one of --units and --detectors", param_hint="--units / --detectors")
-        unit_list = parse_indices(units, "--units")
         if not run_dir.is_dir():
             raise typer.BadParameter(f"{run_dir}: no such run folder", param_hint="RUN_DIR")
         torch_device = device_option(device)
@@ -62,11 +64,13 @@ def register(app: typer.Typer) -> None:
         run = RunFolder(run_dir)
         try:
             module, info = run.network(torch_device)
-            cluster_list = list(range(info.num_outputs)) if clusters == "all" else parse_indices(clusters, "--clusters")
+            cluster_list = parse_indices(clusters, "--clusters", info.num_outputs)
+            layer_size = layer_units(module, layer, size, torch_device)
+            unit_list = parse_indices(units, "--units", layer_size)
             if detectors:
                 unit_list = detector_units(run.dissection, layer)
             elif unit_list is None and cluster_list is None:
-                unit_list = list(range(layer_units(module, layer, size, torch_device)))
+                unit_list = list(range(layer_size))
             index = visualize_run(run_dir, layer, unit_list or [], cluster_list or [], settings, torch_device)
         except (ValueError, FileNotFoundError) as error:
             typer.echo(f"error: {error}", err=True)
