@@ -122,3 +122,21 @@ def test_many_clusters_come_five_to_a_page(site):
     assert "clusters 1-5 of 7" in first and 'rel="next" class="next-page" href="?offset=5"' in first
     rest = client.get("/runs/1/clusters?offset=5", headers=HTML).text
     assert rest.count('class="cluster"') == 2 and 'id="group-6"' in rest and 'rel="next"' not in rest
+
+
+def test_a_clusters_visualisation_shows_in_the_browser(site):
+    """`ambient visualize --clusters` publishes a PNG per cluster: the browser shows it, the other cluster none."""
+    from sqlalchemy import update
+
+    from backend.db.models import SoundCluster
+
+    client, url = site
+    with session_factory(upgrade_db(url))() as db, db.begin():
+        db.execute(update(SoundCluster).where(SoundCluster.index == 1).values(visualization_png=b"\x89PNG-cluster-1"))
+        cluster_id = db.query(SoundCluster.id).filter(SoundCluster.index == 1).scalar()
+    page = client.get("/runs/1/clusters", headers=HTML).text
+    assert f'id="visualization-1" src="/clusters/{cluster_id}/visualization.png"' in page
+    assert 'id="visualization-0"' not in page
+    png = client.get(f"/clusters/{cluster_id}/visualization.png")
+    assert png.headers["content-type"] == "image/png" and png.content == b"\x89PNG-cluster-1"
+    assert client.get("/clusters/999/visualization.png").status_code == 404
