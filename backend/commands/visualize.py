@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """For each unit an image optimised to excite it, for each sound cluster one optimised for the cluster's
         probability; PNGs and their scores into RUN_DIR/visualizations/."""
+        from tqdm import tqdm
+
         from backend.commands.publish import publish_or_exit
         from model.network.run import RunFolder
         from model.units.visualize import detector_units, layer_units, visualize_run
@@ -71,7 +73,10 @@ def register(app: typer.Typer) -> None:
                 unit_list = detector_units(run.dissection, layer)
             elif unit_list is None and cluster_list is None:
                 unit_list = list(range(layer_size))
-            index = visualize_run(run_dir, layer, unit_list or [], cluster_list or [], settings, torch_device)
+            # A bar per batch of units: the admin page's job progress reads it.
+            with tqdm(total=len(unit_list or []), desc="visualize", unit="unit") as bar:
+                index = visualize_run(run_dir, layer, unit_list or [], cluster_list or [], settings, torch_device,
+                                      bar.update)
         except (ValueError, FileNotFoundError) as error:
             typer.echo(f"error: {error}", err=True)
             raise typer.Exit(1)
