@@ -1,4 +1,5 @@
-"""Similar units, `ambient compare` and `ambient visualize` on a run (issue 38), on test_units' tiny pool and network."""
+"""Similar units, `ambient compare` and `ambient visualize` on a run (issue 38), on test_units' tiny pool and
+network."""
 from __future__ import annotations
 
 from dataclasses import asdict, replace
@@ -115,13 +116,15 @@ def test_compare_and_visualize_name_what_exists_on_bad_input(pool, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     result = runner.invoke(app, ["compare", str(pool.run), str(pool.run), "--pool", str(empty), "--device", "cpu"])
-    assert result.exit_code == 1 and f"{empty}: no .jpg/.jpeg/.png images" in result.output and "no manifest" in result.output
+    assert result.exit_code == 1 and f"{empty}: no .jpg/.jpeg/.png images" in result.output
+    assert "no manifest" in result.output
     result = runner.invoke(app, ["compare", str(pool.run), str(pool.run), "--layer", "conv4", "--device", "cpu"])
     assert result.exit_code == 1 and "no units of conv4 (analysed: conv5)" in result.output
     result = runner.invoke(app, ["visualize", str(pool.run), "--units", "3 300", "--no-publish", "--device", "cpu"])
     assert result.exit_code == 1 and "unit 300 out of range: layer conv5 has 256 units (0-255)" in result.output
     result = runner.invoke(app, ["visualize", str(pool.run), "--clusters", "9", "--no-publish", "--device", "cpu"])
-    assert result.exit_code == 1 and "sound cluster 9 out of range: the network has 4 sound clusters (0-3)" in result.output
+    assert result.exit_code == 1
+    assert "sound cluster 9 out of range: the network has 4 sound clusters (0-3)" in result.output
     result = runner.invoke(app, ["visualize", str(pool.run), "--layer", "conv9", "--no-publish", "--device", "cpu"])
     assert result.exit_code == 1 and "no layer 'conv9'" in result.output and "conv5" in result.output
 

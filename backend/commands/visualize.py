@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
                                             "(default: all, unless --clusters alone is given)."),
         detectors: bool = typer.Option(False, "--detectors", help="The layer's detectors (RUN_DIR/dissection.json)."),
         clusters: Optional[str] = typer.Option(None, "--clusters", help="Sound clusters to visualise, e.g. '0 3' "
-                                               "(the image that makes the network hear that cluster); 'all': every one."),
+                                               "or all (the image that makes the network hear that cluster)."),
         steps: int = typer.Option(VISUALIZE.steps, "--steps", min=1, help="Optimisation steps per image."),
         size: int = typer.Option(VISUALIZE.size, "--size", min=67, help="Side of a unit's image in pixels (a "
                                  "cluster's image has the network's input side)."),

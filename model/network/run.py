@@ -435,7 +435,7 @@ class RunFolder:
         return read_comparisons(self.path)
 
     def visualizations(self) -> dict:
-        """visualizations/index.json (``ambient visualize``): {"units": [...], "clusters": [...]}, empty lists when absent."""
+        """visualizations/index.json (``ambient visualize``): {"units": [...], "clusters": [...]}, empty when absent."""
         return read_visualizations(self.path)
 
     def last_metrics(self) -> dict:

@@ -106,7 +106,8 @@ def compare_maxima(maxima_a: np.ndarray, maxima_b: np.ndarray, labels_a: list[di
     return {"units": units, "match_r": MATCH_R,
             "median_r": float(np.median([u["r"] for u in units])),
             "summary": {"detectors_a": len(detectors), "recurring": len(recurring),
-                        "categories": {c: {"detectors": n, "recurring": k} for c, (n, k) in sorted(by_category.items())}},
+                        "categories": {c: {"detectors": n, "recurring": k}
+                                       for c, (n, k) in sorted(by_category.items())}},
             "identity": bool(np.array_equal(matched, np.arange(len(matched))))}
 
 

@@ -62,7 +62,8 @@ def run_until_preactivation(module: nn.Module, layer: str, x: torch.Tensor) -> t
     """``layer``'s output before its ReLU: for a CaffeNet conv or fc block (conv/linear -> batch norm -> ReLU)
     its batch norm's output, else the layer's output. An image that leaves a unit silent still gives it a
     gradient there, so an optimisation started from noise can find what excites it."""
-    if not isinstance(module, CaffeNetBN) or layer not in LAYERS or not isinstance(getattr(module, layer), nn.Sequential):
+    if not isinstance(module, CaffeNetBN) or layer not in LAYERS or \
+            not isinstance(getattr(module, layer), nn.Sequential):
         return run_until(module, layer, x)
     index = LAYERS.index(layer)
     if index > 0:
