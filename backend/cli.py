@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from backend.commands import (ablate, campaign, db, demo, dissect, export, ingest, labels, localize, predict, probe,
-                              publish, serve, shards, synthesize, texture, train, units, users, worker, world)
+from backend.commands import (ablate, campaign, compare, db, demo, dissect, export, ingest, labels, localize, predict,
+                              probe, publish, serve, shards, synthesize, texture, train, units, users, visualize, worker,
+                              world)
 from model.cpu import pin_portable_kernels, portable_requested
 
 app = typer.Typer(help="Ambient: learn visual detectors from ambient sound.", no_args_is_help=True,
@@ -20,7 +21,7 @@ def pin_kernels_if_asked() -> None:
 
 
 for stage in (world, ingest, texture, synthesize, labels, shards, train, units, dissect, ablate, localize, probe,
-              predict, publish, demo, db, serve, users, campaign, export, worker):
+              predict, visualize, compare, publish, demo, db, serve, users, campaign, export, worker):
     stage.register(app)
 
 if __name__ == "__main__":

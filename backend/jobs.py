@@ -37,7 +37,7 @@ from model.device import DEVICE_CHOICES
 from model.network.run import RUN_JSON, read_metrics, read_run_json
 from model.settings import OBJECT_MODES, POOL_SPLITS, TRAIN_PRESETS, UNITS, VIDEO_SUFFIXES, WORLD_PRESETS
 
-JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect", "probe")
+JOB_KINDS = ("demo", "world", "ingest", "labels", "train", "units", "dissect", "probe", "visualize")
 # What a probe job fits its linear SVMs on (`ambient probe`): the run's generated world (--world), or a
 # benchmark folder in one of `ambient probe --format`'s formats.
 PROBE_BENCHMARKS = ("world", "voc2007", "imagefolder")
@@ -149,14 +149,14 @@ def job_params(kind: str, fields: dict, roots: list[Path] | None = None) -> dict
                                               DEMO["keep_checkpoints"] if kind == "demo" else None)
     if kind == "train":
         params["gpus"] = _integer(fields, "gpus", 1)     # > 1: DDP under torchrun, one process per GPU
-    if kind in ("demo", "train", "units", "probe"):
+    if kind in ("demo", "train", "units", "probe", "visualize"):
         device = str(fields.get("device") or DEMO["device"])
         # cuda:N picks one GPU of several; whether it exists is for the worker's machine to say.
         params["device"] = device if re.fullmatch(r"cuda:\d+", device) else \
             _choice(fields, "device", DEVICE_CHOICES, DEMO["device"])
     if kind in ("demo", "units", "train"):
         params["split"] = _choice(fields, "split", POOL_SPLITS, DEMO["split"] if kind == "demo" else UNITS.split)
-    if kind in ("units", "dissect", "probe"):
+    if kind in ("units", "dissect", "probe", "visualize"):
         params["run_dir"] = checked_folder(fields, "run_dir", roots=roots)
         _names_inside_roots(check_run_paths, params["run_dir"], "run_dir", roots)
     if kind == "probe":

@@ -104,6 +104,10 @@ def plan(kind: str, params: dict, ray_address: str | None = None) -> list[Step]:
         steps.append(Step("localize", ["localize", params["run_dir"], "--no-publish",
                                        "--device", params.get("device") or "auto"], optional=True))
         steps.append(Step("ablate", ["ablate", params["run_dir"], "--detectors", "--each-unit"]))
+    # A visualize job: every unit of the layer and every sound cluster (ambient visualize), then published.
+    if kind == "visualize":
+        steps.append(Step("visualize", ["visualize", params["run_dir"], "--units", "all", "--clusters", "all",
+                                        "--device", params.get("device") or "auto"]))
     # ... and probes its layers on the world's held-out frames (the Representation page), where there are
     # enough of them; a probe that cannot be scored on this data leaves the run as it is.
     if world_dir is not None and held_out_videos(params["data_dir"]) >= PROBE.world_min_test_videos:

@@ -18,6 +18,9 @@ published (SQLite has one write lock):
 6. emergence.json (``dissect --checkpoints``), localization.json (``ambient localize``) and
    ablation_<layer>.json (``ambient ablate``) onto the run, and
    from the latter's single units each unit's "sounds it helps predict" and each cluster's units it depends on.
+7. each unit's similar units (the correlation of the pool maxima its units file keeps), the feature
+   visualisations of RUN_DIR/visualizations/ (``ambient visualize``), of units and of sound clusters, and the
+   run's comparisons with others (compare_<A>_<B>.json, ``ambient compare``).
 
 Publishing is idempotent: the same files give the same database.
 """
@@ -44,6 +47,8 @@ from model.categories import Category as CategoryInfo
 from model.categories import load_categories
 from model.sound.groups import BROWSABLE_KINDS, dataset_sound_groups
 from model.network.modelfiles import file_sha256
+from model.settings import UNITS
+from model.units.compare import read_pool_maxima, similar_units
 from model.units.top_images import read_unit_views
 
 FRAMES_PER_TRANSACTION = 20_000
@@ -209,7 +214,32 @@ def publish_run(run_dir: str | Path, engine: Engine, replace: bool = False,
     summary.sound_groups = _publish_sound_groups(sessions, folder, first.get("labels_kind"), pool_dir, pool_id,
                                                  summary, progress)
     _publish_analyses(sessions, folder, layers)
+    _publish_explorations(sessions, folder, layers)
     return summary
+
+
+def _publish_explorations(sessions, folder: rd.RunFolder, layers: list[str]) -> None:
+    """Similar units per layer (model/units/compare.py) and the visualisations' PNGs (model/units/visualize.py)."""
+    index = folder.visualizations()
+    images = folder.path / rd.VISUALIZATIONS
+    for layer in layers:
+        saved = read_pool_maxima(folder.units_file(layer))
+        similar = None
+        if saved is not None:
+            similar = {unit: [{"layer": layer, "unit": other, "r": round(r, 4)} for other, r in row]
+                       for unit, row in enumerate(similar_units(saved[1], UNITS.similar_units))}
+        pngs = {entry["unit"]: (images / entry["file"]).read_bytes() for entry in index["units"]
+                if entry["layer"] == layer and (images / entry["file"]).is_file()}
+        with sessions.begin() as session:
+            layer_row = store.find_layer(session, store.find_run(session, folder.path), layer)
+            store.write_unit_explorations(session, layer_row, pngs, similar)
+    pngs = {entry["cluster"]: (images / entry["file"]).read_bytes() for entry in index["clusters"]
+            if (images / entry["file"]).is_file()}
+    comparisons = folder.comparisons()
+    with sessions.begin() as session:
+        run = store.find_run(session, folder.path)
+        store.write_cluster_visualizations(session, run, pngs)
+        run.comparisons = comparisons or None
 
 
 def _publish_analyses(sessions, folder: rd.RunFolder, layers: list[str]) -> None:

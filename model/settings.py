@@ -190,9 +190,30 @@ class UnitSettings:
     sample_quantiles: tuple[float, ...] = (0.99, 0.9, 0.5)
     samples_per_quantile: int = 10
     histogram_bins: int = 40
+    similar_units: int = 8             # the unit page lists this many units whose pool maxima correlate most
 
 
 UNITS = UnitSettings()
+
+
+@dataclass(frozen=True)
+class VisualizeSettings:
+    """Feature visualisation by optimisation (``ambient visualize``; Olah et al. 2017, Lucid's defaults)."""
+
+    layer: str = "conv5"
+    steps: int = 128                   # Adam steps per image; readable at 128 on the demo network, 512 in Lucid
+    size: int = 96                     # image side for conv units (a cluster's image is the network's input side)
+    lr: float = 0.05
+    batch: int = 64                    # images optimised together (one forward pass per step)
+    decay_power: float = 1.0           # the Fourier parameterisation's 1/f^p scale: natural-image spectra
+    pad: int = 12                      # transforms each step: pad, then jitter, scale and rotate at random
+    jitter: int = 8
+    scales: tuple[float, float] = (0.9, 1.1)
+    max_degrees: float = 10.0
+    seed: int = 0
+
+
+VISUALIZE = VisualizeSettings()
 
 
 @dataclass(frozen=True)

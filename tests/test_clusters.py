@@ -162,3 +162,21 @@ def test_a_cluster_is_named_by_the_worlds_truth_else_its_nearest_clips_and_an_ad
     assert (item["title"], item["given_name"], item["description"]) == (
         "Cluster 1: street noise", "street noise", "like v2, v3")
     assert admin.post("/runs/1/clusters/7/name", data={"name": "x", "csrf_token": token}).status_code == 404
+
+
+def test_a_clusters_visualisation_shows_in_the_browser(site):
+    """`ambient visualize --clusters` publishes a PNG per cluster: the browser shows it, the other cluster none."""
+    from sqlalchemy import update
+
+    from backend.db.models import SoundCluster
+
+    client, url = site
+    with session_factory(upgrade_db(url))() as db, db.begin():
+        db.execute(update(SoundCluster).where(SoundCluster.index == 1).values(visualization_png=b"\x89PNG-cluster-1"))
+        cluster_id = db.query(SoundCluster.id).filter(SoundCluster.index == 1).scalar()
+    page = client.get("/runs/1/clusters", headers=HTML).text
+    assert f'id="visualization-1" src="/clusters/{cluster_id}/visualization.png"' in page
+    assert 'id="visualization-0"' not in page
+    png = client.get(f"/clusters/{cluster_id}/visualization.png")
+    assert png.headers["content-type"] == "image/png" and png.content == b"\x89PNG-cluster-1"
+    assert client.get("/clusters/999/visualization.png").status_code == 404

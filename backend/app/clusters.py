@@ -54,13 +54,15 @@ class PublishedGroup:
     depends_on: list[dict]      # ``ambient ablate --each-unit``: [{"layer", "unit", "drop"}], largest drop first
     title: str                  # `cluster_title`
     given_name: str | None
+    visualization_url: str | None = None    # ``ambient visualize --clusters``: what the network thinks it looks like
 
     @classmethod
-    def of(cls, row: SoundCluster) -> "PublishedGroup":
+    def of(cls, row: SoundCluster, visualized: bool = False) -> "PublishedGroup":
         return cls(row.index, row.name, row.size, row.share, _vector(row.texture),
                    None if row.contrast is None else _vector(row.contrast), list(row.closest_frame_ids),
                    dict(row.sources), list(row.depends_on or []),
-                   cluster_title(row.name, row.given_name, row.description), row.given_name)
+                   cluster_title(row.name, row.given_name, row.description), row.given_name,
+                   f"/clusters/{row.id}/visualization.png" if visualized else None)
 
 
 def _vector(data: bytes) -> np.ndarray:
@@ -80,7 +82,9 @@ def run_groups(db: Session, run_id: int) -> tuple[Run, list[PublishedGroup]]:
     if not rows:
         raise NotFound(f"Run {run.name} has no published sound clusters: its labels are not cluster or binary "
                        f"codes, or it was published before `ambient labels` ran (run `ambient publish` again).")
-    return run, [PublishedGroup.of(row) for row in rows]
+    visualized = set(db.scalars(select(SoundCluster.id).where(SoundCluster.run_id == run_id,
+                                                              SoundCluster.visualization_png.is_not(None))))
+    return run, [PublishedGroup.of(row, row.id in visualized) for row in rows]
 
 
 def name_cluster(db: Session, run_id: int, index: int, name: str) -> SoundCluster:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Sequence
+from urllib.parse import quote
 
 import numpy as np
 import plotly.graph_objects as go
@@ -146,6 +147,10 @@ class UnitPage:
     # ``ambient ablate --each-unit``: the sound labels that lose most with this unit alone off, [{"index", "name",
     # "probability_drop", "drop" (accuracy), "url", "frame_ids": closest test frames, to hear}], largest loss first
     helps_predict: list[dict] = field(default_factory=list)
+    visualization_url: str | None = None     # ``ambient visualize``: an image optimised to excite the unit
+    # The run's units whose pool maxima correlate most with this one's: [{"layer", "unit", "r", "url", "label"
+    # (automatic label, None where this account may not see it yet)}], largest r first
+    similar: list[dict] = field(default_factory=list)
 
 
 def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visibility) -> UnitPage:
@@ -180,8 +185,28 @@ def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visi
             unit.auto_netdissect_category.name if unit.auto_netdissect_category else None, unit.auto_netdissect_iou)
     previous = db.scalar(select(func.max(Unit.index)).where(Unit.layer_id == layer.id, Unit.index < index))
     following = db.scalar(select(func.min(Unit.index)).where(Unit.layer_id == layer.id, Unit.index > index))
+    visualized = db.scalar(select(Unit.visualization_png.is_not(None)).where(Unit.id == unit.id))
     return UnitPage(run, layer, unit, images, samples, blind, verdict, automatic, characteristic_flags(db),
-                    previous, following, _helps_predict(db, run_id, unit))
+                    previous, following, _helps_predict(db, run_id, unit),
+                    f"/units/{unit.id}/visualization.png" if visualized else None, _similar(db, run, unit, shown))
+
+
+def _similar(db: Session, run: Run, unit: Unit, shown: Visibility) -> list[dict]:
+    """The unit's similar units with their automatic labels (hidden where ``shown`` hides that unit's results)."""
+    if not unit.similar:
+        return []
+    layers = {layer.name: layer.id for layer in db.scalars(select(Layer).where(Layer.run_id == run.id))}
+    rows = {(row.layer_id, row.index): row for row in db.scalars(
+        select(Unit).options(joinedload(Unit.auto_category))
+        .where(Unit.layer_id.in_(layers.values()), Unit.index.in_([link["unit"] for link in unit.similar])))}
+    similar = []
+    for link in unit.similar:
+        other = rows.get((layers.get(link["layer"]), link["unit"]))
+        label = other.auto_category.name if other is not None and other.auto_category and shown.shows(other.id) \
+            else None
+        similar.append({"layer": link["layer"], "unit": link["unit"], "r": link["r"], "label": label,
+                        "url": f"/runs/{run.id}/units/{quote(link['layer'], safe='')}/{link['unit']}"})
+    return similar
 
 
 def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list[dict]:
@@ -195,6 +220,18 @@ def _helps_predict(db: Session, run_id: int, unit: Unit, clips: int = 3) -> list
              "title": _title(clusters[link["index"]]) if link["index"] in clusters else f"Label {link['index'] + 1}",
              "frame_ids": list(clusters[link["index"]].closest_frame_ids[:clips]) if link["index"] in clusters else []}
             for link in unit.helps_predict]
+
+
+def run_comparisons(db: Session, run_id: int, shown: Visibility) -> tuple[Run, list[dict]]:
+    """The run's comparisons with other runs (``ambient compare``, published), by file name. Dissection labels are
+    automatic labels: shown only to accounts that see every unit's results (annotators are blind until then)."""
+    run = get_run(db, run_id)
+    comparisons = []
+    for name, result in sorted((run.comparisons or {}).items()):
+        units = result["units"] if shown.everything else [
+            {**unit, "label_a": None, "label_b": None} for unit in result["units"]]
+        comparisons.append({**result, "name": name, "units": units, "labels_shown": shown.everything})
+    return run, comparisons
 
 
 def histogram_figure(page: UnitPage) -> go.Figure | None:
@@ -272,7 +309,9 @@ def unit_record(page: UnitPage) -> dict:
         "previous": page.previous, "next": page.next,
         "helps_predict": [{"index": h["index"], "name": h["name"], "title": h["title"], "drop": h["drop"],
                            "probability_drop": h["probability_drop"],
-                           "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict]}
+                           "clip_urls": [f"/frames/{f}/clip" for f in h["frame_ids"]]} for h in page.helps_predict],
+        "visualization_url": page.visualization_url,
+        "similar": [{"layer": s["layer"], "unit": s["unit"], "r": s["r"], "label": s["label"]} for s in page.similar]}
 
 
 def summary_record(run_id: int, u: UnitSummary) -> dict:

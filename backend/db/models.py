@@ -92,6 +92,9 @@ class Run(Base):
     # {resolved path: SHA-256} of the model files its network loads from, recorded when it was published:
     # the server loads only those bytes (None: published before this was recorded, so nothing is loaded).
     model_files: Mapped[dict | None] = mapped_column(JSON)
+    # ``ambient compare RUN_DIR B``: this run's units matched to another run's, {file name: compare_<A>_<B>.json},
+    # deferred: only the Compare page reads them.
+    comparisons: Mapped[dict | None] = mapped_column(JSON, deferred=True)
 
 
 class Layer(Base):
@@ -126,6 +129,11 @@ class Unit(Base):
     # ``ambient ablate --each-unit``: the sound labels that lose most with this unit alone off, [{"index": label
     # index, "probability_drop": true-label probability drop, "drop": accuracy drop}, ...] largest first.
     helps_predict: Mapped[list | None] = mapped_column(JSON)
+    # ``ambient visualize``: a PNG optimised to excite the unit (model/units/visualize.py).
+    visualization_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    # The units of the run whose spatial maxima over the pool correlate most with this one's (``ambient units``
+    # saves the maxima): [{"layer": name, "unit": index, "r": Pearson r}, ...] largest first.
+    similar: Mapped[list | None] = mapped_column(JSON)
 
     layer: Mapped[Layer] = relationship()
     auto_category: Mapped[Category | None] = relationship(foreign_keys=[auto_category_id])
@@ -189,6 +197,8 @@ class SoundCluster(Base):
     # ``ambient ablate --each-unit``: the units whose ablation costs this label most,
     # [{"layer": name, "unit": index, "probability_drop", "drop"}, ...] largest first.
     depends_on: Mapped[list | None] = mapped_column(JSON)
+    # ``ambient visualize --clusters``: a PNG optimised for the cluster's probability.
+    visualization_png: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class SoundClusterMember(Base):

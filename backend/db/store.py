@@ -264,3 +264,20 @@ def write_ablation_links(session: Session, run: Run, layer: Layer | None, helps:
         cluster.depends_on = [{"layer": layer.name, **link} for link in depends.get(cluster.index, [])] \
             if layer is not None and cluster.index in depends else None
     session.flush()
+
+
+def write_unit_explorations(session: Session, layer: Layer, visualizations: dict[int, bytes],
+                            similar: dict[int, list[dict]] | None) -> None:
+    """Each unit's feature visualisation (PNG) and similar units (issue 38); units without are cleared
+    (``similar`` None: the units file has no pool maxima, so the units keep none)."""
+    for unit in session.scalars(select(Unit).where(Unit.layer_id == layer.id)):
+        unit.visualization_png = visualizations.get(unit.index)
+        unit.similar = similar.get(unit.index) if similar is not None else None
+    session.flush()
+
+
+def write_cluster_visualizations(session: Session, run: Run, visualizations: dict[int, bytes]) -> None:
+    """Each sound cluster's feature visualisation (PNG); clusters without are cleared."""
+    for cluster in session.scalars(select(SoundCluster).where(SoundCluster.run_id == run.id)):
+        cluster.visualization_png = visualizations.get(cluster.index)
+    session.flush()

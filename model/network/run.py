@@ -19,7 +19,9 @@ Written by ``ambient units`` and ``ambient dissect`` (the same layout for any an
 
     units_<layer>.npz   each unit's top images: scores, frame_ids (manifest rows of the pool, -1 = none),
                         maps (their activation maps), meta (JSON: pool, geometry, network), and their
-                        masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit)
+                        masked JPEGs: jpegs (all bytes end to end), offsets, counts (images per unit);
+                        pool_frame_ids (images,) and pool_maxima (images, units) float32: every pool image's
+                        spatial maxima (the similar units, ``ambient compare``)
     dissection.json     automatic labels: [{"unit", "category", "precision", "iou", "sounding", "layer"}, ...];
                         from masks also "netdissect_category", "netdissect_iou" (model/units/dissect.py)
     dissection_<layer>.npz  from masks: both scores of every unit and class: classes (names),
@@ -40,6 +42,20 @@ Written by ``ambient localize`` (model/units/localize.py)::
     localization.json   heatmaps against the world's truth: convention, kinds (frames of each kind), overall
                         {ciou, auc, pointing, mean_ciou, frames}, per_category, negatives, predicted, methods,
                         baselines {center, untrained[, scene]} (each overall, per_category[, negatives]), examples
+
+Written by ``ambient visualize`` (model/units/visualize.py)::
+
+    visualizations/index.json  {"units": [{"layer", "unit", "file", "activation", "top_activation", "ratio", "seed"}],
+                        "clusters": [{"cluster", "file", "probability", "seed"}], "settings": {...}}: each image's
+                        spatial maximum of its unit beside the unit's top pool image's (``ratio``), or its cluster's
+                        probability; later runs of the command add to it (an image of the same unit replaced)
+    visualizations/<layer>_unit<NNNN>.png, visualizations/cluster<NN>.png  the optimised images
+
+Written by ``ambient compare RUN_DIR RUN_B`` (model/units/compare.py)::
+
+    compare_<A>_<B>.json  run_a, run_b, layer, pool, pool_images, matching, match_r, median_r, identity,
+                        units [{unit, match, r, best, best_r, label_a, label_b, same_detector, silent}],
+                        summary {detectors_a, recurring, categories {category: {detectors, recurring}}}
 
 Written by ``ambient probe`` (model/units/probe.py)::
 
@@ -82,6 +98,7 @@ DISSECTION = "dissection.json"
 KEPT_CHECKPOINTS = "checkpoints"
 EMERGENCE = "emergence.json"
 LOCALIZATION = "localization.json"
+VISUALIZATIONS = "visualizations"
 
 
 @dataclass(frozen=True)
@@ -302,6 +319,37 @@ def read_localization(run_dir: str | Path) -> dict | None:
     except (OSError, ValueError):
         return None
 
+def visualizations_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / VISUALIZATIONS
+
+
+def unit_visualization_file(run_dir: str | Path, layer: str, unit: int) -> Path:
+    return visualizations_dir(run_dir) / f"{layer}_unit{unit:04d}.png"
+
+
+def cluster_visualization_file(run_dir: str | Path, cluster: int) -> Path:
+    return visualizations_dir(run_dir) / f"cluster{cluster:02d}.png"
+
+
+def read_comparisons(run_dir: str | Path) -> dict[str, dict]:
+    """RUN_DIR/compare_<A>_<B>.json (``ambient compare``) by file name; a file that does not parse is skipped."""
+    found = {}
+    for path in sorted(Path(run_dir).glob("compare_*.json")):
+        try:
+            found[path.name] = json.loads(path.read_text())
+        except ValueError:
+            continue
+    return found
+
+
+def read_visualizations(run_dir: str | Path) -> dict:
+    """RUN_DIR/visualizations/index.json; empty lists when ``ambient visualize`` has not run (or it does not parse)."""
+    try:
+        index = json.loads((visualizations_dir(run_dir) / "index.json").read_text())
+    except (OSError, ValueError):
+        return {"units": [], "clusters": []}
+    return {"units": index.get("units", []), "clusters": index.get("clusters", []), "settings": index.get("settings")}
+
 
 def run_model_file(run_dir: str | Path) -> Path | None:
     """The weights ``load_run`` reads by default: the final ones, else the latest checkpoint; None: neither."""
@@ -402,6 +450,14 @@ class RunFolder:
 
     def localization(self) -> dict | None:
         return read_localization(self.path)
+
+    def comparisons(self) -> dict[str, dict]:
+        """compare_<A>_<B>.json files (``ambient compare``) by name."""
+        return read_comparisons(self.path)
+
+    def visualizations(self) -> dict:
+        """visualizations/index.json (``ambient visualize``): {"units": [...], "clusters": [...]}, empty when absent."""
+        return read_visualizations(self.path)
 
     def last_metrics(self) -> dict:
         return last_metrics(self.path)

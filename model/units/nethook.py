@@ -2,7 +2,8 @@
 (after davidbau/dissect's ``nethook``: a layer's output edited as ``x * (1 - a) + r * a``).
 
 - ``layer_names`` / ``check_layer``: what layers a network has; an unknown one is refused, naming them.
-- ``run_until``: a layer's output, the forward pass stopped there (unit extraction reads layers so).
+- ``run_until``: a layer's output, the forward pass stopped there (unit extraction reads layers so);
+  ``run_until_preactivation``: the same before the layer's ReLU (feature visualisation optimises it).
 - ``retain_layer``: a context in which a layer's latest output is kept, in the autograd graph (Grad-CAM).
 - ``edit_layer``: a context in which a layer's output is edited (ablated units, a replacement).
 - ``split_at``: the network as trunk (input -> layer) and head (layer -> output), so that many edits of
@@ -55,6 +56,22 @@ def run_until(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
     finally:
         handle.remove()
     raise ValueError(f"layer {layer!r} is never run by the model's forward")
+
+
+def run_until_preactivation(module: nn.Module, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """``layer``'s output before its ReLU: for a CaffeNet conv or fc block (conv/linear -> batch norm -> ReLU)
+    its batch norm's output, else the layer's output. An image that leaves a unit silent still gives it a
+    gradient there, so an optimisation started from noise can find what excites it."""
+    if not isinstance(module, CaffeNetBN) or layer not in LAYERS or \
+            not isinstance(getattr(module, layer), nn.Sequential):
+        return run_until(module, layer, x)
+    index = LAYERS.index(layer)
+    if index > 0:
+        x = module.forward_features(x, LAYERS[index - 1])
+    if layer == "fc6":
+        x = torch.flatten(x, 1)
+    block = getattr(module, layer)
+    return block[1](block[0](x))
 
 
 def ablation_mask(units: Sequence[int], num_units: int, device: torch.device | str = "cpu") -> torch.Tensor:

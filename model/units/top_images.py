@@ -377,10 +377,12 @@ def _jpegs(images: torch.Tensor, quality: int) -> list[bytes]:
 
 def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: LayerGeometry, network: Network,
                data_dir: Path, settings: UnitSettings, thresholds: torch.Tensor | None = None,
-               samples: tuple[TopImages, list[list[bytes]], np.ndarray, np.ndarray] | None = None) -> None:
+               samples: tuple[TopImages, list[list[bytes]], np.ndarray, np.ndarray] | None = None,
+               maxima: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """The top images, their maps, how to place them on the frames, the network and pool they came from
     and each unit's activation threshold (``ambient dissect`` reads these), and their masked JPEGs
-    (``ambient publish``), in one file written at once."""
+    (``ambient publish``), in one file written at once; ``maxima``: (the pool's frame rows, every pool image's
+    spatial maxima (images, units)), which the similar units and ``ambient compare`` correlate."""
     all_records = pl.load_pool(data_dir)
     meta = {"data_dir": str(Path(data_dir).resolve()), "layer": network.layer, "kind": network.kind,
             "frame_size": network.frame_size, "input_size": network.input_size,
@@ -397,6 +399,8 @@ def save_units(path: Path, top: TopImages, jpegs: list[list[bytes]], geometry: L
         extra.update({f"sample_{key}": value for key, value in pack_jpegs(sample_jpegs).items()},
                      sample_frame_ids=sampled.frame_ids.numpy(), sample_scores=sampled.scores.numpy(),
                      histogram_counts=counts, histogram_edges=edges)
+    if maxima is not None:
+        extra.update(pool_frame_ids=maxima[0], pool_maxima=maxima[1].astype(np.float32))
     save_npz_atomic(path, scores=top.scores.numpy(), frame_ids=top.frame_ids.numpy(),
                     maps=top.maps.numpy().astype(np.float16), meta=json.dumps(meta), **pack_jpegs(jpegs), **extra)
 
@@ -477,7 +481,8 @@ def extract_units(run_dir: Path, data_dir: Path, settings: UnitSettings = UNITS,
                                                       device)]
     save_units(units_file(run_dir, network.layer), top, jpegs, geometry, network, data_dir, settings,
                thresholds=passed.quantile.result(),
-               samples=(sampled, sample_jpegs, *activation_histograms(maxima, settings.histogram_bins)))
+               samples=(sampled, sample_jpegs, *activation_histograms(maxima, settings.histogram_bins)),
+               maxima=(np.array([r.frame_id for r in records], np.int64), maxima))
     return {"units": num_units, "pool": len(records), "layer": network.layer or "output",
             "rf_size": geometry.rf_size, "rf_radius": rf_radius(geometry, settings),
             "still_images": pl.is_image_folder(data_dir)}

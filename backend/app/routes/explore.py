@@ -15,8 +15,8 @@ from backend.app.deps import (BlankIsNone, Share, admin_user, current_user, figu
                               render)
 from backend.app.errors import TaskError
 from backend.app.explore import (SORTS, UnitFilters, browse_units, cluster_members, cluster_records, frame_record,
-                                 get_run, histogram_figure, layer_records, page_of, run_records, summary_record,
-                                 unit_page, unit_record, unit_summaries)
+                                 get_run, histogram_figure, layer_records, page_of, run_comparisons, run_records,
+                                 summary_record, unit_page, unit_record, unit_summaries)
 from backend.app.results import default_report
 from backend.app.routes.images import jpeg_response
 from backend.config import Settings
@@ -111,6 +111,13 @@ class QuantileSamplesOut(BaseModel):
     images: list[ImageOut]
 
 
+class SimilarOut(BaseModel):
+    layer: str
+    unit: int
+    r: float               # Pearson r of the two units' spatial maxima over the pool
+    label: str | None      # its automatic label (null where you may not see it yet)
+
+
 class UnitOut(BaseModel):
     id: int
     run: int
@@ -123,6 +130,8 @@ class UnitOut(BaseModel):
     verdict: VerdictOut | None
     automatic: AutomaticOut | None
     helps_predict: list[dict] = []     # ``ambient ablate --each-unit``: sound labels, largest drop first
+    visualization_url: str | None = None   # ``ambient visualize``: a PNG optimised to excite the unit
+    similar: list[SimilarOut] = []     # the run's units whose pool maxima correlate most with this one's
     previous: int | None
     next: int | None
 
@@ -217,6 +226,14 @@ def unit_view(run_id: int, layer: str, index: int, request: Request, user: Annot
     figure = histogram_figure(page)
     return render(request, "unit_view.html", user=user, page=page,
                   histogram=figure_html(figure, displayModeBar=False) if figure is not None else None)
+
+
+@pages.get("/runs/{run_id}/compare")
+def compare_view(run_id: int, request: Request, user: Annotator = Depends(current_user),
+                 shown: Visibility = Depends(shown_units), db: Session = Depends(get_db)):
+    """The run's units matched to another run's (``ambient compare``), one section per comparison."""
+    run, comparisons = run_comparisons(db, run_id, shown)
+    return render(request, "compare.html", user=user, run=run, comparisons=comparisons)
 
 
 @media.get("/samples/{sample_id}", response_class=Response,

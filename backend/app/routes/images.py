@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.deps import current_user, get_db
 from backend.app.media_files import dataset_file
-from backend.db.models import Dataset, Frame, UnitImage
+from backend.db.models import Dataset, Frame, SoundCluster, Unit, UnitImage
 
 router = APIRouter(tags=["media"], dependencies=[Depends(current_user)])
 log = logging.getLogger("ambient")
@@ -27,14 +27,14 @@ def unit_image(image_id: int, request: Request, db: Session = Depends(get_db)) -
     return jpeg_response(jpeg, request)
 
 
-def jpeg_response(jpeg: bytes, request: Request) -> Response:
-    """A stored JPEG, cached by the browser and revalidated by ETag (304 when unchanged)."""
+def jpeg_response(jpeg: bytes, request: Request, media_type: str = "image/jpeg") -> Response:
+    """A stored JPEG (or another picture), cached by the browser and revalidated by ETag (304 when unchanged)."""
     # A content hash, not the id: re-extracting a run may reuse ids for different pictures.
     etag = f'"{hashlib.blake2b(jpeg, digest_size=16).hexdigest()}"'
     headers = {"ETag": etag, "Cache-Control": "private, max-age=3600"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    return Response(jpeg, media_type="image/jpeg", headers=headers)
+    return Response(jpeg, media_type=media_type, headers=headers)
 
 
 @router.get("/clips/{image_id}", response_class=FileResponse,
@@ -54,3 +54,24 @@ def clip(image_id: int, db: Session = Depends(get_db)) -> FileResponse:
                     row.clip_path)
         raise HTTPException(404, f"The clip of image {image_id} is missing from its dataset.")
     return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/units/{unit_id}/visualization.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}})
+def unit_visualization(unit_id: int, request: Request, db: Session = Depends(get_db)) -> Response:
+    """The image optimised to excite the unit (``ambient visualize``)."""
+    png = db.scalar(select(Unit.visualization_png).where(Unit.id == unit_id))
+    if png is None:
+        raise HTTPException(404, f"Unit {unit_id} has no visualisation: run `ambient visualize` on its run.")
+    return jpeg_response(png, request, "image/png")
+
+
+@router.get("/clusters/{cluster_id}/visualization.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, 304: {"description": "Not modified"}})
+def cluster_visualization(cluster_id: int, request: Request, db: Session = Depends(get_db)) -> Response:
+    """The image optimised for the sound cluster's probability (``ambient visualize --clusters``)."""
+    png = db.scalar(select(SoundCluster.visualization_png).where(SoundCluster.id == cluster_id))
+    if png is None:
+        raise HTTPException(404, f"Sound cluster {cluster_id} has no visualisation: run `ambient visualize "
+                                 f"--clusters` on its run.")
+    return jpeg_response(png, request, "image/png")

@@ -205,8 +205,8 @@ def get_job(job_id: int, db: Session = Depends(get_db)) -> JobState:
 
 @api.post("", response_model=JobState, status_code=201, dependencies=[Depends(check_csrf)])
 async def post_job(request: Request, db: Session = Depends(get_db)) -> JobState:
-    """Queue a job: ``{"kind": "demo" | "world" | "ingest" | "labels" | "train" | "units" | "dissect" | "probe",
-    ...fields}``."""
+    """Queue a job: ``{"kind": "demo" | "world" | "ingest" | "labels" | "train" | "units" | "dissect" | "probe" |
+    "visualize", ...fields}``."""
     try:
         fields = await request.json()
     except ValueError:
