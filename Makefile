@@ -57,4 +57,6 @@ clean:
 
 # Rewrite the screenshots in docs/ from the browser tests.
 screenshots: $(STAMP) chromium
-	AMBIENT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_browser_admin.py tests/test_browser_blind.py
+	AMBIENT_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_browser.py tests/test_browser_admin.py tests/test_browser_blind.py \
+	  tests/test_browser_campaigns.py tests/test_browser_emergence.py tests/test_browser_explore_units.py tests/test_browser_listen.py \
+	  tests/test_browser_unit.py
