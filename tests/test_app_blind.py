@@ -75,7 +75,8 @@ def every_get_path(app, units: list[int], images: list[int]) -> list[str]:
     """Every GET route of the app, its path parameters filled with this campaign's ids (static files aside)."""
     values = {"run_id": ["1"], "layer": ["conv5"], "index": ["0", "1", "2", "3"], "unit_id": [str(u) for u in units],
               "image_id": [str(i) for i in images], "frame_id": ["1"], "sample_id": ["1"], "job_id": ["1"],
-              "token_id": ["1"], "category_id": ["1"], "account_id": ["1"], "campaign_id": ["1"]}
+              "token_id": ["1"], "category_id": ["1"], "account_id": ["1"], "campaign_id": ["1"],
+              "cluster_id": ["1"]}
     paths = []
     for route in iter_route_contexts(app.routes):
         if "GET" not in (route.methods or ()) or route.path.startswith("/static"):
