@@ -217,3 +217,18 @@ def test_a_frame_that_does_not_decode_is_named(tmp_path):
                                       "--preset", "tiny", "--device", "cpu"])
     assert result.exit_code == 1
     assert str(bad) in result.output and "not a decodable JPEG" in result.output
+
+
+def test_the_seed_option_makes_another_training_of_the_same_data(data_dir, tmp_path):
+    """`ambient train --seed S`: recorded in run.json; a different seed starts from different weights."""
+    runner = CliRunner()
+    conv1 = {}
+    for seed in (None, 0, 1):
+        out = tmp_path / f"run_{seed}"
+        extra = [] if seed is None else ["--seed", str(seed)]
+        result = runner.invoke(app, ["train", str(data_dir), "--labels", "cluster", "--out", str(out),
+                                     "--preset", "tiny", "--epochs", "0", *extra])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "run.json").read_text())["config"]["seed"] == (seed or 0)
+        conv1[seed] = next(iter(load_run(out)[0].state_dict().values()))     # the first layer's weights
+    assert torch.equal(conv1[None], conv1[0]) and not torch.equal(conv1[0], conv1[1])

@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
                                    "(0: save the untrained network, a control)."),
         batch_size: int = typer.Option(None, "--batch-size", min=1, help="Global batch (all processes)."),
         lr: float = typer.Option(None, "--lr", min=0.0, help="Override the preset's peak learning rate."),
+        seed: int = typer.Option(None, "--seed", min=0, help="Override the preset's seed (initial weights, frame order, "
+                                 "augmentation): two seeds, two trainings of the same data (`ambient compare`)."),
         device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (default auto: cuda if available)."),
         resume: bool = typer.Option(False, "--resume", help="Continue OUT from its last checkpoint."),
         cache_bytes: int = typer.Option(None, "--cache-bytes", min=0, help="Decoded frames are kept in memory "
@@ -67,7 +69,7 @@ def register(app: typer.Typer) -> None:
                            f"its figures will differ from an uninterrupted run's", err=True)
         overrides = {name: value for name, value in
                      (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("cache_bytes", cache_bytes),
-                      ("keep_checkpoints", keep_checkpoints))
+                      ("keep_checkpoints", keep_checkpoints), ("seed", seed))
                      if value is not None}
         settings = replace(settings, **overrides)
         try:
