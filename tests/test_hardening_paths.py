@@ -279,6 +279,7 @@ def test_the_demo_command_publishes_under_its_own_folder(place, monkeypatch):
     seen = []
     monkeypatch.setattr(subprocess, "run", lambda argv, env: seen.append(env["AMBIENT_DATA_ROOTS"]) or
                         subprocess.CompletedProcess(argv, 0))
+    monkeypatch.setattr("backend.commands.demo._open_campaign", lambda url, run_dir: None)   # no run was made
     result = CliRunner().invoke(cli, ["demo", str(place.outside / "demo"), "--db", place.url])
     assert result.exit_code == 0, result.output
     assert seen and set(seen) == {f"{place.roots}:{place.outside / 'demo'}"}
