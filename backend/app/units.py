@@ -12,15 +12,18 @@ from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, held_for, lock, one_writer_at_a_time,
-                                      open_units, reserve_next, utcnow)
+from backend.app.gold import excluded_ids, gold_due, judging, pick_gold, seconds_between, unseen_gold
+from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
+                                      one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Unit, UnitImage,
                                UnitReservation, UnitSettlement, UnitSkip)
 from model.settings import ANNOTATION
 
 
 def _answers(campaign_id: int):
-    return select(Annotation.unit_id, Annotation.annotator_id).where(Annotation.campaign_id == campaign_id)
+    # An excluded annotator's answers take no slot: their units go back to the queue for someone else.
+    return select(Annotation.unit_id, Annotation.annotator_id).where(
+        Annotation.campaign_id == campaign_id, Annotation.annotator_id.not_in(excluded_ids(campaign_id)))
 
 
 def _skips(campaign_id: int):
@@ -33,9 +36,45 @@ UNIT_QUEUE = Queue("unit", UnitReservation, _answers, _skips)
 def reserve_next_unit(db: Session, annotator_id: int, campaign: Campaign, now: datetime | None = None,
                       hold_minutes: int | None = None) -> UnitReservation | None:
     """The unit of `campaign` this annotator should label next, held for them; None when nothing is left
-    for them there."""
-    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), now or utcnow(),
-                        campaign_annotation_settings(campaign, hold_minutes))
+    for them there. At the campaign's gold rate it is one of its gold units they have not seen, handed
+    out like any other; in adaptive mode a unit whose two judges agreed needs nobody else."""
+    now = now or utcnow()
+    settings = campaign_annotation_settings(campaign, hold_minutes)
+    candidates = units_to_label(campaign)
+    if campaign.adaptive:
+        candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
+    if units_left(db, annotator_id, campaign, candidates) and gold_due(db, campaign, annotator_id):
+        held = _reserve_gold(db, annotator_id, campaign, now, settings.reservation_minutes)
+        if held is not None:
+            return held
+    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, candidates, now, settings)
+
+
+@one_writer_at_a_time
+def _reserve_gold(db: Session, annotator_id: int, campaign: Campaign, now: datetime,
+                  minutes: int) -> UnitReservation | None:
+    """A gold unit this annotator has not seen, held for them (a unit they already hold comes back); None
+    when they have seen every one. Gold units have no judges' limit: everyone may meet each once."""
+    lock(db, UNIT_QUEUE, None, now)
+    held = current_reservation(db, UNIT_QUEUE, annotator_id, now, campaign.id)
+    if held is None:
+        unseen = unseen_gold(db, campaign, annotator_id)
+        if unseen:
+            held = UnitReservation(campaign_id=campaign.id, unit_id=pick_gold(unseen), annotator_id=annotator_id,
+                                   expires_at=now + timedelta(minutes=minutes), handed_at=now)
+            db.add(held)
+    db.commit()
+    return held
+
+
+def adaptive_done(db: Session, campaign: Campaign) -> list[int]:
+    """The campaign's units that have the answers adaptive judging needs (two that agree, neither from an
+    annotator who failed gold lately; else all its judges), gold units aside."""
+    from backend.app.results import unit_answers   # results reads the queue's campaigns; imported on use
+
+    rule = judging(db, campaign, campaign.judges)
+    answers = unit_answers(db, units_to_label(campaign), campaign.id)
+    return [unit for unit, given in answers.items() if len(given) >= rule.needed(given)]
 
 
 @dataclass(frozen=True)
@@ -86,7 +125,8 @@ def _store_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
         marked = sorted(set(marked_image_ids)) if answer == "yes" else []
         annotation_id = db.scalar(insert(Annotation).values(
             campaign_id=held.campaign_id, unit_id=unit_id, annotator_id=annotator_id, answer=answer,
-            category_id=category.id if category else None, created_at=now).returning(Annotation.id))
+            category_id=category.id if category else None, created_at=now,
+            seconds=seconds_between(held.handed_at, now)).returning(Annotation.id))
         if marked:
             db.execute(insert(ImageMark), [{"annotation_id": annotation_id, "unit_image_id": i} for i in marked])
         db.execute(delete(UnitReservation).where(UnitReservation.campaign_id == held.campaign_id,
@@ -189,7 +229,7 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, last
     # Whatever else they held goes back to the queue: they are returning to this unit.
     db.execute(delete(UnitReservation).where(UnitReservation.annotator_id == annotator_id))
     db.add(UnitReservation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator_id,
-                           expires_at=now + timedelta(minutes=hold_minutes)))
+                           expires_at=now + timedelta(minutes=hold_minutes), handed_at=now))
     db.commit()
     return withdrawn
 
@@ -198,10 +238,14 @@ def has_submissions(db: Session, annotator_id: int) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.annotator_id == annotator_id).limit(1)) is not None
 
 
-def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
+def units_left(db: Session, annotator_id: int, campaign: Campaign, candidates=None) -> int:
     """How many units of `campaign` its queue could still hand this annotator: neither answered nor skipped
-    by them, a slot free."""
-    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), utcnow(),
+    by them, a slot free (gold units aside: they come only between these)."""
+    if candidates is None:
+        candidates = units_to_label(campaign)
+        if campaign.adaptive:
+            candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
+    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, candidates, utcnow(),
                             campaign_annotation_settings(campaign))
     return db.scalar(select(func.count()).select_from(candidates.subquery()))
 

@@ -58,6 +58,10 @@ def _fields(form: FormData) -> CampaignFields:
             numbers[field] = int(str(form.get(field, "")).strip())
         except ValueError:
             raise TaskError(f"{field}: give a whole number.") from None
+    try:
+        gold_rate = float(str(form.get("gold_rate", "0")).strip() or "0")
+    except ValueError:
+        raise TaskError("gold_rate: give a share from 0 to 0.5, e.g. 0.1.") from None
     return CampaignFields(
         name=str(form.get("name", "")), run_id=numbers["run_id"], layer=str(form.get("layer", "")).strip(),
         judges=numbers["judges"], blind=form.get("blind") == "on",
@@ -65,7 +69,7 @@ def _fields(form: FormData) -> CampaignFields:
                       for q in QUESTIONS},
         everyone=form.get("everyone") == "on",
         participants=tuple(name for name in str(form.get("participants", "")).replace(",", " ").split()),
-        open=form.get("open") == "on")
+        open=form.get("open") == "on", gold_rate=gold_rate, adaptive=form.get("adaptive") == "on")
 
 
 def _form_page(request: Request, user: Annotator, db: Session, campaign: Campaign | None, values: dict,
@@ -80,16 +84,19 @@ def _form_page(request: Request, user: Annotator, db: Session, campaign: Campaig
 def _values(campaign: Campaign | None, db: Session, run_id: int | None = None) -> dict:
     if campaign is None:
         return {"name": "", "run_id": run_id, "layer": "conv5", "judges": ANNOTATION.annotators_per_unit,
-                "blind": True, "everyone": True, "participants": "", "open": True, "instructions": {}}
+                "blind": True, "everyone": True, "participants": "", "open": True, "instructions": {},
+                "gold_rate": 0.0, "adaptive": False}
     return {"name": campaign.name, "run_id": campaign.run_id, "layer": campaign.layer, "judges": campaign.judges,
             "blind": campaign.blind, "everyone": campaign.everyone, "participants": " ".join(participants(db, campaign)),
-            "open": campaign.is_open, "instructions": campaign.instructions}
+            "open": campaign.is_open, "instructions": campaign.instructions, "gold_rate": campaign.gold_rate,
+            "adaptive": campaign.adaptive}
 
 
 def _posted_values(form: FormData) -> dict:
     return {"name": form.get("name", ""), "run_id": _int_or_none(form.get("run_id")), "layer": form.get("layer", ""),
             "judges": form.get("judges", ""), "blind": form.get("blind") == "on", "everyone": form.get("everyone") == "on",
             "participants": form.get("participants", ""), "open": form.get("open") == "on",
+            "gold_rate": form.get("gold_rate", ""), "adaptive": form.get("adaptive") == "on",
             "instructions": {q.key: {part: form.get(f"{q.key}_{part}", "") for part in ("instructions", "example")}
                              for q in QUESTIONS}}
 
