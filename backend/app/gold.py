@@ -19,7 +19,7 @@ from annotation.aggregate import ANSWERS, UnitAnswer, answers_needed
 from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
 from backend.app.errors import TaskError
 from backend.db.models import (Annotation, Annotator, Campaign, CampaignExclusion, Category, GoldUnit, ImageMark, Layer,
-                               Unit, UnitImage, UnitSettlement, UnitSkip)
+                               Run, Unit, UnitImage, UnitSettlement, UnitSkip)
 
 GOLD_RATE_MAX = 0.5
 # Float slack so that e.g. 0.1 * 10 answers reaches one gold unit whatever the rounding.
@@ -110,16 +110,21 @@ def gold_from_settlements(db: Session, campaign: Campaign, admin_id: int | None 
     return added
 
 
-def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
-    """Gold units from the run's world truth: RUN_DIR/dissection.json (``ambient dissect --truth``), read
-    through annotation/quality.py's `gold_from_truth`; committed; how many. TaskError when the run has none."""
+def run_truth(run: Run) -> list[dict]:
+    """The run's automatic labels against the world's truth: RUN_DIR/dissection.json (``ambient dissect
+    --truth``, publish records RUN_DIR as `Run.run_dir`); TaskError naming gold_from_truth when it has none."""
     from model.network.run import dissection_file, read_dissection
 
-    run_dir = campaign.run.run_dir
-    if not dissection_file(run_dir).exists():
-        raise TaskError(f"gold_from_truth: run {campaign.run_id} has no {dissection_file(run_dir)}: run "
+    if not dissection_file(run.run_dir).exists():
+        raise TaskError(f"gold_from_truth: run {run.id} has no dissection.json in {run.run_dir}: run "
                         "`ambient dissect --truth` on it first (only a world's runs have a truth).")
-    rows = [row for row in read_dissection(run_dir) if row.get("layer", campaign.layer) == campaign.layer]
+    return read_dissection(run.run_dir)
+
+
+def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
+    """Gold units from the run's world truth (`run_truth`), chosen by annotation/quality.py's `gold_from_truth`
+    (a label of high precision: yes; no category reaching a low one: no); committed; how many."""
+    rows = [row for row in run_truth(campaign.run) if row.get("layer", campaign.layer) == campaign.layer]
     units = dict(db.execute(select(Unit.index, Unit.id).join(Layer, Unit.layer_id == Layer.id)
                             .where(Layer.run_id == campaign.run_id, Layer.name == campaign.layer)).all())
     with_images = set(db.scalars(select(UnitImage.unit_id).where(UnitImage.unit_id.in_(units.values()))))
@@ -146,16 +151,38 @@ def gold_answers(db: Session, campaign_id: int) -> dict[int, GoldAnswer]:
                 .outerjoin(Category, GoldUnit.category_id == Category.id).where(GoldUnit.campaign_id == campaign_id))}
 
 
-def gold_due(db: Session, campaign: Campaign, annotator_id: int) -> bool:
-    """Whether the annotator's next unit should be gold: their gold answers stay at the campaign's rate of
-    their answers, counting the next one."""
-    if campaign.gold_rate <= 0:
-        return False
+def _gold_due(rate: float, answered: int, on_gold: int) -> bool:
+    """Gold answers stay at `rate` of all answers, counting the next one."""
+    return on_gold < math.floor(rate * (answered + 1) + RATE_TOLERANCE)
+
+
+def _answered(db: Session, campaign: Campaign, annotator_id: int) -> tuple[int, int]:
+    """How many answers the annotator gave in the campaign, and how many of them on gold units."""
     mine = select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id,
                                             Annotation.annotator_id == annotator_id).subquery()
     answered = db.scalar(select(func.count()).select_from(mine))
     on_gold = db.scalar(select(func.count()).select_from(mine).where(mine.c.unit_id.in_(gold_unit_ids(campaign.id))))
-    return on_gold < math.floor(campaign.gold_rate * (answered + 1) + RATE_TOLERANCE)
+    return answered, on_gold
+
+
+def gold_due(db: Session, campaign: Campaign, annotator_id: int) -> bool:
+    """Whether the annotator's next unit should be gold."""
+    return campaign.gold_rate > 0 and _gold_due(campaign.gold_rate, *_answered(db, campaign, annotator_id))
+
+
+def future_gold(db: Session, campaign: Campaign, annotator_id: int, regular_left: int) -> int:
+    """How many gold units the queue would mix in while it hands the annotator `regular_left` other units."""
+    if campaign.gold_rate <= 0 or regular_left == 0:
+        return 0
+    answered, on_gold = _answered(db, campaign, annotator_id)
+    unseen, coming = len(unseen_gold(db, campaign, annotator_id)), 0
+    while regular_left > 0:           # the queue's own steps: gold when due and one is left, else a unit
+        if unseen > coming and _gold_due(campaign.gold_rate, answered, on_gold + coming):
+            coming += 1
+        else:
+            regular_left -= 1
+        answered += 1
+    return coming
 
 
 def unseen_gold(db: Session, campaign: Campaign, annotator_id: int) -> list[int]:

@@ -12,7 +12,8 @@ from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.gold import excluded_ids, gold_due, judging, pick_gold, seconds_between, unseen_gold
+from backend.app.gold import (excluded_ids, future_gold, gold_due, judging, pick_gold, seconds_between,
+                              unseen_gold)
 from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Unit, UnitImage,
@@ -43,7 +44,7 @@ def reserve_next_unit(db: Session, annotator_id: int, campaign: Campaign, now: d
     candidates = units_to_label(campaign)
     if campaign.adaptive:
         candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
-    if units_left(db, annotator_id, campaign, candidates) and gold_due(db, campaign, annotator_id):
+    if _regular_left(db, annotator_id, campaign, candidates) and gold_due(db, campaign, annotator_id):
         held = _reserve_gold(db, annotator_id, campaign, now, settings.reservation_minutes)
         if held is not None:
             return held
@@ -238,9 +239,16 @@ def has_submissions(db: Session, annotator_id: int) -> bool:
     return db.scalar(select(Annotation.id).where(Annotation.annotator_id == annotator_id).limit(1)) is not None
 
 
-def units_left(db: Session, annotator_id: int, campaign: Campaign, candidates=None) -> int:
-    """How many units of `campaign` its queue could still hand this annotator: neither answered nor skipped
-    by them, a slot free (gold units aside: they come only between these)."""
+def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
+    """How many units of `campaign` its queue could still hand this annotator: those neither answered nor
+    skipped by them with a slot free, and the gold units it would mix in between them (so that the count
+    falls by one with every answer, gold or not: nothing tells a gold unit)."""
+    regular = _regular_left(db, annotator_id, campaign)
+    return regular + future_gold(db, campaign, annotator_id, regular)
+
+
+def _regular_left(db: Session, annotator_id: int, campaign: Campaign, candidates=None) -> int:
+    """The units (gold aside) of `campaign` its queue could still hand this annotator."""
     if candidates is None:
         candidates = units_to_label(campaign)
         if campaign.adaptive:

@@ -33,12 +33,15 @@ def register(app: typer.Typer) -> None:
         """Create a campaign for a run's layer: blind, open to every annotator."""
         from backend.app.campaign import CampaignFields, create_campaign
         from backend.app.errors import TaskError
-        from backend.app.gold import gold_from_run_truth
+        from backend.app.gold import gold_from_run_truth, run_truth
         from backend.config import Settings
+        from backend.db.models import Run
 
         settings = Settings(database_url=db) if db else Settings()
         with open_sessions(settings.database_url)() as session:
             try:
+                if gold_from_truth and session.get(Run, run) is not None:
+                    run_truth(session.get(Run, run))     # before the campaign is made: refused whole or done whole
                 campaign = create_campaign(session, CampaignFields(name=name, run_id=run, layer=layer, judges=judges,
                                                                    open=open_now, gold_rate=gold_rate,
                                                                    adaptive=adaptive))

@@ -250,7 +250,7 @@ class Table1ByConsensus(Table1Out):
     histogram: dict[str, int]    # detectors per category (Fig. 3)
     fleiss_kappa: float | None
     krippendorff_alpha: float | None
-    alpha_interval: list[float] | None   # 95% bootstrap interval
+    alpha_interval: list[float | None] | None   # 95% bootstrap interval (null ends: undefined)
     judgments_per_unit: float | None
 
 
