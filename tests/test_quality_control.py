@@ -17,7 +17,7 @@ from backend.app.gold import set_gold
 from backend.app.results import run_report
 from backend.cli import app as cli
 from backend.config import Settings
-from backend.db.models import Campaign, GoldUnit, Run, Unit
+from backend.db.models import Campaign, GoldUnit, Run, Unit, UnitSettlement
 from backend.db.session import session_factory, upgrade_db
 from test_app_annotate import next_unit, submit
 
@@ -253,3 +253,29 @@ def test_the_api_refuses_a_gold_rate_outside_zero_to_a_half(tmp_path, rate):
         bad_gold = client.post(f"/api/v1/campaigns/{campaign_id}/gold", headers=headers,
                                json={"unit": "conv5:0", "answer": "yes", "category": "flibbertigibbet"})
         assert bad_gold.status_code == 422 and "category" in bad_gold.text
+
+
+def test_a_settled_unit_becomes_gold_and_undo_on_it_says_nothing_of_gold(tmp_path):
+    url, campaign_id, units = campaign_with_gold(tmp_path, 3, {}, gold_rate=0.5)
+    with session_factory(upgrade_db(url))() as db:
+        db.add(UnitSettlement(campaign_id=campaign_id, unit_id=units[0], answer="no"))
+        db.commit()
+    add_user(url, "ann")
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        headers = admin_headers(client)
+        made = client.post(f"/api/v1/campaigns/{campaign_id}/gold/settled", headers=headers)
+        assert made.status_code == 201 and made.json()["added"] == 1
+        client.post("/logout", data={"csrf_token": headers["X-CSRF-Token"]})
+        token = login(client, "ann")
+        handed = []
+        while (unit := next_unit(client, token)) is not None:
+            handed.append(unit)
+            answer(client, token, unit, "no", url)
+            if unit == units[0]:           # the settled gold unit: undo as on any unit
+                undone = client.post("/annotations/undo", data={"csrf_token": token}, follow_redirects=False)
+                assert undone.status_code == 303, undone.text
+                answer(client, token, unit, "no", url)
+        assert units[0] in handed
+    with session_factory(upgrade_db(url))() as db:
+        assert db.scalar(select(GoldUnit.source).where(GoldUnit.unit_id == units[0])) == "settled"

@@ -12,11 +12,11 @@ from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.gold import (excluded_ids, future_gold, gold_due, judging, pick_gold, seconds_between,
-                              unseen_gold)
+from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, pick_gold,
+                              seconds_between, unseen_gold)
 from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
-from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Unit, UnitImage,
+from backend.db.models import (Annotation, Annotator, Campaign, Category, GoldUnit, ImageMark, Unit, UnitImage,
                                UnitReservation, UnitSettlement, UnitSkip)
 from model.settings import ANNOTATION
 
@@ -179,13 +179,16 @@ def _undo_window(db: Session, annotator_id: int, undo_minutes: int, last_judge_s
     last_undo = db.scalar(select(Annotator.last_undo_at).where(Annotator.id == annotator_id))
     if last_undo is not None and aware(last.created_at) <= aware(last_undo):
         return last, None, "Undo goes back one answer only: answer the unit you are holding."
-    if db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
-                                                 UnitSettlement.unit_id == last.unit_id)) is not None:
+    # A gold unit (a settled one among them) has no judges' limit and its answers no verdict: undo behaves as
+    # on a unit still short of judges, so that it tells nobody which units are gold.
+    gold = db.scalar(gold_unit_ids(last.campaign_id).where(GoldUnit.unit_id == last.unit_id)) is not None
+    if not gold and db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
+                                                              UnitSettlement.unit_id == last.unit_id)) is not None:
         return last, None, f"Unit {last.unit_id} has been settled by an admin, so yours stands."
     until = aware(last.created_at) + timedelta(minutes=undo_minutes)
     same_unit = (Annotation.campaign_id == last.campaign_id, Annotation.unit_id == last.unit_id)
     judges = db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id))
-    if db.scalar(select(func.count()).where(*same_unit)) >= judges:
+    if not gold and db.scalar(select(func.count()).where(*same_unit)) >= judges:
         newest = db.scalar(select(Annotation.id).where(*same_unit)
                            .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
         if newest != last.id:

@@ -18,7 +18,8 @@ from backend.app.campaign import (JUDGES_MAX, NAME_MAX, CampaignFields, campaign
 from backend.app.deps import admin_user, check_csrf, get_db, json_download
 from backend.app.errors import TaskError
 from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
-from backend.app.gold import (GOLD_RATE_MAX, exclude_annotator, include_annotator, set_gold, unit_of_campaign)
+from backend.app.gold import (GOLD_RATE_MAX, exclude_annotator, gold_from_settlements, include_annotator, set_gold,
+                              unit_of_campaign)
 from backend.app.results import (RunReport, annotators_report, default_report, detector_records, detectors_csv,
                                  run_report, table1_record)
 from backend.app.routes.results import ALPHA_RESAMPLES
@@ -325,6 +326,12 @@ def add_gold(campaign_id: int, body: GoldIn, user: Annotator = Depends(admin_use
     return GoldOut(campaign=campaign.id, unit=body.unit, answer=body.answer,
                    category=body.category.strip().lower() if body.answer == "yes" and body.category else None,
                    source="typed")
+
+
+@campaigns_api.post("/campaigns/{campaign_id}/gold/settled", status_code=201, dependencies=[Depends(check_csrf)])
+def gold_from_settled(campaign_id: int, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Make every unit an admin settled in the campaign gold, with the settlement's answer (source "settled")."""
+    return {"campaign": campaign_id, "added": gold_from_settlements(db, _campaign(db, campaign_id), user.id)}
 
 
 class ExclusionIn(BaseModel):
