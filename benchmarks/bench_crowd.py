@@ -166,28 +166,33 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
     categories = sorted({label[4:] for label in world.values() if label.startswith("yes:")} | {"person"})
     rng = random.Random(seed)
     started = time.perf_counter()
-    answers = 0
     with TestClient(create_app(Settings(database_url=url))) as base:
         clients = []
         for name in names:
             client = TestClient(base.app)
             clients.append((name, client, log_in(client, name)))
-        active = list(clients)
-        while active:                   # round robin: each bot one unit at a time, as people would interleave
-            for entry in list(active):
-                name, client, token = entry
-                handed = client.post("/annotate", data={"csrf_token": token}, follow_redirects=False)
-                if handed.status_code != 303:
-                    active.remove(entry)
-                    continue
-                unit = int(handed.headers["location"].rsplit("/", 1)[1])
-                label = bot_answer(re.sub(r"\d+$", "", name), world[unit], categories, rng)
-                kind, _, category = label.partition(":")
-                response = client.post(f"/units/{unit}/annotation", data={
-                    "answer": kind, "category": category, "csrf_token": token,
-                    "marked": [str(i) for i in images[unit]] if kind == "yes" else []})
-                assert response.status_code == 200, response.text
-                answers += 1
+
+        def crowd(bots) -> int:
+            """The bots answer till the queue has nothing left for any of them; how many answers they gave."""
+            given, active = 0, list(bots)
+            while active:               # round robin: each bot one unit at a time, as people would interleave
+                for entry in list(active):
+                    name, client, token = entry
+                    handed = client.post("/annotate", data={"csrf_token": token}, follow_redirects=False)
+                    if handed.status_code != 303:
+                        active.remove(entry)
+                        continue
+                    unit = int(handed.headers["location"].rsplit("/", 1)[1])
+                    label = bot_answer(re.sub(r"\d+$", "", name), world[unit], categories, rng)
+                    kind, _, category = label.partition(":")
+                    response = client.post(f"/units/{unit}/annotation", data={
+                        "answer": kind, "category": category, "csrf_token": token,
+                        "marked": [str(i) for i in images[unit]] if kind == "yes" else []})
+                    assert response.status_code == 200, response.text
+                    given += 1
+            return given
+
+        answers = crowd(clients)
         seconds = time.perf_counter() - started
         admin = TestClient(base.app)
         headers = {"X-CSRF-Token": log_in(admin, "boss")}
@@ -195,11 +200,16 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         detectors = {method: admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus={method}",
                                        headers=headers).json()["detectors"] for method in ("majority", "dawid-skene")}
         accuracy = accuracies(url, campaign_id, truth, ("majority", "dawid-skene"))
-        refused = 0
+        refused, excluded = 0, set()
         for row in quality["items"]:
             if row["gold_accuracy"] is not None and row["gold_accuracy"] < GOLD_CUT:
-                refused += admin.post(f"/api/v1/campaigns/{campaign_id}/exclusions", headers=headers,
-                                      json={"name": row["name"]}).status_code != 201
+                made = admin.post(f"/api/v1/campaigns/{campaign_id}/exclusions", headers=headers,
+                                  json={"name": row["name"]}).status_code == 201
+                refused += not made
+                excluded |= {row["name"]} if made else set()
+        # The excluded bots' units went back to the queue: the others judge them again.
+        extra = crowd([entry for entry in clients if entry[0] not in excluded])
+        after = admin.get(f"/api/v1/campaigns/{campaign_id}/annotators?consensus=dawid-skene", headers=headers).json()
         detectors["dawid-skene + gold"] = admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus=dawid-skene",
                                                     headers=headers).json()["detectors"]
     accuracy["dawid-skene + gold"] = accuracies(url, campaign_id, truth, ("dawid-skene",))["dawid-skene"]
@@ -208,8 +218,10 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         gold_by_kind.setdefault(re.sub(r"\d+$", "", row["name"]), []).append(row["gold_accuracy"])
     return {"adaptive": adaptive, "spammers": sum(k in ("random", "yes-person") for k in kinds) / len(kinds),
             "units": len(truth), "gold_units": gold, "truth_detectors": sum(l != "no" for l in truth.values()),
-            "detectors": detectors, "accuracy": accuracy, "exclusions_refused": refused,
-            "judgments_per_unit": quality["judgments_per_unit"], "answers": answers, "seconds": round(seconds, 1),
+            "detectors": detectors, "accuracy": accuracy, "excluded": sorted(excluded),
+            "exclusions_refused": refused, "answers_after_exclusion": extra,
+            "judgments_per_unit": quality["judgments_per_unit"],
+            "judgments_per_unit_after_exclusion": after["judgments_per_unit"], "answers": answers, "seconds": round(seconds, 1),
             "gold_accuracy": {kind: statistics.median([v for v in values if v is not None])
                               if any(v is not None for v in values) else None
                               for kind, values in sorted(gold_by_kind.items())}}

@@ -253,6 +253,12 @@ def test_the_api_refuses_a_gold_rate_outside_zero_to_a_half(tmp_path, rate):
         bad_gold = client.post(f"/api/v1/campaigns/{campaign_id}/gold", headers=headers,
                                json={"unit": "conv5:0", "answer": "yes", "category": "flibbertigibbet"})
         assert bad_gold.status_code == 422 and "category" in bad_gold.text
+        bad_marks = client.post(f"/api/v1/campaigns/{campaign_id}/gold", headers=headers,
+                                json={"unit": "conv5:0", "answer": "yes", "category": "dog", "marked": [0, 3]})
+        assert bad_marks.status_code == 422 and "marked" in bad_marks.text
+        made = client.post(f"/api/v1/campaigns/{campaign_id}/gold", headers=headers,
+                           json={"unit": "conv5:0", "answer": "yes", "category": "dog", "marked": [0, 2]})
+        assert made.status_code == 201 and made.json()["category"] == "dog", made.text
 
 
 def test_a_settled_unit_becomes_gold_and_undo_on_it_says_nothing_of_gold(tmp_path):

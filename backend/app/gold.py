@@ -88,6 +88,11 @@ def set_gold(db: Session, campaign: Campaign, unit: Unit, answer: str, category:
     if answer != "yes" and category:
         raise TaskError(f"category: a gold {answer!r} names no category.")
     known = _known_category(db, category) if answer == "yes" else None
+    if marked is not None:
+        n_images = db.scalar(select(func.count()).where(UnitImage.unit_id == unit.id))
+        if answer != "yes" or any(not 0 <= rank < n_images for rank in marked):
+            raise TaskError(f"marked: a gold 'yes' may mark image ranks 0..{n_images - 1} of unit {unit.index}; "
+                            f"got {sorted(marked)[:10]} for {answer!r}.")
     row = db.scalar(select(GoldUnit).where(GoldUnit.campaign_id == campaign.id, GoldUnit.unit_id == unit.id))
     if row is None:
         row = GoldUnit(campaign_id=campaign.id, unit_id=unit.id)
