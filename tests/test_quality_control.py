@@ -134,7 +134,8 @@ def test_excluding_an_annotator_changes_verdicts_and_including_them_restores_the
         assert next_unit(client, token) is None                  # an excluded annotator is handed nothing
         client.post("/logout", data={"csrf_token": token})
         headers = admin_headers(client)
-        assert client.delete(f"/api/v1/campaigns/{campaign_id}/exclusions/bob", headers=headers).status_code == 200
+        included = client.post(f"/api/v1/campaigns/{campaign_id}/inclusions", headers=headers, json={"name": "bob"})
+        assert included.status_code == 200, included.text
         assert detectors() == 1                                   # bob's answer counts again, nothing was deleted
         refused = client.post(f"/api/v1/campaigns/{campaign_id}/exclusions", headers=headers, json={"name": "nobody"})
         assert refused.status_code == 404 and "nobody" in refused.text

@@ -345,8 +345,8 @@ def exclude(campaign_id: int, body: ExclusionIn, user: Annotator = Depends(admin
     return {"campaign": campaign_id, "name": person.name, "excluded": True}
 
 
-@campaigns_api.delete("/campaigns/{campaign_id}/exclusions/{name}", dependencies=[Depends(check_csrf)])
-def include(campaign_id: int, name: str, db: Session = Depends(get_db)):
-    """Include an excluded annotator again: their answers count again."""
-    person = include_annotator(db, _campaign(db, campaign_id), name)
+@campaigns_api.post("/campaigns/{campaign_id}/inclusions", dependencies=[Depends(check_csrf)])
+def include(campaign_id: int, body: ExclusionIn, db: Session = Depends(get_db)):
+    """Include an excluded annotator again: their answers count again (POST, as every change here)."""
+    person = include_annotator(db, _campaign(db, campaign_id), body.name)
     return {"campaign": campaign_id, "name": person.name, "excluded": False}
