@@ -180,9 +180,11 @@ def test_the_campaigns_api_lists_and_creates_naming_the_bad_field(two):
         assert made.status_code == 201, made.text
         items = client.get("/api/v1/campaigns").json()["items"]
         assert items[1] == {"id": made.json()["id"], "name": "Sound conv5, spring", "run_id": runs["run-b"],
-                            "layer": "conv5", "judges": 3, "open": True, "units": 3, "complete": 0}
+                            "layer": "conv5", "judges": 3, "open": True, "units": 3, "complete": 0,
+                            "gold_rate": 0.0, "adaptive": False}
         for body, field in (({"name": "x", "run_id": 99}, "run_id"), ({"name": "x", "run_id": 1, "layer": "fc9"}, "layer"),
-                            ({"name": "x", "run_id": 1, "judges": 0}, "judges"), ({"run_id": 1}, "name")):
+                            ({"name": "x", "run_id": 1, "judges": 0}, "judges"), ({"run_id": 1}, "name"),
+                            ({"name": "x", "run_id": 1, "gold_rate": 0.6}, "gold_rate")):
             refused = client.post("/api/v1/campaigns", headers=headers, json=body)
             assert refused.status_code == 422 and field in json.dumps(refused.json()), (body, refused.text)
 

@@ -20,9 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.app.errors import TaskError
+from backend.app.gold import check_gold_rate, excluded_ids, gold_unit_ids, is_excluded
 from backend.app.reservations import utcnow
-from backend.db.models import (Annotation, Annotator, Campaign, CampaignMember, CampaignSetting, Layer, Run, Unit,
-                               UnitImage, UnitSettlement)
+from backend.db.models import (Annotation, Annotator, Campaign, CampaignExclusion, CampaignMember, CampaignSetting,
+                               Layer, Run, Unit, UnitImage, UnitSettlement)
 from model.settings import ANNOTATION, AnnotationSettings
 
 RESULTS_OPEN = "results_open"       # True: annotators see every unit's results; absent or False: blind
@@ -133,6 +134,8 @@ class CampaignFields:
     everyone: bool = True
     participants: tuple[str, ...] = ()       # annotator names, when not everyone
     open: bool = False
+    gold_rate: float = 0.0                   # share of each annotator's units that are gold (0 to 0.5)
+    adaptive: bool = False                   # two judges, a third only where they disagree or one failed gold
 
 
 def campaign_annotation_settings(campaign: Campaign, hold_minutes: int | None = None,
@@ -152,19 +155,24 @@ def campaign_units(campaign: Campaign):
 
 
 def units_to_label(campaign: Campaign):
-    """The unit task's candidates in `campaign`: its units, but for those an admin has settled there."""
-    return campaign_units(campaign).where(Unit.id.not_in(
-        select(UnitSettlement.unit_id).where(UnitSettlement.campaign_id == campaign.id)))
+    """The unit task's candidates in `campaign`: its units, but for those an admin has settled there and its
+    gold units (handed out apart, at the gold rate: backend/app/gold.py)."""
+    return campaign_units(campaign).where(
+        Unit.id.not_in(select(UnitSettlement.unit_id).where(UnitSettlement.campaign_id == campaign.id)),
+        Unit.id.not_in(gold_unit_ids(campaign.id)))
 
 
 def may_take_part(db: Session, campaign: Campaign, user: Annotator) -> bool:
-    return campaign.everyone or db.get(CampaignMember, (campaign.id, user.id)) is not None
+    return ((campaign.everyone or db.get(CampaignMember, (campaign.id, user.id)) is not None)
+            and not is_excluded(db, campaign.id, user.id))
 
 
 def open_campaigns(db: Session, user: Annotator) -> list[Campaign]:
-    """The open campaigns `user` may take part in, oldest first."""
+    """The open campaigns `user` may take part in (not excluded from), oldest first."""
     member = select(CampaignMember.campaign_id).where(CampaignMember.annotator_id == user.id)
-    return list(db.scalars(select(Campaign).where(Campaign.is_open, (Campaign.everyone | Campaign.id.in_(member)))
+    excluded = select(CampaignExclusion.campaign_id).where(CampaignExclusion.annotator_id == user.id)
+    return list(db.scalars(select(Campaign).where(Campaign.is_open, (Campaign.everyone | Campaign.id.in_(member)),
+                                                  Campaign.id.not_in(excluded))
                            .order_by(Campaign.id)))
 
 
@@ -204,9 +212,13 @@ def campaign_size(db: Session, campaign: Campaign) -> int:
 
 
 def complete_units(db: Session, campaign: Campaign) -> int:
-    """The campaign's units with all their judges' answers or settled there."""
-    answered = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id)
-                .group_by(Annotation.unit_id).having(func.count() >= campaign.judges))
+    """The campaign's units with all their judges' answers (adaptive: two, an upper bound where they disagree) or settled there;
+    gold units and excluded annotators' answers aside."""
+    answered = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id,
+                                                 Annotation.annotator_id.not_in(excluded_ids(campaign.id)),
+                                                 Annotation.unit_id.not_in(gold_unit_ids(campaign.id)))
+                .group_by(Annotation.unit_id).having(func.count() >= (min(2, campaign.judges) if campaign.adaptive
+                                                                      else campaign.judges)))
     settled = select(UnitSettlement.unit_id).where(UnitSettlement.campaign_id == campaign.id)
     return db.scalar(select(func.count()).select_from(
         campaign_units(campaign).where(Unit.id.in_(answered) | Unit.id.in_(settled)).subquery()))
@@ -225,6 +237,7 @@ def _checked(db: Session, fields: CampaignFields) -> tuple[Run, list[Annotator]]
                         f"(its layers: {', '.join(layers) or 'none yet: extract its units first'}).")
     if not 1 <= fields.judges <= JUDGES_MAX:
         raise TaskError(f"judges: judges per unit is a number from 1 to {JUDGES_MAX}.")
+    check_gold_rate(fields.gold_rate)
     names = sorted({name.strip() for name in fields.participants if name.strip()})
     people = list(db.scalars(select(Annotator).where(Annotator.name.in_(names)))) if names else []
     unknown = sorted(set(names) - {person.name for person in people})
@@ -241,7 +254,8 @@ def create_campaign(db: Session, fields: CampaignFields) -> Campaign:
     campaign = Campaign(name=fields.name.strip(), run_id=run.id, layer=fields.layer, judges=fields.judges,
                         blind=fields.blind, instructions=cleaned_instructions(fields.instructions or {}),
                         everyone=fields.everyone, is_open=fields.open,
-                        is_default=default_campaign(db, run.id) is None)
+                        is_default=default_campaign(db, run.id) is None, gold_rate=fields.gold_rate,
+                        adaptive=fields.adaptive)
     db.add(campaign)
     db.flush()
     db.add_all(CampaignMember(campaign_id=campaign.id, annotator_id=person.id) for person in people)
@@ -277,7 +291,7 @@ def edit_campaign(db: Session, campaign_id: int, fields: CampaignFields) -> Camp
                         "create another campaign.")
     _run, people = _checked(db, fields)
     campaign.name, campaign.judges, campaign.blind = fields.name.strip(), fields.judges, fields.blind
-    campaign.everyone = fields.everyone
+    campaign.everyone, campaign.gold_rate, campaign.adaptive = fields.everyone, fields.gold_rate, fields.adaptive
     if fields.instructions is not None:
         campaign.instructions = cleaned_instructions(fields.instructions)
     db.query(CampaignMember).filter(CampaignMember.campaign_id == campaign.id).delete()

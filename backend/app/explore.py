@@ -16,9 +16,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, joinedload
 
 from annotation.aggregate import UnitVerdict
-from backend.app.campaign import Visibility, campaign_annotation_settings, default_campaign
+from backend.app.campaign import Visibility, default_campaign
 from backend.app.clusters import cluster_title, cluster_url
 from backend.app.errors import TaskError
+from backend.app.gold import judging
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
 from model.settings import ANNOTATION
@@ -179,7 +180,7 @@ def unit_page(db: Session, run_id: int, layer_name: str, index: int, shown: Visi
         campaign_id = campaign.id if campaign is not None else None
         answers, settlements = unit_answers(db, [unit.id], campaign_id), unit_settlements(db, [unit.id], campaign_id)
         verdict = _verdict(unit.id, answers.get(unit.id, ()), settlements.get(unit.id), len(images),
-                           campaign_annotation_settings(campaign) if campaign is not None else ANNOTATION)
+                           judging(db, campaign, ANNOTATION.annotators_per_unit))
         automatic = AutomaticLabels(
             unit.auto_category.name if unit.auto_category else None, unit.auto_precision, unit.auto_iou,
             unit.auto_netdissect_category.name if unit.auto_netdissect_category else None, unit.auto_netdissect_iou)

@@ -177,6 +177,8 @@ def reserve_next(db: Session, queue: Queue, campaign_id: int, annotator_id: int,
             if free_slot(db, queue, campaign_id, unit_id, annotator_id, now, settings.annotators_per_unit):
                 reservation = queue.reservation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator_id,
                                                 expires_at=now + timedelta(minutes=settings.reservation_minutes))
+                if hasattr(reservation, "handed_at"):   # the unit task times each answer from here
+                    reservation.handed_at = now
                 db.add(reservation)
                 db.commit()
                 return reservation

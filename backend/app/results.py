@@ -15,8 +15,10 @@ from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, U
                                   units_for_review)
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
+from annotation.consensus import CONSENSUS_METHODS, Alpha, dawid_skene, krippendorff_alpha, label_as_settlement
 from backend.app.errors import TaskError
 from backend.app.campaign import campaign_annotation_settings, default_campaign
+from backend.app.gold import Judging, excluded_ids, gold_unit_ids, judging
 from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
                                UnitImage, UnitSettlement)
 from model.settings import ANNOTATION, DETECTOR_PRECISION, AnnotationSettings
@@ -157,6 +159,9 @@ class RunReport:
     review: list[UnitRow]
     complete_units: int
     auto_detectors: AutomaticDetectors | None   # None when no unit of the run has an automatic label
+    consensus: str = "majority"          # how each unit's answer and object were chosen (CONSENSUS_METHODS)
+    alpha: Alpha | None = None           # Krippendorff's alpha over the complete units, with its bootstrap interval
+    judgments_per_unit: float | None = None   # mean counted answers per complete unit (settled ones aside)
 
     @property
     def detectors(self) -> list[UnitRow]:
@@ -169,19 +174,23 @@ def characteristic_flags(db: Session) -> dict[str, bool]:
 
 def unit_answers(db: Session, unit_ids, campaign_id: int | None) -> dict[int, list[UnitAnswer]]:
     """The annotators' answers of each unit in the campaign (marks as image ranks), oldest first (none
-    for no campaign: every answer has one)."""
+    for no campaign: every answer has one): the answers that count, so neither a gold unit's (they only
+    score people: backend/app/gold.py) nor those of an annotator excluded from the campaign."""
+    counted = (Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(unit_ids),
+               Annotation.unit_id.not_in(gold_unit_ids(campaign_id)),
+               Annotation.annotator_id.not_in(excluded_ids(campaign_id)))
     marks: dict[int, set[int]] = defaultdict(set)
     for annotation_id, rank in db.execute(
             select(ImageMark.annotation_id, UnitImage.rank).join(UnitImage, ImageMark.unit_image_id == UnitImage.id)
             .join(Annotation, ImageMark.annotation_id == Annotation.id)
-            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(unit_ids))):
+            .where(*counted)):
         marks[annotation_id].add(rank)
     answers: dict[int, list[UnitAnswer]] = defaultdict(list)
     for annotation_id, unit_id, annotator, answer, category in db.execute(
             select(Annotation.id, Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
             .join(Annotator, Annotation.annotator_id == Annotator.id)
             .outerjoin(Category, Annotation.category_id == Category.id)
-            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(unit_ids)).order_by(Annotation.id)):
+            .where(*counted).order_by(Annotation.id)):
         try:
             answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
                                                frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
@@ -205,12 +214,13 @@ def unit_settlements(db: Session, unit_ids, campaign_id: int | None) -> dict[int
 
 
 def _verdict(unit_id: int, answers: Sequence[UnitAnswer], settlement: Settlement | None, n_images: int,
-             settings: AnnotationSettings) -> UnitVerdict | None:
-    """The unit's verdict once it has all its annotators (or a settlement); None before."""
-    if len(answers) < settings.annotators_per_unit and settlement is None:
+             rule: Judging, consensus: Settlement | None = None) -> UnitVerdict | None:
+    """The unit's verdict once it has all the answers `rule` asks (or a settlement); None before.
+    `consensus`: a model's answer and object (Dawid-Skene) in place of the plurality."""
+    if len(answers) < rule.needed(answers) and settlement is None:
         return None
     return aggregate_unit(unit_id, answers, n_images=max(n_images, 1), threshold=DETECTOR_PRECISION,
-                          settlement=settlement)
+                          settlement=settlement, consensus=consensus)
 
 
 def annotators_verdict(db: Session, unit_id: int, campaign: Campaign) -> UnitVerdict | None:
@@ -218,18 +228,18 @@ def annotators_verdict(db: Session, unit_id: int, campaign: Campaign) -> UnitVer
     before it has all of them."""
     n_images = db.scalar(select(func.count()).where(UnitImage.unit_id == unit_id))
     return _verdict(unit_id, unit_answers(db, [unit_id], campaign.id).get(unit_id, ()), None, n_images,
-                    campaign_annotation_settings(campaign))
+                    judging(db, campaign, campaign.judges))
 
 
 def detector_units(db: Session, unit_ids, campaign: Campaign) -> dict[int, str]:
     """Which of `unit_ids` (ids or a select of them) are detectors in the campaign, and of which category.
 
     Reads only these units' answers: the sound task asks this on every request."""
-    settings = campaign_annotation_settings(campaign)
+    rule = judging(db, campaign, campaign.judges)
     answers, settlements = unit_answers(db, unit_ids, campaign.id), unit_settlements(db, unit_ids, campaign.id)
     n_images = dict(db.execute(select(UnitImage.unit_id, func.count()).where(UnitImage.unit_id.in_(unit_ids))
                                .group_by(UnitImage.unit_id)).all())
-    verdicts = (_verdict(u, answers.get(u, ()), settlements.get(u), n_images[u], settings) for u in n_images)
+    verdicts = (_verdict(u, answers.get(u, ()), settlements.get(u), n_images[u], rule) for u in n_images)
     return {v.unit: v.category for v in verdicts if v is not None and v.is_detector}
 
 
@@ -237,16 +247,41 @@ def maybe_detectors(campaign: Campaign):
     """A select of the campaign's units that may be detectors: all their annotators and at least two (or
     all) of them saying yes, else an admin's yes. Fewer yeses cannot win the vote; `detector_units` decides."""
     yes_needed = min(2, campaign.judges)
-    answered = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id).group_by(Annotation.unit_id)
-                .having(func.count() >= campaign.judges,
+    answered = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id,
+                                                 Annotation.unit_id.not_in(gold_unit_ids(campaign.id)),
+                                                 Annotation.annotator_id.not_in(excluded_ids(campaign.id)))
+                .group_by(Annotation.unit_id)
+                .having(func.count() >= (yes_needed if campaign.adaptive else campaign.judges),
                         func.sum(case((Annotation.answer == "yes", 1), else_=0)) >= yes_needed))
     return union(answered, select(UnitSettlement.unit_id).where(UnitSettlement.campaign_id == campaign.id,
                                                                 UnitSettlement.answer == "yes"))
 
 
-def run_report(db: Session, run: Run, campaign: Campaign | None) -> RunReport:
-    """Everything the results page and the exports say about `run` in `campaign` (None: no answers yet)."""
+def check_consensus(consensus: str) -> str:
+    if consensus not in CONSENSUS_METHODS:
+        raise TaskError(f"consensus: one of {', '.join(CONSENSUS_METHODS)}; got {consensus!r}.")
+    return consensus
+
+
+def consensus_labels(rule: Judging, answers: dict[int, list[UnitAnswer]]) -> dict[int, Settlement]:
+    """Dawid-Skene's answer and object for each unit with the answers `rule` asks, fitted on those units at
+    once (annotation/consensus.py)."""
+    complete = {unit: given for unit, given in answers.items() if given and len(given) >= rule.needed(given)}
+    if not complete:
+        return {}
+    units = sorted(complete)
+    estimate = dawid_skene([{a.annotator: a.label for a in complete[unit]} for unit in units])
+    return {unit: label_as_settlement(label) for unit, label in zip(units, estimate.labels)}
+
+
+def run_report(db: Session, run: Run, campaign: Campaign | None, consensus: str = "majority",
+               alpha_resamples: int = 0) -> RunReport:
+    """Everything the results page and the exports say about `run` in `campaign` (None: no answers yet), each
+    unit's answer and object chosen by `consensus`: "majority" or "dawid-skene"; Krippendorff's alpha with
+    `alpha_resamples` bootstrap resamples when asked (the results page and the table1 API)."""
+    check_consensus(consensus)
     settings = campaign_annotation_settings(campaign) if campaign is not None else ANNOTATION
+    rule = judging(db, campaign, settings.annotators_per_unit)
     campaign_id = campaign.id if campaign is not None else None
     netdissect = aliased(Category)
     units = db.execute(select(Unit.id, Layer.name, Unit.index, Unit.auto_precision, Category.name, Unit.auto_iou,
@@ -261,11 +296,12 @@ def run_report(db: Session, run: Run, campaign: Campaign | None) -> RunReport:
                                         .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
         images[unit_id].append(image_id)
     answers, settlements = unit_answers(db, unit_ids, campaign_id), unit_settlements(db, unit_ids, campaign_id)
+    modelled = consensus_labels(rule, answers) if consensus == "dawid-skene" else {}
 
     rows = []
     for u in units:
         given = tuple(answers.get(u.id, ()))
-        verdict = _verdict(u.id, given, settlements.get(u.id), len(images[u.id]), settings)
+        verdict = _verdict(u.id, given, settlements.get(u.id), len(images[u.id]), rule, modelled.get(u.id))
         rows.append(UnitRow(u.id, u[1], u.index, given, verdict, u[4], u.auto_precision,
                             tuple(images[u.id][:GALLERY_IMAGES]), u.auto_iou, u[6], u.auto_netdissect_iou))
     verdicts = [r.verdict for r in rows if r.verdict is not None]
@@ -281,6 +317,7 @@ def run_report(db: Session, run: Run, campaign: Campaign | None) -> RunReport:
     automatic_labels = {r.unit_id: (r.auto_category if _auto_detector(r, DETECTOR_PRECISION) else None)
                         for r in rows if r.auto_precision is not None}
     review_units = {v.unit for v in units_for_review(verdicts)}
+    judged = [len(answers.get(v.unit, ())) for v in verdicts if not v.settled]
     return RunReport(
         run=run, campaign=campaign, units=rows, verdicts=verdicts, characteristic=characteristic,
         table1=table1(verdicts, characteristic, judgements),
@@ -291,7 +328,10 @@ def run_report(db: Session, run: Run, campaign: Campaign | None) -> RunReport:
         automatic=automatic_agreement(verdicts, automatic_labels), automatic_labels=automatic_labels,
         review=[r for r in rows if r.unit_id in review_units],
         complete_units=len(verdicts),
-        auto_detectors=automatic_detectors(rows, characteristic, DETECTOR_PRECISION))
+        auto_detectors=automatic_detectors(rows, characteristic, DETECTOR_PRECISION), consensus=consensus,
+        alpha=krippendorff_alpha([{a.annotator: a.label for a in answers.get(u, ())} for u in sorted(verdict_units)],
+                                 resamples=alpha_resamples) if alpha_resamples else None,
+        judgments_per_unit=sum(judged) / len(judged) if judged else None)
 
 
 def default_report(db: Session, run: Run) -> RunReport:
@@ -323,3 +363,33 @@ def table1_record(report: RunReport) -> dict:
     return {"run": report.run.name, "campaign": report.campaign.name if report.campaign else None,
             **asdict(report.table1),
             "rows": [{"row": label, "value": value} for label, value in report.table1.rows()]}
+
+
+def verdict_label(verdict: UnitVerdict) -> str | None:
+    """A verdict as one label ("no", "texture", "yes:<category>"), as answers are compared; None while tied."""
+    if verdict.answer is None or (verdict.answer == "yes" and verdict.category is None):
+        return None
+    return f"yes:{verdict.category}" if verdict.answer == "yes" else verdict.answer
+
+
+@dataclass(frozen=True)
+class AnnotatorsReport:
+    """A campaign's annotators page and API: each annotator's quality, and how many judgments units took."""
+
+    campaign: Campaign
+    consensus: str
+    items: list[dict]                    # backend/app/gold.py's `campaign_quality` rows
+    gold_units: int
+    judgments_per_unit: float | None
+
+
+def annotators_report(db: Session, campaign: Campaign, consensus: str = "majority") -> AnnotatorsReport:
+    """Each annotator's answers, gold accuracy, agreement with the `consensus` verdicts, median seconds and
+    skips in the campaign."""
+    from backend.app.gold import campaign_quality
+
+    report = run_report(db, campaign.run, campaign, consensus)
+    labels = {v.unit: label for v in report.verdicts if (label := verdict_label(v)) is not None}
+    gold_units = db.scalar(select(func.count()).select_from(gold_unit_ids(campaign.id).subquery()))
+    return AnnotatorsReport(campaign, consensus, campaign_quality(db, campaign, labels), gold_units,
+                            report.judgments_per_unit)

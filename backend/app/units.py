@@ -12,15 +12,19 @@ from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.reservations import (Queue, aware, check_held, filling_a_slot, held_for, lock, one_writer_at_a_time,
-                                      open_units, reserve_next, utcnow)
-from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Unit, UnitImage,
+from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, pick_gold,
+                              seconds_between, unseen_gold)
+from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
+                                      one_writer_at_a_time, open_units, reserve_next, utcnow)
+from backend.db.models import (Annotation, Annotator, Campaign, Category, GoldUnit, ImageMark, Unit, UnitImage,
                                UnitReservation, UnitSettlement, UnitSkip)
 from model.settings import ANNOTATION
 
 
 def _answers(campaign_id: int):
-    return select(Annotation.unit_id, Annotation.annotator_id).where(Annotation.campaign_id == campaign_id)
+    # An excluded annotator's answers take no slot: their units go back to the queue for someone else.
+    return select(Annotation.unit_id, Annotation.annotator_id).where(
+        Annotation.campaign_id == campaign_id, Annotation.annotator_id.not_in(excluded_ids(campaign_id)))
 
 
 def _skips(campaign_id: int):
@@ -33,9 +37,45 @@ UNIT_QUEUE = Queue("unit", UnitReservation, _answers, _skips)
 def reserve_next_unit(db: Session, annotator_id: int, campaign: Campaign, now: datetime | None = None,
                       hold_minutes: int | None = None) -> UnitReservation | None:
     """The unit of `campaign` this annotator should label next, held for them; None when nothing is left
-    for them there."""
-    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), now or utcnow(),
-                        campaign_annotation_settings(campaign, hold_minutes))
+    for them there. At the campaign's gold rate it is one of its gold units they have not seen, handed
+    out like any other; in adaptive mode a unit whose two judges agreed needs nobody else."""
+    now = now or utcnow()
+    settings = campaign_annotation_settings(campaign, hold_minutes)
+    candidates = units_to_label(campaign)
+    if campaign.adaptive:
+        candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
+    if _regular_left(db, annotator_id, campaign, candidates) and gold_due(db, campaign, annotator_id):
+        held = _reserve_gold(db, annotator_id, campaign, now, settings.reservation_minutes)
+        if held is not None:
+            return held
+    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, candidates, now, settings)
+
+
+@one_writer_at_a_time
+def _reserve_gold(db: Session, annotator_id: int, campaign: Campaign, now: datetime,
+                  minutes: int) -> UnitReservation | None:
+    """A gold unit this annotator has not seen, held for them (a unit they already hold comes back); None
+    when they have seen every one. Gold units have no judges' limit: everyone may meet each once."""
+    lock(db, UNIT_QUEUE, None, now)
+    held = current_reservation(db, UNIT_QUEUE, annotator_id, now, campaign.id)
+    if held is None:
+        unseen = unseen_gold(db, campaign, annotator_id)
+        if unseen:
+            held = UnitReservation(campaign_id=campaign.id, unit_id=pick_gold(unseen), annotator_id=annotator_id,
+                                   expires_at=now + timedelta(minutes=minutes), handed_at=now)
+            db.add(held)
+    db.commit()
+    return held
+
+
+def adaptive_done(db: Session, campaign: Campaign) -> list[int]:
+    """The campaign's units that have the answers adaptive judging needs (two that agree, neither from an
+    annotator who failed gold lately; else all its judges), gold units aside."""
+    from backend.app.results import unit_answers   # results reads the queue's campaigns; imported on use
+
+    rule = judging(db, campaign, campaign.judges)
+    answers = unit_answers(db, units_to_label(campaign), campaign.id)
+    return [unit for unit, given in answers.items() if len(given) >= rule.needed(given)]
 
 
 @dataclass(frozen=True)
@@ -86,7 +126,8 @@ def _store_annotation(db: Session, annotator_id: int, unit_id: int, answer: str,
         marked = sorted(set(marked_image_ids)) if answer == "yes" else []
         annotation_id = db.scalar(insert(Annotation).values(
             campaign_id=held.campaign_id, unit_id=unit_id, annotator_id=annotator_id, answer=answer,
-            category_id=category.id if category else None, created_at=now).returning(Annotation.id))
+            category_id=category.id if category else None, created_at=now,
+            seconds=seconds_between(held.handed_at, now)).returning(Annotation.id))
         if marked:
             db.execute(insert(ImageMark), [{"annotation_id": annotation_id, "unit_image_id": i} for i in marked])
         db.execute(delete(UnitReservation).where(UnitReservation.campaign_id == held.campaign_id,
@@ -138,13 +179,16 @@ def _undo_window(db: Session, annotator_id: int, undo_minutes: int, last_judge_s
     last_undo = db.scalar(select(Annotator.last_undo_at).where(Annotator.id == annotator_id))
     if last_undo is not None and aware(last.created_at) <= aware(last_undo):
         return last, None, "Undo goes back one answer only: answer the unit you are holding."
-    if db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
-                                                 UnitSettlement.unit_id == last.unit_id)) is not None:
+    # A gold unit (a settled one among them) has no judges' limit and its answers no verdict: undo behaves as
+    # on a unit still short of judges, so that it tells nobody which units are gold.
+    gold = db.scalar(gold_unit_ids(last.campaign_id).where(GoldUnit.unit_id == last.unit_id)) is not None
+    if not gold and db.scalar(select(UnitSettlement.id).where(UnitSettlement.campaign_id == last.campaign_id,
+                                                              UnitSettlement.unit_id == last.unit_id)) is not None:
         return last, None, f"Unit {last.unit_id} has been settled by an admin, so yours stands."
     until = aware(last.created_at) + timedelta(minutes=undo_minutes)
     same_unit = (Annotation.campaign_id == last.campaign_id, Annotation.unit_id == last.unit_id)
     judges = db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id))
-    if db.scalar(select(func.count()).where(*same_unit)) >= judges:
+    if not gold and db.scalar(select(func.count()).where(*same_unit)) >= judges:
         newest = db.scalar(select(Annotation.id).where(*same_unit)
                            .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
         if newest != last.id:
@@ -189,7 +233,7 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, last
     # Whatever else they held goes back to the queue: they are returning to this unit.
     db.execute(delete(UnitReservation).where(UnitReservation.annotator_id == annotator_id))
     db.add(UnitReservation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator_id,
-                           expires_at=now + timedelta(minutes=hold_minutes)))
+                           expires_at=now + timedelta(minutes=hold_minutes), handed_at=now))
     db.commit()
     return withdrawn
 
@@ -199,9 +243,20 @@ def has_submissions(db: Session, annotator_id: int) -> bool:
 
 
 def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
-    """How many units of `campaign` its queue could still hand this annotator: neither answered nor skipped
-    by them, a slot free."""
-    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, units_to_label(campaign), utcnow(),
+    """How many units of `campaign` its queue could still hand this annotator: those neither answered nor
+    skipped by them with a slot free, and the gold units it would mix in between them (so that the count
+    falls by one with every answer, gold or not: nothing tells a gold unit)."""
+    regular = _regular_left(db, annotator_id, campaign)
+    return regular + future_gold(db, campaign, annotator_id, regular)
+
+
+def _regular_left(db: Session, annotator_id: int, campaign: Campaign, candidates=None) -> int:
+    """The units (gold aside) of `campaign` its queue could still hand this annotator."""
+    if candidates is None:
+        candidates = units_to_label(campaign)
+        if campaign.adaptive:
+            candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
+    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, candidates, utcnow(),
                             campaign_annotation_settings(campaign))
     return db.scalar(select(func.count()).select_from(candidates.subquery()))
 

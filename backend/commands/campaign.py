@@ -1,4 +1,5 @@
-"""`ambient campaign create|list|close`: annotation campaigns, each one run's layer put before annotators."""
+"""`ambient campaign create|list|close|gold|exclude|include`: annotation campaigns, each one run's layer put before
+annotators, and their quality control (gold units, excluded annotators)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -21,25 +22,41 @@ def register(app: typer.Typer) -> None:
         layer: str = typer.Option("conv5", "--layer", help="The layer whose units are labelled."),
         judges: int = typer.Option(ANNOTATION.annotators_per_unit, "--judges", help="Annotators per unit."),
         open_now: bool = typer.Option(False, "--open", help="Open it at once (else an admin opens it later)."),
+        gold_rate: float = typer.Option(0.0, "--gold-rate", help="Share of each annotator's units that are gold "
+                                        "(answer known, to score them), 0 to 0.5; e.g. 0.1: one in ten."),
+        gold_from_truth: bool = typer.Option(False, "--gold-from-truth", help="Gold units from the run's world truth "
+                                             "(RUN_DIR/dissection.json of `ambient dissect --truth`)."),
+        adaptive: bool = typer.Option(False, "--adaptive", help="Two judges per unit, the full --judges only where "
+                                      "they disagree or one failed gold lately."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Create a campaign for a run's layer: blind, open to every annotator."""
         from backend.app.campaign import CampaignFields, create_campaign
         from backend.app.errors import TaskError
+        from backend.app.gold import gold_from_run_truth, run_truth
         from backend.config import Settings
+        from backend.db.models import Run
 
         settings = Settings(database_url=db) if db else Settings()
         with open_sessions(settings.database_url)() as session:
             try:
+                if gold_from_truth and session.get(Run, run) is not None:
+                    run_truth(session.get(Run, run))     # before the campaign is made: refused whole or done whole
                 campaign = create_campaign(session, CampaignFields(name=name, run_id=run, layer=layer, judges=judges,
-                                                                   open=open_now))
+                                                                   open=open_now, gold_rate=gold_rate,
+                                                                   adaptive=adaptive))
+                gold = gold_from_run_truth(session, campaign) if gold_from_truth else 0
             except TaskError as error:
                 field, _, message = error.message.partition(": ")
-                hint = {"run_id": "--run", "layer": "--layer", "judges": "--judges", "name": "NAME"}.get(field)
+                hint = {"run_id": "--run", "layer": "--layer", "judges": "--judges", "name": "NAME",
+                        "gold_rate": "--gold-rate", "gold_from_truth": "--gold-from-truth"}.get(field)
                 raise typer.BadParameter(message if hint else error.message, param_hint=hint) from None
             typer.echo(f"Created campaign {campaign.id} '{campaign.name}' (run {campaign.run_id}, {campaign.layer}, "
-                       f"{campaign.judges} judges per unit), {'open' if campaign.is_open else 'closed'}"
-                       f"{', the run’s default' if campaign.is_default else ''}.")
+                       f"{campaign.judges} judges per unit{', adaptive' if campaign.adaptive else ''}), "
+                       f"{'open' if campaign.is_open else 'closed'}"
+                       f"{', the run’s default' if campaign.is_default else ''}"
+                       f"{f', gold rate {campaign.gold_rate:g}' if campaign.gold_rate else ''}"
+                       f"{f', {gold} gold units from the truth' if gold_from_truth else ''}.")
 
     @campaign_app.command("list")
     def list_campaigns(db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
@@ -75,3 +92,71 @@ def register(app: typer.Typer) -> None:
             except TaskError as error:
                 raise typer.BadParameter(error.message, param_hint="ID") from None
             typer.echo(f"Closed campaign {campaign.id} '{campaign.name}'.")
+
+    @campaign_app.command("gold")
+    def gold(campaign_id: int = typer.Argument(..., metavar="ID", help="The campaign's id (`ambient campaign list`)."),
+             unit: str = typer.Option(..., "--unit", help="LAYER:INDEX, e.g. conv5:12."),
+             answer: str = typer.Option(..., "--answer", help="yes or no: does one object show in its top images?"),
+             category: Optional[str] = typer.Option(None, "--category", help="For yes: the object (a known category)."),
+             db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+        """Make a unit gold: its answer is known, it is mixed into annotators' queues and scores them."""
+        from backend.app.errors import TaskError
+        from backend.app.gold import set_gold, unit_of_campaign
+        from backend.config import Settings
+
+        if answer not in ("yes", "no"):
+            raise typer.BadParameter(f"yes or no, got {answer!r}.", param_hint="--answer")
+        settings = Settings(database_url=db) if db else Settings()
+        with open_sessions(settings.database_url)() as session:
+            try:
+                campaign = _campaign(session, campaign_id)
+                found = unit_of_campaign(session, campaign, unit)
+                set_gold(session, campaign, found, answer, category, "typed")
+            except TaskError as error:
+                field, _, message = error.message.partition(": ")
+                hint = {"unit": "--unit", "category": "--category", "answer": "--answer", "ID": "ID"}.get(field)
+                raise typer.BadParameter(message if hint else error.message, param_hint=hint) from None
+            typer.echo(f"Unit {unit} is gold in campaign {campaign.id}: {answer}"
+                       f"{f' ({category.strip().lower()})' if category and answer == 'yes' else ''}.")
+
+    @campaign_app.command("exclude")
+    def exclude(campaign_id: int = typer.Argument(..., metavar="ID", help="The campaign's id."),
+                name: str = typer.Argument(..., metavar="NAME", help="The annotator's account name."),
+                db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+        """Exclude an annotator: their answers leave every verdict, their units go back to the queue; nothing
+        is deleted (`include` takes them back)."""
+        _exclusion(campaign_id, name, db, exclude=True)
+
+    @campaign_app.command("include")
+    def include(campaign_id: int = typer.Argument(..., metavar="ID", help="The campaign's id."),
+                name: str = typer.Argument(..., metavar="NAME", help="The annotator's account name."),
+                db: Optional[str] = typer.Option(None, help=DB_HELP)) -> None:
+        """Include an excluded annotator again: their answers count again."""
+        _exclusion(campaign_id, name, db, exclude=False)
+
+
+def _campaign(session, campaign_id: int):
+    from backend.app.errors import TaskError
+    from backend.db.models import Campaign
+
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise TaskError(f"ID: there is no campaign {campaign_id} (`ambient campaign list`).")
+    return campaign
+
+
+def _exclusion(campaign_id: int, name: str, db: str | None, exclude: bool) -> None:
+    from backend.app.errors import TaskError
+    from backend.app.gold import exclude_annotator, include_annotator
+    from backend.config import Settings
+
+    settings = Settings(database_url=db) if db else Settings()
+    with open_sessions(settings.database_url)() as session:
+        try:
+            campaign = _campaign(session, campaign_id)
+            (exclude_annotator if exclude else include_annotator)(session, campaign, name)
+        except TaskError as error:
+            field, _, message = error.message.partition(": ")
+            raise typer.BadParameter(message, param_hint={"name": "NAME", "ID": "ID"}.get(field)) from None
+        typer.echo(f"{name} is {'excluded from' if exclude else 'included again in'} campaign {campaign.id} "
+                   f"'{campaign.name}': {'their answers count in no verdict' if exclude else 'their answers count again'}.")

@@ -13,6 +13,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from annotation.aggregate import ANSWERS, AUDIBLE
 
+GOLD_SOURCES = ("truth", "settled", "typed")   # where a gold unit's answer came from
+
 # Stable constraint names so that migrations can alter them (SQLite batch mode needs names).
 NAMING = {"ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
           "ck": "ck_%(table_name)s_%(constraint_name)s",
@@ -256,6 +258,10 @@ class Campaign(Base):
     is_default: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Share of each annotator's units that are gold (GoldUnit: answer known), 0 to 0.5.
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    # Two judges per unit, the full `judges` only when they disagree or one failed gold lately.
+    adaptive: Mapped[bool] = mapped_column(default=False)
 
     run: Mapped[Run] = relationship()
 
@@ -267,6 +273,36 @@ class CampaignMember(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True,
                                               index=True)
+
+
+class GoldUnit(Base):
+    """A unit of a campaign whose answer is known: handed to each annotator at most once, at the campaign's
+    gold rate, to score them; never counted in the campaign's verdicts (backend/app/gold.py)."""
+
+    __tablename__ = "gold_units"
+    __table_args__ = (UniqueConstraint("campaign_id", "unit_id"), CheckConstraint(f"answer IN {ANSWERS}", name="answer"),
+                      CheckConstraint(f"source IN {GOLD_SOURCES}", name="source"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = _parent("campaigns")
+    unit_id: Mapped[int] = _parent("units")
+    answer: Mapped[str] = mapped_column(String(10))
+    category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
+    marked: Mapped[list | None] = mapped_column(JSON)        # image ranks known to show the object, where known
+    source: Mapped[str] = mapped_column(String(10))          # GOLD_SOURCES
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("annotators.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class CampaignExclusion(Base):
+    """An annotator an admin took out of a campaign: their answers stay stored but leave every verdict, and
+    the queue hands them nothing there; deleting the row includes them again."""
+
+    __tablename__ = "campaign_exclusions"
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id", ondelete="CASCADE"), primary_key=True,
+                                              index=True)
+    admin_id: Mapped[int | None] = mapped_column(ForeignKey("annotators.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
 
 
 class Annotation(Base):
@@ -282,6 +318,7 @@ class Annotation(Base):
     answer: Mapped[str] = mapped_column(String(10))
     category_id: Mapped[int | None] = mapped_column(ForeignKey("categories.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    seconds: Mapped[float | None] = mapped_column(Float)    # from the unit handed out to this answer (quality)
 
     marks: Mapped[list[ImageMark]] = relationship(back_populates="annotation", cascade="all, delete-orphan",
                                                   passive_deletes=True)
@@ -371,6 +408,7 @@ class UnitReservation(Base):
     unit_id: Mapped[int] = _parent("units")
     annotator_id: Mapped[int] = _parent("annotators")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    handed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))   # when the queue handed it out
 
 
 class SoundReservation(Base):

@@ -1,11 +1,13 @@
 """The export API (admins): detectors, Table 1, the raw annotations and the sound judgements of a run in one of
 its campaigns (`?campaign=ID`, else the run's default campaign), as CSV or JSON; and the campaigns
-(GET and POST /api/v1/campaigns)."""
+(GET and POST /api/v1/campaigns), their quality control (gold units, each annotator's quality, exclusions) and
+Table 1 by either consensus."""
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -16,8 +18,12 @@ from backend.app.campaign import (JUDGES_MAX, NAME_MAX, CampaignFields, campaign
 from backend.app.deps import admin_user, check_csrf, get_db, json_download
 from backend.app.errors import TaskError
 from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
-from backend.app.results import RunReport, default_report, detector_records, detectors_csv, run_report, table1_record
-from backend.db.models import Campaign, Run
+from backend.app.gold import (GOLD_RATE_MAX, exclude_annotator, gold_from_settlements, include_annotator, set_gold,
+                              unit_of_campaign)
+from backend.app.results import (RunReport, annotators_report, default_report, detector_records, detectors_csv,
+                                 run_report, table1_record)
+from backend.app.routes.results import ALPHA_RESAMPLES
+from backend.db.models import Annotator, Campaign, Run
 from model.settings import ANNOTATION
 
 router = APIRouter(prefix="/api", tags=["export"], dependencies=[Depends(admin_user)])
@@ -187,6 +193,8 @@ class CampaignOut(BaseModel):
     open: bool
     units: int                   # the campaign's units (its layer's units with top images)
     complete: int                # of those, with all their judges' answers or settled
+    gold_rate: float             # share of each annotator's units that are gold
+    adaptive: bool               # two judges, more only where they disagree or one failed gold lately
 
 
 class CampaignIn(BaseModel):
@@ -197,6 +205,8 @@ class CampaignIn(BaseModel):
     open: bool = False
     blind: bool = True
     participants: list[str] | None = Field(None, max_length=1000)   # annotator names; absent: everyone
+    gold_rate: float = Field(0.0, ge=0.0, le=GOLD_RATE_MAX)
+    adaptive: bool = False
 
 
 class CampaignList(BaseModel):
@@ -206,7 +216,7 @@ class CampaignList(BaseModel):
 def _campaign_out(db: Session, campaign: Campaign) -> CampaignOut:
     return CampaignOut(id=campaign.id, name=campaign.name, run_id=campaign.run_id, layer=campaign.layer,
                        judges=campaign.judges, open=campaign.is_open, units=campaign_size(db, campaign),
-                       complete=complete_units(db, campaign))
+                       complete=complete_units(db, campaign), gold_rate=campaign.gold_rate, adaptive=campaign.adaptive)
 
 
 @campaigns_api.get("/campaigns", response_model=CampaignList)
@@ -220,5 +230,123 @@ def new_campaign(body: CampaignIn, db: Session = Depends(get_db)):
     """A new campaign of a run's layer (422 naming the bad field)."""
     campaign = create_campaign(db, CampaignFields(
         name=body.name, run_id=body.run_id, layer=body.layer, judges=body.judges, blind=body.blind,
-        everyone=body.participants is None, participants=tuple(body.participants or ()), open=body.open))
+        everyone=body.participants is None, participants=tuple(body.participants or ()), open=body.open,
+        gold_rate=body.gold_rate, adaptive=body.adaptive))
     return _campaign_out(db, campaign)
+
+
+Consensus = Annotated[Literal["majority", "dawid-skene"],
+                      Query(description="how each unit's answer and object are chosen from its judges")]
+
+
+def _campaign(db: Session, campaign_id: int) -> Campaign:
+    campaign = db.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(404, f"There is no campaign {campaign_id}.")
+    return campaign
+
+
+class Table1ByConsensus(Table1Out):
+    consensus: str
+    histogram: dict[str, int]    # detectors per category (Fig. 3)
+    fleiss_kappa: float | None
+    krippendorff_alpha: float | None
+    alpha_interval: list[float | None] | None   # 95% bootstrap interval (null ends: undefined)
+    judgments_per_unit: float | None
+
+
+@campaigns_api.get("/campaigns/{campaign_id}/table1", response_model=Table1ByConsensus)
+def campaign_table1(campaign_id: int, consensus: Consensus = "majority", db: Session = Depends(get_db)):
+    """Table 1 and the histogram of the campaign, each unit decided by `consensus` (gold units never count)."""
+    campaign = _campaign(db, campaign_id)
+    report = run_report(db, campaign.run, campaign, consensus, alpha_resamples=ALPHA_RESAMPLES)
+    alpha = report.alpha
+    return {**table1_record(report), "consensus": consensus, "histogram": report.histogram,
+            "fleiss_kappa": _finite(report.agreement.kappa) if report.agreement else None,
+            "krippendorff_alpha": _finite(alpha.alpha) if alpha else None,
+            "alpha_interval": [_finite(alpha.low), _finite(alpha.high)] if alpha else None,
+            "judgments_per_unit": report.judgments_per_unit}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+class AnnotatorQualityOut(BaseModel):
+    name: str
+    answers: int                 # every answer in the campaign, gold included
+    gold_answered: int
+    gold_accuracy: float | None  # right answer and object on gold units; null before any
+    gold_marks: float | None     # marks' overlap with the known images, where known
+    agreement: float | None      # share of the other answers equal to the unit's consensus
+    median_seconds: float | None # from the unit handed out to the answer
+    skips: int
+    excluded: bool               # an admin took them out: their answers count in no verdict
+
+
+class AnnotatorsOut(BaseModel):
+    campaign: int
+    consensus: str
+    gold_units: int
+    judgments_per_unit: float | None   # mean counted answers per complete unit
+    items: list[AnnotatorQualityOut]
+
+
+@campaigns_api.get("/campaigns/{campaign_id}/annotators", response_model=AnnotatorsOut)
+def campaign_annotators(campaign_id: int, consensus: Consensus = "majority", db: Session = Depends(get_db)):
+    """Each annotator's quality in the campaign: answers, gold accuracy, agreement with the consensus, median
+    seconds per unit, skips."""
+    report = annotators_report(db, _campaign(db, campaign_id), consensus)
+    return AnnotatorsOut(campaign=campaign_id, consensus=consensus, gold_units=report.gold_units,
+                         judgments_per_unit=report.judgments_per_unit, items=report.items)
+
+
+class GoldIn(BaseModel):
+    unit: str = Field(min_length=3, max_length=220, description="LAYER:INDEX, e.g. conv5:12")
+    answer: Literal["yes", "no", "texture"]
+    category: str | None = Field(None, max_length=200)
+    marked: list[Annotated[int, Field(ge=0, le=10_000)]] | None = Field(None, max_length=10_000)
+
+
+class GoldOut(BaseModel):
+    campaign: int
+    unit: str
+    answer: str
+    category: str | None
+    source: str
+
+
+@campaigns_api.post("/campaigns/{campaign_id}/gold", response_model=GoldOut, status_code=201,
+                    dependencies=[Depends(check_csrf)])
+def add_gold(campaign_id: int, body: GoldIn, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Make a unit of the campaign gold, its answer typed by the admin (422 naming the bad field)."""
+    campaign = _campaign(db, campaign_id)
+    unit = unit_of_campaign(db, campaign, body.unit)
+    set_gold(db, campaign, unit, body.answer, body.category, "typed", user.id, body.marked)
+    return GoldOut(campaign=campaign.id, unit=body.unit, answer=body.answer,
+                   category=body.category.strip().lower() if body.answer == "yes" and body.category else None,
+                   source="typed")
+
+
+@campaigns_api.post("/campaigns/{campaign_id}/gold/settled", status_code=201, dependencies=[Depends(check_csrf)])
+def gold_from_settled(campaign_id: int, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Make every unit an admin settled in the campaign gold, with the settlement's answer (source "settled")."""
+    return {"campaign": campaign_id, "added": gold_from_settlements(db, _campaign(db, campaign_id), user.id)}
+
+
+class ExclusionIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+@campaigns_api.post("/campaigns/{campaign_id}/exclusions", status_code=201, dependencies=[Depends(check_csrf)])
+def exclude(campaign_id: int, body: ExclusionIn, user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Exclude an annotator from the campaign: their answers leave every verdict; nothing is deleted."""
+    person = exclude_annotator(db, _campaign(db, campaign_id), body.name, user.id)
+    return {"campaign": campaign_id, "name": person.name, "excluded": True}
+
+
+@campaigns_api.post("/campaigns/{campaign_id}/inclusions", dependencies=[Depends(check_csrf)])
+def include(campaign_id: int, body: ExclusionIn, db: Session = Depends(get_db)):
+    """Include an excluded annotator again: their answers count again (POST, as every change here)."""
+    person = include_annotator(db, _campaign(db, campaign_id), body.name)
+    return {"campaign": campaign_id, "name": person.name, "excluded": False}

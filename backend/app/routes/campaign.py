@@ -3,6 +3,8 @@ annotators may see every unit's results (blind by default), and the default inst
 annotators' start page gives for each question (a campaign's own override them)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from starlette.datastructures import FormData
 from fastapi.responses import RedirectResponse
@@ -14,6 +16,9 @@ from backend.app.campaign import (QUESTIONS, CampaignFields, campaign_size, comp
                                   set_instructions, set_open, set_results_open)
 from backend.app.deps import admin_user, check_csrf, flash, form_fields, get_db, reauthenticated, render
 from backend.app.errors import TaskError
+from backend.app.gold import exclude_annotator, include_annotator
+from backend.app.results import annotators_report, run_report
+from annotation.consensus import CONSENSUS_METHODS
 from backend.db.models import Annotator, Campaign, Layer, Run
 from model.settings import ANNOTATION
 
@@ -58,6 +63,10 @@ def _fields(form: FormData) -> CampaignFields:
             numbers[field] = int(str(form.get(field, "")).strip())
         except ValueError:
             raise TaskError(f"{field}: give a whole number.") from None
+    try:
+        gold_rate = float(str(form.get("gold_rate", "0")).strip() or "0")
+    except ValueError:
+        raise TaskError("gold_rate: give a share from 0 to 0.5, e.g. 0.1.") from None
     return CampaignFields(
         name=str(form.get("name", "")), run_id=numbers["run_id"], layer=str(form.get("layer", "")).strip(),
         judges=numbers["judges"], blind=form.get("blind") == "on",
@@ -65,7 +74,7 @@ def _fields(form: FormData) -> CampaignFields:
                       for q in QUESTIONS},
         everyone=form.get("everyone") == "on",
         participants=tuple(name for name in str(form.get("participants", "")).replace(",", " ").split()),
-        open=form.get("open") == "on")
+        open=form.get("open") == "on", gold_rate=gold_rate, adaptive=form.get("adaptive") == "on")
 
 
 def _form_page(request: Request, user: Annotator, db: Session, campaign: Campaign | None, values: dict,
@@ -73,23 +82,28 @@ def _form_page(request: Request, user: Annotator, db: Session, campaign: Campaig
     runs = db.scalars(select(Run).order_by(Run.id)).all()
     layers = {run.id: db.scalars(select(Layer.name).where(Layer.run_id == run.id).order_by(Layer.name)).all()
               for run in runs}
+    # Adaptive judging's figure: how many answers the campaign's complete units took.
+    judgments = run_report(db, campaign.run, campaign).judgments_per_unit if campaign is not None else None
     return render(request, "campaign_form.html", user=user, campaign=campaign, values=values, runs=runs, layers=layers,
-                  questions=QUESTIONS, error=error, status_code=422 if error else 200)
+                  questions=QUESTIONS, error=error, judgments_per_unit=judgments, status_code=422 if error else 200)
 
 
 def _values(campaign: Campaign | None, db: Session, run_id: int | None = None) -> dict:
     if campaign is None:
         return {"name": "", "run_id": run_id, "layer": "conv5", "judges": ANNOTATION.annotators_per_unit,
-                "blind": True, "everyone": True, "participants": "", "open": True, "instructions": {}}
+                "blind": True, "everyone": True, "participants": "", "open": True, "instructions": {},
+                "gold_rate": 0.0, "adaptive": False}
     return {"name": campaign.name, "run_id": campaign.run_id, "layer": campaign.layer, "judges": campaign.judges,
             "blind": campaign.blind, "everyone": campaign.everyone, "participants": " ".join(participants(db, campaign)),
-            "open": campaign.is_open, "instructions": campaign.instructions}
+            "open": campaign.is_open, "instructions": campaign.instructions, "gold_rate": campaign.gold_rate,
+            "adaptive": campaign.adaptive}
 
 
 def _posted_values(form: FormData) -> dict:
     return {"name": form.get("name", ""), "run_id": _int_or_none(form.get("run_id")), "layer": form.get("layer", ""),
             "judges": form.get("judges", ""), "blind": form.get("blind") == "on", "everyone": form.get("everyone") == "on",
             "participants": form.get("participants", ""), "open": form.get("open") == "on",
+            "gold_rate": form.get("gold_rate", ""), "adaptive": form.get("adaptive") == "on",
             "instructions": {q.key: {part: form.get(f"{q.key}_{part}", "") for part in ("instructions", "example")}
                              for q in QUESTIONS}}
 
@@ -168,3 +182,36 @@ def default(campaign_id: int, request: Request, user: Annotator = Depends(admin_
     campaign = make_default(db, campaign_id)
     flash(request, f"'{campaign.name}' is now its run's default campaign (its results page shows it).")
     return RedirectResponse("/admin/campaigns", status_code=303)
+
+
+# --- Each annotator's quality in a campaign, and excluding one.
+
+@router.get("/admin/campaigns/{campaign_id}/annotators")
+def annotators(campaign_id: int, request: Request, consensus: Literal["majority", "dawid-skene"] = Query("majority"),
+               user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    campaign = db.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(404, f"There is no campaign {campaign_id}.")
+    return render(request, "annotators.html", user=user, report=annotators_report(db, campaign, consensus),
+                  consensus_methods=CONSENSUS_METHODS)
+
+
+@router.post("/admin/campaigns/{campaign_id}/annotators/{name}/exclusion", dependencies=[Depends(check_csrf)])
+def exclude_or_include(campaign_id: int, name: str, request: Request, excluded: bool = Form(False),
+                       user: Annotator = Depends(admin_user), db: Session = Depends(get_db)):
+    """Exclude an annotator (their answers leave every verdict; nothing is deleted) or include them again."""
+    campaign = db.get(Campaign, campaign_id)
+    if campaign is None:
+        raise HTTPException(404, f"There is no campaign {campaign_id}.")
+    try:
+        if excluded:
+            exclude_annotator(db, campaign, name, user.id)
+        else:
+            include_annotator(db, campaign, name)
+    except TaskError as error:
+        db.rollback()
+        flash(request, error.message.partition(": ")[2] or error.message)
+        return RedirectResponse(f"/admin/campaigns/{campaign_id}/annotators", status_code=303)
+    flash(request, f"{name} is excluded: their answers count in no verdict of '{campaign.name}'." if excluded else
+          f"{name} is included again: their answers count again.")
+    return RedirectResponse(f"/admin/campaigns/{campaign_id}/annotators", status_code=303)

@@ -1,13 +1,14 @@
 """Results for admins: Fig. 3 histograms, Table 1, Fig. A1b, Fig. 4 galleries, agreement."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from annotation.consensus import CONSENSUS_METHODS
 from annotation.figures import (detector_histogram_figure, detector_histograms_figure, emergence_figure,
                                 threshold_curve_figure)
 from backend.app.deps import BlankIsNone, Share, admin_user, check_csrf, figure_html, flash, get_db, render
@@ -18,6 +19,7 @@ from backend.db.models import Annotator, Run
 from model.settings import ANNOTATION, DETECTOR_PRECISION
 
 router = APIRouter(include_in_schema=False)
+ALPHA_RESAMPLES = 1000     # Krippendorff's alpha's bootstrap interval: under a second for a thousand units
 
 
 @router.get("/results")
@@ -43,18 +45,20 @@ def all_runs(request: Request, user: Annotator = Depends(admin_user), db: Sessio
 @router.get("/results/{run_id}")
 def one_run(run_id: int, request: Request, user: Annotator = Depends(admin_user), db: Session = Depends(get_db),
             category: str | None = Query(None, max_length=200), campaign: int | None = Query(None),
+            consensus: Literal["majority", "dawid-skene"] = Query("majority"),
             min_precision: Annotated[Share | None, BlankIsNone, Query()] = None,
             min_iou: Annotated[Share | None, BlankIsNone, Query()] = None):
     min_precision, min_iou = min_precision or 0.0, min_iou or 0.0
     run = db.get(Run, run_id)
     if run is None:
         raise HTTPException(404, f"There is no run {run_id}.")
-    report = run_report(db, run, run_campaign(db, run, campaign))
+    report = run_report(db, run, run_campaign(db, run, campaign), consensus, alpha_resamples=ALPHA_RESAMPLES)
     auto = report.auto_detectors
     labelled = automatic_label_rows(report.units)
     return render(request, "run.html", user=user, report=report, held_out=held_out(run), run_name_max=RUN_NAME_MAX,
                   campaigns=run_campaigns(db, run.id),
                   campaign_query=f"?campaign={report.campaign.id}" if report.campaign else "",
+                  consensus_methods=CONSENSUS_METHODS,
                   auto_labels=automatic_label_rows(report.units, category or None, min_precision, min_iou),
                   auto_categories=sorted({c for r in labelled for c in (r.auto_category, r.auto_netdissect_category)
                                           if c is not None}),
