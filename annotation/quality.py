@@ -2,6 +2,7 @@
 agree with the consensus on the others, how long they take and how often they skip."""
 from __future__ import annotations
 
+import random
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -82,10 +83,13 @@ GOLD_NO_PRECISION = 0.2
 
 
 def gold_from_truth(labels: Iterable[Mapping], yes_precision: float = GOLD_YES_PRECISION,
-                    no_precision: float = GOLD_NO_PRECISION) -> dict[int, GoldAnswer]:
+                    no_precision: float = GOLD_NO_PRECISION, limit: int | None = None,
+                    seed: int = 0) -> dict[int, GoldAnswer]:
     """Gold answers from `dissect --truth`'s labels (RUN_DIR/dissection.json rows: unit, category, precision):
     "yes:<category>" where the truth's precision is high, "no" where no category reaches `no_precision`;
-    units in between are left to the people."""
+    units in between are left to the people. With `limit`, a seeded random sample of that many, half yes
+    and half no where there are enough of each: gold units leave Table 1, so a campaign keeps only what
+    scoring its annotators needs."""
     if not 0 <= no_precision < yes_precision <= 1:
         raise ValueError(f"need 0 <= no_precision < yes_precision <= 1, got {no_precision} and {yes_precision}")
     gold = {}
@@ -95,4 +99,11 @@ def gold_from_truth(labels: Iterable[Mapping], yes_precision: float = GOLD_YES_P
             gold[int(row["unit"])] = GoldAnswer(f"yes:{category}")
         elif precision <= no_precision:
             gold[int(row["unit"])] = GoldAnswer("no")
-    return gold
+    if limit is None or len(gold) <= limit:
+        return gold
+    rng = random.Random(seed)
+    yes = sorted(u for u, g in gold.items() if g.label != "no")
+    no = sorted(u for u, g in gold.items() if g.label == "no")
+    n_yes = min(len(yes), max(limit - len(no), limit // 2))
+    chosen = rng.sample(yes, n_yes) + rng.sample(no, min(len(no), limit - n_yes))
+    return {unit: gold[unit] for unit in sorted(chosen)}

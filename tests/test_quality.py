@@ -41,3 +41,13 @@ def test_gold_from_the_truth_takes_only_sure_units():
     assert gold == {0: GoldAnswer("yes:waterfall"), 2: GoldAnswer("no"), 3: GoldAnswer("no")}
     with pytest.raises(ValueError, match="no_precision < yes_precision"):
         gold_from_truth(rows, yes_precision=0.2, no_precision=0.5)
+
+
+def test_gold_from_the_truth_keeps_a_balanced_sample_when_limited():
+    rows = [{"unit": u, "category": "waterfall", "precision": 0.95} for u in range(30)]
+    rows += [{"unit": 100 + u, "category": "tree", "precision": 0.05} for u in range(50)]
+    gold = gold_from_truth(rows, limit=10)
+    assert len(gold) == 10 and sum(g.label == "no" for g in gold.values()) == 5
+    assert gold == gold_from_truth(rows, limit=10)                       # seeded
+    assert len(gold_from_truth(rows[:3] + rows[30:], limit=10)) == 10    # 3 yes, 7 no
+    assert len(gold_from_truth(rows)) == 80

@@ -126,6 +126,16 @@ def run_truth(run: Run) -> list[dict]:
     return read_dissection(run.run_dir)
 
 
+# Fewest gold units a campaign takes from the truth: enough that an annotator's gold answers are not all the same few.
+GOLD_MIN_UNITS = 10
+
+
+def gold_units_wanted(gold_rate: float, units: int) -> int:
+    """Gold units enough for an annotator who labels every other unit to meet a new one at `gold_rate`
+    (gold / all answers): rate / (1 - rate) per other unit, at least GOLD_MIN_UNITS, never all of them."""
+    return min(units, max(GOLD_MIN_UNITS, math.ceil(gold_rate / (1 - gold_rate) * units)))
+
+
 def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
     """Gold units from the run's world truth (`run_truth`), chosen by annotation/quality.py's `gold_from_truth`
     (a label of high precision: yes; no category reaching a low one: no); committed; how many."""
@@ -133,8 +143,9 @@ def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
     units = dict(db.execute(select(Unit.index, Unit.id).join(Layer, Unit.layer_id == Layer.id)
                             .where(Layer.run_id == campaign.run_id, Layer.name == campaign.layer)).all())
     with_images = set(db.scalars(select(UnitImage.unit_id).where(UnitImage.unit_id.in_(units.values()))))
+    rows = [row for row in rows if units.get(int(row["unit"])) in with_images]
     added = 0
-    for index, gold in gold_from_truth(rows).items():
+    for index, gold in gold_from_truth(rows, limit=gold_units_wanted(campaign.gold_rate, len(with_images))).items():
         if units.get(index) not in with_images:
             continue
         answer, _, category = gold.label.partition(":")
