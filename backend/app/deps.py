@@ -206,12 +206,15 @@ def pages_of(request: Request, offset: int, limit: int, total: int) -> Pages:
                  link(offset + limit) if offset + limit < total else None)
 
 
+def export_file_name(run_id: int, campaign: int | None, what: str) -> str:
+    """An export's download name: run3_detectors.json, run3_campaign2_detectors.csv."""
+    return f"run{run_id}" + (f"_campaign{campaign}" if campaign is not None else "") + f"_{what}"
+
+
 def json_download(run_id: int, request: Request, response: Response, campaign: int | None = None) -> None:
-    """A JSON export is a file to keep: the browser saves it (run3_detectors.json, run3_campaign2_detectors.json)
-    instead of showing it."""
-    name = request.url.path.rsplit("/", 1)[-1]
-    of_campaign = f"_campaign{campaign}" if campaign is not None else ""
-    response.headers["Content-Disposition"] = f'attachment; filename="run{run_id}{of_campaign}_{name}"'
+    """A JSON export is a file to keep: the browser saves it instead of showing it."""
+    name = export_file_name(run_id, campaign, request.url.path.rsplit("/", 1)[-1])
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
 
 
 def wants_html(request: Request) -> bool:

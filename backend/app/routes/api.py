@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.campaign import (JUDGES_MAX, NAME_MAX, CampaignFields, campaign_size, complete_units, create_campaign,
                                   run_campaign)
-from backend.app.deps import admin_user, check_csrf, get_db, json_download
+from backend.app.deps import admin_user, check_csrf, export_file_name, get_db, json_download
 from backend.app.errors import TaskError
 from backend.app.exports import FIELDS, annotation_records, judgement_records, records_csv
 from backend.app.gold import (GOLD_RATE_MAX, exclude_annotator, gold_from_settlements, include_annotator, set_gold,
@@ -114,16 +114,12 @@ def detectors_json(run_id: int, campaign: CampaignId = None, db: Session = Depen
     return detector_records(_report(db, run_id, campaign))
 
 
-def _name(run_id: int, campaign: int | None, what: str) -> str:
-    return f"run{run_id}" + (f"_campaign{campaign}" if campaign is not None else "") + f"_{what}"
-
-
 @router.get("/runs/{run_id}/detectors.csv", response_class=PlainTextResponse,
             responses={200: {"content": {"text/csv": {}}}})
 def detectors_csv_export(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The same detectors as CSV, one row per unit."""
     report = _report(db, run_id, campaign)
-    return _csv(detectors_csv(detector_records(report)), _name(run_id, campaign, "detectors.csv"))
+    return _csv(detectors_csv(detector_records(report)), export_file_name(run_id, campaign, "detectors.csv"))
 
 
 @router.get("/runs/{run_id}/table1.json", response_model=Table1Out,
@@ -161,7 +157,7 @@ def annotations_json(run_id: int, campaign: CampaignId = None, db: Session = Dep
 def annotations_csv(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The raw annotations as CSV (marked images ';'-separated)."""
     return _csv(records_csv(annotation_records(db, *_run_and_campaign(db, run_id, campaign)), FIELDS["annotations"]),
-                _name(run_id, campaign, "annotations.csv"))
+                export_file_name(run_id, campaign, "annotations.csv"))
 
 
 @router.get("/runs/{run_id}/judgements.json", response_model=list[JudgementRecord],
@@ -176,7 +172,7 @@ def judgements_json(run_id: int, campaign: CampaignId = None, db: Session = Depe
 def judgements_csv(run_id: int, campaign: CampaignId = None, db: Session = Depends(get_db)):
     """The sound judgements as CSV."""
     return _csv(records_csv(judgement_records(db, *_run_and_campaign(db, run_id, campaign)), FIELDS["judgements"]),
-                _name(run_id, campaign, "judgements.csv"))
+                export_file_name(run_id, campaign, "judgements.csv"))
 
 
 # --- Campaigns (admins).
