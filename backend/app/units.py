@@ -238,10 +238,6 @@ def undo_last_annotation(db: Session, annotator_id: int, undo_minutes: int, last
     return withdrawn
 
 
-def has_submissions(db: Session, annotator_id: int) -> bool:
-    return db.scalar(select(Annotation.id).where(Annotation.annotator_id == annotator_id).limit(1)) is not None
-
-
 def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
     """How many units of `campaign` its queue could still hand this annotator: those neither answered nor
     skipped by them with a slot free, and the gold units it would mix in between them (so that the count
