@@ -165,6 +165,26 @@ def test_adaptive_judging_stops_at_two_on_agreement_and_asks_a_third_on_disagree
     assert quality["judgments_per_unit"] == table["judgments_per_unit"] == 2.5
 
 
+def test_undo_follows_adaptive_judging_a_unit_two_agreeing_judges_closed_stays_closed(tmp_path):
+    """Two agreeing answers complete a unit of an adaptive campaign: only its last judge may undo (briefly)."""
+    from backend.app.units import undo_deadline
+    from backend.db.models import Annotator
+
+    url, campaign_id, (unit, _other) = campaign_with_gold(tmp_path, 2, {}, adaptive=True)
+    for name in ("ann", "bob"):
+        add_user(url, name)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        for name in ("ann", "bob"):
+            token = login(client, name)
+            assert next_unit(client, token) == unit
+            answer(client, token, unit, "no", url)
+            client.post("/logout", data={"csrf_token": token})
+    with session_factory(upgrade_db(url))() as db:
+        ids = dict(db.execute(select(Annotator.name, Annotator.id)).all())
+        assert undo_deadline(db, ids["ann"], undo_minutes=10, last_judge_seconds=60) is None
+        assert undo_deadline(db, ids["bob"], undo_minutes=10, last_judge_seconds=60) is not None
+
+
 def test_table1_by_either_consensus_and_the_results_page_shows_krippendorffs_alpha(tmp_path):
     url, campaign_id, units = campaign_with_gold(tmp_path, 3, {})
     for name in ("ann", "bob", "cat"):

@@ -186,9 +186,14 @@ def _undo_window(db: Session, annotator_id: int, undo_minutes: int, last_judge_s
                                                               UnitSettlement.unit_id == last.unit_id)) is not None:
         return last, None, f"Unit {last.unit_id} has been settled by an admin, so yours stands."
     until = aware(last.created_at) + timedelta(minutes=undo_minutes)
-    same_unit = (Annotation.campaign_id == last.campaign_id, Annotation.unit_id == last.unit_id)
-    judges = db.scalar(select(Campaign.judges).where(Campaign.id == last.campaign_id))
-    if not gold and db.scalar(select(func.count()).where(*same_unit)) >= judges:
+    # Complete by the queue's own rule (backend/app/gold.py's `judging`: adaptive campaigns need two answers that
+    # agree; excluded annotators' answers do not count), so undo never reopens a unit the queue has closed.
+    from backend.app.results import unit_answers   # results reads the queue's campaigns; imported on use
+
+    campaign = db.get(Campaign, last.campaign_id)
+    given = [] if gold else unit_answers(db, [last.unit_id], campaign.id).get(last.unit_id, [])
+    if given and len(given) >= judging(db, campaign, campaign.judges).needed(given):
+        same_unit = (Annotation.campaign_id == last.campaign_id, Annotation.unit_id == last.unit_id)
         newest = db.scalar(select(Annotation.id).where(*same_unit)
                            .order_by(Annotation.created_at.desc(), Annotation.id.desc()).limit(1))
         if newest != last.id:
