@@ -139,15 +139,14 @@ def gold_units_wanted(gold_rate: float, units: int) -> int:
 def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
     """Gold units from the run's world truth (`run_truth`), chosen by annotation/quality.py's `gold_from_truth`
     (a label of high precision: yes; no category reaching a low one: no); committed; how many."""
-    rows = [row for row in run_truth(campaign.run) if row.get("layer", campaign.layer) == campaign.layer]
     units = dict(db.execute(select(Unit.index, Unit.id).join(Layer, Unit.layer_id == Layer.id)
                             .where(Layer.run_id == campaign.run_id, Layer.name == campaign.layer)).all())
     with_images = set(db.scalars(select(UnitImage.unit_id).where(UnitImage.unit_id.in_(units.values()))))
-    rows = [row for row in rows if units.get(int(row["unit"])) in with_images]
+    # Only the layer's units that have images to show can be asked about.
+    rows = [row for row in run_truth(campaign.run) if row.get("layer", campaign.layer) == campaign.layer
+            and units.get(int(row["unit"])) in with_images]
     added = 0
     for index, gold in gold_from_truth(rows, limit=gold_units_wanted(campaign.gold_rate, len(with_images))).items():
-        if units.get(index) not in with_images:
-            continue
         answer, _, category = gold.label.partition(":")
         try:
             set_gold(db, campaign, db.get(Unit, units[index]), answer, category or None, "truth")
