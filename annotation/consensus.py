@@ -7,12 +7,13 @@ answer and the object together, as the agreement statistics compare them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from annotation.aggregate import Settlement, UnitAnswer, UnitVerdict, aggregate_unit, aggregate_units
 from model.settings import ANNOTATION, DETECTOR_PRECISION
+
+if TYPE_CHECKING:
+    import numpy as np      # imported where used: the web app answers its first page without it
 
 CONSENSUS_METHODS = ("majority", "dawid-skene")
 
@@ -41,6 +42,8 @@ class DawidSkene:
 
     def accuracy(self, worker: str) -> float:
         """The worker's estimated probability of giving the true label, weighted by the class priors."""
+        import numpy as np
+
         confusion = self.confusions[self.workers.index(worker)]
         return float(np.dot(self.priors, np.diag(confusion)))
 
@@ -52,6 +55,8 @@ def dawid_skene(labels: Sequence[Mapping[str, str]], *, max_iterations: int = DS
     `labels[i]` maps each worker who labelled item i to the label given. Items with no label get the
     class priors as their posterior.
     """
+    import numpy as np
+
     if not labels:
         raise ValueError("Dawid-Skene needs at least one item")
     classes = tuple(sorted({label for item in labels for label in item.values()}))
@@ -140,6 +145,7 @@ def krippendorff_alpha(labels: Sequence[Mapping[str, str]], *, resamples: int = 
     """Nominal Krippendorff's alpha over items with any number (>= 2) of labels, and a bootstrap interval
     from resampling the items; None while fewer than two items are pairable."""
     import krippendorff  # only the results pages and the statistics need it
+    import numpy as np
 
     pairable = [item for item in labels if len(item) >= 2]
     if len(pairable) < 2:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from annotation.aggregate import (AUDIBLE, PRECISION_TOLERANCE, UnitAnswer, UnitVerdict, human_label,
                                   pairwise_agreement)
 from model.settings import ANNOTATION
 
+if TYPE_CHECKING:
+    import numpy as np      # imported where used: the web app answers its first page without it
 
 
 def fleiss_kappa(table: np.ndarray | Sequence[Sequence[int]]) -> float:
@@ -19,6 +19,8 @@ def fleiss_kappa(table: np.ndarray | Sequence[Sequence[int]]) -> float:
     Every row must sum to the same number of raters (>= 2). NaN when chance agreement is
     already perfect (every rating in one category), where kappa is undefined.
     """
+    import numpy as np
+
     counts = np.asarray(table, dtype=float)
     if counts.ndim != 2 or counts.shape[0] == 0:
         raise ValueError(f"expected a non-empty (units, categories) table, got shape {counts.shape}")
@@ -53,6 +55,8 @@ def agreement_summary(answers_by_unit: Mapping[int, Sequence[UnitAnswer]],
     they give the same answer *and* the same object. Incomplete units are left out because
     Fleiss' kappa needs the same number of raters per unit.
     """
+    import numpy as np
+
     complete = [[a.label for a in answers] for answers in answers_by_unit.values()
                 if len(answers) == annotators_per_unit]
     if annotators_per_unit < 2 or not complete:
@@ -80,6 +84,8 @@ def detectors_by_threshold(verdicts: Iterable[UnitVerdict], thresholds: Sequence
 
     A unit counts when its annotators settled on an object; only the threshold varies.
     """
+    import numpy as np
+
     precisions = np.array([v.precision for v in verdicts if v.category is not None and not v.unresolved])
     # Same tolerance as aggregate_unit, so the curve at 0.6 matches the detector count.
     return [int((precisions >= t - PRECISION_TOLERANCE).sum()) for t in thresholds]

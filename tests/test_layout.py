@@ -90,8 +90,9 @@ def test_model_never_imports_backend_even_inside_functions():
 
 # Loaded by the routes that need them, never at the app's start: torch and scipy take seconds on 2 cores,
 # the others a tenth of a second or less each (PyAV for cochleagrams, plotly's subplots and the data frames
-# library under them for figures, zxcvbn for new passwords, Alembic for migrating).
-LAZY_FOR_THE_APP = ("torch", "scipy", "av", "plotly.subplots", "narwhals", "zxcvbn", "alembic")
+# library under them for figures, zxcvbn for new passwords, Alembic for migrating, numpy for statistics,
+# textures and run files, Pillow for images).
+LAZY_FOR_THE_APP = ("torch", "scipy", "av", "plotly.subplots", "narwhals", "zxcvbn", "alembic", "numpy", "PIL")
 
 
 def test_the_web_app_starts_without_the_imports_only_some_routes_need(tmp_path):

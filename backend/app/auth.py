@@ -22,9 +22,7 @@ import hashlib
 import math
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 
 import anyio
 from limits import RateLimitItemPerSecond
@@ -36,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from backend.app.errors import TaskError
 from backend.app.reservations import one_writer_at_a_time
-from backend.app.security import hash_password, verify_password
+from backend.app.security import unmatchable_hash, verify_password
 from backend.config import Settings
 from backend.db.models import Annotator, LoginSession
 
@@ -123,18 +121,6 @@ class LoginThrottled(TaskError):
         self.retry_after = retry_after
 
 
-@lru_cache(maxsize=None)
-def _dummy_hash() -> str:
-    """A hash no password matches, made once per process: each app (and each test's app) would pay
-    argon2's half second for it again."""
-    return hash_password(secrets.token_urlsafe(16))
-
-
-# Makes the dummy hash while the server goes on starting: argon2 releases the GIL, and its 0.2 s of work on
-# 2 cores no longer come before the first answer.
-_DUMMY_HASH_MAKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dummy-hash")
-
-
 class LoginGuard:
     """The failed-login throttle and the bounded argon2 checks of one app (see the module docstring)."""
 
@@ -145,13 +131,9 @@ class LoginGuard:
         self.account_limit = RateLimitItemPerSecond(settings.login_account_failures, per)
         self.failures = MovingWindowRateLimiter(storage_from_string(settings.login_failures_storage))
         self.checks = anyio.CapacityLimiter(settings.password_checks_at_once)
-        # The same argon2 parameters as every stored hash: an unknown name costs what a known one does.
-        self._dummy_hash = _DUMMY_HASH_MAKER.submit(_dummy_hash)
-
-    @property
-    def dummy_hash(self) -> str:
-        """The hash an unknown name is checked against (the first check waits until it is made)."""
-        return self._dummy_hash.result()
+        # What an unknown name is checked against, with the same argon2 parameters as every stored hash: an
+        # unknown name costs what a known one does. Made with no argon2 work, so none competes with the start.
+        self.dummy_hash = unmatchable_hash()
 
     def _counts(self, name: str, address: str, reauth: bool = False):
         """(limit, key) of each count a failure adds to; a re-entered password spares the address's own."""

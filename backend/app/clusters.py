@@ -6,18 +6,23 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backend.db.models import Frame, Run, SoundCluster, SoundClusterMember
 from model.settings import TEXTURE
 
+# numpy and Pillow are imported where they are used: the app answers its first page without them
+# (tests/test_layout.py).
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
 # Colours of the cochleagram image, low to high (close to matplotlib's "magma").
-_COLOURS = np.array([[0, 0, 4], [81, 18, 124], [183, 55, 121], [252, 137, 97], [252, 253, 191]], dtype=float)
+_COLOURS = ((0, 0, 4), (81, 18, 124), (183, 55, 121), (252, 137, 97), (252, 253, 191))
 
 
 CLUSTERS_PER_PAGE = 5
@@ -66,6 +71,8 @@ class PublishedGroup:
 
 
 def _vector(data: bytes) -> np.ndarray:
+    import numpy as np
+
     return np.frombuffer(data, np.float32).astype(np.float64)
 
 
@@ -121,6 +128,7 @@ def frame_texture(frame: Frame) -> np.ndarray | None:
 def texture_figure(texture: np.ndarray, name: str, contrast: np.ndarray | None = None,
                    contrast_name: str = "") -> go.Figure:
     """Per-channel mean and standard deviation (by centre frequency), modulation power and correlations."""
+    import numpy as np
     from plotly.subplots import make_subplots     # 0.05 s to import: loaded with the first figure, not at start-up
 
     from model.sound import texture as audio      # scipy: loaded with the first figure, not at start-up
@@ -161,11 +169,15 @@ def texture_figure(texture: np.ndarray, name: str, contrast: np.ndarray | None =
 
 def cochleagram_image(envelopes: np.ndarray, width: int = 600, channel_height: int = 4) -> Image.Image:
     """(32, T) envelopes -> an RGB image, frequency up, time across."""
+    import numpy as np
+    from PIL import Image
+
+    colours = np.array(_COLOURS, dtype=float)
     scaled = envelopes / max(float(envelopes.max()), 1e-12)
-    levels = np.clip(scaled[::-1], 0, 1) * (len(_COLOURS) - 1)    # row 0 is the lowest channel: flip it up
-    low = np.floor(levels).astype(int).clip(0, len(_COLOURS) - 2)
+    levels = np.clip(scaled[::-1], 0, 1) * (len(colours) - 1)    # row 0 is the lowest channel: flip it up
+    low = np.floor(levels).astype(int).clip(0, len(colours) - 2)
     mix = (levels - low)[..., None]
-    rgb = (_COLOURS[low] * (1 - mix) + _COLOURS[low + 1] * mix).astype(np.uint8)
+    rgb = (colours[low] * (1 - mix) + colours[low + 1] * mix).astype(np.uint8)
     return Image.fromarray(rgb).resize((width, envelopes.shape[0] * channel_height), Image.Resampling.BILINEAR)
 
 

@@ -7,10 +7,9 @@ shows that unit: the others get the unit "blind", those fields left out before a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 from urllib.parse import quote
 
-import numpy as np
 import plotly.graph_objects as go
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, defer, joinedload
@@ -23,6 +22,9 @@ from backend.app.gold import judging
 from backend.app.results import RunReport, _verdict, characteristic_flags, unit_answers, unit_settlements
 from backend.db.models import Frame, Layer, Run, SoundCluster, SoundClusterMember, Unit, UnitImage, UnitSample, Video
 from model.settings import ANNOTATION
+
+if TYPE_CHECKING:
+    import numpy as np      # imported where used: the app answers its first page without it (tests/test_layout.py)
 
 SORTS = ("unit", "label", "precision", "auto_precision", "iou", "agreement")
 
@@ -241,6 +243,8 @@ def histogram_figure(page: UnitPage) -> go.Figure | None:
     histogram = page.unit.histogram
     if not histogram:
         return None
+    import numpy as np
+
     edges = np.asarray(histogram["edges"])
     figure = go.Figure(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=histogram["counts"], width=np.diff(edges),
                               marker_color="#0b6bcb", name="images"))
@@ -324,6 +328,8 @@ def summary_record(run_id: int, u: UnitSummary) -> dict:
 
 
 def _vector(data: bytes | None) -> list[float] | None:
+    import numpy as np
+
     return None if data is None else np.frombuffer(data, np.float32).astype(float).tolist()
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
-import numpy as np
 import plotly.graph_objects as go
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,6 +41,8 @@ from model.data.decode import DecodeLimits, DecodeWorkers
 from model.settings import TEXTURE
 
 if TYPE_CHECKING:
+    import numpy as np      # imported where used: the app answers its first page without it (tests/test_layout.py)
+
     from model.units import predict as pr
 
 CLIPS_PER_CLUSTER = 3
@@ -307,6 +308,8 @@ def labels_figure(listened: Listened) -> go.Figure:
 
 def wav_bytes(waveform: np.ndarray, rate: int) -> bytes:
     """16-bit mono WAV in memory (nothing on disk); scaled down only where its peak would clip."""
+    import numpy as np
+
     peak = float(np.abs(waveform).max(initial=0.0))
     samples = (waveform / peak if peak > 1 else waveform) * 32767
     out = io.BytesIO()
@@ -329,6 +332,8 @@ def _synthesize(listening: Listening, job_id: str, texture: np.ndarray) -> None:
     try:
         if not wait_to_run(listening.settings, sessions, job_id):
             return
+        import numpy as np
+
         from model.sound.synthesis import synthesize
 
         waveform = synthesize(texture, seconds=listening.settings.synthesis_seconds, seed=0,

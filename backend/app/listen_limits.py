@@ -16,9 +16,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 from sqlalchemy import Delete, Update, delete, func, select, text, update
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -26,6 +25,9 @@ from backend.app.errors import TaskError
 from backend.app.reservations import aware, utcnow
 from backend.config import Settings
 from backend.db.models import ListenPrediction, PredictionSlot, SynthesisJob, UploadUsage
+
+if TYPE_CHECKING:
+    import numpy as np      # imported where used: the app answers its first page without it
 
 SLOT_LEASE = timedelta(minutes=2)        # a prediction takes seconds; a dead process's slot is free after this
 SLOT_WAIT_SECONDS = 30.0                 # how long a prediction waits for a slot before a 503
@@ -134,6 +136,8 @@ class PredictionSlots:
 
 def remember_prediction(sessions: sessionmaker, account: int, run_id: int, texture: np.ndarray) -> str:
     """Keep a predicted texture for PREDICTION_KEPT; the key its synthesise button sends back."""
+    import numpy as np
+
     key = secrets.token_urlsafe(12)
     now = utcnow()
     with sessions() as db:
@@ -163,6 +167,8 @@ def queue_synthesis(settings: Settings, sessions: sessionmaker, account: int, pr
                     ) -> tuple[SynthesisJob, np.ndarray]:
     """A new queued job for a prediction's texture (and the texture); 404 for an unknown (or another account's)
     prediction, 429 while the account has one unfinished, 503 when `synthesis_queue` are unfinished."""
+    import numpy as np
+
     now = utcnow()
     with sessions() as db:
         _serialized(db, _end_abandoned(now), (_SYNTHESIS_LOCK, 0))

@@ -1,12 +1,14 @@
 """Passwords (argon2id) and their policy, CSRF tokens, and the input rules that keep hostile names out."""
 from __future__ import annotations
 
+import base64
 import hmac
 import re
 import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from argon2.low_level import ARGON2_VERSION
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults follow RFC 9106's low-memory profile
 
@@ -24,6 +26,19 @@ SITE_WORDS = ("ambient", "annotator", "admin")
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
+
+
+def unmatchable_hash() -> str:
+    """A hash that no password matches, in the encoding and with the parameters of `hash_password`'s: a random
+    salt and a random digest. Checking a password against it costs what checking against a real hash does, and
+    making it costs nothing, where hashing a random password takes argon2's 0.15 s of CPU on 4 threads.
+    Written by hand: argon2-cffi makes an encoded hash only by hashing."""
+    def unpadded(data: bytes) -> str:
+        return base64.b64encode(data).decode().rstrip("=")
+
+    salt, digest = secrets.token_bytes(_HASHER.salt_len), secrets.token_bytes(_HASHER.hash_len)
+    return (f"$argon2{_HASHER.type.name.lower()}$v={ARGON2_VERSION}$m={_HASHER.memory_cost},t={_HASHER.time_cost},"
+            f"p={_HASHER.parallelism}${unpadded(salt)}${unpadded(digest)}")
 
 
 def check_password_policy(password: str, min_length: int, min_score: int = 3,

@@ -5,16 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from backend.db.models import (Annotation, Category, Dataset, Frame, Layer, Run, SoundCluster,
                                SoundClusterMember, SoundJudgement, Unit, UnitImage, UnitSample, Video)
 from model.categories import Category as CategoryInfo
-from model.sound.groups import SoundGroup
 from model.data.dataset import FrameRecord
+
+if TYPE_CHECKING:      # numpy is imported where used: the web app, which seeds categories here, starts without it
+    import numpy as np
+
+    from model.sound.groups import SoundGroup
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,8 @@ def register_dataset(session: Session, data_dir: Path, records: Sequence[FrameRe
     Still images (``clip == ""``, model/data/pool.py) have no video or clip. Their rows are places in a folder's
     sorted image list: rows already stored under other images mean the folder changed, and are refused.
     """
+    import numpy as np
+
     data_dir = Path(data_dir).resolve()
     dataset = session.scalar(select(Dataset).where(Dataset.data_dir == str(data_dir)))
     if dataset is None:
@@ -226,6 +232,8 @@ def write_auto_labels(session: Session, run_dir: Path, layer: str, labels: Itera
 def replace_sound_clusters(session: Session, run: Run, dataset: Dataset, groups: Sequence[SoundGroup]) -> int:
     """Replace the run's sound clusters (or code bits) with ``groups`` over ``dataset``'s frames; the names
     admins gave them stay with their index."""
+    import numpy as np
+
     given = dict(session.execute(select(SoundCluster.index, SoundCluster.given_name)
                                  .where(SoundCluster.run_id == run.id, SoundCluster.given_name.is_not(None))).all())
     session.execute(delete(SoundCluster).where(SoundCluster.run_id == run.id))

@@ -29,9 +29,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np      # imported where used: the web app reads paths and reports here without it
 
 MANIFEST = "manifest.jsonl"
 TEXTURES = "textures.npy"
@@ -178,6 +179,8 @@ def load_manifest(data_dir: str | Path) -> list[FrameRecord]:
 def load_splits(data_dir: str | Path, chunk_rows: int = 65_536) -> np.ndarray:
     """Each manifest row's split ("train"/"test") as one numpy array, without a FrameRecord per frame
     (1.8 M records take GBs; this takes 36 MB)."""
+    import numpy as np
+
     path = Path(data_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{data_dir}: no {MANIFEST}; run `ambient ingest` first")
@@ -195,12 +198,16 @@ def load_splits(data_dir: str | Path, chunk_rows: int = 65_536) -> np.ndarray:
 
 def load_features(data_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(textures (N, 502), spectrum (N, 32)) in manifest order."""
+    import numpy as np
+
     data_dir = Path(data_dir)
     return np.load(data_dir / TEXTURES), np.load(data_dir / SPECTRUM)
 
 
 def write_manifest(data_dir: str | Path, records: list[FrameRecord],
                    textures: np.ndarray, spectrum: np.ndarray) -> None:
+    import numpy as np
+
     data_dir = Path(data_dir)
     for name, array in ((TEXTURES, textures), (SPECTRUM, spectrum)):
         with atomic_file(data_dir / name) as file:

@@ -8,6 +8,7 @@ for the next image) and limited in address space and CPU time: a decode inside l
 interrupted, and a thread cannot be killed. The server's predictions and `ambient predict` decode there.
 
 Imports only numpy and Pillow (and model.data.media in the workers): a worker starts in a fraction of a second.
+They are imported where used, so the web app, which holds a DecodeWorkers, starts without them.
 """
 from __future__ import annotations
 
@@ -26,9 +27,11 @@ import threading
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 # Formats a photo or a video frame comes in; anything else (TIFF, PSD, EPS, ...) is refused by name.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP")
@@ -87,6 +90,8 @@ def decode_image(data: bytes, name: str, max_pixels: int, max_scans: int = MAX_J
     that would take 1.2 GB), and so is a JPEG's number of scans (at most ``max_scans``, fewer for a large
     image: see SCAN_BUDGET_SHARE) and, given ``max_bytes``, the memory the decode would hold. CMYK is converted to RGB; 16-bit images are scaled to 8 bits (their top
     byte); an animated image is refused (which of its frames would be meant?)."""
+    from PIL import Image, UnidentifiedImageError
+
     if not data:
         raise BadImage(f"{name}: the file is empty (0 bytes)")
     try:
@@ -138,6 +143,9 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit and 32-bit greyscale as 8 bits (convert("L") would clip at 255): each pixel's top byte, shifted
     into a uint8 array a strip of rows at a time, never the whole image widened (as int64 it was 8 bytes a
     pixel: +680 MB at 40 MP; even its 16-bit copy would be 2)."""
+    import numpy as np
+    from PIL import Image
+
     if image.mode == "F":
         return Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
     if not (image.mode.startswith("I;16") or image.mode == "I"):
@@ -154,6 +162,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 def frame_array(image: Image.Image | np.ndarray, frame_size: int) -> np.ndarray:
     """uint8 (frame_size, frame_size, 3): the short side scaled to the frame size and centre-cropped, as
     ingest does to video frames and `ambient units` to still images (model/data/pool.py)."""
+    import numpy as np
+
     from model.data.media import resize_center_crop
 
     return np.array(resize_center_crop(image, frame_size))
@@ -198,6 +208,8 @@ class DecodeWorkers:
     def frame(self, data: bytes, name: str, frame_size: int) -> np.ndarray:
         """uint8 (frame_size, frame_size, 3) of the image ``data`` (``decode_image`` and ``frame_array``), or
         BadImage naming ``name``: its problem, or that its decode outlasted the deadline or its memory."""
+        import numpy as np
+
         worker = self._free.get()            # waits while every worker is busy
         answer = None
         try:
@@ -279,7 +291,8 @@ def _serve(connection: Connection, limits: DecodeLimits) -> None:
     until the pipe closes."""
     import resource
 
-    import model.data.media  # noqa: F401: imported before the memory bound, which then counts decoding only
+    # Imported (numpy and Pillow with it) before the memory bound, which then counts decoding only.
+    import model.data.media  # noqa: F401
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C in `ambient predict`: the caller stops us
     _bound_memory(limits.memory_bytes)

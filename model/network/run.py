@@ -78,13 +78,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from model.cpu import kernels_record
 from model.data.dataset import atomic_file, labels_file, write_json_atomic
 from model.network.modelfiles import model_source
 
 if TYPE_CHECKING:
+    import numpy as np      # imported where used, as torch is: the web app reads run files here without them
     import torch
 
     from model.network.caffenet import CaffeNetBN
@@ -205,6 +204,8 @@ def analysed_layers(run_dir: str | Path) -> list[str]:
 
 def read_units_meta(path: Path) -> dict:
     """A units file's meta: the pool's data_dir, layer, network kind and labels, geometry, mask settings."""
+    import numpy as np
+
     with np.load(path) as data:
         return json.loads(str(data["meta"]))
 
@@ -260,12 +261,16 @@ def read_probes(run_dir: str | Path) -> list[dict]:
 
 def save_npz_atomic(path: Path, **arrays) -> None:
     """np.savez so that a reader sees either the old file or the whole new one."""
+    import numpy as np
+
     with atomic_file(path) as file:
         np.savez(file, **arrays)
 
 
 def pack_jpegs(jpegs: list[list[bytes]]) -> dict[str, np.ndarray]:
     """Each unit's masked JPEGs (best first) as arrays for an npz: the bytes end to end and where each starts."""
+    import numpy as np
+
     flat = [image for unit in jpegs for image in unit]
     offsets = np.zeros(len(flat) + 1, np.int64)
     offsets[1:] = np.cumsum([len(image) for image in flat])
@@ -275,6 +280,8 @@ def pack_jpegs(jpegs: list[list[bytes]]) -> dict[str, np.ndarray]:
 
 def load_unit_images(path: Path) -> list[list[bytes]]:
     """The masked JPEGs of a units file, per unit, best first."""
+    import numpy as np
+
     with np.load(path) as data:
         blob, offsets, counts = data["jpegs"].tobytes(), data["offsets"], data["counts"]
     images = [blob[start:end] for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
