@@ -7,7 +7,7 @@ and with the controls: every conv5 unit of the sound network matched to one unit
 Pearson r of their spatial maxima over the same pool (model/units/compare.py). A detector "recurs" when its match
 detects the same category with r >= MATCH_R. One row per seed and B, and the spread over seeds.
 
-    .venv/bin/python benchmarks/bench_convergence.py --out DIR [--seeds 0 1] [--second-seed 1] [--no-write]
+    .venv/bin/python benchmarks/bench_convergence.py --out DIR [--seeds 0 1] [--second-seed 1] [--second-on 0] [--no-write]
 """
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def share(r: dict) -> float:
     return r["recurring"] / r["detectors_a"] if r["detectors_a"] else float("nan")
 
 
+def capability() -> str:
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
 def report(rows: list[dict], second_seed: int, match_r: float) -> str:
     lines = ["| world seed | B | median matched r | units matched at r >= 0.5 | B's detectors | "
              "sound's detectors that recur in B |", "|---|---|---|---|---|---|"]
@@ -96,7 +102,8 @@ seed, the sound network (training seed of the demo preset) against the same netw
 `--seed {second_seed}` on the same data, the untrained network and the scene-trained control. Matching: optimal
 assignment on the Pearson r of the units' spatial maxima over the seed's whole pool (`ambient compare`); a detector
 (precision >= {DETECTOR_PRECISION:.0%}) recurs when its match detects the same category with r >= {match_r}.
-Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {datetime.date.today().isoformat()}.
+Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch kernels {capability()},
+{datetime.date.today().isoformat()}; load average {os.getloadavg()[0]:.1f} at the end.
 
 {chr(10).join(lines)}
 
@@ -109,6 +116,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="bench_science.py's --out folder")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--second-seed", type=int, default=1, help="training seed of the second sound network")
+    parser.add_argument("--second-on", type=int, nargs="*", default=None,
+                        help="world seeds that get the second sound network (default: all of --seeds)")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     from model.units.compare import MATCH_R
@@ -120,9 +129,10 @@ def main() -> None:
         if missing:
             parser.error(f"{work}: no dissected {', '.join(missing)} run (run bench_science.py --out {args.out} first)")
         print(f"== world seed {seed}", flush=True)
-        second = second_sound_run(work, args.second_seed)
-        for name, other in ((f"sound, training seed {args.second_seed}", second),
-                            ("untrained", work / "untrained"), ("scene-trained", work / "scene")):
+        others = [("untrained", work / "untrained"), ("scene-trained", work / "scene")]
+        if args.second_on is None or seed in args.second_on:
+            others.insert(0, (f"sound, training seed {args.second_seed}", second_sound_run(work, args.second_seed)))
+        for name, other in others:
             rows.append(row(seed, name, work / "sound", other))
             print(f"  {name}: median r {rows[-1]['median_r']:.3f}, {rows[-1]['recurring']} of "
                   f"{rows[-1]['detectors_a']} detectors recur", flush=True)
