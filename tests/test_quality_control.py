@@ -199,6 +199,25 @@ def test_adaptive_judging_stops_at_two_on_agreement_and_asks_a_third_on_disagree
     assert quality["judgments_per_unit"] == table["judgments_per_unit"] == 2.5
 
 
+def test_adaptive_judging_hands_no_third_judge_a_unit_its_first_two_are_still_answering(tmp_path):
+    url, campaign_id, (first, second) = campaign_with_gold(tmp_path, 2, {}, adaptive=True)
+    for name in ("ann", "bob", "cat"):
+        add_user(url, name)
+    with TestClient(create_app(Settings(database_url=url))) as base:
+        people = {}
+        for name in ("ann", "bob", "cat"):
+            client = TestClient(base.app)
+            people[name] = (client, login(client, name))
+        assert next_unit(*people["ann"]) == first
+        assert next_unit(*people["bob"]) == first       # the unit nearest completion: its second judge
+        # Two are at work on it and may agree: a third person gets the other unit, not a third slot on it.
+        assert next_unit(*people["cat"]) == second
+        answer(*people["ann"], first, "no", url)
+        answer(*people["bob"], first, "texture", url)   # they disagree: now the unit takes a third judge
+        answer(*people["cat"], second, "no", url)
+        assert next_unit(*people["cat"]) == first
+
+
 def test_undo_follows_adaptive_judging_a_unit_two_agreeing_judges_closed_stays_closed(tmp_path):
     """Two agreeing answers complete a unit of an adaptive campaign: only its last judge may undo (briefly)."""
     from backend.app.units import undo_deadline
