@@ -202,6 +202,11 @@ class GoldPlan:
             block += 1
         return [n for n in found if n <= up_to]
 
+    def pick(self, units: list[int], answered: int) -> int:
+        """One of `units` for the annotator's next answer (after `answered`), drawn from the plan's seed: a rerun
+        of the same answers picks the same."""
+        return random.Random(self.seed + answered.to_bytes(8, "big")).choice(units)
+
     def due(self, answered: int, on_gold: int) -> bool:
         """Whether the next answer should be on a gold unit: fewer gold answers than positions so far, counting
         it (a gold unit that could not be handed at its position, none being left unseen, comes at the next)."""
@@ -248,9 +253,14 @@ def unseen_gold(db: Session, campaign: Campaign, annotator_id: int) -> list[int]
     return list(db.scalars(gold_unit_ids(campaign.id).where(GoldUnit.unit_id.not_in(seen)).order_by(GoldUnit.unit_id)))
 
 
-def pick_gold(units: list[int]) -> int:
-    """One of the gold units, at random: annotators do not all meet the same one at the same point."""
-    return random.choice(units)
+def next_gold(db: Session, campaign: Campaign, annotator_id: int) -> int | None:
+    """The gold unit to hand the annotator now, one they have not seen (None when they have seen every one):
+    at random, so annotators do not all meet the same one at the same point (`GoldPlan.pick`)."""
+    unseen = unseen_gold(db, campaign, annotator_id)
+    if not unseen:
+        return None
+    answered, _on_gold = _answered(db, campaign, annotator_id)
+    return GoldPlan.of(db, campaign, annotator_id).pick(unseen, answered)
 
 
 # --- Excluding an annotator.

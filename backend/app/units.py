@@ -12,8 +12,8 @@ from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, pick_gold,
-                              seconds_between, unseen_gold)
+from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, next_gold,
+                              seconds_between)
 from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.db.models import (Annotation, Annotator, Campaign, Category, GoldUnit, ImageMark, Unit, UnitImage,
@@ -63,9 +63,9 @@ def _reserve_gold(db: Session, annotator_id: int, campaign: Campaign, now: datet
     lock(db, UNIT_QUEUE, None, now)
     held = current_reservation(db, UNIT_QUEUE, annotator_id, now, campaign.id)
     if held is None:
-        unseen = unseen_gold(db, campaign, annotator_id)
-        if unseen:
-            held = UnitReservation(campaign_id=campaign.id, unit_id=pick_gold(unseen), annotator_id=annotator_id,
+        unit_id = next_gold(db, campaign, annotator_id)
+        if unit_id is not None:
+            held = UnitReservation(campaign_id=campaign.id, unit_id=unit_id, annotator_id=annotator_id,
                                    expires_at=now + timedelta(minutes=minutes), handed_at=now)
             db.add(held)
     db.commit()
