@@ -5,8 +5,8 @@ back through the API.
 Each unit's true answer comes from `ambient dissect --truth` (RUN_DIR/dissection.json): "yes, <category>" where
 the truth's precision reaches DETECTOR_PRECISION, else "no". The bots: diligent ones right DILIGENT of the time,
 careless ones CARELESS, spammers answering at random or always "yes, person". A "yes" marks every top image.
-For each share of spammers, fixed judging (three judges) and adaptive judging (two, a third on disagreement or a
-failed gold unit), at a gold rate of GOLD_RATE with gold from the truth:
+For each share of spammers, fixed judging (three judges) and adaptive judging (two, a third on disagreement or when
+one of them is doubtful on gold), at a gold rate of GOLD_RATE with gold from the truth:
 
 - detectors by the plain majority, by Dawid-Skene, and by Dawid-Skene after excluding every bot whose gold
   accuracy is below GOLD_CUT ("Dawid-Skene + gold"), against the truth's count;

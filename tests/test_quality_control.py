@@ -11,9 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from annotation.aggregate import UnitAnswer
+from annotation.quality import DOUBTFUL_GOLD_ACCURACY, DOUBTFUL_MIN_WRONG, DoubtHistory
 from app_helpers import add_campaign, add_user, login, seed_run, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.gold import GOLD_KEY, GoldPlan, set_gold
+from backend.app.gold import GOLD_KEY, GoldPlan, Judging, set_gold
 from backend.app.results import run_report
 from backend.cli import app as cli
 from backend.config import Settings
@@ -216,6 +218,47 @@ def test_adaptive_judging_hands_no_third_judge_a_unit_its_first_two_are_still_an
         answer(*people["bob"], first, "texture", url)   # they disagree: now the unit takes a third judge
         answer(*people["cat"], second, "no", url)
         assert next_unit(*people["cat"]) == first
+
+
+@pytest.mark.parametrize("wrong_gold, doubtful", [((4,), False), ((3, 4), True)])
+def test_adaptive_judging_asks_a_third_judge_where_a_judge_is_below_the_gold_bar_not_after_one_slip(
+        tmp_path, wrong_gold, doubtful):
+    """ann meets 4 gold units and answers the `wrong_gold`-th wrong: her last gold answer is wrong either way, but
+    3 right of 4 (75%) is a careful annotator's slip and 2 of 4 is under DOUBTFUL_GOLD_ACCURACY. bob agrees with
+    her on every unit; cat asks for more."""
+    assert DOUBTFUL_MIN_WRONG == 2 and 0.5 < DOUBTFUL_GOLD_ACCURACY <= 0.75
+    url, campaign_id, units = campaign_with_gold(tmp_path, 10, {i: "no" for i in range(4)}, gold_rate=0.5,
+                                                 adaptive=True)
+    gold_units, regular = set(units[:4]), set(units[4:])
+    for name in ("ann", "bob", "cat"):
+        add_user(url, name)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        handed = {}
+        for name in ("ann", "bob", "cat"):
+            token = login(client, name)
+            handed[name], met = [], 0
+            while (unit := next_unit(client, token)) is not None:
+                handed[name].append(unit)
+                met += unit in gold_units
+                slip = name == "ann" and unit in gold_units and met in wrong_gold
+                answer(client, token, unit, "texture" if slip else "no", url)
+            client.post("/logout", data={"csrf_token": token})
+        # At a gold rate of 0.5 ann met all four gold units among her first eight answers.
+        assert set(handed["ann"]) == gold_units | regular and not set(handed["ann"][8:]) & gold_units
+        assert set(handed["bob"]) & regular == regular
+        assert set(handed["cat"]) & regular == (regular if doubtful else set())
+        quality = client.get(f"/api/v1/campaigns/{campaign_id}/annotators", headers=admin_headers(client)).json()
+    assert quality["judgments_per_unit"] == (3.0 if doubtful else 2.0)
+
+
+def test_adaptive_judging_weighs_doubt_when_the_second_answer_came_so_a_closed_unit_stays_closed():
+    doubt = DoubtHistory([("ann", sequence, False) for sequence in (10, 11, 12, 13)])   # doubtful from her answer 11
+    rule = Judging(3, adaptive=True, doubt=doubt)
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "no", sequence=6)]) == 2
+    assert rule.needed([UnitAnswer("bob", "no", sequence=5), UnitAnswer("ann", "no", sequence=14)]) == 3
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "no", sequence=20)]) == 3
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "texture", sequence=6)]) == 3
 
 
 def test_undo_follows_adaptive_judging_a_unit_two_agreeing_judges_closed_stays_closed(tmp_path):

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import ANSWERS, UnitAnswer, answers_needed
-from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
+from annotation.quality import DoubtHistory, GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
 from backend.app.errors import TaskError
 from backend.app.security import server_secret
 from backend.db.models import (Annotation, Annotator, Campaign, CampaignExclusion, Category, GoldUnit, ImageMark, Layer,
@@ -318,41 +318,47 @@ def excluded_names(db: Session, campaign_id: int) -> list[str]:
 
 # --- Adaptive judging.
 
-def doubtful_annotators(db: Session, campaign_id: int) -> frozenset[str]:
-    """The annotators whose latest gold answer in the campaign was wrong ("failed gold recently")."""
+def doubt_history(db: Session, campaign_id: int) -> DoubtHistory:
+    """When each annotator of the campaign was doubtful on gold (annotation/quality.py's `is_doubtful`: under
+    DOUBTFUL_GOLD_ACCURACY with DOUBTFUL_MIN_WRONG gold answers wrong), answer by answer. Not their latest gold
+    answer alone: one slip should not cost a third judge on every unit they judge until the next."""
     gold = gold_answers(db, campaign_id)
     if not gold:
-        return frozenset()
-    latest: dict[str, str] = {}
-    for name, unit_id, answer, category in db.execute(
-            select(Annotator.name, Annotation.unit_id, Annotation.answer, Category.name)
+        return DoubtHistory(())
+    return DoubtHistory(
+        (name, annotation_id, (f"yes:{category}" if answer == "yes" else answer) == gold[unit_id].label)
+        for annotation_id, name, unit_id, answer, category in db.execute(
+            select(Annotation.id, Annotator.name, Annotation.unit_id, Annotation.answer, Category.name)
             .join(Annotator, Annotation.annotator_id == Annotator.id)
             .outerjoin(Category, Annotation.category_id == Category.id)
-            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(list(gold)))
-            .order_by(Annotation.created_at, Annotation.id)):
-        latest[name] = "right" if (f"yes:{category}" if answer == "yes" else answer) == gold[unit_id].label else "wrong"
-    return frozenset(name for name, outcome in latest.items() if outcome == "wrong")
+            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(list(gold)))))
 
 
 @dataclass(frozen=True)
 class Judging:
     """How many answers a unit of a campaign needs: its judges, or, adaptive, two unless they disagree or
-    one of them failed gold lately (annotation/aggregate.py's `answers_needed`)."""
+    one of them was doubtful on gold when the second answered (annotation/aggregate.py's `answers_needed`)."""
 
     judges: int
     adaptive: bool = False
-    doubtful: frozenset[str] = frozenset()
+    doubt: DoubtHistory | None = None
+
+    def doubtful(self, answers: Sequence[UnitAnswer]) -> bool:
+        """Whether one of the first two judges was doubtful when the second of them answered. Decided then, so a
+        unit two agreeing judges closed stays closed whatever their later gold answers (an admin who comes to
+        distrust someone excludes them, which sends their units back to the queue)."""
+        if self.doubt is None or len(answers) < 2:
+            return False
+        return any(self.doubt.doubtful(a.annotator, before=answers[1].sequence) for a in answers[:2])
 
     def needed(self, answers: Sequence[UnitAnswer]) -> int:
-        return answers_needed([a.label for a in answers], self.judges, self.adaptive,
-                              any(a.annotator in self.doubtful for a in answers[:2]))
+        return answers_needed([a.label for a in answers], self.judges, self.adaptive, self.doubtful(answers))
 
 
 def judging(db: Session, campaign: Campaign | None, judges: int) -> Judging:
     if campaign is None:
         return Judging(judges)
-    return Judging(campaign.judges, campaign.adaptive,
-                   doubtful_annotators(db, campaign.id) if campaign.adaptive else frozenset())
+    return Judging(campaign.judges, campaign.adaptive, doubt_history(db, campaign.id) if campaign.adaptive else None)
 
 
 # --- Each annotator's quality.

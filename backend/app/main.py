@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from annotation.quality import DOUBTFUL_RULE
 from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, change, counted, optional_user, render, unit_name
 from backend.app.errors import TaskError
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.globals["url_for"] = _path_for
     app.state.templates.env.filters["counted"] = counted
     app.state.templates.env.globals["unit_name"] = unit_name
+    app.state.templates.env.globals["doubtful_rule"] = DOUBTFUL_RULE
     app.state.templates.env.filters["change"] = change
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
