@@ -14,7 +14,7 @@ Category names are compared exactly: the caller passes canonical names (merges a
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Iterable, Mapping, Sequence
 
@@ -29,12 +29,14 @@ PRECISION_TOLERANCE = 1e-9
 
 @dataclass(frozen=True)
 class UnitAnswer:
-    """One annotator's answer for one unit; `marked` holds 0-based ranks among its top images."""
+    """One annotator's answer for one unit; `marked` holds 0-based ranks among its top images; `sequence`, where
+    known, orders it among all the answers given (adaptive judging asks who was doubtful when the second came)."""
 
     annotator: str
     answer: str
     category: str | None = None
     marked: frozenset[int] = frozenset()
+    sequence: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.answer not in ANSWERS:
@@ -165,7 +167,8 @@ def human_label(verdict: UnitVerdict) -> str | None:
 
 def answers_needed(labels: Sequence[str], judges: int, adaptive: bool = False, doubtful: bool = False) -> int:
     """How many answers a unit needs before it leaves the queue. Fixed: `judges`. Adaptive: two, and
-    `judges` when those two disagree or one of them is doubtful (e.g. failed a gold unit lately)."""
+    `judges` when those two disagree or one of them is `doubtful` (annotation/quality.py's `is_doubtful`:
+    too often wrong on gold units)."""
     if not adaptive or judges <= 2:
         return judges
     first_two = list(labels[:2])

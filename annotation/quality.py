@@ -2,6 +2,7 @@
 agree with the consensus on the others, how long they take and how often they skip."""
 from __future__ import annotations
 
+import bisect
 import random
 import statistics
 from collections import defaultdict
@@ -74,6 +75,62 @@ def annotator_quality(answers: Iterable[GivenAnswer], gold: Mapping[int, GoldAns
             gold_marks=_mean(overlaps), agreement=_mean([float(j) for j in judged]),
             median_seconds=statistics.median(seconds) if seconds else None, skips=skips.get(name, 0)))
     return rows
+
+
+# Adaptive judging asks a third judge where one of a unit's two judges is doubtful: right on fewer than
+# DOUBTFUL_GOLD_ACCURACY of their gold units, with at least DOUBTFUL_MIN_WRONG of them wrong. A careful annotator
+# who slipped once is not doubtful, however few gold units they have met; one who answers at random is, at the
+# second wrong gold answer (not after a fixed number of gold units, while their agreeing pairs close units).
+DOUBTFUL_GOLD_ACCURACY = 0.7
+DOUBTFUL_MIN_WRONG = 2
+DOUBTFUL_RULE = (f"right on under {DOUBTFUL_GOLD_ACCURACY:.0%} of their gold units, "
+                 f"with {DOUBTFUL_MIN_WRONG} or more wrong")
+# Float slack so that e.g. 7 right of 10 reaches a 0.7 bar whatever the rounding.
+ACCURACY_TOLERANCE = 1e-9
+
+
+def _check_bar(min_wrong: int, accuracy: float) -> None:
+    if min_wrong < 1 or not 0 <= accuracy <= 1:
+        raise ValueError(f"need min_wrong >= 1 and 0 <= accuracy <= 1, got {min_wrong} and {accuracy}")
+
+
+def is_doubtful(right: int, answered: int, min_wrong: int = DOUBTFUL_MIN_WRONG,
+                accuracy: float = DOUBTFUL_GOLD_ACCURACY) -> bool:
+    """Whether `right` of `answered` gold answers is below `accuracy` with at least `min_wrong` wrong: a single
+    slip is not doubt, though one wrong answer of one would be 0%."""
+    _check_bar(min_wrong, accuracy)
+    return answered - right >= min_wrong and right / answered < accuracy - ACCURACY_TOLERANCE
+
+
+class DoubtHistory:
+    """When each annotator was doubtful (`is_doubtful` over the gold answers they had given so far), along the
+    campaign's answers in the order they were given. `gold_outcomes`: (annotator, the answer's sequence number,
+    answered right) per gold answer, in any order."""
+
+    def __init__(self, gold_outcomes: Iterable[tuple[str, int, bool]], min_wrong: int = DOUBTFUL_MIN_WRONG,
+                 accuracy: float = DOUBTFUL_GOLD_ACCURACY) -> None:
+        _check_bar(min_wrong, accuracy)
+        by_annotator: dict[str, list[tuple[int, bool]]] = defaultdict(list)
+        for name, sequence, correct in gold_outcomes:
+            by_annotator[name].append((sequence, bool(correct)))
+        # name -> the sequence numbers at which their doubt changed, and what it became there
+        self._changes: dict[str, tuple[list[int], list[bool]]] = {}
+        for name, outcomes in by_annotator.items():
+            right, doubtful, at, became = 0, False, [], []
+            for answered, (sequence, correct) in enumerate(sorted(outcomes), start=1):
+                right += correct
+                if is_doubtful(right, answered, min_wrong, accuracy) != doubtful:
+                    doubtful = not doubtful
+                    at.append(sequence)
+                    became.append(doubtful)
+            self._changes[name] = (at, became)
+
+    def doubtful(self, name: str, before: int | None = None) -> bool:
+        """Whether `name` was doubtful on the gold answers they gave before the answer numbered `before`
+        (None: on all of them, now)."""
+        at, became = self._changes.get(name, ([], []))
+        changes = len(at) if before is None else bisect.bisect_left(at, before)
+        return became[changes - 1] if changes else False
 
 
 # Gold from a world's truth: a unit whose top images show one category this often is a sure "yes"; one whose

@@ -5,8 +5,8 @@ back through the API.
 Each unit's true answer comes from `ambient dissect --truth` (RUN_DIR/dissection.json): "yes, <category>" where
 the truth's precision reaches DETECTOR_PRECISION, else "no". The bots: diligent ones right DILIGENT of the time,
 careless ones CARELESS, spammers answering at random or always "yes, person". A "yes" marks every top image.
-For each share of spammers, fixed judging (three judges) and adaptive judging (two, a third on disagreement or a
-failed gold unit), at a gold rate of GOLD_RATE with gold from the truth:
+For each share of spammers, fixed judging (three judges) and adaptive judging (two, a third on disagreement or when
+one of them is doubtful on gold), at a gold rate of GOLD_RATE with gold from the truth:
 
 - detectors by the plain majority, by Dawid-Skene, and by Dawid-Skene after excluding every bot whose gold
   accuracy is below GOLD_CUT ("Dawid-Skene + gold"), against the truth's count;
@@ -126,9 +126,9 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
     """One crowd on one campaign: the bots answer till the queue is empty; the API's figures."""
     from backend.app import create_app
     from backend.app.campaign import CampaignFields, create_campaign
-    from backend.app.gold import gold_from_run_truth
+    from backend.app.gold import GOLD_KEY, gold_from_run_truth
     from backend.config import Settings
-    from backend.db.models import Annotator, Category, GoldUnit, Run, UnitImage
+    from backend.db.models import Annotator, Category, GoldUnit, Run, ServerSecret, UnitImage
     from backend.db.session import session_factory, upgrade_db
 
     path = folder / f"crowd_{'adaptive' if adaptive else 'fixed'}_{len(kinds)}_{kinds.count('random')}.db"
@@ -153,6 +153,9 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         gold = len(gold_units)
         for name in [*names, "boss"]:
             db.add(Annotator(name=name, is_admin=name == "boss", password_hash=password))
+        # Where gold falls in each queue is keyed by a server secret (backend/app/gold.py's GoldPlan): fixed by the
+        # seed here, so that a rerun gives the same figures.
+        db.add(ServerSecret(name=GOLD_KEY, value=f"bench_crowd seed {seed}"))
         db.commit()
         by_index = by_layer(db, run)
         images = {}

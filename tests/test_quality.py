@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
+from annotation.quality import (DOUBTFUL_MIN_WRONG, DoubtHistory, GivenAnswer, GoldAnswer, annotator_quality,
+                                gold_from_truth, is_doubtful)
 
 
 def test_a_random_answerer_scores_below_a_truthful_one_on_gold():
@@ -51,3 +52,25 @@ def test_gold_from_the_truth_keeps_a_balanced_sample_when_limited():
     assert gold == gold_from_truth(rows, limit=10)                       # seeded
     assert len(gold_from_truth(rows[:3] + rows[30:], limit=10)) == 10    # 3 yes, 7 no
     assert len(gold_from_truth(rows)) == 80
+
+
+def test_doubtful_on_gold_means_below_the_bar_with_more_than_one_slip():
+    assert not is_doubtful(right=0, answered=1)                           # one slip, however early
+    assert not is_doubtful(right=3, answered=4)                           # one slip of four: 75%
+    assert is_doubtful(right=0, answered=DOUBTFUL_MIN_WRONG)              # wrong on the first two
+    assert is_doubtful(right=2, answered=4)                               # 50%
+    assert not is_doubtful(right=7, answered=10)                          # exactly 70%: not below
+    assert is_doubtful(right=3, answered=4, min_wrong=1, accuracy=0.8)
+    with pytest.raises(ValueError, match="min_wrong"):
+        is_doubtful(right=0, answered=1, min_wrong=0)
+    with pytest.raises(ValueError, match="accuracy"):
+        DoubtHistory([], accuracy=1.5)
+
+
+def test_the_doubt_history_says_who_was_doubtful_before_each_answer():
+    ann = [(13, True), (10, False), (11, True), (12, False)]           # 1 right of 3 by her answer 12: doubtful
+    ann += [(sequence, True) for sequence in (20, 21, 22, 23)]          # 5 right of 7 by answer 22: no longer
+    history = DoubtHistory([("ann", sequence, right) for sequence, right in ann] + [("bob", 5, False)])
+    assert not history.doubtful("ann", before=12) and history.doubtful("ann", before=13)
+    assert history.doubtful("ann", before=22) and not history.doubtful("ann", before=23)
+    assert not history.doubtful("ann") and not history.doubtful("bob") and not history.doubtful("nobody")

@@ -11,13 +11,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from annotation.aggregate import UnitAnswer
+from annotation.quality import DOUBTFUL_GOLD_ACCURACY, DOUBTFUL_MIN_WRONG, DoubtHistory
 from app_helpers import add_campaign, add_user, login, seed_run, unit_ids, unit_images
 from backend.app import create_app
-from backend.app.gold import set_gold
+from backend.app.gold import GOLD_KEY, GoldPlan, Judging, set_gold
 from backend.app.results import run_report
 from backend.cli import app as cli
 from backend.config import Settings
-from backend.db.models import Campaign, GoldUnit, Run, Unit, UnitSettlement
+from backend.db.models import Annotator, Campaign, GoldUnit, Run, ServerSecret, Unit, UnitSettlement
 from backend.db.session import session_factory, upgrade_db
 from test_app_annotate import next_unit, submit
 
@@ -55,6 +57,7 @@ def test_gold_units_come_at_the_gold_rate_each_once_and_never_count_in_table1(tm
     for name in ("ann", "bob", "cat"):
         add_user(url, name)
     add_user(url, "boss", is_admin=True)
+    gold_met = {}
     with TestClient(create_app(Settings(database_url=url))) as client:
         for name in ("ann", "bob", "cat"):
             token = login(client, name)
@@ -64,9 +67,13 @@ def test_gold_units_come_at_the_gold_rate_each_once_and_never_count_in_table1(tm
                 # Gold units are answered "yes, dog" on every image: were they counted, each would be a detector.
                 answer(client, token, unit, "yes:dog" if unit in gold_units else "no", url)
             assert len(handed) == len(set(handed))                       # each unit, gold or not, once
-            # 16 other units: one in five answers is gold (the 5th, 10th, 15th), none after the last other unit.
-            assert [i + 1 for i, unit in enumerate(handed) if unit in gold_units] == [5, 10, 15]
-            assert len(handed) == 19
+            # 16 other units: exactly one gold unit in each block of five answers (where in it is random), at most
+            # one in the last, unfinished block, and none after the last other unit.
+            on_gold = [unit in gold_units for unit in handed]
+            assert [sum(on_gold[start:start + 5]) for start in range(0, 15, 5)] == [1, 1, 1]
+            assert sum(on_gold[15:]) <= 1 and not on_gold[-1]
+            assert len(handed) - sum(on_gold) == 16
+            gold_met[name] = sum(on_gold)
             client.post("/logout", data={"csrf_token": token})
         headers = admin_headers(client)
         table = client.get(f"/api/v1/campaigns/{campaign_id}/table1", headers=headers)
@@ -74,13 +81,42 @@ def test_gold_units_come_at_the_gold_rate_each_once_and_never_count_in_table1(tm
         assert table.json()["detectors"] == 0 and table.json()["histogram"] == {}
         quality = client.get(f"/api/v1/campaigns/{campaign_id}/annotators", headers=headers).json()
         assert {row["name"]: (row["answers"], row["gold_answered"], row["gold_accuracy"]) for row in quality["items"]} == {
-            name: (19, 3, 1.0) for name in ("ann", "bob", "cat")}
+            name: (16 + gold_met[name], gold_met[name], 1.0) for name in ("ann", "bob", "cat")}
         assert all(row["median_seconds"] is not None and row["agreement"] == 1.0 for row in quality["items"])
     with session_factory(upgrade_db(url))() as db:
         campaign = db.get(Campaign, campaign_id)
         report = run_report(db, campaign.run, campaign)
         assert not {v.unit for v in report.verdicts} & gold_units
         assert len(report.verdicts) == 16 and report.table1.detectors == 0
+
+
+def test_two_annotators_meet_gold_at_different_answers_each_where_their_seeded_plan_puts_it(tmp_path):
+    """Where gold units fall is random per annotator (nobody can count their way to the next one) yet reproducible:
+    the positions come from the server's stored key, the campaign and the annotator (backend/app/gold.py)."""
+    url, campaign_id, units = campaign_with_gold(tmp_path, 52, {i: "no" for i in range(12)}, gold_rate=0.2)
+    gold_units = set(units[:12])
+    with session_factory(upgrade_db(url))() as db:      # a fixed key: the same positions on every run of the test
+        db.add(ServerSecret(name=GOLD_KEY, value="the key of this test"))
+        db.commit()
+    for name in ("ann", "bob"):
+        add_user(url, name)
+    positions = {}
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        for name in ("ann", "bob"):
+            token = login(client, name)
+            handed = []
+            while (unit := next_unit(client, token)) is not None:
+                handed.append(unit)
+                answer(client, token, unit, "no", url)
+            positions[name] = [i + 1 for i, unit in enumerate(handed) if unit in gold_units]
+            assert len(handed) - len(positions[name]) == 40 and len(positions[name]) >= 8   # one per 5 answers
+            client.post("/logout", data={"csrf_token": token})
+    assert positions["ann"] != positions["bob"]
+    with session_factory(upgrade_db(url))() as db:
+        campaign = db.get(Campaign, campaign_id)
+        for name, found in positions.items():
+            annotator_id = db.scalar(select(Annotator.id).where(Annotator.name == name))
+            assert GoldPlan.of(db, campaign, annotator_id).positions(found[-1]) == found
 
 
 def test_a_bot_answering_at_random_scores_below_a_truthful_bot_through_the_api(tmp_path):
@@ -163,6 +199,66 @@ def test_adaptive_judging_stops_at_two_on_agreement_and_asks_a_third_on_disagree
         table = client.get(f"/api/v1/campaigns/{campaign_id}/table1", headers=headers).json()
         quality = client.get(f"/api/v1/campaigns/{campaign_id}/annotators", headers=headers).json()
     assert quality["judgments_per_unit"] == table["judgments_per_unit"] == 2.5
+
+
+def test_adaptive_judging_hands_no_third_judge_a_unit_its_first_two_are_still_answering(tmp_path):
+    url, campaign_id, (first, second) = campaign_with_gold(tmp_path, 2, {}, adaptive=True)
+    for name in ("ann", "bob", "cat"):
+        add_user(url, name)
+    with TestClient(create_app(Settings(database_url=url))) as base:
+        people = {}
+        for name in ("ann", "bob", "cat"):
+            client = TestClient(base.app)
+            people[name] = (client, login(client, name))
+        assert next_unit(*people["ann"]) == first
+        assert next_unit(*people["bob"]) == first       # the unit nearest completion: its second judge
+        # Two are at work on it and may agree: a third person gets the other unit, not a third slot on it.
+        assert next_unit(*people["cat"]) == second
+        answer(*people["ann"], first, "no", url)
+        answer(*people["bob"], first, "texture", url)   # they disagree: now the unit takes a third judge
+        answer(*people["cat"], second, "no", url)
+        assert next_unit(*people["cat"]) == first
+
+
+@pytest.mark.parametrize("wrong_gold, doubtful", [((4,), False), ((3, 4), True)])
+def test_adaptive_judging_asks_a_third_judge_where_a_judge_is_below_the_gold_bar_not_after_one_slip(
+        tmp_path, wrong_gold, doubtful):
+    """ann meets 4 gold units and answers the `wrong_gold`-th wrong: her last gold answer is wrong either way, but
+    3 right of 4 (75%) is a careful annotator's slip and 2 of 4 is under DOUBTFUL_GOLD_ACCURACY. bob agrees with
+    her on every unit; cat asks for more."""
+    assert DOUBTFUL_MIN_WRONG == 2 and 0.5 < DOUBTFUL_GOLD_ACCURACY <= 0.75
+    url, campaign_id, units = campaign_with_gold(tmp_path, 10, {i: "no" for i in range(4)}, gold_rate=0.5,
+                                                 adaptive=True)
+    gold_units, regular = set(units[:4]), set(units[4:])
+    for name in ("ann", "bob", "cat"):
+        add_user(url, name)
+    add_user(url, "boss", is_admin=True)
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        handed = {}
+        for name in ("ann", "bob", "cat"):
+            token = login(client, name)
+            handed[name], met = [], 0
+            while (unit := next_unit(client, token)) is not None:
+                handed[name].append(unit)
+                met += unit in gold_units
+                slip = name == "ann" and unit in gold_units and met in wrong_gold
+                answer(client, token, unit, "texture" if slip else "no", url)
+            client.post("/logout", data={"csrf_token": token})
+        # At a gold rate of 0.5 ann met all four gold units among her first eight answers.
+        assert set(handed["ann"]) == gold_units | regular and not set(handed["ann"][8:]) & gold_units
+        assert set(handed["bob"]) & regular == regular
+        assert set(handed["cat"]) & regular == (regular if doubtful else set())
+        quality = client.get(f"/api/v1/campaigns/{campaign_id}/annotators", headers=admin_headers(client)).json()
+    assert quality["judgments_per_unit"] == (3.0 if doubtful else 2.0)
+
+
+def test_adaptive_judging_weighs_doubt_when_the_second_answer_came_so_a_closed_unit_stays_closed():
+    doubt = DoubtHistory([("ann", sequence, False) for sequence in (10, 11, 12, 13)])   # doubtful from her answer 11
+    rule = Judging(3, adaptive=True, doubt=doubt)
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "no", sequence=6)]) == 2
+    assert rule.needed([UnitAnswer("bob", "no", sequence=5), UnitAnswer("ann", "no", sequence=14)]) == 3
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "no", sequence=20)]) == 3
+    assert rule.needed([UnitAnswer("ann", "no", sequence=5), UnitAnswer("bob", "texture", sequence=6)]) == 3
 
 
 def test_undo_follows_adaptive_judging_a_unit_two_agreeing_judges_closed_stays_closed(tmp_path):

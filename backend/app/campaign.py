@@ -135,7 +135,7 @@ class CampaignFields:
     participants: tuple[str, ...] = ()       # annotator names, when not everyone
     open: bool = False
     gold_rate: float = 0.0                   # share of each annotator's units that are gold (0 to 0.5)
-    adaptive: bool = False                   # two judges, a third only where they disagree or one failed gold
+    adaptive: bool = False                   # two judges, a third only where they disagree or one is doubtful on gold
 
 
 def campaign_annotation_settings(campaign: Campaign, hold_minutes: int | None = None,

@@ -1,11 +1,14 @@
 """Crowd quality control in a campaign (issue 36): gold units (answer known) mixed into each annotator's
-queue at the campaign's gold rate, annotators an admin excluded, adaptive judging, and each annotator's
-quality. The statistics themselves are pure, in annotation/quality.py and annotation/consensus.py.
+queue at the campaign's gold rate, at random places (`GoldPlan`), annotators an admin excluded, adaptive
+judging, and each annotator's quality. The statistics themselves are pure, in annotation/quality.py and
+annotation/consensus.py.
 
 Gold units look like any other unit to annotators (same page, same URLs); they never enter a verdict,
 Table 1 or an export's verdicts: their answers only score the annotators."""
 from __future__ import annotations
 
+import bisect
+import hmac
 import math
 import random
 from dataclasses import dataclass
@@ -16,13 +19,14 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import ANSWERS, UnitAnswer, answers_needed
-from annotation.quality import GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
+from annotation.quality import DoubtHistory, GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
 from backend.app.errors import TaskError
+from backend.app.security import server_secret
 from backend.db.models import (Annotation, Annotator, Campaign, CampaignExclusion, Category, GoldUnit, ImageMark, Layer,
                                Run, Unit, UnitImage, UnitSettlement, UnitSkip)
 
 GOLD_RATE_MAX = 0.5
-# Float slack so that e.g. 0.1 * 10 answers reaches one gold unit whatever the rounding.
+# Float slack so that e.g. the blocks of gold rate 0.1 end at answers 10, 20, 30... whatever the rounding.
 RATE_TOLERANCE = 1e-9
 
 
@@ -166,9 +170,47 @@ def gold_answers(db: Session, campaign_id: int) -> dict[int, GoldAnswer]:
                 .outerjoin(Category, GoldUnit.category_id == Category.id).where(GoldUnit.campaign_id == campaign_id))}
 
 
-def _gold_due(rate: float, answered: int, on_gold: int) -> bool:
-    """Gold answers stay at `rate` of all answers, counting the next one."""
-    return on_gold < math.floor(rate * (answered + 1) + RATE_TOLERANCE)
+# The ServerSecret that keys where gold units fall in each queue (backend/app/security.py's `server_secret`).
+GOLD_KEY = "gold_key"
+
+
+@dataclass(frozen=True)
+class GoldPlan:
+    """Where gold units fall among one annotator's answers in a campaign: one at a random position within each
+    block of 1/rate answers (the k-th block holds answers n with k < rate * n <= k + 1), so that nobody can count
+    their way to the next gold unit, yet the gold answers stay within one of `rate` times the answers at every
+    point (were each answer gold with probability `rate`, long stretches could go without). The positions come from
+    a generator seeded by the server's secret key, the campaign and the annotator: the same for them every
+    time, different between annotators, and not computable from this code and the ids alone."""
+
+    rate: float
+    seed: bytes
+
+    @classmethod
+    def of(cls, db: Session, campaign: Campaign, annotator_id: int) -> GoldPlan:
+        key = server_secret(db, GOLD_KEY).encode()
+        return cls(campaign.gold_rate, hmac.digest(key, f"{campaign.id}:{annotator_id}".encode(), "sha256"))
+
+    def positions(self, up_to: int) -> list[int]:
+        """The answer numbers (1 for the first answer) at which a gold unit is due, up to `up_to`."""
+        if self.rate <= 0:
+            return []
+        rng, found, block = random.Random(self.seed), [], 0
+        while (first := math.floor(block / self.rate + RATE_TOLERANCE) + 1) <= up_to:
+            last = math.floor((block + 1) / self.rate + RATE_TOLERANCE)
+            found.append(rng.randint(first, last))      # drawn block by block: the same whatever `up_to`
+            block += 1
+        return [n for n in found if n <= up_to]
+
+    def pick(self, units: list[int], answered: int) -> int:
+        """One of `units` for the annotator's next answer (after `answered`), drawn from the plan's seed: a rerun
+        of the same answers picks the same."""
+        return random.Random(self.seed + answered.to_bytes(8, "big")).choice(units)
+
+    def due(self, answered: int, on_gold: int) -> bool:
+        """Whether the next answer should be on a gold unit: fewer gold answers than positions so far, counting
+        it (a gold unit that could not be handed at its position, none being left unseen, comes at the next)."""
+        return on_gold < len(self.positions(answered + 1))
 
 
 def _answered(db: Session, campaign: Campaign, annotator_id: int) -> tuple[int, int]:
@@ -182,7 +224,8 @@ def _answered(db: Session, campaign: Campaign, annotator_id: int) -> tuple[int, 
 
 def gold_due(db: Session, campaign: Campaign, annotator_id: int) -> bool:
     """Whether the annotator's next unit should be gold."""
-    return campaign.gold_rate > 0 and _gold_due(campaign.gold_rate, *_answered(db, campaign, annotator_id))
+    return (campaign.gold_rate > 0
+            and GoldPlan.of(db, campaign, annotator_id).due(*_answered(db, campaign, annotator_id)))
 
 
 def future_gold(db: Session, campaign: Campaign, annotator_id: int, regular_left: int) -> int:
@@ -191,8 +234,9 @@ def future_gold(db: Session, campaign: Campaign, annotator_id: int, regular_left
         return 0
     answered, on_gold = _answered(db, campaign, annotator_id)
     unseen, coming = len(unseen_gold(db, campaign, annotator_id)), 0
+    positions = GoldPlan.of(db, campaign, annotator_id).positions(answered + regular_left + unseen)
     while regular_left > 0:           # the queue's own steps: gold when due and one is left, else a unit
-        if unseen > coming and _gold_due(campaign.gold_rate, answered, on_gold + coming):
+        if unseen > coming and on_gold + coming < bisect.bisect_right(positions, answered + 1):
             coming += 1
         else:
             regular_left -= 1
@@ -209,9 +253,14 @@ def unseen_gold(db: Session, campaign: Campaign, annotator_id: int) -> list[int]
     return list(db.scalars(gold_unit_ids(campaign.id).where(GoldUnit.unit_id.not_in(seen)).order_by(GoldUnit.unit_id)))
 
 
-def pick_gold(units: list[int]) -> int:
-    """One of the gold units, at random: annotators do not all meet the same one at the same point."""
-    return random.choice(units)
+def next_gold(db: Session, campaign: Campaign, annotator_id: int) -> int | None:
+    """The gold unit to hand the annotator now, one they have not seen (None when they have seen every one):
+    at random, so annotators do not all meet the same one at the same point (`GoldPlan.pick`)."""
+    unseen = unseen_gold(db, campaign, annotator_id)
+    if not unseen:
+        return None
+    answered, _on_gold = _answered(db, campaign, annotator_id)
+    return GoldPlan.of(db, campaign, annotator_id).pick(unseen, answered)
 
 
 # --- Excluding an annotator.
@@ -269,41 +318,47 @@ def excluded_names(db: Session, campaign_id: int) -> list[str]:
 
 # --- Adaptive judging.
 
-def doubtful_annotators(db: Session, campaign_id: int) -> frozenset[str]:
-    """The annotators whose latest gold answer in the campaign was wrong ("failed gold recently")."""
+def doubt_history(db: Session, campaign_id: int) -> DoubtHistory:
+    """When each annotator of the campaign was doubtful on gold (annotation/quality.py's `is_doubtful`: under
+    DOUBTFUL_GOLD_ACCURACY with DOUBTFUL_MIN_WRONG gold answers wrong), answer by answer. Not their latest gold
+    answer alone: one slip should not cost a third judge on every unit they judge until the next."""
     gold = gold_answers(db, campaign_id)
     if not gold:
-        return frozenset()
-    latest: dict[str, str] = {}
-    for name, unit_id, answer, category in db.execute(
-            select(Annotator.name, Annotation.unit_id, Annotation.answer, Category.name)
+        return DoubtHistory(())
+    return DoubtHistory(
+        (name, annotation_id, (f"yes:{category}" if answer == "yes" else answer) == gold[unit_id].label)
+        for annotation_id, name, unit_id, answer, category in db.execute(
+            select(Annotation.id, Annotator.name, Annotation.unit_id, Annotation.answer, Category.name)
             .join(Annotator, Annotation.annotator_id == Annotator.id)
             .outerjoin(Category, Annotation.category_id == Category.id)
-            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(list(gold)))
-            .order_by(Annotation.created_at, Annotation.id)):
-        latest[name] = "right" if (f"yes:{category}" if answer == "yes" else answer) == gold[unit_id].label else "wrong"
-    return frozenset(name for name, outcome in latest.items() if outcome == "wrong")
+            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(list(gold)))))
 
 
 @dataclass(frozen=True)
 class Judging:
     """How many answers a unit of a campaign needs: its judges, or, adaptive, two unless they disagree or
-    one of them failed gold lately (annotation/aggregate.py's `answers_needed`)."""
+    one of them was doubtful on gold when the second answered (annotation/aggregate.py's `answers_needed`)."""
 
     judges: int
     adaptive: bool = False
-    doubtful: frozenset[str] = frozenset()
+    doubt: DoubtHistory | None = None
+
+    def doubtful(self, answers: Sequence[UnitAnswer]) -> bool:
+        """Whether one of the first two judges was doubtful when the second of them answered. Decided then, so a
+        unit two agreeing judges closed stays closed whatever their later gold answers (an admin who comes to
+        distrust someone excludes them, which sends their units back to the queue)."""
+        if self.doubt is None or len(answers) < 2:
+            return False
+        return any(self.doubt.doubtful(a.annotator, before=answers[1].sequence) for a in answers[:2])
 
     def needed(self, answers: Sequence[UnitAnswer]) -> int:
-        return answers_needed([a.label for a in answers], self.judges, self.adaptive,
-                              any(a.annotator in self.doubtful for a in answers[:2]))
+        return answers_needed([a.label for a in answers], self.judges, self.adaptive, self.doubtful(answers))
 
 
 def judging(db: Session, campaign: Campaign | None, judges: int) -> Judging:
     if campaign is None:
         return Judging(judges)
-    return Judging(campaign.judges, campaign.adaptive,
-                   doubtful_annotators(db, campaign.id) if campaign.adaptive else frozenset())
+    return Judging(campaign.judges, campaign.adaptive, doubt_history(db, campaign.id) if campaign.adaptive else None)
 
 
 # --- Each annotator's quality.

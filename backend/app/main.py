@@ -7,7 +7,6 @@ import logging
 import re
 from contextlib import AsyncExitStack, asynccontextmanager
 from http import HTTPStatus
-import secrets
 from functools import lru_cache
 from importlib import resources
 from urllib.parse import quote
@@ -26,14 +25,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from annotation.quality import DOUBTFUL_RULE
 from backend.app.auth import LoginGuard
 from backend.app.deps import LoginRequired, change, counted, optional_user, render, unit_name
 from backend.app.errors import TaskError
+from backend.app.gold import GOLD_KEY
 from backend.app.listen import Listening
 from backend.app.routes import (api, auth, campaign, categories, clusters, docs, explore, images, jobs, listen, representation,
                                 results, review, sound, tokens, units, users)
+from backend.app.security import server_secret
 from backend.config import Settings
-from backend.db.models import Annotator, ServerSecret
+from backend.db.models import Annotator
 from backend.db.session import open_db, session_factory
 from backend.db.store import seed_categories
 from backend.jobs import recover_orphans, worker_lifespan
@@ -62,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     sessions = session_factory(engine)
     with sessions() as db:
         _seed_categories(db)
-        secret_key = _server_secret(db, "session_key")
+        secret_key = server_secret(db, "session_key")
+        server_secret(db, GOLD_KEY)     # made now, so that no queue request has to write it
         recover_orphans(db)     # jobs whose worker died while the server was down
 
     # Swagger UI would load from a CDN: /docs is our own offline page over /openapi.json instead.
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.templates.env.globals["url_for"] = _path_for
     app.state.templates.env.filters["counted"] = counted
     app.state.templates.env.globals["unit_name"] = unit_name
+    app.state.templates.env.globals["doubtful_rule"] = DOUBTFUL_RULE
     app.state.templates.env.filters["change"] = change
     app.add_middleware(SchemeSessions, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=settings.session_days * 24 * 3600, same_site="lax", always_secure=settings.secure_cookie)
@@ -333,19 +337,6 @@ def _seed_categories(db: Session) -> None:
         db.commit()
     except IntegrityError:      # another worker seeded them at the same moment
         db.rollback()
-
-
-def _server_secret(db: Session, name: str) -> str:
-    """The named secret, made once and stored so every worker and restart signs cookies alike."""
-    value = db.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
-    if value is None:
-        db.add(ServerSecret(name=name, value=secrets.token_urlsafe(48)))
-        try:
-            db.commit()
-        except IntegrityError:  # another worker made it first: use theirs
-            db.rollback()
-        value = db.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
-    return value
 
 
 @lru_cache(maxsize=1)

@@ -193,7 +193,8 @@ def unit_answers(db: Session, unit_ids, campaign_id: int | None) -> dict[int, li
             .where(*counted).order_by(Annotation.id)):
         try:
             answers[unit_id].append(UnitAnswer(annotator, answer, category if answer == "yes" else None,
-                                               frozenset(marks[annotation_id]) if answer == "yes" else frozenset()))
+                                               frozenset(marks[annotation_id]) if answer == "yes" else frozenset(),
+                                               sequence=annotation_id))
         except ValueError:   # a yes whose category was deleted: nothing left to count
             continue
     return answers

@@ -1,4 +1,5 @@
-"""Passwords (argon2id) and their policy, CSRF tokens, and the input rules that keep hostile names out."""
+"""Passwords (argon2id) and their policy, CSRF tokens, the input rules that keep hostile names out, and the
+server's stored secrets."""
 from __future__ import annotations
 
 import base64
@@ -9,6 +10,11 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.low_level import ARGON2_VERSION
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.db.models import ServerSecret
 
 _HASHER = PasswordHasher()  # argon2-cffi's defaults follow RFC 9106's low-memory profile
 
@@ -90,3 +96,17 @@ def normalise_category_name(raw: str) -> str:
     if not _CATEGORY_NAME.match(name):
         raise ValueError("a category name may contain only letters, digits, spaces, hyphens and apostrophes")
     return name
+
+
+def server_secret(db: Session, name: str) -> str:
+    """The named secret (the session cookies' signing key, the gold positions' key), made once and stored so
+    every worker and restart uses the same one."""
+    value = db.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
+    if value is None:
+        db.add(ServerSecret(name=name, value=secrets.token_urlsafe(48)))
+        try:
+            db.commit()
+        except IntegrityError:  # another worker made it first: use theirs
+            db.rollback()
+        value = db.scalar(select(ServerSecret.value).where(ServerSecret.name == name))
+    return value

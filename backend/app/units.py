@@ -2,18 +2,18 @@
 unit, undoing the latest answer."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from annotation.aggregate import UnitAnswer
 from backend.app.campaign import campaign_annotation_settings, units_to_label
 from backend.app.categories import resolve_category
 from backend.app.errors import TaskError
-from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, pick_gold,
-                              seconds_between, unseen_gold)
+from backend.app.gold import (excluded_ids, future_gold, gold_due, gold_unit_ids, judging, next_gold,
+                              seconds_between)
 from backend.app.reservations import (Queue, aware, check_held, current_reservation, filling_a_slot, held_for, lock,
                                       one_writer_at_a_time, open_units, reserve_next, utcnow)
 from backend.db.models import (Annotation, Annotator, Campaign, Category, GoldUnit, ImageMark, Unit, UnitImage,
@@ -37,18 +37,22 @@ UNIT_QUEUE = Queue("unit", UnitReservation, _answers, _skips)
 def reserve_next_unit(db: Session, annotator_id: int, campaign: Campaign, now: datetime | None = None,
                       hold_minutes: int | None = None) -> UnitReservation | None:
     """The unit of `campaign` this annotator should label next, held for them; None when nothing is left
-    for them there. At the campaign's gold rate it is one of its gold units they have not seen, handed
-    out like any other; in adaptive mode a unit whose two judges agreed needs nobody else."""
+    for them there. Where their gold positions fall (backend/app/gold.py's `GoldPlan`) it is one of its gold
+    units they have not seen, handed out like any other; in adaptive mode a unit whose two judges agreed needs
+    nobody else."""
     now = now or utcnow()
     settings = campaign_annotation_settings(campaign, hold_minutes)
-    candidates = units_to_label(campaign)
-    if campaign.adaptive:
-        candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
-    if _regular_left(db, annotator_id, campaign, candidates) and gold_due(db, campaign, annotator_id):
+    parts = queue_parts(db, campaign)
+    if _regular_left(db, annotator_id, campaign, parts) and gold_due(db, campaign, annotator_id):
         held = _reserve_gold(db, annotator_id, campaign, now, settings.reservation_minutes)
         if held is not None:
             return held
-    return reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, candidates, now, settings)
+    for candidates, people in parts:
+        held = reserve_next(db, UNIT_QUEUE, campaign.id, annotator_id, candidates, now,
+                            replace(settings, annotators_per_unit=people))
+        if held is not None:
+            return held
+    return None
 
 
 @one_writer_at_a_time
@@ -59,23 +63,33 @@ def _reserve_gold(db: Session, annotator_id: int, campaign: Campaign, now: datet
     lock(db, UNIT_QUEUE, None, now)
     held = current_reservation(db, UNIT_QUEUE, annotator_id, now, campaign.id)
     if held is None:
-        unseen = unseen_gold(db, campaign, annotator_id)
-        if unseen:
-            held = UnitReservation(campaign_id=campaign.id, unit_id=pick_gold(unseen), annotator_id=annotator_id,
+        unit_id = next_gold(db, campaign, annotator_id)
+        if unit_id is not None:
+            held = UnitReservation(campaign_id=campaign.id, unit_id=unit_id, annotator_id=annotator_id,
                                    expires_at=now + timedelta(minutes=minutes), handed_at=now)
             db.add(held)
     db.commit()
     return held
 
 
-def adaptive_done(db: Session, campaign: Campaign) -> list[int]:
-    """The campaign's units that have the answers adaptive judging needs (two that agree, neither from an
-    annotator who failed gold lately; else all its judges), gold units aside."""
+def queue_parts(db: Session, campaign: Campaign) -> list[tuple[Select, int]]:
+    """The campaign's units the queue may hand out (gold aside), in parts, each with how many people a unit
+    takes at once (answers and others' holds), the first part first: all its judges in a fixed campaign.
+    Adaptive: units whose answers call for more judges (two that disagree, or one doubtful on gold) take all
+    of them; the others take two until two have answered, so that no third person is handed a unit while
+    the first two are still at work on it and may yet agree; units judged enough are left out."""
+    candidates = units_to_label(campaign)
+    if not campaign.adaptive or campaign.judges <= 2:
+        return [(candidates, campaign.judges)]
     from backend.app.results import unit_answers   # results reads the queue's campaigns; imported on use
 
     rule = judging(db, campaign, campaign.judges)
-    answers = unit_answers(db, units_to_label(campaign), campaign.id)
-    return [unit for unit, given in answers.items() if len(given) >= rule.needed(given)]
+    needed = {unit: (len(given), rule.needed(given))
+              for unit, given in unit_answers(db, candidates, campaign.id).items()}
+    done = [unit for unit, (given, wanted) in needed.items() if given >= wanted]
+    more = [unit for unit, (given, wanted) in needed.items() if 2 <= given < wanted]
+    return [(candidates.where(Unit.id.in_(more)), campaign.judges),
+            (candidates.where(Unit.id.not_in(done), Unit.id.not_in(more)), 2)]
 
 
 @dataclass(frozen=True)
@@ -251,15 +265,13 @@ def units_left(db: Session, annotator_id: int, campaign: Campaign) -> int:
     return regular + future_gold(db, campaign, annotator_id, regular)
 
 
-def _regular_left(db: Session, annotator_id: int, campaign: Campaign, candidates=None) -> int:
-    """The units (gold aside) of `campaign` its queue could still hand this annotator."""
-    if candidates is None:
-        candidates = units_to_label(campaign)
-        if campaign.adaptive:
-            candidates = candidates.where(Unit.id.not_in(adaptive_done(db, campaign)))
-    candidates = open_units(UNIT_QUEUE, campaign.id, annotator_id, candidates, utcnow(),
-                            campaign_annotation_settings(campaign))
-    return db.scalar(select(func.count()).select_from(candidates.subquery()))
+def _regular_left(db: Session, annotator_id: int, campaign: Campaign, parts=None) -> int:
+    """The units (gold aside) of `campaign` its queue could still hand this annotator (`parts`: `queue_parts`)."""
+    settings = campaign_annotation_settings(campaign)
+    return sum(db.scalar(select(func.count()).select_from(
+                   open_units(UNIT_QUEUE, campaign.id, annotator_id, candidates, utcnow(),
+                              replace(settings, annotators_per_unit=people)).subquery()))
+               for candidates, people in (parts if parts is not None else queue_parts(db, campaign)))
 
 
 def submission_count(db: Session, annotator_id: int) -> int:

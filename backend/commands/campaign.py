@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from annotation.quality import DOUBTFUL_RULE
 from backend.commands.options import DB_HELP, open_sessions
 from model.settings import ANNOTATION
 
@@ -27,7 +28,7 @@ def register(app: typer.Typer) -> None:
         gold_from_truth: bool = typer.Option(False, "--gold-from-truth", help="Gold units from the run's world truth "
                                              "(RUN_DIR/dissection.json of `ambient dissect --truth`)."),
         adaptive: bool = typer.Option(False, "--adaptive", help="Two judges per unit, the full --judges only where "
-                                      "they disagree or one failed gold lately."),
+                                      f"they disagree or one is doubtful ({DOUBTFUL_RULE})."),
         db: Optional[str] = typer.Option(None, help=DB_HELP),
     ) -> None:
         """Create a campaign for a run's layer: blind, open to every annotator."""

@@ -260,7 +260,7 @@ class Campaign(Base):
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Share of each annotator's units that are gold (GoldUnit: answer known), 0 to 0.5.
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
-    # Two judges per unit, the full `judges` only when they disagree or one failed gold lately.
+    # Two judges per unit, the full `judges` only when they disagree or one is doubtful on gold (annotation/quality.py).
     adaptive: Mapped[bool] = mapped_column(default=False)
 
     run: Mapped[Run] = relationship()

@@ -190,7 +190,7 @@ class CampaignOut(BaseModel):
     units: int                   # the campaign's units (its layer's units with top images)
     complete: int                # of those, with all their judges' answers or settled
     gold_rate: float             # share of each annotator's units that are gold
-    adaptive: bool               # two judges, more only where they disagree or one failed gold lately
+    adaptive: bool               # two judges, more only where they disagree or one is doubtful on gold
 
 
 class CampaignIn(BaseModel):
