@@ -17,6 +17,26 @@ def app_url(tmp_path):
     return url
 
 
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """A folder with jobs/1/world (the tiny world: 4 videos, procedural objects, seed 0) and jobs/1/data (it
+    ingested, with 4 sound clusters), laid out as the first demo job's folder: built once for the browser tests
+    whose jobs start from it (the demo job resumes in it, the train job trains on its dataset)."""
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+    from backend.pipeline import demo_folders
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    folders = demo_folders(root / "jobs" / "1")
+    for argv in (["world", folders["world_dir"], "--preset", "tiny", "--objects", "procedural", "--seed", "0"],
+                 ["ingest", folders["videos_dir"], "--out", folders["data_dir"]],
+                 ["labels", folders["data_dir"], "--kind", "cluster", "--k", "4"]):
+        result = CliRunner().invoke(app, argv)      # in this process: a subprocess would import torch again
+        assert result.exit_code == 0, result.output
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _data_roots(tmp_path_factory):
     """Tests make their runs and datasets under pytest's temporary folder: that is the data roots that

@@ -1,6 +1,11 @@
 """In Debian's Chromium: an admin launches the tiny demo pipeline from the jobs page, watches it, and finds
 the new run's units in the queue; an annotator browses its sound clusters and plays a clip.
-Saves jobs.png and clusters.png in $AMBIENT_SCREENSHOTS (`make screenshots`: docs/)."""
+Saves jobs.png and clusters.png in $AMBIENT_SCREENSHOTS (`make screenshots`: docs/).
+
+The job's folder already holds the tiny world, its dataset and labels (conftest's tiny_world, shared with
+test_browser_jobs.py), so the demo resumes from there as a requeued one does: ingest finds its videos done,
+and training, units, dissection, localisation and ablation run here. (Which steps a demo job plans from what
+is on disk: test_jobs.py.)"""
 from __future__ import annotations
 
 import pytest
@@ -12,13 +17,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture()
-def site(tmp_path, monkeypatch):
-    """The server with its own worker (AMBIENT_START_WORKER), jobs written under tmp_path."""
+def site(tmp_path, tiny_world, monkeypatch):
+    """The server with its own worker (AMBIENT_START_WORKER), jobs written in tiny_world's jobs folder: job 1,
+    the first in this new database, is the demo whose world and dataset it holds."""
     url = database_url(tmp_path)
     add_user(url, "boss", is_admin=True)
     add_user(url, "ann")
     monkeypatch.setenv("AMBIENT_START_WORKER", "true")
-    monkeypatch.setenv("AMBIENT_JOBS_DIR", str(tmp_path / "jobs"))
+    monkeypatch.setenv("AMBIENT_JOBS_DIR", str(tiny_world / "jobs"))
     with running_server(url) as base:
         yield base
 

@@ -9,19 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from typer.testing import CliRunner
-
 from app_helpers import add_user, database_url, running_server
-from backend.cli import app
 from browser_helpers import chromium_page, log_in, needs_chromium, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
-
-
-def _ambient(*argv: str) -> None:
-    """One CLI stage, in this process (a subprocess would import torch again)."""
-    result = CliRunner().invoke(app, list(argv))
-    assert result.exit_code == 0, result.output
 
 
 def _finished(page, url: str, timeout: float = 300) -> dict:
@@ -31,22 +22,20 @@ def _finished(page, url: str, timeout: float = 300) -> dict:
         job = page.request.get(url).json()
         if job["status"] in ("done", "failed", "cancelled") or time.monotonic() > deadline:
             return job
-        time.sleep(1)
+        time.sleep(0.2)
 
 
 @pytest.fixture()
-def site(tmp_path, monkeypatch):
-    """A tiny world's dataset with cluster labels, and the server with its worker; jobs may read tmp_path."""
-    data = tmp_path / "data"
-    _ambient("world", str(tmp_path / "world"), "--preset", "tiny", "--objects", "procedural")
-    _ambient("ingest", str(tmp_path / "world" / "videos"), "--out", str(data))
-    _ambient("labels", str(data), "--kind", "cluster", "--k", "4")
+def site(tmp_path, tiny_world, monkeypatch):
+    """The tiny world's dataset with cluster labels (conftest's tiny_world: training only reads it), and the
+    server with its worker; jobs may read tmp_path and tiny_world."""
+    data = tiny_world / "jobs" / "1" / "data"
     url = database_url(tmp_path)
     add_user(url, "boss", is_admin=True)
     add_user(url, "ann")
     monkeypatch.setenv("AMBIENT_START_WORKER", "true")
     monkeypatch.setenv("AMBIENT_JOBS_DIR", str(tmp_path / "jobs"))
-    monkeypatch.setenv("AMBIENT_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("AMBIENT_DATA_ROOTS", f"{tmp_path}:{tiny_world}")
     with running_server(url) as base:
         yield base, data
 
@@ -60,7 +49,7 @@ def test_admin_trains_from_the_jobs_page_extracts_units_and_an_annotator_gets_on
             page.goto(f"{base}/admin/jobs")
             if "No worker is running" not in page.inner_text("#workers") or time.monotonic() > deadline:
                 break
-            time.sleep(1)
+            time.sleep(0.2)
         assert "idle" in page.inner_text("#workers")
         form = page.locator("#new-train")
         form.locator("select[name=data_dir]").select_option(str(data))         # picked from the data roots

@@ -1,5 +1,6 @@
 """`ambient dissect --checkpoints` (model/units/emergence.py): every kept checkpoint dissected over the same pool."""
 import json
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from model.units.dissect import detector_counts, dissect, write_dissection
 from model.units.emergence import dissect_checkpoints
-from model.network.run import FINAL_MODEL, kept_checkpoint_file
+from model.network.run import FINAL_MODEL, KEPT_CHECKPOINTS, kept_checkpoint_file
 from model.settings import DETECTOR_PRECISION
 from model.units.top_images import extract_units
 from test_units import SETTINGS, _square, make_pool
@@ -55,11 +56,12 @@ def test_each_kept_checkpoint_is_dissected_and_a_bad_one_named_and_skipped(run):
     assert result["pool_size"] == 20 and result["source"] == "truth"
 
 
-def test_no_kept_checkpoints_is_a_clear_error(tmp_path):
-    pool = make_pool(tmp_path, 24, 20)
-    extract_units(pool.run, pool.data, SETTINGS, show_progress=False)
+def test_no_kept_checkpoints_is_a_clear_error(run, tmp_path):
+    # The module's run with its units but without its kept checkpoints (copied: extracting units again is slow).
+    bare = tmp_path / "run"
+    shutil.copytree(run.pool.run, bare, ignore=shutil.ignore_patterns(KEPT_CHECKPOINTS))
     with pytest.raises(FileNotFoundError, match="--keep-checkpoints"):
-        dissect_checkpoints(pool.run, "conv5", truth_of=truth, settings=SETTINGS, show_progress=False)
+        dissect_checkpoints(bare, "conv5", truth_of=truth, settings=SETTINGS, show_progress=False)
 
 
 def test_publish_loads_emergence_and_each_unit_s_ablation(run, tmp_path):

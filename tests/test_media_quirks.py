@@ -15,7 +15,7 @@ import pytest
 
 from model.data.ingest import ingest
 from model.data.media import read_frames
-from test_sync import Quirk, assert_in_sync, write_case, write_flash_click
+from test_sync import SETTINGS, Quirk, assert_in_sync, write_case, write_flash_click
 
 VP9, VP8 = "libvpx-vp9", "libvpx"
 QUIRKS = {
@@ -79,7 +79,7 @@ def quirk_corpus(tmp_path_factory):
         times = dict(zip(FILES, pool.map(lambda case: write_case(folder / "videos", *case), FILES.values())))
     for file, (quirk, _) in UNUSABLE.items():
         write_flash_click(folder / "videos" / file, quirk, [])
-    report = ingest(folder / "videos", folder / "data", workers=2, progress=False)
+    report = ingest(folder / "videos", folder / "data", workers=2, progress=False, settings=SETTINGS)
     return folder, times, report
 
 

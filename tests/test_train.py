@@ -63,6 +63,13 @@ def data_dir(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture(scope="module")
+def three_epochs(data_dir, tmp_path_factory):
+    """One uninterrupted 3-epoch cluster run (6 steps), trained once: the tests that only read it share it."""
+    run_dir = tmp_path_factory.mktemp("three_epochs") / "run"
+    return run_dir, train(data_dir, "cluster", run_dir, replace(TINY, epochs=3), progress=False)
+
+
 def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
@@ -76,9 +83,8 @@ def test_crop_flip_takes_windows_of_the_frame():
         assert any(torch.equal(crop, w) or torch.equal(crop, w.flip(-1)) for w in windows)
 
 
-def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, tmp_path):
-    run_dir = tmp_path / "run"
-    final = train(data_dir, "cluster", run_dir, replace(TINY, epochs=3), progress=False)
+def test_cluster_training_logs_metrics_and_saves_a_loadable_model(data_dir, three_epochs):
+    run_dir, final = three_epochs
     rows = _metrics(run_dir)
     steps_per_epoch = len(np.flatnonzero(np.load(labels_file(data_dir, "cluster"))["keep"])) // TINY.batch_size
     assert [r["step"] for r in rows] == [steps_per_epoch * e for e in (1, 2, 3)]
@@ -98,7 +104,9 @@ def test_kept_checkpoints_are_evenly_spaced_evaluated_and_survive_a_resume(data_
 
     assert training.kept_steps(10, 3) == [3, 7, 10] and training.kept_steps(10, 0) == [] and \
         training.kept_steps(2, 5) == [1, 2]
-    settings = replace(TINY, epochs=6, keep_checkpoints=3)
+    # 3 epochs of 2 steps keep steps 2, 4 and 6: interrupted at the second evaluation (step 4), the run has kept
+    # step 2 only, so the resume must both keep what was kept before and add what follows.
+    settings = replace(TINY, epochs=3, keep_checkpoints=3)
     reference = tmp_path / "reference"
     train(data_dir, "cluster", reference, settings, progress=False)
     total = _metrics(reference)[-1]["step"]
@@ -141,10 +149,11 @@ def _cli_train(data_dir, run_dir, *extra):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_matches_an_uninterrupted_run(data_dir, tmp_path):
-    epochs = 8
-    reference = tmp_path / "reference"
-    train(data_dir, "cluster", reference, replace(TINY, epochs=epochs), progress=False)
+def test_resume_after_kill_9_matches_an_uninterrupted_run(data_dir, three_epochs, tmp_path):
+    # Killed at its first checkpoint (step 2 of 6): the resumed process still has 4 steps and 2 evaluations to
+    # run, and must replay them as the uninterrupted run did.
+    reference, _ = three_epochs
+    epochs = json.loads((reference / "run.json").read_text())["config"]["epochs"]
     killed = tmp_path / "killed"
     process = subprocess.Popen(_cli_train(data_dir, killed, "--epochs", str(epochs)), cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,6 +1,7 @@
 """`ambient units` and `ambient dissect` end to end on a tiny synthetic pool and a tiny CaffeNetBN."""
 import io
 import json
+import shutil
 from dataclasses import asdict, replace
 from types import SimpleNamespace
 
@@ -73,7 +74,16 @@ def pool(tmp_path_factory):
 @pytest.fixture(scope="module")
 def extracted(pool):
     url = database_url(pool.root, "a.db")
-    return url, extract_and_publish(pool.run, pool.data, url)
+    summary = extract_and_publish(pool.run, pool.data, url)
+    # Kept as extracted (later tests extract into pool.run with other options): tests that publish a run of their
+    # own copy it instead of extracting the same units again.
+    shutil.copytree(pool.run, pool.root / "extracted")
+    return url, summary
+
+
+def copy_extracted(pool, run_dir) -> None:
+    """RUN_DIR with the model and the units file that `extracted` wrote (the same bytes an extraction writes)."""
+    shutil.copytree(pool.root / "extracted", run_dir)
 
 
 def test_extraction_stores_each_units_top_images_best_first(pool, extracted):
@@ -187,7 +197,6 @@ def test_units_see_the_pixels_training_saw(pool):
 
 
 def test_a_corrupt_frame_in_the_pool_is_named(pool, tmp_path):
-    import shutil
     data = tmp_path / "data"
     shutil.copytree(pool.data, data)
     bad = data / pool.records[5].image
@@ -198,10 +207,9 @@ def test_a_corrupt_frame_in_the_pool_is_named(pool, tmp_path):
     assert str(bad) in result.output and "Traceback" not in result.output
 
 
-def test_annotators_submit_while_units_run_on_the_same_sqlite_database(pool, tmp_path):
+def test_annotators_submit_while_units_run_on_the_same_sqlite_database(pool, extracted, tmp_path):
     """The pipeline holds no database lock while it computes: `ambient units` writes files, then publishes
     in short transactions, so an annotator's answer never waits on it."""
-    import shutil
     import subprocess
     import sys
     import time
@@ -214,11 +222,11 @@ def test_annotators_submit_while_units_run_on_the_same_sqlite_database(pool, tmp
     from test_app_annotate import next_unit, submit
 
     run = tmp_path / "run"
-    shutil.copytree(pool.run, run, ignore=shutil.ignore_patterns("*.npz", "*.json"))
+    copy_extracted(pool, run)
     url = database_url(tmp_path)
-    published = extract_and_publish(run, pool.data, url)
+    published = publish_run(run, upgrade_db(url))
     with session_factory(upgrade_db(url))() as session:      # annotators label it once it is in a campaign
-        add_campaign(session, published["run_id"])
+        add_campaign(session, published.run_id)
     add_user(url, "ann")
     client = TestClient(create_app(Settings(database_url=url)))
     token = login(client, "ann")
@@ -253,27 +261,25 @@ def test_model_imports_nothing_from_backend():
     assert result.stdout.strip() == "[]"
 
 
-def test_publish_is_idempotent_and_keeps_annotations(pool, tmp_path):
-    import shutil
-
+def test_publish_is_idempotent_and_keeps_annotations(pool, extracted, tmp_path):
     from backend.db.models import Annotation, Annotator, SoundCluster
     from backend.publish import PublishError
 
     run = tmp_path / "run"
-    shutil.copytree(pool.run, run, ignore=shutil.ignore_patterns("*.npz", "*.json"))
+    copy_extracted(pool, run)
     url = database_url(tmp_path)
-    first = extract_and_publish(run, pool.data, url)
     engine = upgrade_db(url)
+    first = publish_run(run, engine)
     with session_factory(engine)() as session:
         unit_id = session.scalar(select(Unit.id).where(Unit.index == 3))
         annotator = Annotator(name="ann", password_hash="x")
         session.add(annotator)
         session.flush()
-        campaign_id = add_campaign(session, first["run_id"])
+        campaign_id = add_campaign(session, first.run_id)
         session.add(Annotation(campaign_id=campaign_id, unit_id=unit_id, annotator_id=annotator.id, answer="no"))
         session.commit()
     again = publish_run(run, engine)
-    assert again.run_id == first["run_id"] and again.layers == {"conv5": "unchanged"}
+    assert again.run_id == first.run_id and again.layers == {"conv5": "unchanged"}
     with session_factory(engine)() as session:
         assert session.scalar(select(func.count(Annotation.id))) == 1
         assert session.scalar(select(func.count(Unit.id))) == 256
