@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo
 
-.PHONY: demo test test-postgres postgres bench science chromium sounds clean screenshots
+.PHONY: demo test test-postgres postgres bench science chromium sounds stamps clean screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || python3 -m venv $(VENV)
@@ -49,7 +49,13 @@ bench: $(STAMP) sounds
 
 # The demo's finding on world seeds 0-4 with its controls, into BENCHMARKS.md (about 11 minutes a seed on
 # 2 cores; not part of `make bench` or `make test`). SCIENCE_ARGS e.g. "--seeds 0 1" or "--out DIR".
-science: $(STAMP)
+# Tux Paint's stamps: the demo world's objects (scripts/demo.sh installs them too); without them worlds draw
+# procedural objects and the figures are not the demo's.
+stamps:
+	@test -d /usr/share/tuxpaint/stamps || (apt-get update -qq && apt-get install -y -qq tuxpaint-stamps-default >/dev/null) || \
+		echo "tuxpaint-stamps-default not installable: worlds use procedural objects"
+
+science: $(STAMP) stamps
 	$(BIN)/python benchmarks/bench_science.py $(SCIENCE_ARGS)
 
 clean:
