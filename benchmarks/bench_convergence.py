@@ -16,31 +16,15 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 from model.settings import DETECTOR_PRECISION  # noqa: E402
+from bench_science import PRESET, ambient  # noqa: E402  (one way to run a kept CLI stage)
 from report import write_section  # noqa: E402
-
-AMBIENT = str(REPO / ".venv" / "bin" / "ambient")
-PRESET = "demo"
-
-
-def ambient(log: Path, *args: str, done: Path) -> None:
-    """One CLI stage, its output appended to the log; kept when its output exists (a rerun with the same --out)."""
-    if done.exists():
-        return
-    started = time.perf_counter()
-    with open(log, "a") as out:
-        out.write(f"\n$ ambient {' '.join(args)}\n")
-        out.flush()
-        subprocess.run([AMBIENT, *args], stdout=out, stderr=subprocess.STDOUT, check=True, cwd=REPO)
-    print(f"  {args[0]} {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def second_sound_run(work: Path, second_seed: int) -> Path:
