@@ -314,8 +314,9 @@ def _ingest(videos_dir: Path, out_dir: Path, workers: int | None, shard: tuple[i
             results.append(_ingest_one(videos_dir, p, out_dir, settings))
             bar.update()
     else:
-        # CUDA cannot be used in a child forked from a process that has asked torch about the GPU.
-        context = multiprocessing.get_context("spawn") if settings.device == "cuda" else None
+        # Never a plain fork: a child forked from a process with threads (a test runner's servers, torch's or
+        # FFmpeg's pools) can inherit a held lock and hang in read_frames; CUDA needs spawn.
+        context = multiprocessing.get_context("spawn" if settings.device == "cuda" else "forkserver")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(_ingest_one, videos_dir, p, out_dir, settings) for p in todo]
             for future in as_completed(futures):
