@@ -30,8 +30,8 @@ def tiny_world(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_world")
     folders = demo_folders(root / "jobs" / "1")
     for argv in (["world", folders["world_dir"], "--preset", "tiny", "--objects", "procedural", "--seed", "0"],
-                 # One process: forking a worker pool from pytest's process (its threads: servers, browsers) can
-                 # leave a child holding a lock forever; test_ingest covers the parallel ingest.
+                 # One process: for 4 videos a worker pool's start (children from a fork server import torch
+                 # again) costs more than it saves; test_ingest covers the parallel ingest.
                  ["ingest", folders["videos_dir"], "--out", folders["data_dir"], "--workers", "1"],
                  ["labels", folders["data_dir"], "--kind", "cluster", "--k", "4"]):
         result = CliRunner().invoke(app, argv)      # in this process: a subprocess would import torch again
