@@ -9,11 +9,10 @@ their environment (AMBIENT_DATABASE_URL), never on their command line.
 """
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import re
-import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -478,9 +477,10 @@ def claim_next_job(db: Session) -> Job | None:
     return None
 
 
-def _die_with_parent() -> None:
-    # Linux PR_SET_PDEATHSIG: a child outliving a killed worker would run on with nobody watching it.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+# The kernel kills a child whose worker died (PR_SET_PDEATHSIG: one outliving it would run on with nobody
+# watching), set by util-linux's setpriv between fork and exec. Not a preexec_fn: Python code run in the child
+# of a threaded worker can deadlock before exec (it held CI's suite: Popen never returned).
+DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 
 class _Child:
@@ -490,8 +490,8 @@ class _Child:
         # The URL (and any password in it) goes through the environment, not the command line or the log;
         # the worker's data roots too, which publishing at the end of a step checks the run against.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "AMBIENT_DATABASE_URL": db_url, "AMBIENT_DATA_ROOTS": data_roots}
-        self.process = subprocess.Popen(step.command(sys.executable), stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen([*DIE_WITH_PARENT, *step.command(sys.executable)], stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, env=env)
         self.output = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

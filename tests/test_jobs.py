@@ -183,8 +183,9 @@ def test_a_training_step_progresses_with_its_steps_not_its_epochs(tmp_path):
 
 
 def _run_in_thread(url, tmp_path):
+    # A daemon: a worker stuck in a test can never hold pytest's exit (a non-daemon one held CI's run to its limit).
     thread = threading.Thread(target=run_worker, args=(sessions_of(url), url, tmp_path / "jobs"),
-                              kwargs={"once": True, "settings": FAST})
+                              kwargs={"once": True, "settings": FAST}, daemon=True)
     thread.start()
     return thread
 
@@ -200,36 +201,49 @@ def _wait_for_child(url, job_id, timeout=30):
     raise AssertionError("the job's child never started")
 
 
-def _long_job(url):
-    with sessions_of(url)() as db:     # 240 videos: minutes of work, killed long before the end
-        return create_job(db, "world", {"world_preset": "demo"}).id
+@pytest.fixture()
+def long_job(url):
+    """A world job of 240 videos (minutes of work, killed long before the end), cancelled whatever the test did."""
+    from backend.jobs import cancel_job
+    with sessions_of(url)() as db:
+        job_id = create_job(db, "world", {"world_preset": "demo"}).id
+    yield job_id
+    with sessions_of(url)() as db:
+        cancel_job(db, job_id)
 
 
-def test_a_child_killed_by_signal_9_fails_its_job_and_keeps_the_log(url, tmp_path):
-    job_id = _long_job(url)
+def test_a_child_killed_by_signal_9_fails_its_job_and_keeps_the_log(url, tmp_path, long_job):
     thread = _run_in_thread(url, tmp_path)
-    os.kill(_wait_for_child(url, job_id), signal.SIGKILL)
+    os.kill(_wait_for_child(url, long_job), signal.SIGKILL)
     thread.join(30)
     with sessions_of(url)() as db:
-        job = db.get(Job, job_id)
+        job = db.get(Job, long_job)
     assert job.status == "failed" and job.finished_at is not None
     assert "$ ambient world" in job.log and "killed by signal 9" in job.log
 
 
-def test_cancel_kills_the_running_child(url, tmp_path):
+def test_cancel_kills_the_running_child(url, tmp_path, long_job):
     from backend.jobs import cancel_job
-    job_id = _long_job(url)
     thread = _run_in_thread(url, tmp_path)
-    pid = _wait_for_child(url, job_id)
+    pid = _wait_for_child(url, long_job)
     with sessions_of(url)() as db:
-        assert cancel_job(db, job_id)
+        assert cancel_job(db, long_job)
     thread.join(30)
     assert not thread.is_alive()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     with sessions_of(url)() as db:
-        job = db.get(Job, job_id)
+        job = db.get(Job, long_job)
     assert job.status == "cancelled" and "--- cancelled ---" in job.log
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by init, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_running_jobs_whose_process_is_gone_fail_at_startup(url):
@@ -309,19 +323,23 @@ def test_queued_jobs_say_when_no_worker_is_alive_and_workers_are_listed(url, tmp
         assert len(live_workers(db)) == 1
 
 
-def test_a_killed_worker_s_job_is_failed_by_another_process_with_its_log(url, tmp_path):
-    """SIGKILL the worker itself (its child dies with it): once its heartbeat is older than the timeout,
-    the server (or any worker) fails the job and keeps its log."""
+def test_a_killed_worker_s_job_is_failed_by_another_process_with_its_log(url, tmp_path, long_job):
+    """SIGKILL the worker itself: its child dies with it (one outliving it would run on with nobody watching it),
+    and once its heartbeat is older than the timeout the server (or any worker) fails the job and keeps its log."""
     from backend.jobs import fail_jobs_of_dead_workers
 
-    job_id = _long_job(url)
+    job_id = long_job
     worker = subprocess.Popen([sys.executable, "-m", "backend.cli", "worker", "--db", url, "--jobs-dir",
                                str(tmp_path / "jobs")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_child(url, job_id, timeout=60)
+        child = _wait_for_child(url, job_id, timeout=60)
     finally:
         worker.kill()
         worker.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
     quick = JobSettings(worker_timeout_seconds=1.0)
     with sessions_of(url)() as db:
         assert fail_jobs_of_dead_workers(db, JOBS) == 0          # not silent long enough yet

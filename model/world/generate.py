@@ -1,6 +1,7 @@
 """Generate the demo world: videos of scenes with objects and loosely tied sounds, plus their truth."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections import Counter
@@ -234,8 +235,10 @@ def resolve_mode(objects: str) -> str:
 
 def encoding_pool(workers: int) -> ProcessPoolExecutor:
     """Processes to encode world videos in. Same world, same bytes: they fill the memory they are given
-    (fill_fresh_memory), also for one worker, so the caller's process keeps its ordinary allocator."""
-    return ProcessPoolExecutor(workers, initializer=fill_fresh_memory)
+    (fill_fresh_memory), also for one worker, so the caller's process keeps its ordinary allocator. Started from a
+    fork server, never a plain fork of the caller: forking a threaded process (pytest, the app) can deadlock a child."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
+                               initializer=fill_fresh_memory)
 
 
 def generate_world(out_dir: str | Path, videos: int | None = None, seed: int = 0, preset: str = "demo",
