@@ -8,8 +8,9 @@ careless ones CARELESS, spammers answering at random or always "yes, person". A 
 For each share of spammers, fixed judging (three judges) and adaptive judging (two, a third on disagreement or when
 one of them is doubtful on gold), at a gold rate of GOLD_RATE with gold from the truth:
 
-- detectors by the plain majority, by Dawid-Skene, and by Dawid-Skene after excluding every bot whose gold
-  accuracy is below GOLD_CUT ("Dawid-Skene + gold"), against the truth's count;
+- detectors by the plain majority, by the app's Dawid-Skene (its prior and the gold units anchor each annotator's
+  confusion: "dawid-skene + gold"), and by the same after excluding every bot whose gold accuracy is below
+  GOLD_CUT and re-judging their units ("... + exclusions"), against the truth's count;
 - each consensus's accuracy: the share of units whose verdict equals the truth;
 - gold accuracy per bot kind (median), and judgments per unit.
 
@@ -43,6 +44,9 @@ GOLD_RATE = 0.1
 GOLD_KEPT = 0.1          # share of the units kept as gold (of those the truth makes sure)
 GOLD_CUT = 0.5            # bots below this gold accuracy are excluded for "Dawid-Skene + gold"
 PASSWORD = "correct horse battery"
+# The consensus methods as the report names them: the app's Dawid-Skene is anchored on the campaign's gold units.
+NAMES = {"majority": "majority", "dawid-skene": "dawid-skene + gold"}
+EXCLUDED = "dawid-skene + gold + exclusions"
 
 
 def truth_labels(run_dir: Path, layer: str) -> dict[int, str]:
@@ -200,9 +204,9 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         admin = TestClient(base.app)
         headers = {"X-CSRF-Token": log_in(admin, "boss")}
         quality = admin.get(f"/api/v1/campaigns/{campaign_id}/annotators?consensus=dawid-skene", headers=headers).json()
-        detectors = {method: admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus={method}",
-                                       headers=headers).json()["detectors"] for method in ("majority", "dawid-skene")}
-        accuracy = accuracies(url, campaign_id, truth, ("majority", "dawid-skene"))
+        detectors = {NAMES[method]: admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus={method}",
+                                              headers=headers).json()["detectors"] for method in NAMES}
+        accuracy = {NAMES[method]: share for method, share in accuracies(url, campaign_id, truth, tuple(NAMES)).items()}
         refused, excluded = 0, set()
         for row in quality["items"]:
             if row["gold_accuracy"] is not None and row["gold_accuracy"] < GOLD_CUT:
@@ -213,9 +217,9 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         # The excluded bots' units went back to the queue: the others judge them again.
         extra = crowd([entry for entry in clients if entry[0] not in excluded])
         after = admin.get(f"/api/v1/campaigns/{campaign_id}/annotators?consensus=dawid-skene", headers=headers).json()
-        detectors["dawid-skene + gold"] = admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus=dawid-skene",
+        detectors[EXCLUDED] = admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus=dawid-skene",
                                                     headers=headers).json()["detectors"]
-    accuracy["dawid-skene + gold"] = accuracies(url, campaign_id, truth, ("dawid-skene",))["dawid-skene"]
+    accuracy[EXCLUDED] = accuracies(url, campaign_id, truth, ("dawid-skene",))["dawid-skene"]
     gold_by_kind = {}
     for row in quality["items"]:
         gold_by_kind.setdefault(re.sub(r"\d+$", "", row["name"]), []).append(row["gold_accuracy"])

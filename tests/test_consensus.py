@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotation.aggregate import Settlement, UnitAnswer
-from annotation.consensus import consensus_verdicts, dawid_skene, krippendorff_alpha, unit_labels
+from annotation.consensus import consensus_estimate, consensus_verdicts, dawid_skene, krippendorff_alpha, unit_labels
 
 
 def majority(item: dict[str, str]) -> str:
@@ -59,6 +59,63 @@ def test_dawid_skene_beats_the_majority_on_a_crowd_with_spammers(seed):
     mv = np.mean([majority(item) == t for item, t in zip(items, truth)])
     assert ds >= mv
     assert min(estimate.accuracy(w) for w in ("d1", "d2", "d3")) > max(estimate.accuracy(w) for w in ("s1", "s2"))
+
+
+def test_gold_units_anchor_annotators_who_swap_the_answers():
+    """Two of three annotators swap "no" and "yes:dog": plain EM believes the majority they make; six gold units
+    teach the consensus their confusion, and it reads every other unit right."""
+    truth = ["no" if i % 3 else "yes:dog" for i in range(60)]
+    swap = {"no": "yes:dog", "yes:dog": "no"}
+    items = [{"ann": t, "liar1": swap[t], "liar2": swap[t]} for t in truth]
+    assert dawid_skene(items).labels == [swap[t] for t in truth]
+    assert consensus_estimate(items[6:]).labels == [swap[t] for t in truth[6:]]          # no gold: fooled too
+    anchored = consensus_estimate(items[6:], list(zip(truth[:6], items[:6])))
+    assert anchored.labels == truth[6:]
+    assert anchored.posteriors.shape[0] == 54                                             # gold left out
+    with pytest.raises(ValueError, match="known items"):
+        dawid_skene(items, known={60: "no"})
+
+
+def bench_like_crowd(seed: int, spammers: int) -> tuple[list[dict[str, str]], list[str]]:
+    """bench_crowd's crowd in miniature: 230 units, 41 detectors of few (mostly one or two) categories; ten
+    annotators, `spammers` of them at random or always "yes:person", the rest three diligent (95%) to one careless
+    (65%), wrong answers spread over every label; three judges a unit."""
+    rng = np.random.default_rng(seed)
+    categories = ["waterfall", "crowd", "baby", "person", "boat", "dog", "car", "bird", "sea", "train", "engine"]
+    labels = ["no", "texture", *(f"yes:{c}" for c in categories)]
+    truth = ["no"] * 189 + [f"yes:{c}" for c in rng.choice(categories[:7], size=41, p=[.5, .2, .1, .08, .04, .04, .04])]
+    truth = list(rng.permutation(truth))
+    kinds = ["random", "yes-person"][:spammers] + ["random"] * max(spammers - 2, 0)
+    kinds += ["careless"] * ((10 - spammers) // 4)
+    kinds += ["diligent"] * (10 - len(kinds))
+
+    def answer(kind: str, t: str) -> str:
+        if kind == "yes-person":
+            return "yes:person"
+        if kind != "random" and rng.random() < (0.95 if kind == "diligent" else 0.65):
+            return t
+        return str(rng.choice([label for label in labels if label != t or kind == "random"]))
+
+    items = [{f"{kinds[j]}{j}": answer(kinds[j], t) for j in rng.choice(10, size=3, replace=False)} for t in truth]
+    return items, truth
+
+
+def test_the_consensus_counts_detectors_near_the_truth_where_plain_em_overcounts():
+    """With 20% spammers and 10% of the units gold, over eight crowds: the consensus (its prior, anchored on gold)
+    keeps the detector count near the truth's (median error within 6%, none beyond 15%); plain EM overfits the rare
+    categories' confusion rows and counts over 30% too many in every crowd."""
+    errors = []
+    for seed in range(8):
+        items, truth = bench_like_crowd(seed, spammers=2)
+        gold = range(0, 230, 10)
+        counted = [i for i in range(230) if i not in gold]
+        true_count = sum(truth[i] != "no" for i in counted)
+        plain = dawid_skene([items[i] for i in counted]).labels
+        ours = consensus_estimate([items[i] for i in counted], [(truth[i], items[i]) for i in gold]).labels
+        assert sum(label.startswith("yes:") for label in plain) > 1.3 * true_count
+        errors.append(sum(label.startswith("yes:") for label in ours) / true_count - 1)
+        assert np.mean([a == truth[i] for a, i in zip(ours, counted)]) > 0.95
+    assert np.median(np.abs(errors)) <= 0.06 and max(np.abs(errors)) <= 0.15
 
 
 def test_unit_answers_become_labels_with_the_object_named():

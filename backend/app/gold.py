@@ -170,6 +170,23 @@ def gold_answers(db: Session, campaign_id: int) -> dict[int, GoldAnswer]:
                 .outerjoin(Category, GoldUnit.category_id == Category.id).where(GoldUnit.campaign_id == campaign_id))}
 
 
+def answered_gold(db: Session, campaign_id: int) -> list[tuple[str, dict[str, str]]]:
+    """Each answered gold unit's known label and {annotator: label} of the annotators not excluded: what anchors
+    the Dawid-Skene consensus (annotation/consensus.py's `consensus_estimate`)."""
+    known = gold_answers(db, campaign_id)
+    given: dict[int, dict[str, str]] = {}
+    for unit_id, name, answer, category in db.execute(
+            select(Annotation.unit_id, Annotator.name, Annotation.answer, Category.name)
+            .join(Annotator, Annotation.annotator_id == Annotator.id)
+            .outerjoin(Category, Annotation.category_id == Category.id)
+            .where(Annotation.campaign_id == campaign_id, Annotation.unit_id.in_(gold_unit_ids(campaign_id)),
+                   Annotation.annotator_id.not_in(excluded_ids(campaign_id))).order_by(Annotation.id)):
+        if answer == "yes" and category is None:      # a yes whose category was deleted says nothing now
+            continue
+        given.setdefault(unit_id, {})[name] = f"yes:{category}" if answer == "yes" else answer
+    return [(known[unit].label, labels) for unit, labels in sorted(given.items()) if unit in known]
+
+
 # The ServerSecret that keys where gold units fall in each queue (backend/app/security.py's `server_secret`).
 GOLD_KEY = "gold_key"
 

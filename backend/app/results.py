@@ -15,10 +15,10 @@ from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, U
                                   units_for_review)
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
-from annotation.consensus import CONSENSUS_METHODS, Alpha, dawid_skene, krippendorff_alpha, label_as_settlement
+from annotation.consensus import CONSENSUS_METHODS, Alpha, consensus_estimate, krippendorff_alpha, label_as_settlement
 from backend.app.errors import TaskError
 from backend.app.campaign import campaign_annotation_settings, default_campaign
-from backend.app.gold import Judging, excluded_ids, gold_unit_ids, judging
+from backend.app.gold import Judging, answered_gold, excluded_ids, gold_unit_ids, judging
 from backend.db.models import (Annotation, Annotator, Campaign, Category, ImageMark, Layer, Run, SoundJudgement, Unit,
                                UnitImage, UnitSettlement)
 from model.settings import ANNOTATION, DETECTOR_PRECISION, AnnotationSettings
@@ -264,14 +264,15 @@ def check_consensus(consensus: str) -> str:
     return consensus
 
 
-def consensus_labels(rule: Judging, answers: dict[int, list[UnitAnswer]]) -> dict[int, Settlement]:
+def consensus_labels(rule: Judging, answers: dict[int, list[UnitAnswer]],
+                     gold: list[tuple[str, dict[str, str]]] = ()) -> dict[int, Settlement]:
     """Dawid-Skene's answer and object for each unit with the answers `rule` asks, fitted on those units at
-    once (annotation/consensus.py)."""
+    once and anchored on the campaign's answered `gold` units (annotation/consensus.py)."""
     complete = {unit: given for unit, given in answers.items() if given and len(given) >= rule.needed(given)}
     if not complete:
         return {}
     units = sorted(complete)
-    estimate = dawid_skene([{a.annotator: a.label for a in complete[unit]} for unit in units])
+    estimate = consensus_estimate([{a.annotator: a.label for a in complete[unit]} for unit in units], gold)
     return {unit: label_as_settlement(label) for unit, label in zip(units, estimate.labels)}
 
 
@@ -297,7 +298,8 @@ def run_report(db: Session, run: Run, campaign: Campaign | None, consensus: str 
                                         .where(UnitImage.unit_id.in_(unit_ids)).order_by(UnitImage.rank)):
         images[unit_id].append(image_id)
     answers, settlements = unit_answers(db, unit_ids, campaign_id), unit_settlements(db, unit_ids, campaign_id)
-    modelled = consensus_labels(rule, answers) if consensus == "dawid-skene" else {}
+    modelled = (consensus_labels(rule, answers, answered_gold(db, campaign_id) if campaign_id is not None else [])
+                if consensus == "dawid-skene" else {})
 
     rows = []
     for u in units:
