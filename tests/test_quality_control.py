@@ -119,6 +119,26 @@ def test_two_annotators_meet_gold_at_different_answers_each_where_their_seeded_p
             assert GoldPlan.of(db, campaign, annotator_id).positions(found[-1]) == found
 
 
+def test_skipping_a_gold_unit_spends_its_place_so_the_next_unit_tells_nothing(tmp_path):
+    """Were the unit after a skipped gold unit gold again, skipping would tell gold units from the others."""
+    url, _campaign_id, units = campaign_with_gold(tmp_path, 30, {i: "no" for i in range(10)}, gold_rate=0.5)
+    gold_units = set(units[:10])
+    add_user(url, "ann")
+    skipped = 0
+    with TestClient(create_app(Settings(database_url=url))) as client:
+        token = login(client, "ann")
+        unit = next_unit(client, token)
+        while unit is not None and skipped < 3:
+            if unit in gold_units:
+                assert client.post(f"/units/{unit}/skip", data={"csrf_token": token}).status_code in (200, 303)
+                skipped += 1
+                unit = next_unit(client, token)
+                assert unit not in gold_units
+            answer(client, token, unit, "no", url)
+            unit = next_unit(client, token)
+    assert skipped == 3
+
+
 def test_a_bot_answering_at_random_scores_below_a_truthful_bot_through_the_api(tmp_path):
     rng = random.Random(7)
     gold = {i: rng.choice(["no", "yes:dog", "yes:cat"]) for i in range(12)}

@@ -225,17 +225,22 @@ class GoldPlan:
         return random.Random(self.seed + answered.to_bytes(8, "big")).choice(units)
 
     def due(self, answered: int, on_gold: int) -> bool:
-        """Whether the next answer should be on a gold unit: fewer gold answers than positions so far, counting
-        it (a gold unit that could not be handed at its position, none being left unseen, comes at the next)."""
+        """Whether the next answer should be on a gold unit: fewer gold units met (answered or skipped) than
+        positions so far, counting it (a gold unit that could not be handed at its position, none being left
+        unseen, comes at the next)."""
         return on_gold < len(self.positions(answered + 1))
 
 
 def _answered(db: Session, campaign: Campaign, annotator_id: int) -> tuple[int, int]:
-    """How many answers the annotator gave in the campaign, and how many of them on gold units."""
-    mine = select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id,
-                                            Annotation.annotator_id == annotator_id).subquery()
-    answered = db.scalar(select(func.count()).select_from(mine))
-    on_gold = db.scalar(select(func.count()).select_from(mine).where(mine.c.unit_id.in_(gold_unit_ids(campaign.id))))
+    """How many answers the annotator gave in the campaign, and how many gold units they met there: answered or
+    skipped. A skipped gold unit spends its place in the plan: were the next unit gold again, skipping would tell
+    a gold unit from the others."""
+    answered = db.scalar(select(func.count()).where(Annotation.campaign_id == campaign.id,
+                                                     Annotation.annotator_id == annotator_id))
+    met = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id, Annotation.annotator_id == annotator_id)
+           .union(select(UnitSkip.unit_id).where(UnitSkip.campaign_id == campaign.id,
+                                                 UnitSkip.annotator_id == annotator_id))).subquery()
+    on_gold = db.scalar(select(func.count()).select_from(met).where(met.c.unit_id.in_(gold_unit_ids(campaign.id))))
     return answered, on_gold
 
 
