@@ -24,8 +24,8 @@ DS_TOLERANCE = 1e-7
 DS_SMOOTHING = 0.01
 # The consensus's prior on each annotator (a MAP estimate): pseudo-answers worth CONSENSUS_PRIOR_RIGHT right
 # answers in each class and CONSENSUS_PRIOR_CELL in every cell. Plain EM overfits the confusion rows of rare
-# classes (a few units each of most categories): in bench_crowd's crowd it counted 10-50% too many detectors even
-# without spammers, and 55-90% too many with 20% of them; the prior keeps a row it barely saw near "mostly right".
+# classes (a few units each of most categories): on bench_crowd's demo-scale runs it counted 11-24% too many
+# detectors without spammers; the prior keeps a row it barely saw near "mostly right".
 CONSENSUS_PRIOR_RIGHT = 2.0
 CONSENSUS_PRIOR_CELL = 0.1
 
