@@ -46,6 +46,15 @@ def answer(client, token, unit: int, label: str, url: str):
     assert response.status_code == 200, response.text
 
 
+def everyone_answers(client, url: str, names, label_of) -> None:
+    """Each of `names` logs in and answers every unit the queue hands them with `label_of(name, unit)`."""
+    for name in names:
+        token = login(client, name)
+        while (unit := next_unit(client, token)) is not None:
+            answer(client, token, unit, label_of(name, unit), url)
+        client.post("/logout", data={"csrf_token": token})
+
+
 def admin_headers(client) -> dict[str, str]:
     return {"X-CSRF-Token": login(client, "boss")}
 
@@ -307,11 +316,8 @@ def test_table1_by_either_consensus_and_the_results_page_shows_krippendorffs_alp
         add_user(url, name)
     add_user(url, "boss", is_admin=True)
     with TestClient(create_app(Settings(database_url=url))) as client:
-        for name in ("ann", "bob", "cat"):
-            token = login(client, name)
-            while (unit := next_unit(client, token)) is not None:
-                answer(client, token, unit, "yes:dog" if unit == units[0] or name != "cat" else "no", url)
-            client.post("/logout", data={"csrf_token": token})
+        everyone_answers(client, url, ("ann", "bob", "cat"),
+                         lambda name, unit: "yes:dog" if unit == units[0] or name != "cat" else "no")
         headers = admin_headers(client)
         for method in ("majority", "dawid-skene"):
             table = client.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus={method}", headers=headers).json()
@@ -335,11 +341,8 @@ def test_the_dawid_skene_table1_learns_from_gold_who_swaps_the_answers(tmp_path)
         add_user(url, name)
     add_user(url, "boss", is_admin=True)
     with TestClient(create_app(Settings(database_url=url))) as client:
-        for name in ("ann", "liar1", "liar2"):
-            token = login(client, name)
-            while (unit := next_unit(client, token)) is not None:
-                answer(client, token, unit, truth[unit] if name == "ann" else swap[truth[unit]], url)
-            client.post("/logout", data={"csrf_token": token})
+        everyone_answers(client, url, ("ann", "liar1", "liar2"),
+                         lambda name, unit: truth[unit] if name == "ann" else swap[truth[unit]])
         headers = admin_headers(client)
         table = {method: client.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus={method}",
                                     headers=headers).json() for method in ("majority", "dawid-skene")}
