@@ -1,10 +1,8 @@
 """Shared fixtures. With AMBIENT_TEST_DATABASE_URL set, each test's databases on that server are
 dropped after it."""
+import faulthandler
 import os
 import sys
-import threading
-import time
-import traceback
 
 import pytest
 
@@ -76,22 +74,13 @@ def pytest_sessionfinish(session, exitstatus):
     drop_databases()
 
 
-STRAY_THREAD_GRACE_SECONDS = 30
+EXIT_GRACE_SECONDS = 120
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """A thread some test left running (not a daemon) holds the interpreter's exit for as long as it runs: CI's
-    suite once finished and then sat until its 90-minute limit. Give such threads a grace period, then name them
-    with their stacks and leave with a failure, so a leak is a clear error and never a silent hang."""
-    deadline = time.monotonic() + STRAY_THREAD_GRACE_SECONDS
-    while stray := [t for t in threading.enumerate()
-                    if t is not threading.main_thread() and not t.daemon and t.is_alive()]:
-        if time.monotonic() > deadline:
-            frames = sys._current_frames()
-            for thread in stray:
-                sys.stderr.write(f"\nthread {thread.name!r} still running after the tests:\n"
-                                 + "".join(traceback.format_stack(frames.get(thread.ident))))
-            sys.stderr.flush()
-            sys.stdout.flush()
-            os._exit(1)
-        time.sleep(0.5)
+    suite once finished and then sat until its 90-minute limit. Should the process still be alive
+    EXIT_GRACE_SECONDS after the tests (executors' own exit handlers have stopped their threads long before), every
+    thread's stack is written out and the process exits with a failure: a clear error, never a silent hang."""
+    faulthandler.dump_traceback_later(EXIT_GRACE_SECONDS, exit=True, file=sys.__stderr__)
