@@ -479,7 +479,7 @@ def claim_next_job(db: Session) -> Job | None:
 
 # The kernel kills a child whose worker died (PR_SET_PDEATHSIG: one outliving it would run on with nobody
 # watching), set by util-linux's setpriv between fork and exec. Not a preexec_fn: Python code run in the child
-# of a threaded worker can deadlock before exec (it held CI's suite: Popen never returned).
+# of a threaded worker can deadlock before exec, leaving Popen waiting (the likely cause of a CI run's hang).
 DIE_WITH_PARENT = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
 
 

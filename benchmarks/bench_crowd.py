@@ -42,7 +42,7 @@ from sqlalchemy import select  # noqa: E402
 DILIGENT, CARELESS = 0.95, 0.65
 GOLD_RATE = 0.1
 GOLD_KEPT = 0.1          # share of the units kept as gold (of those the truth makes sure)
-GOLD_CUT = 0.5            # bots below this gold accuracy are excluded for "Dawid-Skene + gold"
+GOLD_CUT = 0.5            # bots below this gold accuracy are excluded for "... + exclusions"
 PASSWORD = "correct horse battery"
 # The consensus methods as the report names them: the app's Dawid-Skene is anchored on the campaign's gold units.
 NAMES = {"majority": "majority", "dawid-skene": "dawid-skene + gold"}
@@ -218,7 +218,7 @@ def scenario(template: Path, folder: Path, run_dir: Path, kinds: list[str], adap
         extra = crowd([entry for entry in clients if entry[0] not in excluded])
         after = admin.get(f"/api/v1/campaigns/{campaign_id}/annotators?consensus=dawid-skene", headers=headers).json()
         detectors[EXCLUDED] = admin.get(f"/api/v1/campaigns/{campaign_id}/table1?consensus=dawid-skene",
-                                                    headers=headers).json()["detectors"]
+                                        headers=headers).json()["detectors"]
     accuracy[EXCLUDED] = accuracies(url, campaign_id, truth, ("dawid-skene",))["dawid-skene"]
     gold_by_kind = {}
     for row in quality["items"]:
