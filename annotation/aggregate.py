@@ -27,6 +27,12 @@ AUDIBLE = ("yes", "no", "unsure")        # does the unit's object make the sound
 PRECISION_TOLERANCE = 1e-9
 
 
+def answer_label(answer: str, category: str | None) -> str:
+    """An answer as one label, as the agreement statistics and consensus compare them: "yes:<category>" for a
+    yes, else the answer ("no", "texture")."""
+    return f"yes:{category}" if answer == "yes" else answer
+
+
 @dataclass(frozen=True)
 class UnitAnswer:
     """One annotator's answer for one unit; `marked` holds 0-based ranks among its top images; `sequence`, where
@@ -51,7 +57,7 @@ class UnitAnswer:
     @property
     def label(self) -> str:
         """What this annotator said, as one label: the category for a yes, else the answer."""
-        return f"yes:{self.category}" if self.answer == "yes" else self.answer
+        return answer_label(self.answer, self.category)
 
 
 @dataclass(frozen=True)

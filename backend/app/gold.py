@@ -18,7 +18,7 @@ from typing import Sequence
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from annotation.aggregate import ANSWERS, UnitAnswer, answers_needed
+from annotation.aggregate import ANSWERS, UnitAnswer, answer_label, answers_needed
 from annotation.quality import DoubtHistory, GivenAnswer, GoldAnswer, annotator_quality, gold_from_truth
 from backend.app.errors import TaskError
 from backend.app.security import server_secret
@@ -163,7 +163,7 @@ def gold_from_run_truth(db: Session, campaign: Campaign) -> int:
 
 def gold_answers(db: Session, campaign_id: int) -> dict[int, GoldAnswer]:
     """unit id -> its known answer, as annotation/quality.py scores it."""
-    return {unit_id: GoldAnswer(f"yes:{category}" if answer == "yes" else answer,
+    return {unit_id: GoldAnswer(answer_label(answer, category),
                                 frozenset(marked) if marked is not None else None)
             for unit_id, answer, category, marked in db.execute(
                 select(GoldUnit.unit_id, GoldUnit.answer, Category.name, GoldUnit.marked)
@@ -183,7 +183,7 @@ def answered_gold(db: Session, campaign_id: int) -> list[tuple[str, dict[str, st
                    Annotation.annotator_id.not_in(excluded_ids(campaign_id))).order_by(Annotation.id)):
         if answer == "yes" and category is None:      # a yes whose category was deleted says nothing now
             continue
-        given.setdefault(unit_id, {})[name] = f"yes:{category}" if answer == "yes" else answer
+        given.setdefault(unit_id, {})[name] = answer_label(answer, category)
     return [(known[unit].label, labels) for unit, labels in sorted(given.items()) if unit in known]
 
 
@@ -237,7 +237,8 @@ def _answered(db: Session, campaign: Campaign, annotator_id: int) -> tuple[int, 
     a gold unit from the others."""
     answered = db.scalar(select(func.count()).where(Annotation.campaign_id == campaign.id,
                                                      Annotation.annotator_id == annotator_id))
-    met = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id, Annotation.annotator_id == annotator_id)
+    met = (select(Annotation.unit_id).where(Annotation.campaign_id == campaign.id,
+                                            Annotation.annotator_id == annotator_id)
            .union(select(UnitSkip.unit_id).where(UnitSkip.campaign_id == campaign.id,
                                                  UnitSkip.annotator_id == annotator_id))).subquery()
     on_gold = db.scalar(select(func.count()).select_from(met).where(met.c.unit_id.in_(gold_unit_ids(campaign.id))))
@@ -348,7 +349,7 @@ def doubt_history(db: Session, campaign_id: int) -> DoubtHistory:
     if not gold:
         return DoubtHistory(())
     return DoubtHistory(
-        (name, annotation_id, (f"yes:{category}" if answer == "yes" else answer) == gold[unit_id].label)
+        (name, annotation_id, answer_label(answer, category) == gold[unit_id].label)
         for annotation_id, name, unit_id, answer, category in db.execute(
             select(Annotation.id, Annotator.name, Annotation.unit_id, Annotation.answer, Category.name)
             .join(Annotator, Annotation.annotator_id == Annotator.id)
@@ -392,7 +393,7 @@ def given_answers(db: Session, campaign_id: int) -> list[GivenAnswer]:
             select(ImageMark.annotation_id, UnitImage.rank).join(UnitImage, ImageMark.unit_image_id == UnitImage.id)
             .join(Annotation, ImageMark.annotation_id == Annotation.id).where(Annotation.campaign_id == campaign_id)):
         marks.setdefault(annotation_id, set()).add(rank)
-    return [GivenAnswer(name, unit_id, f"yes:{category}" if answer == "yes" else answer,
+    return [GivenAnswer(name, unit_id, answer_label(answer, category),
                         frozenset(marks.get(annotation_id, ())), seconds)
             for annotation_id, name, unit_id, answer, category, seconds in db.execute(
                 select(Annotation.id, Annotator.name, Annotation.unit_id, Annotation.answer, Category.name,

@@ -12,7 +12,7 @@ from sqlalchemy import case, func, select, union
 from sqlalchemy.orm import Session, aliased
 
 from annotation.aggregate import (PRECISION_TOLERANCE, Settlement, UnitAnswer, UnitVerdict, aggregate_unit,
-                                  units_for_review)
+                                  answer_label, units_for_review)
 from annotation.statistics import (AgreementSummary, ClipJudgement, LabelAgreement, Table1, agreement_summary,
                                    automatic_agreement, detector_histogram, detectors_by_threshold, table1)
 from annotation.consensus import CONSENSUS_METHODS, Alpha, consensus_estimate, krippendorff_alpha, label_as_settlement
@@ -372,7 +372,7 @@ def verdict_label(verdict: UnitVerdict) -> str | None:
     """A verdict as one label ("no", "texture", "yes:<category>"), as answers are compared; None while tied."""
     if verdict.answer is None or (verdict.answer == "yes" and verdict.category is None):
         return None
-    return f"yes:{verdict.category}" if verdict.answer == "yes" else verdict.answer
+    return answer_label(verdict.answer, verdict.category)
 
 
 @dataclass(frozen=True)
