@@ -246,6 +246,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def test_a_silent_child_dies_with_the_process_that_started_it(tmp_path):
+    """The parent-death signal itself (a chatty child also dies of the broken pipe once its worker is gone; a quiet
+    one, e.g. between training epochs, would run on): a parent starts `sleep` as the worker starts a step, is
+    killed, and the sleep goes with it."""
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time; from backend.jobs import DIE_WITH_PARENT; "
+        "child = subprocess.Popen([*DIE_WITH_PARENT, 'sleep', '60'], stdout=subprocess.DEVNULL); "
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid)); time.sleep(60)")], cwd=REPO)
+    deadline = time.monotonic() + 30
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
 def test_running_jobs_whose_process_is_gone_fail_at_startup(url):
     gone = subprocess.Popen(["true"])
     gone.wait()
